@@ -1,0 +1,1 @@
+//! OS image builder: Debian root -> erofs /usr -> dm-verity -> UKI -> GPT A/B disk, and the QEMU runner.

@@ -1,0 +1,74 @@
+//! `keelson`: the SDK and admin CLI. Argument parsing only; the work lives in the library crates.
+
+mod admin_cmd;
+mod config_cmd;
+mod disk_cmd;
+mod image_cmd;
+mod verity_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "keelson",
+    version,
+    about = "Keelson: build, provision and update an image-based container OS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// dm-verity hash trees (compatible with veritysetup).
+    #[command(subcommand)]
+    Verity(verity_cmd::VerityCommand),
+    /// GPT disk images and A/B slots.
+    #[command(subcommand)]
+    Disk(disk_cmd::DiskCommand),
+    /// Build and run OS images.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
+    /// Provisioning configs: validate, translate, apply.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// Administer a keelson-server over its REST API.
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCommand),
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Verity(c) => verity_cmd::run(c),
+        Command::Disk(c) => disk_cmd::run(c),
+        Command::Image(c) => image_cmd::run(c),
+        Command::Config(c) => config_cmd::run(c),
+        Command::Admin(c) => admin_cmd::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; no timestamps under journald (it stamps lines itself).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEELSON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,1 @@
+//! First-boot provisioning: config providers and the apply engine for a target root.

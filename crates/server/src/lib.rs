@@ -1,0 +1,1 @@
+//! keelson-server: Omaha update server with rollout control, REST API, dashboard and FleetLock.

@@ -1,0 +1,45 @@
+//! `cargo xtask bench NAME`: each bench prints its result next to its peer or physical limit,
+//! measured side by side in the same run.
+
+mod boot;
+mod fleet;
+mod image;
+mod provision;
+mod server;
+mod verity;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Which benchmark to run.
+    which: Bench,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Bench {
+    /// 1 GiB hashed by keelson and by veritysetup.
+    Verity,
+    /// Cold and warm image build times.
+    Image,
+    /// Time to multi-user.target, next to stock Debian.
+    Boot,
+    /// Omaha update checks per second and p99, SQLite and PostgreSQL, next to axum hello-world.
+    Server,
+    /// 100,000 simulated nodes through a staged rollout.
+    Fleet,
+    /// Power-on to container app answering, with and without provisioning.
+    Provision,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.which {
+        Bench::Verity => verity::run(),
+        Bench::Image => image::run(),
+        Bench::Boot => boot::run(),
+        Bench::Server => server::run(),
+        Bench::Fleet => fleet::run(),
+        Bench::Provision => provision::run(),
+    }
+}
