@@ -9,6 +9,7 @@ mod deps;
 mod postgres;
 mod test;
 mod util;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -1,6 +1,7 @@
 //! `keelson`: the SDK and admin CLI. Argument parsing only; the work lives in the library crates.
 
 mod admin_cmd;
+mod config_apply;
 mod config_cmd;
 mod disk_cmd;
 mod image_cmd;
