@@ -1,1 +1,9 @@
 //! First-boot provisioning: config providers and the apply engine for a target root.
+//!
+//! Layers, bottom up: [`http`] (retrying client), [`dataurl`] and [`fetch`] (resources),
+//! [`target`] (path resolution that cannot leave the target root), [`passwd`] (the target's
+//! account databases), [`providers`] (where the config comes from).
+
+pub mod dataurl;
+pub mod fetch;
+pub mod http;

@@ -1,0 +1,235 @@
+//! HTTP with Ignition's retry semantics: retry on connection errors and 5xx with exponential
+//! backoff, treat any response below 500 as final, give up when the stage deadline passes.
+
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+
+/// The version string we send in `User-Agent` and `Accept`.
+pub const USER_AGENT: &str = concat!("keelson-provision/", env!("CARGO_PKG_VERSION"));
+
+/// `Accept` header Ignition sends when fetching configs and resources.
+pub const ACCEPT: &str = "application/vnd.coreos.ignition+json;version=3.6.0, */*;q=0.1";
+
+/// Errors of an HTTP exchange after all retries.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The HTTP client could not be built (TLS backend).
+    #[error("building HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// Every attempt failed with a retryable error until the deadline or attempt limit.
+    #[error(
+        "{method} {url}: gave up after {attempts} attempt(s) in {elapsed:?}; last error: {last}"
+    )]
+    GaveUp {
+        /// HTTP method.
+        method: String,
+        /// URL requested.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        elapsed: Duration,
+        /// Description of the last failure.
+        last: String,
+    },
+    /// A non-retryable status (4xx, or 3xx left unfollowed) the caller did not accept.
+    #[error("{method} {url}: HTTP status {status}")]
+    Status {
+        /// HTTP method.
+        method: String,
+        /// URL requested.
+        url: String,
+        /// Status code.
+        status: u16,
+    },
+}
+
+/// How often and how long to retry.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// First delay between attempts (Ignition: 200 ms).
+    pub initial_delay: Duration,
+    /// Upper bound of the doubling delay (Ignition: 5 s).
+    pub max_delay: Duration,
+    /// Give up after this much time in total (the stage timeout); `None` = never.
+    pub total: Option<Duration>,
+    /// Give up after this many attempts; `None` = unlimited (bounded by `total`).
+    pub max_attempts: Option<u32>,
+    /// Time allowed to connect and to receive response headers for one attempt.
+    pub response_headers_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            total: Some(Duration::from_secs(300)),
+            max_attempts: None,
+            response_headers_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A fast policy for tests and local sources: short delays, few attempts.
+    pub fn quick(attempts: u32) -> Self {
+        RetryPolicy {
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            total: Some(Duration::from_secs(20)),
+            max_attempts: Some(attempts),
+            response_headers_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Delay before attempt `n + 1` (n starts at 1): doubling from `initial_delay`, capped.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial_delay
+            .checked_mul(factor)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
+    }
+}
+
+/// A blocking HTTP client plus its retry policy.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: Client,
+    policy: RetryPolicy,
+}
+
+impl HttpClient {
+    /// Build a client; bodies may stream for as long as they need, only connecting is bounded.
+    pub fn new(policy: RetryPolicy) -> Result<Self, HttpError> {
+        let client = Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(policy.response_headers_timeout)
+            .timeout(None)
+            .build()
+            .map_err(HttpError::Client)?;
+        Ok(HttpClient { client, policy })
+    }
+
+    /// The retry policy in force.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// The underlying client, to build requests for [`HttpClient::send`].
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Send the request built by `build` until it yields a response with status < 500.
+    /// Connection errors and 5xx are retried with backoff; anything else is returned as is.
+    pub fn send(
+        &self,
+        method: &str,
+        url: &str,
+        build: impl Fn(&Client) -> RequestBuilder,
+    ) -> Result<Response, HttpError> {
+        self.retry(method, url, |_| match build(&self.client).send() {
+            Ok(resp) if resp.status().is_server_error() => {
+                Err(format!("HTTP status {}", resp.status().as_u16()))
+            }
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(describe(&e)),
+        })
+    }
+
+    /// Run `attempt` until it returns `Ok`, retrying its `Err(description)` with backoff.
+    pub fn retry<T>(
+        &self,
+        method: &str,
+        url: &str,
+        mut attempt: impl FnMut(u32) -> Result<T, String>,
+    ) -> Result<T, HttpError> {
+        let start = Instant::now();
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            match attempt(n) {
+                Ok(v) => return Ok(v),
+                Err(last) => {
+                    let delay = self.policy.delay_after(n);
+                    let out_of_attempts = self.policy.max_attempts.is_some_and(|max| n >= max);
+                    let out_of_time = self
+                        .policy
+                        .total
+                        .is_some_and(|total| start.elapsed() + delay > total);
+                    if out_of_attempts || out_of_time {
+                        return Err(HttpError::GaveUp {
+                            method: method.to_string(),
+                            url: url.to_string(),
+                            attempts: n,
+                            elapsed: start.elapsed(),
+                            last,
+                        });
+                    }
+                    tracing::warn!(%url, attempt = n, error = %last, ?delay, "retrying");
+                    std::thread::sleep(delay);
+                }
+            }
+        }
+    }
+}
+
+/// A reqwest error with its source chain, which is where the useful part usually is.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let p = RetryPolicy::default();
+        let got: Vec<u64> = (1..=7)
+            .map(|n| p.delay_after(n).as_millis() as u64)
+            .collect();
+        assert_eq!(got, vec![200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(p.delay_after(100), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn retry_gives_up_after_max_attempts_and_reports_last_error() {
+        let http = HttpClient::new(RetryPolicy::quick(3)).unwrap();
+        let mut calls = 0;
+        let err = http
+            .retry("GET", "http://x/", |n| {
+                calls += 1;
+                Err::<(), _>(format!("fail {n}"))
+            })
+            .unwrap_err();
+        assert_eq!(calls, 3);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("3 attempt(s)") && msg.contains("fail 3"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn retry_returns_first_success() {
+        let http = HttpClient::new(RetryPolicy::quick(5)).unwrap();
+        let v = http
+            .retry("GET", "u", |n| if n < 3 { Err("no".into()) } else { Ok(n) })
+            .unwrap();
+        assert_eq!(v, 3);
+    }
+}
