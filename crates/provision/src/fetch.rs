@@ -284,10 +284,10 @@ impl Fetcher {
         match (result, final_err) {
             (_, Some(e)) => Err(e),
             (Ok(n), None) => Ok(n),
-            (Err(e), None) => Err(FetchError::Http(e)).map_err(|e| {
+            (Err(e), None) => {
                 tracing::debug!(%url, "fetch failed");
-                e
-            }),
+                Err(FetchError::Http(e))
+            }
         }
     }
 
@@ -353,13 +353,13 @@ impl Fetcher {
                 .map_err(|source| FetchError::Write {
                     url: url.clone(),
                     dest: dest.into(),
-                    source: io::Error::new(io::ErrorKind::Other, SinkError(source)),
+                    source: io::Error::other(SinkError(source)),
                 })?;
         }
         sink.flush().map_err(|source| FetchError::Write {
             url: url.clone(),
             dest: dest.into(),
-            source: io::Error::new(io::ErrorKind::Other, SinkError(source)),
+            source: io::Error::other(SinkError(source)),
         })?;
         if let (Some(h), Some(expected)) = (hasher, hash) {
             let actual = h.finish();

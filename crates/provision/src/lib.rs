@@ -7,3 +7,4 @@
 pub mod dataurl;
 pub mod fetch;
 pub mod http;
+pub mod providers;

@@ -1,0 +1,109 @@
+//! The resource fetcher against a local HTTP server: headers, retries, broken downloads,
+//! gzip and verification over the wire.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::{Reply, Request, serve};
+use keelson_provision::fetch::{FetchError, Fetcher, ResourceSpec};
+use keelson_provision::http::{HttpClient, RetryPolicy};
+use sha2::Digest as _;
+
+fn fetcher() -> Fetcher {
+    Fetcher::new(HttpClient::new(RetryPolicy::quick(4)).unwrap(), 1 << 20)
+}
+
+#[test]
+fn sends_custom_headers_and_ignition_accept() {
+    let server = serve(|r: &Request| match r.header("Authorization") {
+        Some("Bearer s3cret") => Reply::new(200, "payload"),
+        _ => Reply::new(401, ""),
+    });
+    let spec = ResourceSpec {
+        headers: vec![("Authorization".into(), "Bearer s3cret".into())],
+        ..ResourceSpec::url(format!("{}/f", server.base))
+    };
+    assert_eq!(fetcher().fetch_bytes(&spec).unwrap(), b"payload");
+    let req = &server.requests()[0];
+    assert!(
+        req.header("Accept")
+            .unwrap()
+            .contains("vnd.coreos.ignition+json")
+    );
+    assert_eq!(req.header("Accept-Encoding"), Some("identity"));
+    // Without the header: 401 is final, not retried.
+    let err = fetcher()
+        .fetch_bytes(&ResourceSpec::url(format!("{}/f", server.base)))
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn retries_5xx_and_broken_bodies_then_writes_only_the_good_copy() {
+    let n = Arc::new(AtomicU32::new(0));
+    let c = n.clone();
+    let body = "0123456789".repeat(100);
+    let b = body.clone();
+    let server = serve(move |_: &Request| match c.fetch_add(1, Ordering::SeqCst) {
+        0 => Reply::new(502, ""),
+        1 => Reply {
+            truncate: true,
+            ..Reply::new(200, b.clone())
+        },
+        _ => Reply::new(200, b.clone()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = fetcher()
+        .fetch_to_temp_in(
+            &ResourceSpec::url(format!("{}/big", server.base)),
+            dir.path(),
+        )
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(tmp.path()).unwrap(), body);
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn gzip_over_http_verified_after_decompression() {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b"unit contents\n").unwrap();
+    let gz = e.finish().unwrap();
+    let server = serve(move |_: &Request| Reply::new(200, gz.clone()));
+    let good = ResourceSpec {
+        source: format!("{}/x.gz", server.base),
+        compression: Some("gzip".into()),
+        headers: vec![],
+        verification: Some(format!(
+            "sha512-{}",
+            hex::encode(sha2::Sha512::digest(b"unit contents\n"))
+        )),
+    };
+    assert_eq!(fetcher().fetch_bytes(&good).unwrap(), b"unit contents\n");
+    let bad = ResourceSpec {
+        verification: Some(format!("sha512-{}", "a".repeat(128))),
+        ..good
+    };
+    assert!(matches!(
+        fetcher().fetch_bytes(&bad),
+        Err(FetchError::HashMismatch { .. })
+    ));
+    // A hash mismatch is final: one request per fetch.
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn connection_refused_gives_up_with_attempt_count() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let err = fetcher()
+        .fetch_bytes(&ResourceSpec::url(format!("http://{addr}/x")))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("4 attempt(s)"), "{msg}");
+}
