@@ -47,7 +47,7 @@ impl AwsProvider {
             200 => {}
             // No token service (old IMDS, or IMDSv2 disabled): fall back to IMDSv1 as
             // Afterburn does.
-            403 | 404 | 405 => {
+            403..=405 => {
                 tracing::warn!(status, "IMDSv2 token unavailable, falling back to IMDSv1");
                 return Ok(None);
             }

@@ -58,9 +58,9 @@ pub enum ProviderError {
         provider: &'static str,
         /// Command-line key that named the URL.
         key: String,
-        /// Fetch error.
+        /// Fetch error (boxed: it is large and rare).
         #[source]
-        source: FetchError,
+        source: Box<FetchError>,
     },
     /// The service answered, but not as that service would.
     #[error("{provider}: {url}: {reason}")]
