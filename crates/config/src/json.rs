@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(items[1].pos, Pos { line: 2, col: 12 });
         assert_eq!(
             n.get("b").unwrap().get("c").unwrap().pos,
-            Pos { line: 3, col: 13 }
+            Pos { line: 3, col: 14 }
         );
     }
 
