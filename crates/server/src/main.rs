@@ -1,0 +1,84 @@
+//! `keelson-server`: the update server binary (thin: parses arguments, calls the library).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use keelson_server::db::{Db, redact_url};
+use keelson_server::{AppState, ServerConfig, auth};
+
+/// Omaha update server with rollout control, REST API, dashboard and FleetLock.
+#[derive(Debug, Parser)]
+#[command(name = "keelson-server", version)]
+struct Cli {
+    /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
+    #[arg(long, env = "KEELSON_DATABASE_URL", default_value = "sqlite://./keelson.db", global = true)]
+    database_url: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for uploaded package payloads.
+    #[arg(long, default_value = "./keelson-data")]
+    data_dir: PathBuf,
+    /// URL nodes use to reach this server (default: the request's Host header).
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once.
+    Create(auth::TokenArgs),
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let db = Db::connect(&cli.database_url)
+        .await
+        .with_context(|| format!("opening database {}", redact_url(&cli.database_url)))?;
+    match cli.command {
+        Some(Command::Token(TokenCommand::Create(args))) => auth::token_cli(&db, &args).await,
+        Some(Command::Serve(args)) => serve(db, args).await,
+        None => serve(db, cli.serve).await,
+    }
+}
+
+async fn serve(db: Db, args: ServeArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let mut config = ServerConfig::new(&args.data_dir);
+    config.public_url = args.public_url;
+    let app = keelson_server::router(AppState::new(db, config));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "keelson-server ready");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .context("serving HTTP")
+}
