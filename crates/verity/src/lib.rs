@@ -354,7 +354,7 @@ fn write_hash_area(
 
 /// Read the superblock at `hash_offset` of `hash`, like `veritysetup dump`.
 pub fn dump(hash: &Path, hash_offset: u64) -> Result<VerityInfo, VerityError> {
-    if hash_offset % 512 != 0 {
+    if !hash_offset.is_multiple_of(512) {
         return Err(VerityError::HashOffsetUnaligned {
             offset: hash_offset,
         });
@@ -397,7 +397,7 @@ pub fn verify(
     root_hash: &[u8],
     params: &VerityParams,
 ) -> Result<VerityInfo, VerityError> {
-    if params.hash_offset % 512 != 0 {
+    if !params.hash_offset.is_multiple_of(512) {
         return Err(VerityError::HashOffsetUnaligned {
             offset: params.hash_offset,
         });

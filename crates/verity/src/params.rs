@@ -293,12 +293,16 @@ impl VerityParams {
         if len > MAX_SALT_SIZE {
             return Err(VerityError::SaltTooLong { len });
         }
-        if self.hash_offset % 512 != 0 {
+        if !self.hash_offset.is_multiple_of(512) {
             return Err(VerityError::HashOffsetUnaligned {
                 offset: self.hash_offset,
             });
         }
-        if !self.superblock && self.hash_offset % u64::from(self.hash_block_size) != 0 {
+        if !self.superblock
+            && !self
+                .hash_offset
+                .is_multiple_of(u64::from(self.hash_block_size))
+        {
             return Err(VerityError::HashOffsetNotBlockAligned {
                 offset: self.hash_offset,
                 hash_block_size: self.hash_block_size,

@@ -293,7 +293,16 @@ mod tests {
     #[test]
     fn level_geometry_table() {
         // (digest, format, hbs, data_blocks) -> (per_block, slot, level sizes bottom-up)
-        let cases: &[(HashAlgorithm, HashType, u32, u64, usize, usize, &[u64])] = &[
+        type Case = (
+            HashAlgorithm,
+            HashType,
+            u32,
+            u64,
+            usize,
+            usize,
+            &'static [u64],
+        );
+        let cases: &[Case] = &[
             (
                 HashAlgorithm::Sha256,
                 HashType::Normal,

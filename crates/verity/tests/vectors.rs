@@ -104,7 +104,8 @@ fn verity_compat_test_8mib_zero_device() {
 #[test]
 fn own_runs_without_superblock() {
     let pattern: Vec<u8> = (0..4096).map(|i| (i % 256) as u8).collect();
-    let cases: &[(&str, Option<&[u8]>, u64, &str, u64)] = &[
+    type Case<'a> = (&'a str, Option<&'a [u8]>, u64, &'a str, u64);
+    let cases: &[Case] = &[
         (
             "129 zero blocks",
             None,
