@@ -338,7 +338,9 @@ fn write_hash_area(
         .prefix(".verity-")
         .tempfile_in(dir)
         .map_err(|e| VerityError::io(dir, "creating temporary hash file", e))?;
-    let end = offset + parts.iter().map(|p| p.len() as u64).sum::<u64>();
+    let written = parts.iter().map(|p| p.len() as u64).sum::<u64>();
+    // Like veritysetup, an empty hash area (one data block, no superblock) leaves an empty file.
+    let end = if written == 0 { 0 } else { offset + written };
     tmp.as_file()
         .set_len(end)
         .map_err(|e| VerityError::io(tmp.path(), "sizing temporary hash file", e))?;
