@@ -7,4 +7,6 @@
 pub mod dataurl;
 pub mod fetch;
 pub mod http;
+pub mod passwd;
 pub mod providers;
+pub mod target;
