@@ -153,7 +153,7 @@ fn write_data(path: &Path, rng: &mut StdRng, len: u64) {
 
 #[test]
 fn random_cases_match_veritysetup_byte_for_byte() {
-    let mut rng = StdRng::seed_from_u64(0x6b65_656c_736f_6e);
+    let mut rng = StdRng::seed_from_u64(0x006b_6565_6c73_6f6e);
     let dir = tempfile::tempdir().unwrap();
     for i in 0..CASES {
         let c = random_case(&mut rng);
