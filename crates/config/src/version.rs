@@ -134,7 +134,8 @@ mod tests {
 
     #[test]
     fn semver_table() {
-        let cases: &[(&str, Option<(u64, u64, u64)>)] = &[
+        type Triple = Option<(u64, u64, u64)>;
+        let cases: &[(&str, Triple)] = &[
             ("3.0.0", Some((3, 0, 0))),
             ("3.6.0", Some((3, 6, 0))),
             ("3.7.0-experimental", Some((3, 7, 0))),
