@@ -180,6 +180,30 @@ pub(crate) fn parse_i64(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
+/// The round-trip property the fuzz target and property tests check on any input: whatever
+/// parses (as a request, or as a response) must write back to XML that parses to the same
+/// value and writes back byte-identically. `Err` describes the first mismatch.
+pub fn check_round_trip(body: &[u8]) -> Result<(), String> {
+    let limits = Limits::default();
+    if let Ok(request) = Request::parse(body, &limits) {
+        let xml = request.to_xml();
+        match Request::parse(xml.as_bytes(), &limits) {
+            Ok(again) if again == request && again.to_xml() == xml => {}
+            Ok(again) => return Err(format!("request changed:\n{request:?}\n{again:?}\n{xml}")),
+            Err(e) => return Err(format!("written request does not parse: {e}\n{xml}")),
+        }
+    }
+    if let Ok(response) = Response::parse(body, &limits) {
+        let xml = response.to_xml();
+        match Response::parse(xml.as_bytes(), &limits) {
+            Ok(again) if again == response && again.to_xml() == xml => {}
+            Ok(again) => return Err(format!("response changed:\n{response:?}\n{again:?}\n{xml}")),
+            Err(e) => return Err(format!("written response does not parse: {e}\n{xml}")),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
