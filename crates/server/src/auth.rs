@@ -1,16 +1,325 @@
-//! Bearer tokens (placeholder: owned and replaced by ENGINEER SERVER-API).
+//! Bearer tokens with two roles, stored hashed.
+//!
+//! A token is `kt_` plus 64 hex digits of randomness (two v4 UUIDs: 244 random bits from the
+//! OS generator). Only its SHA-256 is stored: tokens are high-entropy, so a plain hash is
+//! enough (no salt or slow KDF needed) and lets us find the row by an indexed lookup.
+//! The REST API reads `Authorization: Bearer ...`; the dashboard reads the same token from an
+//! HttpOnly cookie set by its login form, so both apply the same roles. Node-facing endpoints
+//! (Omaha, FleetLock, payloads, metrics) never ask for a token.
 
-use crate::db::Db;
+use std::fmt;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::header;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::api::ApiError;
+use crate::db::{Db, now_unix};
+use crate::state::AppState;
+
+/// Name of the dashboard cookie that carries the token.
+pub const COOKIE_NAME: &str = "keelson_token";
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read everything, change nothing.
+    Viewer,
+    /// Read and change everything.
+    Admin,
+}
+
+impl Role {
+    /// The role as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("unknown role {other:?}: use admin or viewer")),
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Caller {
+    /// The token's ID (not secret; shown in the activity log).
+    pub token_id: String,
+    /// The token's role.
+    pub role: Role,
+}
+
+impl Caller {
+    /// How the caller appears as the actor of an activity entry.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.token_id)
+    }
+}
+
+/// Errors of token management.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A query on the tokens table failed.
+    #[error("tokens table: {what}: {source}")]
+    Db {
+        /// What was being done.
+        what: &'static str,
+        /// The driver error.
+        source: sqlx::Error,
+    },
+    /// A token row holds a role this version does not know.
+    #[error("token {id} has unknown role {role:?} in the database")]
+    BadRole {
+        /// The token's ID.
+        id: String,
+        /// The stored role.
+        role: String,
+    },
+}
+
+/// A freshly created token: the secret is shown once and never stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewToken {
+    /// The token's ID.
+    pub id: String,
+    /// The token's role.
+    pub role: Role,
+    /// The bearer secret.
+    pub token: String,
+}
+
+/// SHA-256 (hex) of a token, the only form it is stored in.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Create a token with `role` and store its hash.
+pub async fn create_token(db: &Db, role: Role, description: &str) -> Result<NewToken, AuthError> {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    let token = format!("kt_{a}{b}");
+    // The ID is derived from the hash, so it reveals nothing about the secret.
+    let hash = hash_token(&token);
+    let id = hash[..12].to_string();
+    sqlx::query(
+        "INSERT INTO tokens (id, role, hash, description, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&id)
+    .bind(role.as_str())
+    .bind(&hash)
+    .bind(description)
+    .bind(now_unix())
+    .execute(db.pool())
+    .await
+    .map_err(|source| AuthError::Db {
+        what: "inserting a token",
+        source,
+    })?;
+    Ok(NewToken { id, role, token })
+}
+
+/// Find the caller a token belongs to, or `None` when no such token exists.
+pub async fn lookup(db: &Db, token: &str) -> Result<Option<Caller>, AuthError> {
+    let hash = hash_token(token);
+    let row: Option<(String, String, Option<i64>)> =
+        sqlx::query_as("SELECT id, role, last_used FROM tokens WHERE hash = $1")
+            .bind(&hash)
+            .fetch_optional(db.pool())
+            .await
+            .map_err(|source| AuthError::Db {
+                what: "looking up a token",
+                source,
+            })?;
+    let Some((id, role, last_used)) = row else {
+        return Ok(None);
+    };
+    let role: Role = role.parse().map_err(|_| AuthError::BadRole {
+        id: id.clone(),
+        role,
+    })?;
+    let now = now_unix();
+    // Record use at most once a minute: a write per request would serialize reads on SQLite.
+    if last_used.is_none_or(|t| now - t >= 60) {
+        sqlx::query("UPDATE tokens SET last_used = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&id)
+            .execute(db.pool())
+            .await
+            .map_err(|source| AuthError::Db {
+                what: "recording token use",
+                source,
+            })?;
+    }
+    Ok(Some(Caller { token_id: id, role }))
+}
+
+/// The token a request carries: the bearer header first, then the dashboard cookie.
+pub fn request_token(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+            return Some(token.trim().to_string());
+        }
+        return None;
+    }
+    cookie_value(parts, COOKIE_NAME)
+}
+
+/// The value of cookie `name`, if the request has it.
+pub fn cookie_value(parts: &Parts, name: &str) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Authenticate a request: 401 without a valid token, 403 when the role is below `need`.
+pub async fn authorize(parts: &Parts, state: &AppState, need: Role) -> Result<Caller, ApiError> {
+    let Some(token) = request_token(parts) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing token: send Authorization: Bearer <token>",
+        ));
+    };
+    let caller = lookup(&state.db, &token)
+        .await
+        .map_err(|e| ApiError::internal("checking the token", e))?
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown or revoked token"))?;
+    if caller.role < need {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {} has role {}; this needs role {}",
+                caller.token_id, caller.role, need
+            ),
+        ));
+    }
+    Ok(caller)
+}
+
+/// Extractor: any valid token (viewer or admin).
+pub struct RequireViewer(pub Caller);
+
+/// Extractor: an admin token.
+pub struct RequireAdmin(pub Caller);
+
+impl FromRequestParts<AppState> for RequireViewer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authorize(parts, state, Role::Viewer)
+            .await
+            .map(RequireViewer)
+    }
+}
+
+impl FromRequestParts<AppState> for RequireAdmin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authorize(parts, state, Role::Admin).await.map(RequireAdmin)
+    }
+}
 
 /// Arguments of `keelson-server token create`.
 #[derive(Debug, clap::Args)]
 pub struct TokenArgs {
     /// Role of the new token: admin or viewer.
-    #[arg(long)]
+    #[arg(long, value_parser = ["admin", "viewer"])]
     pub role: String,
+    /// A note saying who or what the token is for.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Print the token as JSON ({"id", "role", "token"}).
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// Run `keelson-server token ...` (placeholder until SERVER-API implements it).
-pub async fn token_cli(_db: &Db, _args: &TokenArgs) -> anyhow::Result<()> {
-    anyhow::bail!("token management is not implemented yet")
+/// Run `keelson-server token create`: store a new token and print it once.
+pub async fn token_cli(db: &Db, args: &TokenArgs) -> anyhow::Result<()> {
+    let role: Role = args
+        .role
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
+    let new = create_token(db, role, &args.description)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating a {role} token: {e}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&new)?);
+    } else {
+        eprintln!(
+            "created {} token {} (shown once; only its hash is stored):",
+            new.role, new.id
+        );
+        println!("{}", new.token);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut b = axum::http::Request::builder().uri("/");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn token_comes_from_bearer_header_or_cookie() {
+        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+            (&[("authorization", "Bearer abc")], Some("abc")),
+            (&[("authorization", "bearer  abc ")], Some("abc")),
+            (&[("authorization", "Basic abc")], None),
+            (&[("authorization", "Bearer ")], None),
+            (&[("cookie", "a=1; keelson_token=xyz; b=2")], Some("xyz")),
+            (&[("cookie", "keelson_token=")], None),
+            (&[("cookie", "other=1")], None),
+            (&[], None),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(
+                request_token(&parts(headers)).as_deref(),
+                *want,
+                "{headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn roles_order_and_parse() {
+        assert!(Role::Admin > Role::Viewer);
+        assert_eq!("admin".parse::<Role>().unwrap(), Role::Admin);
+        assert!("root".parse::<Role>().is_err());
+        assert_eq!(hash_token("x").len(), 64);
+        assert_ne!(hash_token("x"), hash_token("y"));
+    }
 }

@@ -1,0 +1,643 @@
+//! Applications and their channels.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Activity, ApiError, ApiJson, Severity, begin, check_name, check_version, commit, db_err,
+    db_unique, log_activity, normalize_app_id,
+};
+use crate::auth::{Caller, RequireAdmin, RequireViewer};
+use crate::db::{Tx, now_unix};
+use crate::state::AppState;
+
+/// An application (an updatable product, e.g. the OS itself).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Application {
+    /// Lowercase ID without braces (a UUID for Omaha clients).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Body of `POST /api/v1/apps`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApplication {
+    /// Application ID; braces and case are normalized away.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Body of `PUT /api/v1/apps/{app}`: fields left out stay as they are.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationUpdate {
+    /// New display name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+}
+
+/// A channel: a named pointer to one package of an application, plus its floors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Channel {
+    /// Numeric ID.
+    pub id: i64,
+    /// The application.
+    pub application_id: String,
+    /// Name, unique within the application.
+    pub name: String,
+    /// Version of the package the channel points to, if any.
+    pub version: Option<String>,
+    /// Versions every node must pass through on its way up (ascending).
+    pub floors: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Body of `POST /api/v1/apps/{app}/channels`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewChannel {
+    /// Channel name.
+    pub name: String,
+    /// Package version to point at (must exist).
+    pub version: Option<String>,
+    /// Floor versions (packages that must exist).
+    #[serde(default)]
+    pub floors: Vec<String>,
+}
+
+/// Body of `PUT /api/v1/apps/{app}/channels/{channel}`: fields left out stay as they are;
+/// `"version": null` detaches the channel from any package.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelUpdate {
+    /// Package version to point at.
+    #[serde(default, deserialize_with = "double_option")]
+    pub version: Option<Option<String>>,
+    /// Replaces the floor list.
+    pub floors: Option<Vec<String>>,
+}
+
+/// Tell a missing field (`None`) from an explicit `null` (`Some(None)`).
+pub(crate) fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `GET /api/v1/whoami`: the caller's token ID and role.
+pub async fn whoami(RequireViewer(caller): RequireViewer) -> Json<Caller> {
+    Json(caller)
+}
+
+type AppRow = (String, String, String, i64);
+
+fn app_from_row((id, name, description, created_at): AppRow) -> Application {
+    Application {
+        id,
+        name,
+        description,
+        created_at,
+    }
+}
+
+/// Load application `id` (already normalized) or 404.
+pub(crate) async fn load_app(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> Result<Application, ApiError> {
+    let row: Option<AppRow> =
+        sqlx::query_as("SELECT id, name, description, created_at FROM applications WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+            .map_err(db_err("reading an application"))?;
+    row.map(app_from_row)
+        .ok_or_else(|| ApiError::not_found("application", id))
+}
+
+/// `GET /api/v1/apps`.
+pub async fn list(
+    State(state): State<AppState>,
+    _: RequireViewer,
+) -> Result<Json<Vec<Application>>, ApiError> {
+    let rows: Vec<AppRow> = sqlx::query_as(
+        "SELECT id, name, description, created_at FROM applications ORDER BY name, id",
+    )
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(db_err("listing applications"))?;
+    Ok(Json(rows.into_iter().map(app_from_row).collect()))
+}
+
+/// `GET /api/v1/apps/{app}`.
+pub async fn get_one(
+    State(state): State<AppState>,
+    _: RequireViewer,
+    Path(app): Path<String>,
+) -> Result<Json<Application>, ApiError> {
+    let mut conn = acquire(&state).await?;
+    load_app(&mut conn, &normalize_app_id(&app)).await.map(Json)
+}
+
+/// A pooled connection for a multi-query read.
+pub(crate) async fn acquire(
+    state: &AppState,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, ApiError> {
+    state
+        .db
+        .pool()
+        .acquire()
+        .await
+        .map_err(db_err("getting a database connection"))
+}
+
+/// `POST /api/v1/apps`.
+pub async fn create(
+    State(state): State<AppState>,
+    RequireAdmin(caller): RequireAdmin,
+    ApiJson(body): ApiJson<NewApplication>,
+) -> Result<(StatusCode, Json<Application>), ApiError> {
+    let id = normalize_app_id(&body.id);
+    check_name("id", &id)?;
+    check_text("name", &body.name, 200)?;
+    check_text_opt("description", &body.description, 2000)?;
+    let app = Application {
+        id,
+        name: body.name,
+        description: body.description,
+        created_at: now_unix(),
+    };
+    let mut tx = begin(&state).await?;
+    sqlx::query(
+        "INSERT INTO applications (id, name, description, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&app.id)
+    .bind(&app.name)
+    .bind(&app.description)
+    .bind(app.created_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_unique(
+        "inserting an application",
+        "application",
+        &app.id,
+    ))?;
+    log_activity(
+        &mut tx,
+        Activity {
+            severity: Severity::Info,
+            kind: "application.created",
+            actor: &caller.actor(),
+            application_id: Some(&app.id),
+            group_id: None,
+            version: None,
+            message: format!("application {} ({}) created", app.id, app.name),
+        },
+    )
+    .await?;
+    commit(tx).await?;
+    Ok((StatusCode::CREATED, Json(app)))
+}
+
+/// `PUT /api/v1/apps/{app}`.
+pub async fn update(
+    State(state): State<AppState>,
+    RequireAdmin(caller): RequireAdmin,
+    Path(app): Path<String>,
+    ApiJson(body): ApiJson<ApplicationUpdate>,
+) -> Result<Json<Application>, ApiError> {
+    let id = normalize_app_id(&app);
+    if let Some(name) = &body.name {
+        check_text("name", name, 200)?;
+    }
+    if let Some(d) = &body.description {
+        check_text_opt("description", d, 2000)?;
+    }
+    let mut tx = begin(&state).await?;
+    let mut current = load_app(&mut tx, &id).await?;
+    if let Some(name) = body.name {
+        current.name = name;
+    }
+    if let Some(d) = body.description {
+        current.description = d;
+    }
+    sqlx::query("UPDATE applications SET name = $1, description = $2 WHERE id = $3")
+        .bind(&current.name)
+        .bind(&current.description)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("updating an application"))?;
+    log_activity(
+        &mut tx,
+        Activity {
+            severity: Severity::Info,
+            kind: "application.updated",
+            actor: &caller.actor(),
+            application_id: Some(&id),
+            group_id: None,
+            version: None,
+            message: format!("application {id} updated"),
+        },
+    )
+    .await?;
+    commit(tx).await?;
+    Ok(Json(current))
+}
+
+/// `DELETE /api/v1/apps/{app}`: removes its channels, packages, groups and instances too.
+pub async fn delete(
+    State(state): State<AppState>,
+    RequireAdmin(caller): RequireAdmin,
+    Path(app): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = normalize_app_id(&app);
+    let mut tx = begin(&state).await?;
+    load_app(&mut tx, &id).await?;
+    // Explicit deletes in dependency order, so the result does not hang on the backend's
+    // foreign-key settings.
+    for sql in [
+        "DELETE FROM channel_floors WHERE channel_id IN (SELECT id FROM channels WHERE application_id = $1)",
+        "DELETE FROM instances WHERE application_id = $1",
+        "DELETE FROM groups WHERE application_id = $1",
+        "DELETE FROM channels WHERE application_id = $1",
+        "DELETE FROM packages WHERE application_id = $1",
+        "DELETE FROM applications WHERE id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("deleting an application"))?;
+    }
+    log_activity(
+        &mut tx,
+        Activity {
+            severity: Severity::Warning,
+            kind: "application.deleted",
+            actor: &caller.actor(),
+            application_id: Some(&id),
+            group_id: None,
+            version: None,
+            message: format!("application {id} deleted"),
+        },
+    )
+    .await?;
+    commit(tx).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Check a required display text: non-empty, at most `max` bytes, no control characters.
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    check_text_opt(field, value, max)
+}
+
+/// Like [`check_text`] but empty is allowed.
+pub(crate) fn check_text_opt(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} is longer than {max} bytes"),
+        ));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} contains control characters"),
+        ));
+    }
+    Ok(())
+}
+
+type ChannelRow = (i64, String, String, Option<String>, i64);
+
+const CHANNEL_SELECT: &str = "SELECT c.id, c.application_id, c.name, p.version, c.created_at \
+     FROM channels c LEFT JOIN packages p ON p.id = c.package_id";
+
+async fn channel_from_row(
+    conn: &mut sqlx::AnyConnection,
+    (id, application_id, name, version, created_at): ChannelRow,
+) -> Result<Channel, ApiError> {
+    let floors: Vec<(String,)> = sqlx::query_as(
+        "SELECT p.version FROM channel_floors f JOIN packages p ON p.id = f.package_id \
+         WHERE f.channel_id = $1",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await
+    .map_err(db_err("reading channel floors"))?;
+    let mut floors: Vec<String> = floors.into_iter().map(|(v,)| v).collect();
+    floors.sort_by(|a, b| compare_versions(a, b));
+    Ok(Channel {
+        id,
+        application_id,
+        name,
+        version,
+        floors,
+        created_at,
+    })
+}
+
+/// Order versions by their numeric dot-separated parts (3975.10.0 after 3975.9.0).
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |v: &str| -> Vec<(u64, String)> {
+        v.split(['.', '-', '+'])
+            .map(|p| (p.parse::<u64>().unwrap_or(0), p.to_string()))
+            .collect()
+    };
+    key(a).cmp(&key(b))
+}
+
+/// Load channel `name` of `app` or 404.
+pub(crate) async fn load_channel(
+    conn: &mut sqlx::AnyConnection,
+    app: &str,
+    name: &str,
+) -> Result<Channel, ApiError> {
+    let row: Option<ChannelRow> = sqlx::query_as(&format!(
+        "{CHANNEL_SELECT} WHERE c.application_id = $1 AND c.name = $2"
+    ))
+    .bind(app)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err("reading a channel"))?;
+    match row {
+        Some(row) => channel_from_row(conn, row).await,
+        None => Err(ApiError::not_found("channel", name)),
+    }
+}
+
+/// ID of package `version` of `app`, or 400 naming `field`.
+pub(crate) async fn package_id(
+    conn: &mut sqlx::AnyConnection,
+    app: &str,
+    version: &str,
+    field: &str,
+) -> Result<i64, ApiError> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT id FROM packages WHERE application_id = $1 AND version = $2")
+            .bind(app)
+            .bind(version)
+            .fetch_optional(conn)
+            .await
+            .map_err(db_err("looking up a package"))?;
+    row.map(|(id,)| id).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!("application {app} has no package with version {version:?}"),
+        )
+    })
+}
+
+/// `GET /api/v1/apps/{app}/channels`.
+pub async fn list_channels(
+    State(state): State<AppState>,
+    _: RequireViewer,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<Channel>>, ApiError> {
+    let app = normalize_app_id(&app);
+    let mut conn = acquire(&state).await?;
+    load_app(&mut conn, &app).await?;
+    let rows: Vec<ChannelRow> = sqlx::query_as(&format!(
+        "{CHANNEL_SELECT} WHERE c.application_id = $1 ORDER BY c.name"
+    ))
+    .bind(&app)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err("listing channels"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(channel_from_row(&mut conn, row).await?);
+    }
+    Ok(Json(out))
+}
+
+/// `GET /api/v1/apps/{app}/channels/{channel}`.
+pub async fn get_channel(
+    State(state): State<AppState>,
+    _: RequireViewer,
+    Path((app, channel)): Path<(String, String)>,
+) -> Result<Json<Channel>, ApiError> {
+    let app = normalize_app_id(&app);
+    let mut conn = acquire(&state).await?;
+    load_app(&mut conn, &app).await?;
+    load_channel(&mut conn, &app, &channel).await.map(Json)
+}
+
+async fn set_floors(
+    tx: &mut Tx,
+    app: &str,
+    channel_id: i64,
+    floors: &[String],
+) -> Result<(), ApiError> {
+    sqlx::query("DELETE FROM channel_floors WHERE channel_id = $1")
+        .bind(channel_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err("clearing channel floors"))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, v) in floors.iter().enumerate() {
+        let field = format!("floors[{i}]");
+        if !seen.insert(v.clone()) {
+            return Err(ApiError::invalid(
+                &field,
+                format!("floor {v:?} is listed twice"),
+            ));
+        }
+        let pkg = package_id(tx, app, v, &field).await?;
+        sqlx::query("INSERT INTO channel_floors (channel_id, package_id) VALUES ($1, $2)")
+            .bind(channel_id)
+            .bind(pkg)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err("adding a channel floor"))?;
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/apps/{app}/channels`.
+pub async fn create_channel(
+    State(state): State<AppState>,
+    RequireAdmin(caller): RequireAdmin,
+    Path(app): Path<String>,
+    ApiJson(body): ApiJson<NewChannel>,
+) -> Result<(StatusCode, Json<Channel>), ApiError> {
+    let app = normalize_app_id(&app);
+    check_name("name", &body.name)?;
+    let mut tx = begin(&state).await?;
+    load_app(&mut tx, &app).await?;
+    let pkg = match &body.version {
+        Some(v) => Some(package_id(&mut tx, &app, v, "version").await?),
+        None => None,
+    };
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO channels (application_id, name, package_id, created_at) \
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(&app)
+    .bind(&body.name)
+    .bind(pkg)
+    .bind(now_unix())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_unique("inserting a channel", "channel", &body.name))?;
+    set_floors(&mut tx, &app, id, &body.floors).await?;
+    log_activity(
+        &mut tx,
+        Activity {
+            severity: Severity::Info,
+            kind: "channel.created",
+            actor: &caller.actor(),
+            application_id: Some(&app),
+            group_id: None,
+            version: body.version.as_deref(),
+            message: format!(
+                "channel {} created at version {}",
+                body.name,
+                body.version.as_deref().unwrap_or("(none)")
+            ),
+        },
+    )
+    .await?;
+    let channel = load_channel(&mut tx, &app, &body.name).await?;
+    commit(tx).await?;
+    Ok((StatusCode::CREATED, Json(channel)))
+}
+
+/// `PUT /api/v1/apps/{app}/channels/{channel}`: repoint the channel (this is what starts a
+/// rollout) and/or replace its floors.
+pub async fn update_channel(
+    State(state): State<AppState>,
+    RequireAdmin(caller): RequireAdmin,
+    Path((app, channel)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ChannelUpdate>,
+) -> Result<Json<Channel>, ApiError> {
+    let app = normalize_app_id(&app);
+    let mut tx = begin(&state).await?;
+    load_app(&mut tx, &app).await?;
+    let current = load_channel(&mut tx, &app, &channel).await?;
+    if let Some(version) = &body.version {
+        if let Some(v) = version {
+            check_version("version", v)?;
+        }
+        let pkg = match version {
+            Some(v) => Some(package_id(&mut tx, &app, v, "version").await?),
+            None => None,
+        };
+        sqlx::query("UPDATE channels SET package_id = $1 WHERE id = $2")
+            .bind(pkg)
+            .bind(current.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("updating a channel"))?;
+    }
+    if let Some(floors) = &body.floors {
+        set_floors(&mut tx, &app, current.id, floors).await?;
+    }
+    let updated = load_channel(&mut tx, &app, &channel).await?;
+    log_activity(
+        &mut tx,
+        Activity {
+            severity: Severity::Info,
+            kind: "channel.updated",
+            actor: &caller.actor(),
+            application_id: Some(&app),
+            group_id: None,
+            version: updated.version.as_deref(),
+            message: format!(
+                "channel {channel} now at version {} (was {}), floors [{}]",
+                updated.version.as_deref().unwrap_or("(none)"),
+                current.version.as_deref().unwrap_or("(none)"),
+                updated.floors.join(", ")
+            ),
+        },
+    )
+    .await?;
+    commit(tx).await?;
+    Ok(Json(updated))
+}
+
+/// `DELETE /api/v1/apps/{app}/channels/{channel}`: groups on it are left without a channel.
+pub async fn delete_channel(
+    State(state): State<AppState>,
+    RequireAdmin(caller): RequireAdmin,
+    Path((app, channel)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let app = normalize_app_id(&app);
+    let mut tx = begin(&state).await?;
+    load_app(&mut tx, &app).await?;
+    let current = load_channel(&mut tx, &app, &channel).await?;
+    for sql in [
+        "DELETE FROM channel_floors WHERE channel_id = $1",
+        "UPDATE groups SET channel_id = NULL WHERE channel_id = $1",
+        "DELETE FROM channels WHERE id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(current.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("deleting a channel"))?;
+    }
+    log_activity(
+        &mut tx,
+        Activity {
+            severity: Severity::Warning,
+            kind: "channel.deleted",
+            actor: &caller.actor(),
+            application_id: Some(&app),
+            group_id: None,
+            version: None,
+            message: format!("channel {channel} deleted"),
+        },
+    )
+    .await?;
+    commit(tx).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_numerically() {
+        let mut v = vec!["3975.10.0", "3975.9.0", "100.0.0", "3975.9.1"];
+        v.sort_by(|a, b| compare_versions(a, b));
+        assert_eq!(v, ["100.0.0", "3975.9.0", "3975.9.1", "3975.10.0"]);
+    }
+
+    #[test]
+    fn texts_are_checked() {
+        assert!(check_text("name", "Keelson OS", 200).is_ok());
+        assert_eq!(
+            check_text("name", " ", 200).map_err(|e| e.field),
+            Err(Some("name".into()))
+        );
+        assert!(check_text("name", "a\u{7}b", 200).is_err());
+        assert!(check_text_opt("description", "", 10).is_ok());
+        assert!(check_text_opt("description", "12345678901", 10).is_err());
+    }
+}

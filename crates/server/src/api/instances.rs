@@ -1,0 +1,478 @@
+//! Instances (nodes as seen through their Omaha checks), their history, and the activity log.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, db_err, normalize_app_id};
+use crate::auth::RequireViewer;
+use crate::state::AppState;
+
+/// Instance status codes as stored (Nebraska's numbering, so its users read them the same).
+pub const STATUSES: [(i64, &str); 8] = [
+    (1, "undefined"),
+    (2, "update-granted"),
+    (3, "error"),
+    (4, "complete"),
+    (5, "installed"),
+    (6, "downloaded"),
+    (7, "downloading"),
+    (8, "on-hold"),
+];
+
+/// Name of a stored status code.
+pub fn status_name(code: i64) -> &'static str {
+    STATUSES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, n)| *n)
+        .unwrap_or("unknown")
+}
+
+/// Stored code of a status name.
+pub fn status_code(name: &str) -> Option<i64> {
+    STATUSES.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
+}
+
+/// A node of one application.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Instance {
+    /// Numeric ID.
+    pub id: i64,
+    /// The node's machine ID.
+    pub machine_id: String,
+    /// The application.
+    pub application_id: String,
+    /// Name of the node's group, if it matched one.
+    pub group: Option<String>,
+    /// Version the node last reported.
+    pub version: String,
+    /// Status name.
+    pub status: String,
+    /// Address of the last check.
+    pub ip: String,
+    /// `MACHINE_ALIAS`.
+    pub alias: String,
+    /// OEM ID.
+    pub oem: String,
+    /// First version installed on the node.
+    pub aleph_version: String,
+    /// Unix seconds of the last check.
+    pub last_check: i64,
+    /// Unix seconds of the first check.
+    pub created_at: i64,
+}
+
+/// One status change of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusEntry {
+    /// Status name.
+    pub status: String,
+    /// Version at the time.
+    pub version: String,
+    /// Details (e.g. the error code).
+    pub message: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One Omaha event reported by an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventEntry {
+    /// Omaha event type.
+    pub event_type: i64,
+    /// Omaha event result.
+    pub event_result: i64,
+    /// Error code including flag bits, if any.
+    pub error_code: Option<i64>,
+    /// Version reported.
+    pub version: String,
+    /// `previousversion`.
+    pub previous_version: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An instance with its history, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InstanceDetail {
+    /// The instance.
+    #[serde(flatten)]
+    pub instance: Instance,
+    /// Status changes, newest first (at most 100).
+    pub status_history: Vec<StatusEntry>,
+    /// Events, newest first (at most 100).
+    pub events: Vec<EventEntry>,
+}
+
+/// One page of instances.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InstancePage {
+    /// Instances matching the filters in total.
+    pub total: i64,
+    /// This page.
+    pub instances: Vec<Instance>,
+}
+
+/// Filters of `GET /api/v1/instances`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceFilter {
+    /// Application ID.
+    pub app: Option<String>,
+    /// Group name (needs `app` when names repeat across applications).
+    pub group: Option<String>,
+    /// Exact version.
+    pub version: Option<String>,
+    /// Status name.
+    pub status: Option<String>,
+    /// Substring of the machine ID or alias.
+    pub q: Option<String>,
+    /// Page size (1-500, default 50).
+    pub limit: Option<i64>,
+    /// Rows to skip.
+    pub offset: Option<i64>,
+}
+
+type InstanceRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+);
+
+const INSTANCE_COLUMNS: &str = "i.id, i.machine_id, i.application_id, g.name, i.version, \
+     i.status, i.ip, i.alias, i.oem, i.aleph_version, i.last_check, i.created_at";
+
+fn instance_from_row(r: InstanceRow) -> Instance {
+    Instance {
+        id: r.0,
+        machine_id: r.1,
+        application_id: r.2,
+        group: r.3,
+        version: r.4,
+        status: status_name(r.5).to_string(),
+        ip: r.6,
+        alias: r.7,
+        oem: r.8,
+        aleph_version: r.9,
+        last_check: r.10,
+        created_at: r.11,
+    }
+}
+
+/// Query instances matching `f`: shared by the API and the dashboard.
+pub async fn query_instances(
+    state: &AppState,
+    f: &InstanceFilter,
+) -> Result<InstancePage, ApiError> {
+    let limit = f.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 500",
+        ));
+    }
+    let offset = f.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid("offset", "offset must not be negative"));
+    }
+    // Build the WHERE clause from fixed fragments; every value goes in as a bind parameter.
+    let mut clauses: Vec<String> = Vec::new();
+    let mut binds: Vec<String> = Vec::new();
+    let mut push = |clause: &str, value: String| {
+        binds.push(value);
+        clauses.push(clause.replace('?', &format!("${}", binds.len())));
+    };
+    if let Some(app) = &f.app {
+        push("i.application_id = ?", normalize_app_id(app));
+    }
+    if let Some(group) = &f.group {
+        push("g.name = ?", group.clone());
+    }
+    if let Some(v) = &f.version {
+        push("i.version = ?", v.clone());
+    }
+    let status = match &f.status {
+        Some(s) => Some(status_code(s).ok_or_else(|| {
+            ApiError::invalid(
+                "status",
+                format!(
+                    "unknown status {s:?}; one of {}",
+                    STATUSES
+                        .iter()
+                        .map(|(_, n)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?),
+        None => None,
+    };
+    if let Some(q) = &f.q {
+        let n = binds.len();
+        binds.push(format!("%{}%", q.replace(['%', '_'], "")));
+        clauses.push(format!(
+            "(i.machine_id LIKE ${} OR i.alias LIKE ${})",
+            n + 1,
+            n + 1
+        ));
+    }
+    let mut where_sql = if clauses.is_empty() {
+        String::from("WHERE 1 = 1")
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let status_idx = binds.len() + 1;
+    if status.is_some() {
+        where_sql.push_str(&format!(" AND i.status = ${status_idx}"));
+    }
+    let from = "FROM instances i LEFT JOIN groups g ON g.id = i.group_id";
+    let count_sql = format!("SELECT COUNT(*) {from} {where_sql}");
+    let mut count_q = sqlx::query_as::<_, (i64,)>(&count_sql);
+    for b in &binds {
+        count_q = count_q.bind(b.clone());
+    }
+    if let Some(s) = status {
+        count_q = count_q.bind(s);
+    }
+    let (total,) = count_q
+        .fetch_one(state.db.pool())
+        .await
+        .map_err(db_err("counting instances"))?;
+    let page_sql = format!(
+        "SELECT {INSTANCE_COLUMNS} {from} {where_sql} ORDER BY i.last_check DESC, i.id \
+         LIMIT {limit} OFFSET {offset}"
+    );
+    let mut page_q = sqlx::query_as::<_, InstanceRow>(&page_sql);
+    for b in &binds {
+        page_q = page_q.bind(b.clone());
+    }
+    if let Some(s) = status {
+        page_q = page_q.bind(s);
+    }
+    let rows = page_q
+        .fetch_all(state.db.pool())
+        .await
+        .map_err(db_err("listing instances"))?;
+    Ok(InstancePage {
+        total,
+        instances: rows.into_iter().map(instance_from_row).collect(),
+    })
+}
+
+/// Load one instance with its history.
+pub async fn load_instance(state: &AppState, id: i64) -> Result<InstanceDetail, ApiError> {
+    let row: Option<InstanceRow> = sqlx::query_as(&format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances i LEFT JOIN groups g ON g.id = i.group_id \
+         WHERE i.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(state.db.pool())
+    .await
+    .map_err(db_err("reading an instance"))?;
+    let instance = row
+        .map(instance_from_row)
+        .ok_or_else(|| ApiError::not_found("instance", &id.to_string()))?;
+    let history: Vec<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT status, version, message, created_at FROM instance_status_history \
+         WHERE instance_id = $1 ORDER BY id DESC LIMIT 100",
+    )
+    .bind(id)
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(db_err("reading status history"))?;
+    let events: Vec<(i64, i64, Option<i64>, String, String, i64)> = sqlx::query_as(
+        "SELECT event_type, event_result, error_code, version, previous_version, created_at \
+         FROM events WHERE instance_id = $1 ORDER BY id DESC LIMIT 100",
+    )
+    .bind(id)
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(db_err("reading events"))?;
+    Ok(InstanceDetail {
+        instance,
+        status_history: history
+            .into_iter()
+            .map(|(s, version, message, created_at)| StatusEntry {
+                status: status_name(s).to_string(),
+                version,
+                message,
+                created_at,
+            })
+            .collect(),
+        events: events
+            .into_iter()
+            .map(
+                |(event_type, event_result, error_code, version, previous_version, created_at)| {
+                    EventEntry {
+                        event_type,
+                        event_result,
+                        error_code,
+                        version,
+                        previous_version,
+                        created_at,
+                    }
+                },
+            )
+            .collect(),
+    })
+}
+
+/// `GET /api/v1/instances?app=&group=&version=&status=&q=&limit=&offset=`.
+pub async fn list(
+    State(state): State<AppState>,
+    _: RequireViewer,
+    filter: Result<Query<InstanceFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<InstancePage>, ApiError> {
+    let Query(filter) = filter.map_err(query_error)?;
+    query_instances(&state, &filter).await.map(Json)
+}
+
+/// Turn axum's query rejection into our error shape.
+pub(crate) fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        format!("invalid query string: {}", e.body_text()),
+    )
+}
+
+/// `GET /api/v1/instances/{id}`.
+pub async fn get_one(
+    State(state): State<AppState>,
+    _: RequireViewer,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceDetail>, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::invalid("id", format!("instance id {id:?} is not a number")))?;
+    load_instance(&state, id).await.map(Json)
+}
+
+/// One activity-log entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActivityEntry {
+    /// Numeric ID (increasing).
+    pub id: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// `info`, `warning` or `error`.
+    pub severity: String,
+    /// What happened, e.g. `group.policy_updated`, `rollout.halted`.
+    pub kind: String,
+    /// Who did it: `token:ID`, `omaha`, `fleetlock`.
+    pub actor: String,
+    /// The application concerned.
+    pub application_id: Option<String>,
+    /// The group concerned.
+    pub group_id: Option<i64>,
+    /// The version concerned.
+    pub version: Option<String>,
+    /// A sentence for humans.
+    pub message: String,
+}
+
+/// Filters of `GET /api/v1/activity`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityFilter {
+    /// Only this application.
+    pub app: Option<String>,
+    /// Only entries with an ID below this (paging backwards).
+    pub before: Option<i64>,
+    /// Page size (1-500, default 50).
+    pub limit: Option<i64>,
+}
+
+/// Query the activity log, newest first: shared by the API and the dashboard.
+pub async fn query_activity(
+    state: &AppState,
+    f: &ActivityFilter,
+) -> Result<Vec<ActivityEntry>, ApiError> {
+    let limit = f.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 500",
+        ));
+    }
+    let before = f.before.unwrap_or(i64::MAX);
+    type Row = (
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        String,
+    );
+    let base = "SELECT id, created_at, severity, kind, actor, application_id, group_id, version, \
+                message FROM activity WHERE id < $1";
+    let rows: Vec<Row> = match &f.app {
+        Some(app) => {
+            sqlx::query_as(&format!(
+                "{base} AND application_id = $2 ORDER BY id DESC LIMIT {limit}"
+            ))
+            .bind(before)
+            .bind(normalize_app_id(app))
+            .fetch_all(state.db.pool())
+            .await
+        }
+        None => {
+            sqlx::query_as(&format!("{base} ORDER BY id DESC LIMIT {limit}"))
+                .bind(before)
+                .fetch_all(state.db.pool())
+                .await
+        }
+    }
+    .map_err(db_err("reading the activity log"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ActivityEntry {
+            id: r.0,
+            created_at: r.1,
+            severity: r.2,
+            kind: r.3,
+            actor: r.4,
+            application_id: r.5,
+            group_id: r.6,
+            version: r.7,
+            message: r.8,
+        })
+        .collect())
+}
+
+/// `GET /api/v1/activity?app=&before=&limit=`.
+pub async fn activity(
+    State(state): State<AppState>,
+    _: RequireViewer,
+    filter: Result<Query<ActivityFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<ActivityEntry>>, ApiError> {
+    let Query(filter) = filter.map_err(query_error)?;
+    query_activity(&state, &filter).await.map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for (code, name) in STATUSES {
+            assert_eq!(status_name(code), name);
+            assert_eq!(status_code(name), Some(code));
+        }
+        assert_eq!(status_name(99), "unknown");
+        assert_eq!(status_code("bogus"), None);
+    }
+}

@@ -1,0 +1,459 @@
+//! Packages: update payloads, either uploaded here (streamed to the data directory) or kept
+//! at an external URL.
+
+use std::path::{Path as FsPath, PathBuf};
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::apps::{acquire, check_text, load_app};
+use super::{
+    Activity, ApiError, ApiJson, Severity, begin, check_version, commit, db_err, db_unique,
+    log_activity, normalize_app_id,
+};
+use crate::auth::{RequireAdmin, RequireViewer};
+use crate::db::now_unix;
+use crate::state::AppState;
+
+/// A package of an application at one version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Package {
+    /// Numeric ID.
+    pub id: i64,
+    /// The application.
+    pub application_id: String,
+    /// The version this payload installs.
+    pub version: String,
+    /// File name appended to the codebase URL by the client.
+    pub filename: String,
+    /// External codebase URL (ends with `/`); `null` when the payload is stored here.
+    pub url: Option<String>,
+    /// Whether the payload file is stored on this server.
+    pub stored: bool,
+    /// Payload size in bytes.
+    pub size: i64,
+    /// SHA-1 of the payload, hex (Omaha's legacy `hash`).
+    pub sha1_hex: String,
+    /// SHA-256 of the payload, hex (sent base64 in the postinstall action).
+    pub sha256_hex: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Body of `POST /api/v1/apps/{app}/packages`: a payload hosted elsewhere.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewExternalPackage {
+    /// Version the payload installs.
+    pub version: String,
+    /// File name under `url`.
+    pub filename: String,
+    /// Codebase URL (http or https); a trailing `/` is added when missing.
+    pub url: String,
+    /// Payload size in bytes (> 0).
+    pub size: i64,
+    /// SHA-256 of the payload, 64 hex digits.
+    pub sha256_hex: String,
+    /// SHA-1 of the payload, 40 hex digits (optional; today's update_engine ignores it).
+    #[serde(default)]
+    pub sha1_hex: String,
+}
+
+/// Query of `PUT /api/v1/apps/{app}/packages/{version}/payload`.
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    /// File name the client appends to the codebase URL.
+    pub filename: Option<String>,
+}
+
+type PackageRow = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    String,
+    String,
+    i64,
+);
+
+const PACKAGE_SELECT: &str = "SELECT id, application_id, version, filename, url, stored_path, \
+     size, sha1_hex, sha256_hex, created_at FROM packages";
+
+fn package_from_row(r: PackageRow) -> Package {
+    Package {
+        id: r.0,
+        application_id: r.1,
+        version: r.2,
+        filename: r.3,
+        url: r.4,
+        stored: r.5.is_some(),
+        size: r.6,
+        sha1_hex: r.7,
+        sha256_hex: r.8,
+        created_at: r.9,
+    }
+}
+
+async fn load_package(
+    conn: &mut sqlx::AnyConnection,
+    app: &str,
+    version: &str,
+) -> Result<(Package, Option<String>), ApiError> {
+    let row: Option<PackageRow> = sqlx::query_as(&format!(
+        "{PACKAGE_SELECT} WHERE application_id = $1 AND version = $2"
+    ))
+    .bind(app)
+    .bind(version)
+    .fetch_optional(conn)
+    .await
+    .map_err(db_err("reading a package"))?;
+    match row {
+        Some(r) => {
+            let stored = r.5.clone();
+            Ok((package_from_row(r), stored))
+        }
+        None => Err(ApiError::not_found("package", version)),
+    }
+}
+
+/// `GET /api/v1/apps/{app}/packages`.
+pub async fn list(
+    State(state): State<AppState>,
+    _: RequireViewer,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<Package>>, ApiError> {
+    let app = normalize_app_id(&app);
+    let mut conn = acquire(&state).await?;
+    load_app(&mut conn, &app).await?;
+    let rows: Vec<PackageRow> =
+        sqlx::query_as(&format!("{PACKAGE_SELECT} WHERE application_id = $1"))
+            .bind(&app)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err("listing packages"))?;
+    let mut out: Vec<Package> = rows.into_iter().map(package_from_row).collect();
+    out.sort_by(|a, b| super::apps::compare_versions(&b.version, &a.version));
+    Ok(Json(out))
+}
+
+/// `GET /api/v1/apps/{app}/packages/{version}`.
+pub async fn get_one(
+    State(state): State<AppState>,
+    _: RequireViewer,
+    Path((app, version)): Path<(String, String)>,
+) -> Result<Json<Package>, ApiError> {
+    let app = normalize_app_id(&app);
+    let mut conn = acquire(&state).await?;
+    load_app(&mut conn, &app).await?;
+    Ok(Json(load_package(&mut conn, &app, &version).await?.0))
+}
+
+fn check_hex(field: &str, value: &str, len: usize) -> Result<(), ApiError> {
+    if value.len() == len && value.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("{field} must be {len} hex digits"),
+        ))
+    }
+}
+
+/// A file name the client may append to a URL: no path separators, no leading dot.
+fn check_filename(field: &str, value: &str) -> Result<(), ApiError> {
+    check_text(field, value, 255)?;
+    if value.contains(['/', '\\', '?', '#', ' ']) || value.starts_with('.') {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} {value:?} must be a plain file name"),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/apps/{app}/packages`: register an externally hosted payload.
+pub async fn create_external(
+    State(state): State<AppState>,
+    RequireAdmin(caller): RequireAdmin,
+    Path(app): Path<String>,
+    ApiJson(body): ApiJson<NewExternalPackage>,
+) -> Result<(StatusCode, Json<Package>), ApiError> {
+    let app = normalize_app_id(&app);
+    check_version("version", &body.version)?;
+    check_filename("filename", &body.filename)?;
+    if !(body.url.starts_with("http://") || body.url.starts_with("https://"))
+        || body.url.contains(char::is_whitespace)
+    {
+        return Err(ApiError::invalid(
+            "url",
+            format!("url {:?} must be an http:// or https:// URL", body.url),
+        ));
+    }
+    let mut url = body.url.clone();
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    if body.size <= 0 {
+        return Err(ApiError::invalid("size", "size must be greater than 0"));
+    }
+    check_hex("sha256_hex", &body.sha256_hex, 64)?;
+    if !body.sha1_hex.is_empty() {
+        check_hex("sha1_hex", &body.sha1_hex, 40)?;
+    }
+    let mut tx = begin(&state).await?;
+    load_app(&mut tx, &app).await?;
+    sqlx::query(
+        "INSERT INTO packages (application_id, version, filename, url, stored_path, size, \
+         sha1_hex, sha256_hex, created_at) VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8)",
+    )
+    .bind(&app)
+    .bind(&body.version)
+    .bind(&body.filename)
+    .bind(&url)
+    .bind(body.size)
+    .bind(body.sha1_hex.to_ascii_lowercase())
+    .bind(body.sha256_hex.to_ascii_lowercase())
+    .bind(now_unix())
+    .execute(&mut *tx)
+    .await
+    .map_err(db_unique("inserting a package", "package", &body.version))?;
+    log_activity(
+        &mut tx,
+        Activity {
+            severity: Severity::Info,
+            kind: "package.created",
+            actor: &caller.actor(),
+            application_id: Some(&app),
+            group_id: None,
+            version: Some(&body.version),
+            message: format!("package {} added at {url}{}", body.version, body.filename),
+        },
+    )
+    .await?;
+    let (pkg, _) = load_package(&mut tx, &app, &body.version).await?;
+    commit(tx).await?;
+    Ok((StatusCode::CREATED, Json(pkg)))
+}
+
+/// Removes a file when dropped unless disarmed: an upload that fails at any step leaves no
+/// partial payload behind.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// What streaming an upload produced.
+struct Streamed {
+    size: u64,
+    sha1_hex: String,
+    sha256_hex: String,
+}
+
+async fn stream_to_file(req: Request, path: &FsPath, limit: u64) -> Result<Streamed, ApiError> {
+    use futures_util::StreamExt;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| ApiError::internal(&format!("creating {}", path.display()), e))?;
+    let mut sha1 = Sha1::new();
+    let mut sha256 = Sha256::new();
+    let mut size: u64 = 0;
+    let mut stream = req.into_body().into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("reading the upload: {e}"))
+        })?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("upload is larger than the limit of {limit} bytes"),
+            ));
+        }
+        sha1.update(&chunk);
+        sha256.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal(&format!("writing {}", path.display()), e))?;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| ApiError::internal(&format!("syncing {}", path.display()), e))?;
+    Ok(Streamed {
+        size,
+        sha1_hex: hex::encode(sha1.finalize()),
+        sha256_hex: hex::encode(sha256.finalize()),
+    })
+}
+
+/// `PUT /api/v1/apps/{app}/packages/{version}/payload?filename=NAME`: stream the raw body
+/// into the data directory and create the package. The file is written under a temporary
+/// name, renamed into place and the row committed; a failure at any step removes the file.
+pub async fn upload(
+    State(state): State<AppState>,
+    RequireAdmin(caller): RequireAdmin,
+    Path((app, version)): Path<(String, String)>,
+    Query(query): Query<UploadQuery>,
+    req: Request,
+) -> Result<(StatusCode, Json<Package>), ApiError> {
+    let app = normalize_app_id(&app);
+    check_version("version", &version)?;
+    let filename = query
+        .filename
+        .unwrap_or_else(|| "keelson_update.gz".to_string());
+    check_filename("filename", &filename)?;
+    // Refuse early (before reading a possibly large body) what would fail at commit anyway.
+    {
+        let mut conn = acquire(&state).await?;
+        load_app(&mut conn, &app).await?;
+        if load_package(&mut conn, &app, &version).await.is_ok() {
+            return Err(ApiError::conflict("package", &version));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = state.config.upload_limit;
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload is larger than the limit of {limit} bytes"),
+        ));
+    }
+    let dir = &state.config.data_dir;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| ApiError::internal(&format!("creating {}", dir.display()), e))?;
+    let stored_name = format!("pkg-{}", uuid::Uuid::new_v4().simple());
+    let tmp = dir.join(format!(".{stored_name}.part"));
+    let final_path = dir.join(&stored_name);
+    let mut tmp_guard = RemoveOnDrop(Some(tmp.clone()));
+    let streamed = stream_to_file(req, &tmp, limit).await?;
+    if streamed.size == 0 {
+        return Err(ApiError::invalid("body", "the uploaded payload is empty"));
+    }
+    let size = i64::try_from(streamed.size)
+        .map_err(|_| ApiError::invalid("body", "the uploaded payload is too large"))?;
+    tokio::fs::rename(&tmp, &final_path)
+        .await
+        .map_err(|e| ApiError::internal(&format!("renaming into {}", final_path.display()), e))?;
+    tmp_guard.disarm();
+    let mut final_guard = RemoveOnDrop(Some(final_path.clone()));
+
+    let mut tx = begin(&state).await?;
+    load_app(&mut tx, &app).await?;
+    sqlx::query(
+        "INSERT INTO packages (application_id, version, filename, url, stored_path, size, \
+         sha1_hex, sha256_hex, created_at) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8)",
+    )
+    .bind(&app)
+    .bind(&version)
+    .bind(&filename)
+    .bind(&stored_name)
+    .bind(size)
+    .bind(&streamed.sha1_hex)
+    .bind(&streamed.sha256_hex)
+    .bind(now_unix())
+    .execute(&mut *tx)
+    .await
+    .map_err(db_unique("inserting a package", "package", &version))?;
+    log_activity(
+        &mut tx,
+        Activity {
+            severity: Severity::Info,
+            kind: "package.uploaded",
+            actor: &caller.actor(),
+            application_id: Some(&app),
+            group_id: None,
+            version: Some(&version),
+            message: format!(
+                "package {version} uploaded ({size} bytes, sha256 {})",
+                streamed.sha256_hex
+            ),
+        },
+    )
+    .await?;
+    let (pkg, _) = load_package(&mut tx, &app, &version).await?;
+    commit(tx).await?;
+    final_guard.disarm();
+    Ok((StatusCode::CREATED, Json(pkg)))
+}
+
+/// `DELETE /api/v1/apps/{app}/packages/{version}`: 409 while a channel points at it.
+pub async fn delete(
+    State(state): State<AppState>,
+    RequireAdmin(caller): RequireAdmin,
+    Path((app, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let app = normalize_app_id(&app);
+    let mut tx = begin(&state).await?;
+    load_app(&mut tx, &app).await?;
+    let (pkg, stored) = load_package(&mut tx, &app, &version).await?;
+    let users: Vec<(String,)> = sqlx::query_as("SELECT name FROM channels WHERE package_id = $1")
+        .bind(pkg.id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err("finding channels of a package"))?;
+    if !users.is_empty() {
+        let names: Vec<String> = users.into_iter().map(|(n,)| n).collect();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "package {version} is used by channel(s) {}; repoint them first",
+                names.join(", ")
+            ),
+        ));
+    }
+    for sql in [
+        "DELETE FROM channel_floors WHERE package_id = $1",
+        "DELETE FROM packages WHERE id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(pkg.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("deleting a package"))?;
+    }
+    log_activity(
+        &mut tx,
+        Activity {
+            severity: Severity::Warning,
+            kind: "package.deleted",
+            actor: &caller.actor(),
+            application_id: Some(&app),
+            group_id: None,
+            version: Some(&version),
+            message: format!("package {version} deleted"),
+        },
+    )
+    .await?;
+    commit(tx).await?;
+    // Only after the commit: a rolled-back delete must still find its file.
+    if let Some(name) = stored {
+        let path = state.config.data_dir.join(name);
+        if let Err(e) = tokio::fs::remove_file(&path).await {
+            tracing::warn!(path = %path.display(), error = %e, "removing a deleted package's payload");
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
