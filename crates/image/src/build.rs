@@ -1,0 +1,977 @@
+//! `keelson image build`: `os/` -> Debian root (mmdebstrap, cached) -> erofs /usr -> dm-verity
+//! tree -> UKI carrying `usrhash=` -> GPT disk (ESP, usr A + verity A, empty slot B, root), plus
+//! the update parts of the version.
+//!
+//! Nothing is written under an output name until it is complete: the work happens in a temporary
+//! directory inside the output directory (same file system), and finished files are renamed into
+//! place, so a failed or interrupted build leaves the previous outputs (or nothing) behind.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::os::{self, OsDefinition};
+use crate::{ImageError, cmd, io_err};
+
+/// Bump when the build steps change in a way that changes the cached root file system.
+const ROOTFS_RECIPE: &str = "keelson-rootfs-v1";
+/// Default SOURCE_DATE_EPOCH (2025-01-01T00:00:00Z) when the environment sets none.
+pub const DEFAULT_SOURCE_DATE_EPOCH: u64 = 1_735_689_600;
+const MIB: u64 = 1024 * 1024;
+/// The package index is fetched again after this long.
+const INDEX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Inputs of one build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The OS definition directory (`os/`).
+    pub os_dir: PathBuf,
+    /// Version to build; the definition's default when None.
+    pub version: Option<String>,
+    /// Where the image and the update parts go.
+    pub out_dir: PathBuf,
+    /// Package, index and root file system cache.
+    pub cache_dir: PathBuf,
+    /// Timestamp for every file (SOURCE_DATE_EPOCH).
+    pub source_date_epoch: u64,
+    /// Ignore the cached root file system (the package cache is still used).
+    pub fresh_rootfs: bool,
+    /// Show progress spinners on stderr.
+    pub progress: bool,
+}
+
+impl BuildOptions {
+    /// Options with the defaults: cache from [`default_cache_dir`], SOURCE_DATE_EPOCH from the
+    /// environment or [`DEFAULT_SOURCE_DATE_EPOCH`].
+    pub fn new(os_dir: impl Into<PathBuf>, out_dir: impl Into<PathBuf>) -> Self {
+        let sde = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(DEFAULT_SOURCE_DATE_EPOCH);
+        BuildOptions {
+            os_dir: os_dir.into(),
+            version: None,
+            out_dir: out_dir.into(),
+            cache_dir: default_cache_dir(),
+            source_date_epoch: sde,
+            fresh_rootfs: false,
+            progress: true,
+        }
+    }
+}
+
+/// `$KEELSON_CACHE_DIR`, else `~/.cache/keelson`, else `/var/cache/keelson`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KEELSON_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache/keelson");
+    }
+    PathBuf::from("/var/cache/keelson")
+}
+
+/// One file written to the output directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartFile {
+    /// Role: `disk`, `usr`, `usr-verity` or `uki`.
+    pub kind: String,
+    /// Path of the file.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildOutput {
+    /// The built version.
+    pub version: String,
+    /// The bootable disk image.
+    pub image: PathBuf,
+    /// dm-verity root hash of /usr, hex.
+    pub usr_root_hash: String,
+    /// Partition UUID of usr A (first half of the root hash).
+    pub usr_partuuid: String,
+    /// Partition UUID of usr-verity A (second half of the root hash).
+    pub usr_verity_partuuid: String,
+    /// Kernel version inside the UKI.
+    pub kernel_version: String,
+    /// The kernel command line in the UKI.
+    pub cmdline: String,
+    /// File name of the UKI on the ESP (`/EFI/Linux/...`).
+    pub uki_name: String,
+    /// The disk image and the update parts (usr image, verity tree, UKI).
+    pub files: Vec<PartFile>,
+    /// Whether the root file system came from the cache.
+    pub rootfs_cached: bool,
+}
+
+/// The usr and usr-verity partition UUIDs derived from a root hash (DPS / systemd-repart):
+/// first and last 128 bits, as UUID strings.
+pub fn uuids_from_root_hash(root_hash_hex: &str) -> Option<(String, String)> {
+    if root_hash_hex.len() != 64 || !root_hash_hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let fmt = |h: &str| {
+        let h = h.to_ascii_lowercase();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    };
+    Some((fmt(&root_hash_hex[..32]), fmt(&root_hash_hex[32..])))
+}
+
+/// A UUID derived from a label and the build inputs, so that rebuilds give the same UUIDs.
+fn derived_uuid(what: &str, seed: &str) -> String {
+    let d = Sha256::digest(format!("keelson:{what}:{seed}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4 layout, but deterministic
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Spinner for one long step; prints a line when done.
+struct Step {
+    bar: ProgressBar,
+    name: String,
+    started: Instant,
+}
+
+impl Step {
+    fn start(progress: bool, name: &str) -> Step {
+        let bar = if progress {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b.set_prefix(name.to_string());
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        tracing::info!(step = name, "starting");
+        Step {
+            bar,
+            name: name.to_string(),
+            started: Instant::now(),
+        }
+    }
+
+    fn message(&self, m: &str) {
+        self.bar.set_message(m.to_string());
+    }
+
+    fn done(self, what: &str) {
+        self.bar.finish_and_clear();
+        tracing::info!(step = %self.name, elapsed = ?self.started.elapsed(), "{what}");
+    }
+}
+
+fn require_tools() -> Result<(), ImageError> {
+    let tools = [
+        ("mmdebstrap", "mmdebstrap"),
+        ("mkfs.erofs", "erofs-utils"),
+        ("mkfs.vfat", "dosfstools"),
+        ("mcopy", "mtools"),
+        ("mmd", "mtools"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("sgdisk", "gdisk"),
+        ("veritysetup", "cryptsetup-bin"),
+        ("xz", "xz-utils"),
+        ("curl", "curl"),
+    ];
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for (tool, pkg) in tools {
+        if !std::env::split_paths(&path).any(|d| d.join(tool).is_file()) {
+            return Err(ImageError::Missing {
+                path: PathBuf::from(tool),
+                message: format!(
+                    "not found in PATH; install the Debian package {pkg} (cargo xtask deps)"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The sha256 of every input that shapes the root file system: the definition (minus the
+/// version, which is applied after the cache), the overlay, the recipe and mmdebstrap's version.
+fn rootfs_key(def: &OsDefinition, os_dir: &Path, sde: u64) -> Result<String, ImageError> {
+    let mut h = Sha256::new();
+    h.update(ROOTFS_RECIPE.as_bytes());
+    let mut keyed = def.clone();
+    keyed.version = String::new();
+    let yaml = serde_json::to_string(&keyed).map_err(|e| ImageError::OsDefinition {
+        path: os_dir.join(os::OS_FILE),
+        line: None,
+        message: e.to_string(),
+    })?;
+    h.update(yaml.as_bytes());
+    h.update(sde.to_le_bytes());
+    let overlay = os_dir.join(os::OVERLAY_DIR);
+    if overlay.is_dir() {
+        for rel in os::overlay_files(&overlay)? {
+            let p = overlay.join(&rel);
+            let meta = fs::symlink_metadata(&p).map_err(io_err(&p))?;
+            h.update(rel.to_string_lossy().as_bytes());
+            h.update([0]);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                h.update(meta.permissions().mode().to_le_bytes());
+            }
+            if meta.file_type().is_symlink() {
+                let t = fs::read_link(&p).map_err(io_err(&p))?;
+                h.update(t.to_string_lossy().as_bytes());
+            } else {
+                h.update(fs::read(&p).map_err(io_err(&p))?);
+            }
+            h.update([0]);
+        }
+    }
+    let v = cmd::run(Command::new("mmdebstrap").arg("--version")).unwrap_or_default();
+    h.update(v.as_bytes());
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Names in the archive index of `suite`/`component` (packages and what they provide).
+fn archive_names(
+    def: &OsDefinition,
+    cache: &Path,
+) -> Result<std::collections::HashSet<String>, ImageError> {
+    let dir = cache.join("index");
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let mut names = std::collections::HashSet::new();
+    for comp in &def.components {
+        let file = dir.join(format!("{}_{}_amd64_Packages.xz", def.suite, comp));
+        let fresh = fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age < INDEX_MAX_AGE);
+        if !fresh {
+            let url = format!(
+                "{}/dists/{}/{}/binary-amd64/Packages.xz",
+                def.mirror.trim_end_matches('/'),
+                def.suite,
+                comp
+            );
+            let tmp = dir.join(format!(".{}_{}.tmp", def.suite, comp));
+            cmd::run(
+                Command::new("curl")
+                    .args(["-fsSL", "--retry", "3", "-o"])
+                    .arg(&tmp)
+                    .arg(&url),
+            )?;
+            fs::rename(&tmp, &file).map_err(io_err(&file))?;
+        }
+        let text = cmd::run(Command::new("xz").arg("-dc").arg(&file))?;
+        for line in text.lines() {
+            if let Some(n) = line.strip_prefix("Package: ") {
+                names.insert(n.trim().to_string());
+            } else if let Some(p) = line.strip_prefix("Provides: ") {
+                for item in p.split(',') {
+                    if let Some(n) = item.split_whitespace().next() {
+                        names.insert(n.to_string());
+                    }
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Check that every package of the definition exists in the archive, before the long work.
+pub fn check_packages(def: &OsDefinition, os_dir: &Path, cache: &Path) -> Result<(), ImageError> {
+    let names = archive_names(def, cache)?;
+    let unknown: Vec<String> = def
+        .all_packages()
+        .into_iter()
+        .filter(|p| !names.contains(p))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(ImageError::UnknownPackages {
+            path: os_dir.join(os::OS_FILE),
+            suite: def.suite.clone(),
+            names: unknown,
+        })
+    }
+}
+
+/// Make (or reuse) the root file system for `def`; returns its directory and whether it was cached.
+fn rootfs(def: &OsDefinition, opts: &BuildOptions) -> Result<(PathBuf, bool), ImageError> {
+    let key = rootfs_key(def, &opts.os_dir, opts.source_date_epoch)?;
+    let base = opts.cache_dir.join("rootfs");
+    let dir = base.join(&key[..16]);
+    let done = base.join(format!("{}.complete", &key[..16]));
+    if !opts.fresh_rootfs && done.is_file() && dir.is_dir() {
+        tracing::info!(dir = %dir.display(), "root file system from cache");
+        return Ok((dir, true));
+    }
+    fs::create_dir_all(&base).map_err(io_err(&base))?;
+    let _ = fs::remove_file(&done);
+    let tmp = base.join(format!("{}.tmp", &key[..16]));
+    for d in [&tmp, &dir] {
+        if d.exists() {
+            fs::remove_dir_all(d).map_err(io_err(d))?;
+        }
+    }
+    let archives = opts.cache_dir.join("apt-archives");
+    fs::create_dir_all(&archives).map_err(io_err(&archives))?;
+    let overlay = fs::canonicalize(opts.os_dir.join(os::OVERLAY_DIR)).ok();
+    let archives = fs::canonicalize(&archives).map_err(io_err(&archives))?;
+
+    let step = Step::start(opts.progress, "root file system (mmdebstrap)");
+    let mut c = Command::new("mmdebstrap");
+    c.env("SOURCE_DATE_EPOCH", opts.source_date_epoch.to_string())
+        .args(["--mode=root", "--variant=minbase", "--format=directory"])
+        .arg(format!("--components={}", def.components.join(",")))
+        .arg("--aptopt=APT::Install-Recommends \"false\"")
+        .arg(format!("--include={}", def.all_packages().join(",")))
+        // The package cache recipe from mmdebstrap(1): keep downloads, sync them in and out.
+        .arg("--skip=download/empty")
+        .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
+        .arg(format!(
+            "--setup-hook=sync-in {} /var/cache/apt/archives",
+            archives.display()
+        ));
+    // The overlay goes in before the packages, so that the kernel's postinst runs dracut with
+    // Keelson's dracut.conf.d and module.
+    if let Some(o) = &overlay {
+        c.arg(format!("--setup-hook=sync-in {} /", o.display()));
+    }
+    c.arg(format!(
+        "--customize-hook=sync-out /var/cache/apt/archives {}",
+        archives.display()
+    ))
+    .arg("--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb")
+    .arg(&def.suite)
+    .arg(&tmp)
+    .arg(&def.mirror);
+    let r = cmd::run_streaming(&mut c, |line| {
+        if let Some(m) = line.strip_prefix("I: ") {
+            step.message(m);
+        }
+    });
+    if let Err(e) = r {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+    fs::write(&done, &key).map_err(io_err(&done))?;
+    step.done("root file system built");
+    Ok((dir, false))
+}
+
+/// The kernel version, vmlinuz and initrd in `root/boot`.
+fn find_kernel(root: &Path) -> Result<(String, PathBuf, PathBuf), ImageError> {
+    let boot = root.join("boot");
+    let mut kvers: Vec<String> = fs::read_dir(&boot)
+        .map_err(io_err(&boot))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("vmlinuz-"))
+                .map(str::to_string)
+        })
+        .collect();
+    kvers.sort();
+    let Some(kver) = kvers.pop() else {
+        return Err(ImageError::Missing {
+            path: boot,
+            message: "no vmlinuz-*: the kernel package installed no kernel".into(),
+        });
+    };
+    let vmlinuz = boot.join(format!("vmlinuz-{kver}"));
+    let initrd = boot.join(format!("initrd.img-{kver}"));
+    if !initrd.is_file() {
+        return Err(ImageError::Missing {
+            path: initrd,
+            message: "no initrd: dracut did not run for the kernel".into(),
+        });
+    }
+    Ok((kver, vmlinuz, initrd))
+}
+
+fn file_size(p: &Path) -> Result<u64, ImageError> {
+    Ok(fs::metadata(p).map_err(io_err(p))?.len())
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(p: &Path) -> Result<String, ImageError> {
+    let mut f = fs::File::open(p).map_err(io_err(p))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(p))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn check_fits(what: &str, size: u64, field: &str, mib: u64) -> Result<(), ImageError> {
+    if size > mib * MIB {
+        return Err(ImageError::TooSmall {
+            what: what.into(),
+            size,
+            field: field.into(),
+            mib,
+        });
+    }
+    Ok(())
+}
+
+/// Build the erofs image of `root/usr`.
+fn make_usr(root: &Path, out: &Path, sde: u64, seed: &str) -> Result<(), ImageError> {
+    cmd::run(
+        Command::new("mkfs.erofs")
+            .arg("-zlz4hc")
+            .arg(format!("-T{sde}"))
+            .arg(format!("-U{}", derived_uuid("usr-erofs", seed)))
+            .arg("--quiet")
+            .arg(out)
+            .arg(root.join("usr")),
+    )?;
+    Ok(())
+}
+
+/// The dm-verity hash area (superblock + tree) of `data` into `hash`; returns the root hash.
+fn make_verity(data: &Path, hash: &Path, seed: &str) -> Result<String, ImageError> {
+    let salt = hex::encode(Sha256::digest(
+        format!("keelson:usr-verity-salt:{seed}").as_bytes(),
+    ));
+    let out = cmd::run(
+        Command::new("veritysetup")
+            .arg("format")
+            .arg(format!("--salt={salt}"))
+            .arg(format!("--uuid={}", derived_uuid("usr-verity", seed)))
+            .arg(data)
+            .arg(hash),
+    )?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("Root hash:").map(|h| h.trim().to_string()))
+        .ok_or_else(|| ImageError::Missing {
+            path: hash.to_path_buf(),
+            message: "veritysetup printed no root hash".into(),
+        })
+}
+
+/// Make the UKI with ukify inside the (copied) trixie root.
+fn make_uki(root: &Path, kver: &str, cmdline: &str, sde: u64) -> Result<PathBuf, ImageError> {
+    let rel = "tmp/keelson-uki.efi";
+    cmd::run(
+        Command::new("chroot")
+            .arg(root)
+            .args(["env", "PYTHONDONTWRITEBYTECODE=1"])
+            .arg(format!("SOURCE_DATE_EPOCH={sde}"))
+            .args(["ukify", "build"])
+            .arg(format!("--linux=/boot/vmlinuz-{kver}"))
+            .arg(format!("--initrd=/boot/initrd.img-{kver}"))
+            .arg(format!("--uname={kver}"))
+            .arg("--os-release=@/usr/lib/os-release")
+            .arg(format!("--cmdline={cmdline}"))
+            .arg(format!("--output=/{rel}")),
+    )?;
+    Ok(root.join(rel))
+}
+
+/// The ESP as a FAT image: systemd-boot as the removable-media loader and the UKI.
+fn make_esp(
+    root: &Path,
+    esp: &Path,
+    uki: &Path,
+    uki_name: &str,
+    mib: u64,
+    seed: &str,
+) -> Result<(), ImageError> {
+    let sdboot = root.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    if !sdboot.is_file() {
+        return Err(ImageError::Missing {
+            path: sdboot,
+            message: "systemd-boot EFI binary missing (package systemd-boot-efi)".into(),
+        });
+    }
+    let volid = &derived_uuid("esp", seed)[..8];
+    cmd::run(
+        Command::new("mkfs.vfat")
+            .args(["-F", "32", "-n", "ESP", "-i", volid, "--invariant", "-C"])
+            .arg(esp)
+            .arg((mib * 1024).to_string()),
+    )?;
+    let loader_conf = esp.with_extension("loader.conf");
+    // timeout 0: boot the default (newest, with boot counting) without a menu.
+    fs::write(&loader_conf, "timeout 0\nconsole-mode keep\neditor no\n")
+        .map_err(io_err(&loader_conf))?;
+    let m = |args: &[&str]| {
+        let mut c = Command::new(args[0]);
+        c.env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(esp)
+            .args(&args[1..]);
+        c
+    };
+    cmd::run(&mut m(&[
+        "mmd",
+        "::/EFI",
+        "::/EFI/BOOT",
+        "::/EFI/systemd",
+        "::/EFI/Linux",
+        "::/loader",
+        "::/loader/entries",
+    ]))?;
+    for (src, dst) in [
+        (sdboot.as_path(), "::/EFI/BOOT/BOOTX64.EFI".to_string()),
+        (
+            sdboot.as_path(),
+            "::/EFI/systemd/systemd-bootx64.efi".to_string(),
+        ),
+        (loader_conf.as_path(), "::/loader/loader.conf".to_string()),
+        (uki, format!("::/EFI/Linux/{uki_name}")),
+    ] {
+        let mut c = Command::new("mcopy");
+        c.env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(esp)
+            .arg("-m")
+            .arg(src)
+            .arg(dst);
+        cmd::run(&mut c)?;
+    }
+    Ok(())
+}
+
+/// The root partition's file system: everything of the root except /usr's contents and /boot's.
+fn make_root(
+    root: &Path,
+    work: &Path,
+    img: &Path,
+    mib: u64,
+    sde: u64,
+    seed: &str,
+) -> Result<(), ImageError> {
+    let stage = work.join("rootpart");
+    fs::create_dir_all(&stage).map_err(io_err(&stage))?;
+    for entry in fs::read_dir(root).map_err(io_err(root))? {
+        let entry = entry.map_err(io_err(root))?;
+        let name = entry.file_name();
+        let src = entry.path();
+        if name == "usr" || name == "boot" {
+            fs::create_dir_all(stage.join(&name)).map_err(io_err(stage.join(&name)))?;
+            continue;
+        }
+        cmd::run(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&src)
+                .arg(stage.join(&name)),
+        )?;
+    }
+    let tmp = stage.join("tmp/keelson-uki.efi");
+    let _ = fs::remove_file(tmp);
+    let used = cmd::run(
+        Command::new("du")
+            .args(["-s", "-B1", "--apparent-size"])
+            .arg(&stage),
+    )?;
+    let used: u64 = used
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // ext4 needs room for its own metadata (inode tables, journal): ask for a quarter more.
+    check_fits(
+        "the root partition contents (/etc, /var, ...)",
+        used + used / 4 + 16 * MIB,
+        "layout.root_mib",
+        mib,
+    )?;
+    let uuid = derived_uuid("root", seed);
+    cmd::run(
+        Command::new("mkfs.ext4")
+            .env("E2FSPROGS_FAKE_TIME", sde.to_string())
+            .args(["-q", "-F", "-L", "root", "-U", &uuid, "-E"])
+            .arg(format!("hash_seed={uuid},root_owner=0:0"))
+            .arg("-d")
+            .arg(&stage)
+            .arg(img)
+            .arg(format!("{mib}M")),
+    )?;
+    Ok(())
+}
+
+/// DPS partition type GUIDs (x86-64).
+pub mod types {
+    /// EFI system partition.
+    pub const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+    /// /usr, x86-64.
+    pub const USR: &str = "8484680c-9521-48c6-9c11-b0720656f69e";
+    /// /usr verity, x86-64.
+    pub const USR_VERITY: &str = "77ff5f63-e7b6-4633-acf4-1565b864c0e6";
+    /// Root, x86-64.
+    pub const ROOT: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
+}
+
+/// One partition of the image: what goes where.
+struct Part<'a> {
+    label: String,
+    type_guid: &'static str,
+    uuid: String,
+    mib: u64,
+    content: Option<&'a Path>,
+}
+
+/// Assemble the GPT disk from the partition contents.
+fn make_disk(disk: &Path, parts: &[Part<'_>], disk_guid: &str) -> Result<(), ImageError> {
+    // 1 MiB for the primary GPT and alignment, 1 MiB at the end for the backup GPT.
+    let total = parts.iter().map(|p| p.mib).sum::<u64>() + 2;
+    let f = fs::File::create(disk).map_err(io_err(disk))?;
+    f.set_len(total * MIB).map_err(io_err(disk))?;
+    drop(f);
+    let mut c = Command::new("sgdisk");
+    c.arg("-o").arg(format!("--disk-guid={disk_guid}"));
+    let mut start = 1u64;
+    for (i, p) in parts.iter().enumerate() {
+        let n = i + 1;
+        c.arg(format!("--new={n}:{}M:+{}M", start, p.mib))
+            .arg(format!("--typecode={n}:{}", p.type_guid))
+            .arg(format!("--change-name={n}:{}", p.label))
+            .arg(format!("--partition-guid={n}:{}", p.uuid));
+        start += p.mib;
+    }
+    c.arg(disk);
+    cmd::run(&mut c)?;
+    let mut start = 1u64;
+    for p in parts {
+        if let Some(src) = p.content {
+            cmd::run(
+                Command::new("dd")
+                    .arg(format!("if={}", src.display()))
+                    .arg(format!("of={}", disk.display()))
+                    .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
+                    .arg(format!("seek={start}")),
+            )?;
+        }
+        start += p.mib;
+    }
+    Ok(())
+}
+
+/// Move a finished file from the work directory to its output name.
+fn publish(from: &Path, to: &Path) -> Result<(), ImageError> {
+    fs::rename(from, to).map_err(io_err(to))
+}
+
+/// Run the whole build. See the module documentation for the order of the steps.
+pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
+    // Everything that can be checked cheaply is checked before the long work.
+    let def = OsDefinition::load(&opts.os_dir)?;
+    let version = opts.version.clone().unwrap_or_else(|| def.version.clone());
+    if !os::valid_version(&version) {
+        return Err(ImageError::Version {
+            version,
+            message: "use letters, digits and . _ ~ - (at most 32 characters)".into(),
+        });
+    }
+    require_tools()?;
+    fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
+    fs::create_dir_all(&opts.cache_dir).map_err(io_err(&opts.cache_dir))?;
+    {
+        let step = Step::start(opts.progress, "checking packages");
+        check_packages(&def, &opts.os_dir, &opts.cache_dir)?;
+        step.done("every package exists in the archive");
+    }
+
+    let (cached_root, rootfs_cached) = rootfs(&def, opts)?;
+    let work = tempfile::Builder::new()
+        .prefix(".keelson-build-")
+        .tempdir_in(&opts.out_dir)
+        .map_err(io_err(&opts.out_dir))?;
+    let w = work.path();
+    let root = w.join("root");
+    {
+        let step = Step::start(opts.progress, "copying the root");
+        cmd::run(
+            Command::new("cp")
+                .args(["-a", "--reflink=auto"])
+                .arg(&cached_root)
+                .arg(&root),
+        )?;
+        step.done("root copied");
+    }
+    let os_release = root.join("usr/lib/os-release");
+    let _ = fs::remove_file(&os_release);
+    fs::write(&os_release, def.os_release(&version)).map_err(io_err(&os_release))?;
+    let (kver, _vmlinuz, _initrd) = find_kernel(&root)?;
+    let seed = format!("{}:{}", def.name, version);
+
+    let usr_img = w.join("usr.erofs");
+    {
+        let step = Step::start(opts.progress, "/usr as erofs");
+        make_usr(&root, &usr_img, opts.source_date_epoch, &seed)?;
+        step.done("erofs image written");
+    }
+    check_fits(
+        "the /usr erofs image",
+        file_size(&usr_img)?,
+        "layout.usr_mib",
+        def.layout.usr_mib,
+    )?;
+
+    let verity = w.join("usr.verity");
+    let root_hash = {
+        let step = Step::start(opts.progress, "dm-verity tree");
+        let h = make_verity(&usr_img, &verity, &seed)?;
+        step.done("verity tree written");
+        h
+    };
+    check_fits(
+        "the /usr verity tree",
+        file_size(&verity)?,
+        "layout.usr_verity_mib",
+        def.layout.usr_verity_mib,
+    )?;
+    let (usr_uuid, verity_uuid) =
+        uuids_from_root_hash(&root_hash).ok_or_else(|| ImageError::Missing {
+            path: verity.clone(),
+            message: format!("root hash {root_hash:?} is not 64 hex digits"),
+        })?;
+
+    let cmdline = format!("{} usrhash={root_hash}", def.cmdline.trim());
+    let uki_name = format!("{}_{version}.efi", def.name);
+    let uki = {
+        let step = Step::start(opts.progress, "UKI (ukify)");
+        let u = make_uki(&root, &kver, &cmdline, opts.source_date_epoch)?;
+        step.done("UKI written");
+        u
+    };
+    check_fits(
+        "the UKI",
+        file_size(&uki)? + 2 * MIB,
+        "layout.esp_mib",
+        def.layout.esp_mib,
+    )?;
+
+    let esp = w.join("esp.img");
+    let rootpart = w.join("root.img");
+    {
+        let step = Step::start(opts.progress, "ESP and root partition");
+        make_esp(&root, &esp, &uki, &uki_name, def.layout.esp_mib, &seed)?;
+        make_root(
+            &root,
+            w,
+            &rootpart,
+            def.layout.root_mib,
+            opts.source_date_epoch,
+            &seed,
+        )?;
+        step.done("ESP and root partition written");
+    }
+
+    let disk = w.join("disk.img");
+    {
+        let step = Step::start(opts.progress, "GPT disk");
+        let l = &def.layout;
+        let usr_label = format!("{}_{version}", def.name);
+        let parts = [
+            Part {
+                label: "esp".into(),
+                type_guid: types::ESP,
+                uuid: derived_uuid("esp-part", &seed),
+                mib: l.esp_mib,
+                content: Some(&esp),
+            },
+            Part {
+                label: usr_label.clone(),
+                type_guid: types::USR,
+                uuid: usr_uuid.clone(),
+                mib: l.usr_mib,
+                content: Some(&usr_img),
+            },
+            Part {
+                label: format!("{usr_label}_verity"),
+                type_guid: types::USR_VERITY,
+                uuid: verity_uuid.clone(),
+                mib: l.usr_verity_mib,
+                content: Some(&verity),
+            },
+            Part {
+                label: "_empty".into(),
+                type_guid: types::USR,
+                uuid: derived_uuid("usr-b", &seed),
+                mib: l.usr_mib,
+                content: None,
+            },
+            Part {
+                label: "_empty".into(),
+                type_guid: types::USR_VERITY,
+                uuid: derived_uuid("usr-verity-b", &seed),
+                mib: l.usr_verity_mib,
+                content: None,
+            },
+            Part {
+                label: "root".into(),
+                type_guid: types::ROOT,
+                uuid: derived_uuid("root-part", &seed),
+                mib: l.root_mib,
+                content: Some(&rootpart),
+            },
+        ];
+        make_disk(&disk, &parts, &derived_uuid("disk", &seed))?;
+        step.done("disk assembled");
+    }
+
+    // Publish: update parts first, the disk image last, each by rename.
+    let stem = format!("{}_{version}", def.name);
+    let mut files = Vec::new();
+    for (kind, src, name) in [
+        ("usr", &usr_img, format!("{stem}.usr.erofs")),
+        ("usr-verity", &verity, format!("{stem}.usr.verity")),
+        ("uki", &uki, uki_name.clone()),
+        ("disk", &disk, format!("{stem}.img")),
+    ] {
+        let sha = sha256_file(src)?;
+        let size = file_size(src)?;
+        let dst = opts.out_dir.join(&name);
+        publish(src, &dst)?;
+        files.push(PartFile {
+            kind: kind.into(),
+            path: dst,
+            size,
+            sha256: sha,
+        });
+    }
+    let image = opts.out_dir.join(format!("{stem}.img"));
+    let output = BuildOutput {
+        version: version.clone(),
+        image,
+        usr_root_hash: root_hash,
+        usr_partuuid: usr_uuid,
+        usr_verity_partuuid: verity_uuid,
+        kernel_version: kver,
+        cmdline,
+        uki_name,
+        files,
+        rootfs_cached,
+    };
+    let sums: String = output
+        .files
+        .iter()
+        .map(|f| {
+            format!(
+                "{}  {}\n",
+                f.sha256,
+                f.path
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let json = serde_json::to_string_pretty(&output).map_err(|e| ImageError::Missing {
+        path: opts.out_dir.clone(),
+        message: format!("serialising the build record: {e}"),
+    })?;
+    for (name, text) in [
+        (format!("{stem}.SHA256SUMS"), sums),
+        (format!("{stem}.json"), json + "\n"),
+    ] {
+        let tmp = w.join(&name);
+        fs::write(&tmp, text).map_err(io_err(&tmp))?;
+        publish(&tmp, &opts.out_dir.join(&name))?;
+    }
+    drop(work);
+    Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn uuids_split_the_root_hash() {
+        let h = "0123456789abcdef0123456789abcdefFEDCBA9876543210fedcba9876543210";
+        let (a, b) = uuids_from_root_hash(h).unwrap();
+        assert_eq!(a, "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(b, "fedcba98-7654-3210-fedc-ba9876543210");
+        assert!(uuids_from_root_hash("abc").is_none());
+        assert!(uuids_from_root_hash(&"g".repeat(64)).is_none());
+    }
+
+    #[test]
+    fn derived_uuids_are_stable_and_distinct() {
+        assert_eq!(derived_uuid("a", "s"), derived_uuid("a", "s"));
+        assert_ne!(derived_uuid("a", "s"), derived_uuid("b", "s"));
+        assert_ne!(derived_uuid("a", "s"), derived_uuid("a", "t"));
+        let u = derived_uuid("x", "y");
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+    }
+
+    #[test]
+    fn too_small_names_the_field() {
+        let e = check_fits("the /usr erofs image", 3 * MIB, "layout.usr_mib", 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("layout.usr_mib"), "{e}");
+        assert!(check_fits("x", 2 * MIB, "f", 2).is_ok());
+    }
+
+    #[test]
+    fn rootfs_key_ignores_version_but_not_packages() {
+        let os_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../os");
+        let def = OsDefinition::load(&os_dir).unwrap();
+        let k1 = rootfs_key(&def, &os_dir, 1).unwrap();
+        let mut v2 = def.clone();
+        v2.version = "9.9.9".into();
+        assert_eq!(k1, rootfs_key(&v2, &os_dir, 1).unwrap());
+        let mut p = def.clone();
+        p.packages.push("jq".into());
+        assert_ne!(k1, rootfs_key(&p, &os_dir, 1).unwrap());
+        assert_ne!(k1, rootfs_key(&def, &os_dir, 2).unwrap());
+    }
+
+    #[test]
+    fn missing_kernel_is_reported() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("boot")).unwrap();
+        let e = find_kernel(d.path()).unwrap_err().to_string();
+        assert!(e.contains("no vmlinuz"), "{e}");
+        fs::write(d.path().join("boot/vmlinuz-6.1"), b"k").unwrap();
+        let e = find_kernel(d.path()).unwrap_err().to_string();
+        assert!(e.contains("initrd.img-6.1"), "{e}");
+        fs::write(d.path().join("boot/initrd.img-6.1"), b"i").unwrap();
+        assert_eq!(find_kernel(d.path()).unwrap().0, "6.1");
+    }
+}

@@ -1,0 +1,477 @@
+//! Boot an image under QEMU (TCG, q35, OVMF, virtio disk) and, for tests, drive its serial
+//! console: wait for lines, log in through systemd credentials, run shell commands.
+//!
+//! The guest needs no test hooks: the harness hands it SMBIOS type 11 credentials
+//! (`agetty.autologin=root`), which systemd 257's serial getty imports.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{ImageError, cmd, io_err};
+
+/// fw_cfg name under which the provisioning config is handed to the guest.
+pub const FW_CFG_CONFIG: &str = "opt/org.keelson/config";
+/// OVMF firmware code (read-only pflash).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// OVMF variable store template (copied per VM).
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// Console line systemd prints when the boot reached multi-user.target.
+pub const MULTI_USER_REACHED: &str = "Reached target multi-user.target";
+
+/// How to boot a VM.
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    /// Disk image (raw), attached as the first virtio disk.
+    pub image: PathBuf,
+    /// Discard writes to the image (QEMU `snapshot=on`).
+    pub snapshot: bool,
+    /// Provisioning config handed over as fw_cfg [`FW_CFG_CONFIG`].
+    pub config: Option<PathBuf>,
+    /// systemd credentials passed as SMBIOS type 11 strings (name, value).
+    pub credentials: Vec<(String, String)>,
+    /// More raw disks, attached read-only after the image (vdb, vdc, ...).
+    pub extra_disks: Vec<PathBuf>,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Guest CPUs.
+    pub cpus: u32,
+}
+
+impl VmOptions {
+    /// Defaults: 2 GiB, 2 CPUs, writes kept, no config.
+    pub fn new(image: impl Into<PathBuf>) -> Self {
+        VmOptions {
+            image: image.into(),
+            snapshot: false,
+            config: None,
+            credentials: Vec::new(),
+            extra_disks: Vec::new(),
+            memory_mib: 2048,
+            cpus: 2,
+        }
+    }
+}
+
+/// Where the serial console goes.
+enum Console<'a> {
+    /// The terminal (`image run`).
+    Stdio,
+    /// A Unix socket QEMU listens on and waits for (tests).
+    Socket(&'a Path),
+}
+
+fn check_inputs(opts: &VmOptions) -> Result<(), ImageError> {
+    for p in [
+        opts.image.as_path(),
+        Path::new(OVMF_CODE),
+        Path::new(OVMF_VARS),
+    ]
+    .into_iter()
+    .chain(opts.config.as_deref())
+    .chain(opts.extra_disks.iter().map(PathBuf::as_path))
+    {
+        std::fs::metadata(p).map_err(io_err(p))?;
+    }
+    for (name, value) in &opts.credentials {
+        if name.is_empty() || name.contains(['=', ',']) || value.contains(',') {
+            return Err(ImageError::Vm {
+                message: format!(
+                    "credential {name:?}: names may not hold '=' or ',', values no ','"
+                ),
+                console_tail: String::new(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-machine", "q35", "-no-user-config"])
+        .arg("-m")
+        .arg(opts.memory_mib.to_string())
+        .arg("-smp")
+        .arg(opts.cpus.to_string())
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio,cache=unsafe{}",
+            opts.image.display(),
+            if opts.snapshot { ",snapshot=on" } else { "" }
+        ));
+    for d in &opts.extra_disks {
+        c.arg("-drive").arg(format!(
+            "file={},format=raw,if=virtio,readonly=on",
+            d.display()
+        ));
+    }
+    c.args(["-nic", "user,model=virtio-net-pci"]);
+    if let Some(cfg) = &opts.config {
+        c.arg("-fw_cfg")
+            .arg(format!("name={FW_CFG_CONFIG},file={}", cfg.display()));
+    }
+    for (name, value) in &opts.credentials {
+        c.arg("-smbios").arg(format!(
+            "type=11,value=io.systemd.credential:{name}={value}"
+        ));
+    }
+    match console {
+        Console::Stdio => {
+            c.arg("-nographic");
+        }
+        Console::Socket(path) => {
+            c.args(["-display", "none", "-monitor", "none"])
+                .arg("-chardev")
+                .arg(format!(
+                    "socket,id=con0,path={},server=on,wait=on",
+                    path.display()
+                ))
+                .args(["-serial", "chardev:con0"]);
+        }
+    }
+    c
+}
+
+/// Boot `opts.image` with the serial console on the terminal; returns when QEMU exits.
+pub fn run_interactive(opts: &VmOptions) -> Result<ExitStatus, ImageError> {
+    check_inputs(opts)?;
+    let dir = tempfile::tempdir().map_err(io_err(std::env::temp_dir()))?;
+    let vars = dir.path().join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).map_err(io_err(&vars))?;
+    let mut c = qemu_command(opts, &vars, Console::Stdio);
+    let line = cmd::describe(&c);
+    tracing::info!(command = %line, "starting QEMU (Ctrl-A X quits)");
+    c.status().map_err(|e| ImageError::Command {
+        command: line,
+        status: format!("could not start: {e}"),
+        stderr_tail: String::new(),
+    })
+}
+
+/// Console text without ANSI escape sequences and carriage returns.
+pub fn clean_console(raw: &[u8]) -> String {
+    let s = String::from_utf8_lossy(raw);
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    // CSI: parameters then one final byte in @..~
+                    for n in chars.by_ref() {
+                        if ('@'..='~').contains(&n) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The result of a command run in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestOutput {
+    /// Exit status of the command.
+    pub status: i32,
+    /// Its stdout and stderr, as the console showed them.
+    pub output: String,
+}
+
+/// A running VM whose serial console the harness reads and writes.
+pub struct Vm {
+    child: Child,
+    console: Arc<Mutex<Vec<u8>>>,
+    stream: UnixStream,
+    started: Instant,
+    serial: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Vm {
+    /// Start QEMU with the console on a socket and begin collecting its output.
+    pub fn start(opts: &VmOptions) -> Result<Vm, ImageError> {
+        check_inputs(opts)?;
+        let dir = tempfile::tempdir().map_err(io_err(std::env::temp_dir()))?;
+        let vars = dir.path().join("OVMF_VARS.fd");
+        std::fs::copy(OVMF_VARS, &vars).map_err(io_err(&vars))?;
+        let sock = dir.path().join("console.sock");
+        let log = dir.path().join("qemu.stderr");
+        let log_file = std::fs::File::create(&log).map_err(io_err(&log))?;
+        let mut c = qemu_command(opts, &vars, Console::Socket(&sock));
+        let line = cmd::describe(&c);
+        tracing::info!(command = %line, "starting QEMU");
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| ImageError::Command {
+                command: line.clone(),
+                status: format!("could not start: {e}"),
+                stderr_tail: String::new(),
+            })?;
+        let started = Instant::now();
+        let stream = loop {
+            if let Ok(s) = UnixStream::connect(&sock) {
+                break s;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(ImageError::Command {
+                    command: line,
+                    status: status.to_string(),
+                    stderr_tail: cmd::tail(&std::fs::read_to_string(&log).unwrap_or_default(), 20),
+                });
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ImageError::Command {
+                    command: line,
+                    status: "console socket did not appear within 30 s".into(),
+                    stderr_tail: cmd::tail(&std::fs::read_to_string(&log).unwrap_or_default(), 20),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let console = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = stream.try_clone().map_err(io_err(&sock))?;
+        let sink = Arc::clone(&console);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut c) = sink.lock() {
+                    c.extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+        Ok(Vm {
+            child,
+            console,
+            stream,
+            started,
+            serial: 0,
+            _dir: dir,
+        })
+    }
+
+    /// Time since QEMU was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Everything the console printed so far (cleaned of escape sequences).
+    pub fn console_text(&self) -> String {
+        self.console
+            .lock()
+            .map(|c| clean_console(&c))
+            .unwrap_or_default()
+    }
+
+    /// The last `n` lines of the console.
+    pub fn console_tail(&self, n: usize) -> String {
+        cmd::tail(&self.console_text(), n)
+    }
+
+    fn fail(&self, message: String) -> ImageError {
+        ImageError::Vm {
+            message,
+            console_tail: self.console_tail(40),
+        }
+    }
+
+    /// Wait until the console shows `needle` (searching from byte offset `from` of the
+    /// cleaned text); returns the offset just past it.
+    pub fn wait_for_from(
+        &mut self,
+        needle: &str,
+        from: usize,
+        timeout: Duration,
+    ) -> Result<usize, ImageError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.console_text();
+            if let Some(pos) = text.get(from..).and_then(|t| t.find(needle)) {
+                return Ok(from + pos + needle.len());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(self.fail(format!(
+                    "QEMU exited ({status}) before the console showed {needle:?}"
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(self.fail(format!(
+                    "the console did not show {needle:?} within {timeout:?} ({:?} after QEMU started)",
+                    self.elapsed()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until the console shows `needle` anywhere.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<usize, ImageError> {
+        self.wait_for_from(needle, 0, timeout)
+    }
+
+    /// Type `text` on the serial console.
+    pub fn send(&mut self, text: &str) -> Result<(), ImageError> {
+        let r = self
+            .stream
+            .write_all(text.as_bytes())
+            .and_then(|_| self.stream.flush());
+        r.map_err(|e| self.fail(format!("writing to the console: {e}")))
+    }
+
+    /// Wait for the autologin shell (credential `agetty.autologin=root`) and make it quiet:
+    /// kernel messages off the console, so command output is not interleaved.
+    pub fn login(&mut self, timeout: Duration) -> Result<(), ImageError> {
+        self.wait_for("(automatic login)", timeout)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.run_with_timeout("dmesg -n 1; stty -echo cols 400", Duration::from_secs(20))
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Run a shell command in the guest (after [`Vm::login`]) and collect its output and status.
+    pub fn run_with_timeout(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<GuestOutput, ImageError> {
+        self.serial += 1;
+        let id = format!("{}x{}", std::process::id(), self.serial);
+        let start_mark = format!("@@B{id}@@\n");
+        let end_mark = format!("@@E{id}:");
+        let from = self.console_text().len();
+        // The marks are printed with printf so that the echoed command line never contains them.
+        self.send(&format!(
+            "printf '@@B%s@@\\n' {id}; {{ {command} ; }} 2>&1; printf '@@E%s:%d@@\\n' {id} $?\n"
+        ))?;
+        let begin = self.wait_for_from(&start_mark, from, timeout)?;
+        let end = self.wait_for_from(&end_mark, begin, timeout)?;
+        let text = self.console_text();
+        let output = text
+            .get(begin..end - end_mark.len())
+            .unwrap_or_default()
+            .to_string();
+        let rest = text.get(end..).unwrap_or_default();
+        let status = rest
+            .split("@@")
+            .next()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                self.fail(format!("no exit status after the end mark of {command:?}"))
+            })?;
+        Ok(GuestOutput { status, output })
+    }
+
+    /// [`Vm::run_with_timeout`] with 120 s.
+    pub fn run(&mut self, command: &str) -> Result<GuestOutput, ImageError> {
+        self.run_with_timeout(command, Duration::from_secs(120))
+    }
+
+    /// Run a command that must succeed; returns its output.
+    pub fn check(&mut self, command: &str) -> Result<String, ImageError> {
+        let out = self.run(command)?;
+        if out.status != 0 {
+            return Err(self.fail(format!(
+                "`{command}` exited {} with:\n{}",
+                out.status, out.output
+            )));
+        }
+        Ok(out.output)
+    }
+
+    /// Stop the VM.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn console_cleaning_drops_escapes() {
+        let raw =
+            b"[\x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1;39mmulti-user.target\x1b[0m\r\n";
+        assert_eq!(
+            clean_console(raw),
+            "[  OK  ] Reached target multi-user.target\n"
+        );
+    }
+
+    #[test]
+    fn command_line_carries_config_and_credentials() {
+        let mut o = VmOptions::new("/tmp/x.img");
+        o.snapshot = true;
+        o.config = Some("/tmp/c.ign".into());
+        o.credentials
+            .push(("agetty.autologin".into(), "root".into()));
+        let line = cmd::describe(&qemu_command(
+            &o,
+            Path::new("/tmp/v.fd"),
+            Console::Socket(Path::new("/tmp/s")),
+        ));
+        assert!(
+            line.contains("file=/tmp/x.img,format=raw,if=virtio,cache=unsafe,snapshot=on"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-fw_cfg name=opt/org.keelson/config,file=/tmp/c.ign"),
+            "{line}"
+        );
+        assert!(
+            line.contains("type=11,value=io.systemd.credential:agetty.autologin=root"),
+            "{line}"
+        );
+        assert!(line.contains("-accel tcg"), "{line}");
+        assert!(
+            line.contains("socket,id=con0,path=/tmp/s,server=on,wait=on"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn missing_inputs_are_named() {
+        let o = VmOptions::new("/nonexistent/keelson.img");
+        let e = check_inputs(&o).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/keelson.img"), "{e}");
+    }
+}

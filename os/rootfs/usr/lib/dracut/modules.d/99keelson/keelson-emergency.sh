@@ -1,0 +1,20 @@
+#!/bin/bash
+# Keelson emergency handler (initrd): print the reason the boot failed, then reboot after a
+# timeout (keelson.emergency_timeout=SECONDS on the kernel command line, default 15), so that
+# systemd-boot's boot counting can move on to the previous good version.
+timeout=15
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        keelson.emergency_timeout=*) timeout="${arg#keelson.emergency_timeout=}" ;;
+    esac
+done
+{
+    echo
+    echo "keelson-emergency: the boot failed in the initrd; failed units:"
+    systemctl --no-pager --no-legend --failed 2>&1
+    echo "keelson-emergency: last log lines:"
+    journalctl --no-pager -b -p warning -n 30 2>&1
+    echo "keelson-emergency: rebooting in ${timeout}s"
+} >/dev/console 2>&1
+sleep "$timeout"
+systemctl --force reboot || reboot -f
