@@ -8,18 +8,10 @@ use keelson_omaha::{
 
 /// The update check captured from Flatcar's update_engine (docs: update-stack.md §1), verbatim
 /// apart from the elided ids.
-const CAPTURED_UPDATE_CHECK: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<request protocol="3.0" version="update_engine-0.4.10" updaterversion="update_engine-0.4.10" installsource="scheduler" ismachine="1">
-    <os version="Chateau" platform="CoreOS" sp="3975.2.0_x86_64"></os>
-    <app appid="{e96281a6-d1af-4bde-9a0a-97b76e56dc57}" version="3975.2.0" track="stable"
-         bootid="{9b6e1c1e-4c33-4bd4-9d6c-2f5a1e0d6a10}" oem="ami" oemversion="0.1.0" alephversion="3510.2.0" machineid="3f2a8a5c2b2e4c6f9d1e0a7b5c3d2e1f"
-         machinealias="" lang="en-US" board="amd64-usr" hardware_class="" delta_okay="false" >
-        <ping active="1"></ping>
-        <updatecheck></updatecheck>
-        <event eventtype="3" eventresult="2" previousversion=""></event>
-    </app>
-</request>
-"#;
+const CAPTURED_UPDATE_CHECK: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/update_check.xml"
+));
 
 fn parse(s: &str) -> Result<Request, Error> {
     Request::parse(s.as_bytes(), &Limits::default())

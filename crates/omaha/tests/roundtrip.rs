@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 const SEED: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../fuzz/corpus/omaha_request/update_check.xml"
+    "/tests/data/update_check.xml"
 ));
 
 fn text() -> impl Strategy<Value = String> {
