@@ -69,17 +69,13 @@ pub enum VerityError {
         /// Parser message.
         reason: String,
     },
-    /// A root hash string of the wrong length or not hex.
-    #[error(
-        "root hash {value:?} is not valid: expected {expected_hex_digits} hex digits for {algorithm}"
-    )]
+    /// A root hash that is not hex or has the wrong length for the algorithm.
+    #[error("root hash {value:?} is not valid: {reason}")]
     RootHashFormat {
-        /// The root hash string as given.
+        /// The root hash as given (hex).
         value: String,
-        /// How many hex digits the algorithm needs.
-        expected_hex_digits: usize,
-        /// Algorithm name.
-        algorithm: &'static str,
+        /// Why it was rejected.
+        reason: String,
     },
     /// `--hash-offset` not a multiple of 512.
     #[error("hash offset {offset} is not a multiple of 512 bytes")]
@@ -145,26 +141,25 @@ pub enum VerityError {
         data_blocks: u64,
     },
     /// An I/O error on a named file.
-    #[error("{path}: {op}: {source}")]
+    // The cause is part of the message and not a `source()`, so `{:#}` chains print it once.
+    #[error("{path}: {op}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What was being done (`reading data block range`, `writing hash area`, ...).
         op: &'static str,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The superblock at the given offset is missing or invalid.
-    #[error("{path} at offset {offset}: {source}")]
+    #[error("{path} at offset {offset}: {error}")]
     Superblock {
         /// The hash file.
         path: PathBuf,
         /// Offset of the superblock.
         offset: u64,
         /// What is wrong with it.
-        #[source]
-        source: SuperblockError,
+        error: SuperblockError,
     },
     /// The hash file ends before the hash area does.
     #[error("{path}: hash area is truncated: it needs {needed} bytes but the file has {size}")]
@@ -218,11 +213,11 @@ pub enum VerityError {
 
 impl VerityError {
     /// Wrap an I/O error with its path and operation.
-    pub(crate) fn io(path: &std::path::Path, op: &'static str, source: io::Error) -> Self {
+    pub(crate) fn io(path: &std::path::Path, op: &'static str, error: io::Error) -> Self {
         VerityError::Io {
             path: path.to_path_buf(),
             op,
-            source,
+            error,
         }
     }
 

@@ -31,7 +31,7 @@ use serde::Serialize;
 pub use error::{SuperblockError, VerityError};
 pub use params::{
     DEFAULT_SALT_SIZE, HashAlgorithm, HashType, MAX_BLOCK_SIZE, MAX_SALT_SIZE, MIN_BLOCK_SIZE,
-    SaltSpec, VerityParams, parse_root_hash, parse_uuid,
+    SaltSpec, VerityParams, check_block_size, decode_root_hash, parse_uuid,
 };
 pub use superblock::{SUPERBLOCK_SIZE, Superblock};
 
@@ -443,8 +443,12 @@ pub fn verify(
     if root_hash.len() != layout.algorithm.digest_size() {
         return Err(VerityError::RootHashFormat {
             value: hex::encode(root_hash),
-            expected_hex_digits: layout.algorithm.digest_size() * 2,
-            algorithm: layout.algorithm.name(),
+            reason: format!(
+                "{} has {}-byte digests, this is {} bytes",
+                layout.algorithm,
+                layout.algorithm.digest_size(),
+                root_hash.len()
+            ),
         });
     }
     let hasher = BlockHasher::new(layout.algorithm, hash_type, &salt);

@@ -168,16 +168,20 @@ pub fn parse_uuid(s: &str) -> Result<[u8; 16], VerityError> {
         })
 }
 
-/// Parse a hex root hash and check its length against the algorithm.
-pub fn parse_root_hash(s: &str, algorithm: HashAlgorithm) -> Result<Vec<u8>, VerityError> {
-    let err = || VerityError::RootHashFormat {
+/// Decode a hex root hash; its length is checked against the algorithm by [`crate::verify`].
+pub fn decode_root_hash(s: &str) -> Result<Vec<u8>, VerityError> {
+    let bytes = hex::decode(s).map_err(|e| VerityError::RootHashFormat {
         value: s.to_string(),
-        expected_hex_digits: algorithm.digest_size() * 2,
-        algorithm: algorithm.name(),
-    };
-    let bytes = hex::decode(s).map_err(|_| err())?;
-    if bytes.len() != algorithm.digest_size() {
-        return Err(err());
+        reason: e.to_string(),
+    })?;
+    if ![20, 32, 64].contains(&bytes.len()) {
+        return Err(VerityError::RootHashFormat {
+            value: s.to_string(),
+            reason: format!(
+                "{} hex digits; expected 40 (sha1), 64 (sha256) or 128 (sha512)",
+                s.len()
+            ),
+        });
     }
     Ok(bytes)
 }
@@ -392,12 +396,13 @@ mod tests {
         assert_eq!(HashType::from_number(0).unwrap(), HashType::ChromeOs);
         assert!(HashType::from_number(2).is_err());
         assert!(parse_uuid("not-a-uuid").is_err());
-        assert!(parse_root_hash("ab", HashAlgorithm::Sha256).is_err());
-        assert_eq!(
-            parse_root_hash(&"ab".repeat(20), HashAlgorithm::Sha1)
-                .unwrap()
-                .len(),
-            20
+        assert!(
+            decode_root_hash("ab")
+                .unwrap_err()
+                .to_string()
+                .contains("2 hex digits")
         );
+        assert!(decode_root_hash(&"zz".repeat(32)).is_err());
+        assert_eq!(decode_root_hash(&"ab".repeat(20)).unwrap().len(), 20);
     }
 }

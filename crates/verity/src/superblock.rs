@@ -141,10 +141,10 @@ impl Superblock {
         let mut b = [0u8; SUPERBLOCK_SIZE];
         f.read_exact_at(&mut b, offset)
             .map_err(|e| VerityError::io(path, "reading superblock", e))?;
-        Self::from_bytes(&b).map_err(|source| VerityError::Superblock {
+        Self::from_bytes(&b).map_err(|error| VerityError::Superblock {
             path: path.to_path_buf(),
             offset,
-            source,
+            error,
         })
     }
 

@@ -183,13 +183,7 @@ fn damaged_files_give_errors_that_name_them() {
     let f = fixture();
     let err = verify(&f.data, &f.hash, &[0u8; 20], &f.params).unwrap_err();
     assert!(
-        matches!(
-            err,
-            VerityError::RootHashFormat {
-                algorithm: "sha256",
-                ..
-            }
-        ),
+        matches!(err, VerityError::RootHashFormat { ref reason, .. } if reason.contains("sha256")),
         "{err}"
     );
 }
