@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod db;
+pub mod grant;
 pub mod state;
 
 use axum::Router;

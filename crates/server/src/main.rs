@@ -13,7 +13,12 @@ use keelson_server::{AppState, ServerConfig, auth};
 #[command(name = "keelson-server", version)]
 struct Cli {
     /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
-    #[arg(long, env = "KEELSON_DATABASE_URL", default_value = "sqlite://./keelson.db", global = true)]
+    #[arg(
+        long,
+        env = "KEELSON_DATABASE_URL",
+        default_value = "sqlite://./keelson.db",
+        global = true
+    )]
     database_url: String,
     #[command(subcommand)]
     command: Option<Command>,
@@ -53,8 +58,7 @@ enum TokenCommand {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -78,7 +82,10 @@ async fn serve(db: Db, args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, "keelson-server ready");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .await
-        .context("serving HTTP")
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+    .context("serving HTTP")
 }

@@ -7,15 +7,13 @@
 //! binary and applied at start. Every change runs in one transaction together with its
 //! activity-log row ([`activity::insert`]).
 
-// pub mod activity;
-// pub mod applications;
-// pub mod channels;
-// pub mod events;
-// pub mod fleetlock;
-// pub mod groups;
-// pub mod instances;
-// pub mod packages;
-// pub mod tokens;
+pub mod activity;
+pub mod applications;
+pub mod channels;
+pub mod groups;
+pub mod instances;
+pub mod packages;
+pub mod rollout;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -221,7 +219,10 @@ impl Db {
 
     /// Start a transaction; every change goes through one.
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        self.pool.begin().await.map_err(DbError::query("starting a transaction"))
+        self.pool
+            .begin()
+            .await
+            .map_err(DbError::query("starting a transaction"))
     }
 }
 

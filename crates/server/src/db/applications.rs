@@ -1,0 +1,232 @@
+//! Applications: what nodes name in `<app appid=...>`.
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use super::activity::{self, NewActivity, Severity};
+use super::{Db, DbError, now_unix};
+
+/// A stored application.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+pub struct Application {
+    /// Normalised id: lowercase, without braces.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Normalise an Omaha app id: braces removed, lowercase (Nebraska matches both spellings).
+pub fn normalize_id(raw: &str) -> String {
+    raw.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .to_ascii_lowercase()
+}
+
+/// Check an application id (after normalising): 1..=128 of `[a-z0-9._-]`.
+pub fn validate_id(id: &str) -> Result<(), DbError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(DbError::Invalid {
+            field: "id",
+            value: id.to_string(),
+            reason: "must be 1-128 characters of a-z, 0-9, '.', '_', '-' (braces are removed)"
+                .into(),
+        })
+    }
+}
+
+pub(crate) fn validate_name(field: &'static str, name: &str) -> Result<(), DbError> {
+    if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(DbError::Invalid {
+            field,
+            value: name.to_string(),
+            reason: "must be 1-200 printable characters".into(),
+        });
+    }
+    Ok(())
+}
+
+const COLS: &str = "id, name, description, created_at";
+
+/// All applications, by name.
+pub async fn list(db: &Db) -> Result<Vec<Application>, DbError> {
+    sqlx::query_as::<_, Application>(&format!(
+        "SELECT {COLS} FROM applications ORDER BY name, id"
+    ))
+    .fetch_all(db.pool())
+    .await
+    .map_err(DbError::query("listing applications"))
+}
+
+/// One application by id (braces and case do not matter).
+pub async fn get(db: &Db, id: &str) -> Result<Application, DbError> {
+    let id = normalize_id(id);
+    sqlx::query_as::<_, Application>(&format!("SELECT {COLS} FROM applications WHERE id = $1"))
+        .bind(&id)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(DbError::query("reading application"))?
+        .ok_or(DbError::NotFound {
+            what: "application",
+            key: id,
+        })
+}
+
+/// Create an application.
+pub async fn create(
+    db: &Db,
+    actor: &str,
+    id: &str,
+    name: &str,
+    description: &str,
+) -> Result<Application, DbError> {
+    let id = normalize_id(id);
+    validate_id(&id)?;
+    validate_name("name", name)?;
+    let app = Application {
+        id: id.clone(),
+        name: name.to_string(),
+        description: description.to_string(),
+        created_at: now_unix(),
+    };
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO applications (id, name, description, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&app.id)
+    .bind(&app.name)
+    .bind(&app.description)
+    .bind(app.created_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::unique("application", &id))?;
+    activity::insert(
+        &mut tx,
+        &NewActivity {
+            severity: Severity::Info,
+            kind: "application.created",
+            actor,
+            application_id: Some(&id),
+            group_id: None,
+            version: None,
+            message: format!("application {name:?} ({id}) created"),
+        },
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing application"))?;
+    Ok(app)
+}
+
+/// Rename / re-describe an application.
+pub async fn update(
+    db: &Db,
+    actor: &str,
+    id: &str,
+    name: &str,
+    description: &str,
+) -> Result<Application, DbError> {
+    let id = normalize_id(id);
+    validate_name("name", name)?;
+    let mut tx = db.begin().await?;
+    let n = sqlx::query("UPDATE applications SET name = $1, description = $2 WHERE id = $3")
+        .bind(name)
+        .bind(description)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::query("updating application"))?
+        .rows_affected();
+    if n == 0 {
+        return Err(DbError::NotFound {
+            what: "application",
+            key: id,
+        });
+    }
+    activity::insert(
+        &mut tx,
+        &NewActivity {
+            severity: Severity::Info,
+            kind: "application.updated",
+            actor,
+            application_id: Some(&id),
+            group_id: None,
+            version: None,
+            message: format!("application {id} renamed to {name:?}"),
+        },
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing application"))?;
+    get(db, &id).await
+}
+
+/// Delete an application and everything under it. Returns the stored payload file names that
+/// the caller should remove from the data dir after the commit.
+pub async fn delete(db: &Db, actor: &str, id: &str) -> Result<Vec<String>, DbError> {
+    let id = normalize_id(id);
+    let mut tx = db.begin().await?;
+    let files: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT stored_path FROM packages WHERE application_id = $1")
+            .bind(&id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(DbError::query("listing application packages"))?;
+    // Children first: SQLite only cascades with foreign_keys on, and explicit deletes keep both
+    // backends identical.
+    for sql in [
+        "DELETE FROM instances WHERE application_id = $1",
+        "DELETE FROM groups WHERE application_id = $1",
+        "DELETE FROM channel_floors WHERE channel_id IN (SELECT id FROM channels WHERE application_id = $1)",
+        "DELETE FROM channels WHERE application_id = $1",
+        "DELETE FROM packages WHERE application_id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(DbError::query("deleting application children"))?;
+    }
+    let n = sqlx::query("DELETE FROM applications WHERE id = $1")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::query("deleting application"))?
+        .rows_affected();
+    if n == 0 {
+        return Err(DbError::NotFound {
+            what: "application",
+            key: id,
+        });
+    }
+    activity::insert(
+        &mut tx,
+        &NewActivity {
+            severity: Severity::Warning,
+            kind: "application.deleted",
+            actor,
+            application_id: None,
+            group_id: None,
+            version: None,
+            message: format!("application {id} deleted"),
+        },
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing application delete"))?;
+    Ok(files.into_iter().filter_map(|(f,)| f).collect())
+}

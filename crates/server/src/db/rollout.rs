@@ -1,0 +1,666 @@
+//! The database side of the grant algorithm: handle one node report (an Omaha `<app>`) in one
+//! transaction: upsert the instance, record its events (completions, failures, rollbacks),
+//! build the [`GrantInput`] snapshot, run [`decide`] and write what it decided.
+//!
+//! Concurrency: a decision that would grant or halt is re-taken after bumping the group's
+//! `lock_seq` row, which serializes such decisions per group on PostgreSQL (row lock) and on
+//! SQLite (single writer), so two nodes cannot both take the last slot of a limit.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::activity::{self, NewActivity, Severity};
+use super::groups::{self, Group};
+use super::instances::InstanceStatus;
+use super::packages::{self, Package};
+use super::{Db, DbError, Tx};
+use crate::grant::{
+    self, GrantDecision, GrantInput, GrantReason, HaltCause, HoldReason, PendingGrant,
+    RolloutStats, Version,
+};
+
+/// update_engine's error code for a detected rollback (kActionCodeRollbackError).
+pub const ERROR_ROLLBACK: i64 = 44;
+/// Flag bits update_engine ORs onto error codes (dev mode, resumed, test image, non-prod URL).
+pub const ERROR_FLAG_MASK: i64 = 0xF000_0000;
+
+/// The error code without its flag bits.
+pub fn base_error_code(code: i64) -> i64 {
+    code & !ERROR_FLAG_MASK & 0xFFFF_FFFF
+}
+
+/// One `<event>` of a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEvent {
+    /// `eventtype`.
+    pub event_type: i64,
+    /// `eventresult`.
+    pub event_result: i64,
+    /// `errorcode` (flag bits included).
+    pub error_code: Option<i64>,
+    /// `previousversion`.
+    pub previous_version: String,
+}
+
+/// What a node said about one application.
+#[derive(Clone, Debug)]
+pub struct NodeReport {
+    /// Application id as sent (any spelling).
+    pub application_id: String,
+    /// `machineid`.
+    pub machine_id: String,
+    /// `version`.
+    pub version: String,
+    /// `track` (selects the group).
+    pub track: String,
+    /// Source address.
+    pub ip: String,
+    /// `machinealias`.
+    pub alias: String,
+    /// `oem`.
+    pub oem: String,
+    /// `alephversion`.
+    pub aleph_version: String,
+    /// The events, in order.
+    pub events: Vec<NodeEvent>,
+    /// Whether it asked for an update.
+    pub update_check: bool,
+    /// Decision time (tests pass their own clock).
+    pub now: DateTime<Utc>,
+}
+
+/// The answer to an update check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "answer")]
+pub enum CheckAnswer {
+    /// `<updatecheck status="noupdate">` with the reason (for logs and tests).
+    NoUpdate {
+        /// Why, as text.
+        reason: String,
+    },
+    /// `<updatecheck status="ok">` with this package.
+    Update {
+        /// The package to send.
+        package: Box<Package>,
+        /// Why it was granted.
+        reason: GrantReason,
+    },
+}
+
+/// What became of a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The application is not known: answer `error-unknownApplication`, nothing written.
+    UnknownApplication,
+    /// Recorded; `check` is set when the node asked for an update.
+    Recorded {
+        /// The instance row id.
+        instance_id: i64,
+        /// The answer to the update check, if there was one.
+        check: Option<CheckAnswer>,
+    },
+}
+
+fn hold_text(r: &HoldReason) -> String {
+    match r {
+        HoldReason::NotInWave { bucket, percent } => {
+            format!("not_in_wave (bucket {bucket} >= {percent}%)")
+        }
+        other => serde_json::to_value(other)
+            .ok()
+            .and_then(|v| v.get("reason").and_then(|s| s.as_str()).map(str::to_string))
+            .unwrap_or_else(|| format!("{other:?}")),
+    }
+}
+
+async fn set_status(
+    tx: &mut Tx,
+    instance_id: i64,
+    old: i64,
+    new: InstanceStatus,
+    version: &str,
+    message: &str,
+    now: i64,
+) -> Result<(), DbError> {
+    if old == new.code() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE instances SET status = $1 WHERE id = $2")
+        .bind(new.code())
+        .bind(instance_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(DbError::query("updating instance status"))?;
+    sqlx::query(
+        "INSERT INTO instance_status_history (instance_id, status, version, message, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(instance_id)
+    .bind(new.code())
+    .bind(version)
+    .bind(message)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(DbError::query("writing status history"))?;
+    Ok(())
+}
+
+/// Counts for the rollout of `group` to `target` at `now`.
+pub async fn rollout_stats(
+    conn: &mut sqlx::AnyConnection,
+    group: &Group,
+    target: &str,
+    now: i64,
+) -> Result<RolloutStats, DbError> {
+    let p = &group.policy;
+    let (group_instances,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM instances WHERE group_id = $1")
+            .bind(group.id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(DbError::query("counting group instances"))?;
+    let (grants_in_period, in_progress): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(CASE WHEN granted_at > $2 THEN 1 END), \
+                COUNT(CASE WHEN outcome = 0 AND granted_at > $3 THEN 1 END) \
+         FROM grants WHERE group_id = $1 AND granted_at > $4",
+    )
+    .bind(group.id)
+    .bind(now - p.period_secs)
+    .bind(now - p.update_timeout_secs)
+    .bind(now - p.period_secs.max(p.update_timeout_secs))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(DbError::query("counting grants"))?;
+    let (succeeded,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(DISTINCT instance_id) FROM grants WHERE group_id = $1 AND rollout_version = $2 AND outcome = 1",
+    )
+    .bind(group.id)
+    .bind(target)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(DbError::query("counting succeeded grants"))?;
+    // Failed: an error or rollback, or still pending past the timeout; a node that later
+    // succeeded in this rollout no longer counts.
+    let (failed,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(DISTINCT instance_id) FROM grants g WHERE g.group_id = $1 AND g.rollout_version = $2 \
+         AND (g.outcome = 2 OR (g.outcome = 0 AND g.granted_at <= $3)) \
+         AND NOT EXISTS (SELECT 1 FROM grants s WHERE s.group_id = $1 AND s.rollout_version = $2 \
+                         AND s.outcome = 1 AND s.instance_id = g.instance_id)",
+    )
+    .bind(group.id)
+    .bind(target)
+    .bind(now - p.update_timeout_secs)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(DbError::query("counting failed grants"))?;
+    Ok(RolloutStats {
+        group_instances,
+        grants_in_period,
+        in_progress,
+        succeeded,
+        failed,
+    })
+}
+
+async fn channel_version(
+    conn: &mut sqlx::AnyConnection,
+    channel_id: Option<i64>,
+) -> Result<(Option<String>, Vec<String>), DbError> {
+    let Some(cid) = channel_id else {
+        return Ok((None, Vec::new()));
+    };
+    let v: Option<(String,)> = sqlx::query_as(
+        "SELECT p.version FROM channels c JOIN packages p ON p.id = c.package_id WHERE c.id = $1",
+    )
+    .bind(cid)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(DbError::query("reading channel package"))?;
+    let floors: Vec<(String,)> = sqlx::query_as(
+        "SELECT p.version FROM channel_floors f JOIN packages p ON p.id = f.package_id WHERE f.channel_id = $1",
+    )
+    .bind(cid)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(DbError::query("reading channel floors"))?;
+    Ok((v.map(|(s,)| s), floors.into_iter().map(|(s,)| s).collect()))
+}
+
+async fn pending_grant(
+    conn: &mut sqlx::AnyConnection,
+    instance_id: i64,
+) -> Result<Option<(i64, PendingGrant)>, DbError> {
+    let row: Option<(i64, String, i64)> = sqlx::query_as(
+        "SELECT id, to_version, granted_at FROM grants WHERE instance_id = $1 AND outcome = 0 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(instance_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(DbError::query("reading pending grant"))?;
+    Ok(row.map(|(id, to_version, granted_at)| {
+        (
+            id,
+            PendingGrant {
+                to_version,
+                granted_at,
+            },
+        )
+    }))
+}
+
+/// Halt `group`'s rollout to `target` (idempotent) and log why.
+async fn halt(tx: &mut Tx, group: &Group, target: &str, cause: &HaltCause) -> Result<(), DbError> {
+    let n = sqlx::query(
+        "UPDATE groups SET halted_version = $1, halted_reason = $2 WHERE id = $3 \
+         AND (halted_version IS NULL OR halted_version <> $1)",
+    )
+    .bind(target)
+    .bind(cause.to_string())
+    .bind(group.id)
+    .execute(&mut **tx)
+    .await
+    .map_err(DbError::query("halting rollout"))?
+    .rows_affected();
+    if n > 0 {
+        tracing::warn!(group = group.id, target, %cause, "rollout halted");
+        activity::insert(
+            tx,
+            &NewActivity {
+                severity: Severity::Error,
+                kind: "rollout.halted",
+                actor: "omaha",
+                application_id: Some(&group.application_id),
+                group_id: Some(group.id),
+                version: Some(target),
+                message: format!(
+                    "rollout of group {:?} to {target} halted: {cause}",
+                    group.name
+                ),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Handle one node report in one transaction.
+pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbError> {
+    let app = super::applications::normalize_id(&r.application_id);
+    let now = r.now.timestamp();
+    let mut tx = db.begin().await?;
+    let known: Option<(String,)> = sqlx::query_as("SELECT id FROM applications WHERE id = $1")
+        .bind(&app)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(DbError::query("reading application"))?;
+    if known.is_none() {
+        return Ok(ReportOutcome::UnknownApplication);
+    }
+    let group = groups::find_by_track(&mut tx, &app, &r.track).await?;
+    let group_id = group.as_ref().map(|g| g.id);
+
+    let old: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT id, status FROM instances WHERE machine_id = $1 AND application_id = $2",
+    )
+    .bind(&r.machine_id)
+    .bind(&app)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(DbError::query("reading instance"))?;
+    let (instance_id,): (i64,) = sqlx::query_as(
+        "INSERT INTO instances (machine_id, application_id, group_id, version, status, ip, alias, oem, aleph_version, last_check, created_at) \
+         VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $9) \
+         ON CONFLICT (machine_id, application_id) DO UPDATE SET group_id = $3, version = $4, ip = $5, alias = $6, \
+         oem = $7, aleph_version = $8, last_check = $9 RETURNING id",
+    )
+    .bind(&r.machine_id)
+    .bind(&app)
+    .bind(group_id)
+    .bind(&r.version)
+    .bind(&r.ip)
+    .bind(&r.alias)
+    .bind(&r.oem)
+    .bind(&r.aleph_version)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(DbError::query("upserting instance"))?;
+    let mut status = old.map(|(_, s)| s).unwrap_or(1);
+
+    // A pending grant whose version the node now runs has completed.
+    let mut pending = pending_grant(&mut tx, instance_id).await?;
+    if let (Some((gid, p)), Ok(cur)) = (&pending, Version::parse(&r.version))
+        && let Ok(to) = Version::parse(&p.to_version)
+        && cur >= to
+    {
+        sqlx::query("UPDATE grants SET outcome = 1, finished_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(gid)
+            .execute(&mut *tx)
+            .await
+            .map_err(DbError::query("completing grant"))?;
+        let msg = format!("updated to {}", r.version);
+        set_status(
+            &mut tx,
+            instance_id,
+            status,
+            InstanceStatus::Complete,
+            &r.version,
+            &msg,
+            now,
+        )
+        .await?;
+        status = InstanceStatus::Complete.code();
+        pending = None;
+    }
+
+    let mut failed_now = false;
+    for e in &r.events {
+        sqlx::query(
+            "INSERT INTO events (instance_id, event_type, event_result, error_code, version, previous_version, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(instance_id)
+        .bind(e.event_type)
+        .bind(e.event_result)
+        .bind(e.error_code)
+        .bind(&r.version)
+        .bind(&e.previous_version)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::query("recording event"))?;
+        let next = match (e.event_type, e.event_result) {
+            (13, 1) => Some((InstanceStatus::Downloading, "download started".to_string())),
+            (14, 1) => Some((InstanceStatus::Downloaded, "download finished".to_string())),
+            (3, 1) => Some((
+                InstanceStatus::Installed,
+                "installed, reboot pending".to_string(),
+            )),
+            (3, 2)
+                if !e.previous_version.is_empty()
+                    && e.previous_version != "0.0.0.0"
+                    && e.previous_version != r.version =>
+            {
+                Some((
+                    InstanceStatus::Complete,
+                    format!("updated from {} to {}", e.previous_version, r.version),
+                ))
+            }
+            (3, 0) => {
+                let code = e.error_code.unwrap_or(0);
+                let base = base_error_code(code);
+                let rollback = base == ERROR_ROLLBACK;
+                // A rollback is reported after the reboot, when the grant may already look
+                // complete: the newest grant of the node fails either way.
+                let target: Option<(i64, String)> = if rollback {
+                    sqlx::query_as("SELECT id, to_version FROM grants WHERE instance_id = $1 ORDER BY id DESC LIMIT 1")
+                        .bind(instance_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(DbError::query("reading last grant"))?
+                } else {
+                    pending.as_ref().map(|(id, p)| (*id, p.to_version.clone()))
+                };
+                if let Some((gid, to)) = &target {
+                    sqlx::query("UPDATE grants SET outcome = 2, finished_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(gid)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(DbError::query("failing grant"))?;
+                    failed_now = true;
+                    pending = None;
+                    let what = if rollback {
+                        "rolled back from"
+                    } else {
+                        "failed to update to"
+                    };
+                    activity::insert(
+                        &mut tx,
+                        &NewActivity {
+                            severity: Severity::Warning,
+                            kind: if rollback {
+                                "instance.rollback"
+                            } else {
+                                "instance.update_failed"
+                            },
+                            actor: "omaha",
+                            application_id: Some(&app),
+                            group_id,
+                            version: Some(to),
+                            message: format!(
+                                "instance {} {what} {to} (error code {base}, raw {code})",
+                                r.machine_id
+                            ),
+                        },
+                    )
+                    .await?;
+                }
+                Some((
+                    InstanceStatus::Error,
+                    format!(
+                        "error event, code {base} (raw {code}){}",
+                        if rollback { ": rollback" } else { "" }
+                    ),
+                ))
+            }
+            _ => None,
+        };
+        if let Some((s, msg)) = next {
+            set_status(&mut tx, instance_id, status, s, &r.version, &msg, now).await?;
+            status = s.code();
+        }
+    }
+
+    if failed_now && let Some(g) = &group {
+        let (chan, _) = channel_version(&mut tx, g.channel_id).await?;
+        if let Some(target) = grant::target_version(&g.policy, chan.as_deref()) {
+            let stats = rollout_stats(&mut tx, g, target, now).await?;
+            if let Some(cause) = grant::halt_check(&g.policy, &stats) {
+                halt(&mut tx, g, target, &cause).await?;
+            }
+        }
+    }
+
+    let check = if r.update_check {
+        Some(match &group {
+            None => CheckAnswer::NoUpdate {
+                reason: format!("no group with track {:?}", r.track),
+            },
+            Some(g) => decide_and_apply(&mut tx, g, r, instance_id, status, now).await?,
+        })
+    } else {
+        None
+    };
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing node report"))?;
+    Ok(ReportOutcome::Recorded { instance_id, check })
+}
+
+async fn decide_and_apply(
+    tx: &mut Tx,
+    group: &Group,
+    r: &NodeReport,
+    instance_id: i64,
+    status: i64,
+    now: i64,
+) -> Result<CheckAnswer, DbError> {
+    let (chan, floors) = channel_version(tx, group.channel_id).await?;
+    let mut group = group.clone();
+    let mut first = true;
+    let decision = loop {
+        let target = grant::target_version(&group.policy, chan.as_deref()).map(str::to_string);
+        let stats = match &target {
+            Some(t) => rollout_stats(tx, &group, t, now).await?,
+            None => RolloutStats::default(),
+        };
+        let pending = pending_grant(tx, instance_id).await?;
+        let input = GrantInput {
+            now: r.now,
+            machine_id: &r.machine_id,
+            instance_version: &r.version,
+            policy: &group.policy,
+            halted_version: group.halted_version.as_deref(),
+            channel_version: chan.as_deref(),
+            floors: &floors,
+            pending: pending.as_ref().map(|(_, p)| p),
+            stats,
+        };
+        let d = grant::decide(&input);
+        let needs_lock = matches!(
+            d,
+            GrantDecision::Halt { .. }
+                | GrantDecision::Grant {
+                    reason: GrantReason::Rollout | GrantReason::Floor,
+                    ..
+                }
+        );
+        if !(first && needs_lock) {
+            break (d, pending);
+        }
+        // Take the group's row lock and decide again on fresh counts.
+        first = false;
+        sqlx::query("UPDATE groups SET lock_seq = lock_seq + 1 WHERE id = $1")
+            .bind(group.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(DbError::query("locking group"))?;
+        group = groups::get_in(tx, group.id).await?;
+    };
+    let (decision, pending) = decision;
+    match decision {
+        GrantDecision::Hold(reason) => {
+            let policy_hold = !matches!(
+                reason,
+                HoldReason::UpToDate | HoldReason::NoPackage | HoldReason::InvalidVersion
+            );
+            let text = hold_text(&reason);
+            if policy_hold {
+                set_status(
+                    tx,
+                    instance_id,
+                    status,
+                    InstanceStatus::OnHold,
+                    &r.version,
+                    &text,
+                    now,
+                )
+                .await?;
+            }
+            Ok(CheckAnswer::NoUpdate { reason: text })
+        }
+        GrantDecision::Halt {
+            rollout_version,
+            cause,
+        } => {
+            halt(tx, &group, &rollout_version, &cause).await?;
+            set_status(
+                tx,
+                instance_id,
+                status,
+                InstanceStatus::OnHold,
+                &r.version,
+                "rollout halted",
+                now,
+            )
+            .await?;
+            Ok(CheckAnswer::NoUpdate {
+                reason: format!("rollout_halted ({cause})"),
+            })
+        }
+        GrantDecision::Grant {
+            version,
+            rollout_version,
+            reason,
+        } => {
+            let Some(pkg) = packages::by_version(tx, &group.application_id, &version).await? else {
+                activity::insert(
+                    tx,
+                    &NewActivity {
+                        severity: Severity::Warning,
+                        kind: "package.missing",
+                        actor: "omaha",
+                        application_id: Some(&group.application_id),
+                        group_id: Some(group.id),
+                        version: Some(&version),
+                        message: format!(
+                            "group {:?} needs version {version} but no package has it",
+                            group.name
+                        ),
+                    },
+                )
+                .await?;
+                return Ok(CheckAnswer::NoUpdate {
+                    reason: format!("no package for version {version}"),
+                });
+            };
+            if reason != GrantReason::Resend {
+                // A timed-out grant this node never finished is closed as failed.
+                if let Some((old, _)) = &pending {
+                    sqlx::query("UPDATE grants SET outcome = 2, finished_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(old)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(DbError::query("closing timed-out grant"))?;
+                }
+                let (earlier,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM grants WHERE group_id = $1 AND rollout_version = $2",
+                )
+                .bind(group.id)
+                .bind(&rollout_version)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(DbError::query("counting grants"))?;
+                sqlx::query(
+                    "INSERT INTO grants (group_id, instance_id, from_version, to_version, rollout_version, outcome, granted_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6)",
+                )
+                .bind(group.id)
+                .bind(instance_id)
+                .bind(&r.version)
+                .bind(&version)
+                .bind(&rollout_version)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(DbError::query("recording grant"))?;
+                if earlier == 0 {
+                    activity::insert(
+                        tx,
+                        &NewActivity {
+                            severity: Severity::Info,
+                            kind: "rollout.started",
+                            actor: "omaha",
+                            application_id: Some(&group.application_id),
+                            group_id: Some(group.id),
+                            version: Some(&rollout_version),
+                            message: format!(
+                                "rollout of group {:?} to {rollout_version} started",
+                                group.name
+                            ),
+                        },
+                    )
+                    .await?;
+                }
+                let msg = format!("granted {version}");
+                set_status(
+                    tx,
+                    instance_id,
+                    status,
+                    InstanceStatus::UpdateGranted,
+                    &r.version,
+                    &msg,
+                    now,
+                )
+                .await?;
+            }
+            Ok(CheckAnswer::Update {
+                package: Box::new(pkg),
+                reason,
+            })
+        }
+    }
+}
