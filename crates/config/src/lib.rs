@@ -13,6 +13,7 @@ pub mod tree;
 pub mod v3_6;
 pub mod validate;
 pub mod version;
+pub mod yaml;
 
 pub use merge::merge;
 pub use report::{Entry, Kind, Pos, Report};
@@ -81,6 +82,14 @@ pub fn parse(bytes: &[u8]) -> Result<(Config, Report), Error> {
 
 /// Parse a positioned tree (from JSON or a YAML front end) as an Ignition config.
 pub fn parse_tree(node: &tree::Node) -> Result<(Config, Report), Error> {
+    let (mut config, report, version) = parse_tree_untranslated(node)?;
+    version::translate_forward(&mut config, version.minor);
+    Ok((config, report))
+}
+
+/// Parse and validate a tree under its declared version without translating it forward:
+/// the config still means what it meant in that version (the YAML front end emits this).
+pub fn parse_tree_untranslated(node: &tree::Node) -> Result<(Config, Report, Version), Error> {
     let mut report = Report::default();
     let version = match version::detect(node, &mut report) {
         Some(v) => v,
@@ -107,11 +116,11 @@ pub fn parse_tree(node: &tree::Node) -> Result<(Config, Report), Error> {
     let mut ctx = validate::Ctx::new(&positions, version.minor);
     validate::validate(&config, &mut ctx);
     report.merge(ctx.report);
-    version::translate_forward(&mut config, version.minor);
     if report.is_fatal() {
         return Err(Error::Invalid { report });
     }
-    Ok((config, report))
+    config.ignition.version = format!("3.{}.0", version.minor);
+    Ok((config, report, version))
 }
 
 /// Validate a config and return every report entry, whether or not it parses.

@@ -1,0 +1,455 @@
+//! Keelson's own sugar in `variant: keelson`: the `updates` and `extensions` sections,
+//! rewritten into the files and units they stand for (see docs/provisioning-yaml.md).
+
+use std::collections::HashSet;
+
+use super::{Translator, boolean, data_url, int, list_mut, members, obj, obj_mut, s};
+use crate::report::Pos;
+use crate::tree::{Node, Number, Value};
+
+/// Where the update agent reads its provisioning-time settings.
+pub const UPDATE_CONFIG_PATH: &str = "/etc/keelson/update.toml";
+/// Where systemd-sysext picks up extension images.
+pub const EXTENSIONS_DIR: &str = "/etc/extensions";
+
+const STRATEGIES: &[&str] = &["off", "reboot", "fleetlock", "etcd-lock"];
+const DAYS: &[(&str, &str)] = &[
+    ("mon", "Mon"),
+    ("monday", "Mon"),
+    ("tue", "Tue"),
+    ("tuesday", "Tue"),
+    ("wed", "Wed"),
+    ("wednesday", "Wed"),
+    ("thu", "Thu"),
+    ("thursday", "Thu"),
+    ("fri", "Fri"),
+    ("friday", "Fri"),
+    ("sat", "Sat"),
+    ("saturday", "Sat"),
+    ("sun", "Sun"),
+    ("sunday", "Sun"),
+];
+
+/// A TOML basic string (JSON's escapes are all valid TOML escapes).
+fn toml_str(v: &str) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Parse `90`, `90m`, `1h`, `1h30m`, `2d` into minutes.
+pub fn parse_minutes(v: &Node) -> Result<i64, String> {
+    let text = match &v.value {
+        Value::Number(Number::Int(i)) => {
+            return if *i > 0 {
+                Ok(*i)
+            } else {
+                Err("length must be positive".into())
+            };
+        }
+        Value::String(t) => t.trim().to_string(),
+        _ => return Err("length must be a duration like 1h30m".into()),
+    };
+    let mut total: i64 = 0;
+    let mut num = String::new();
+    let mut any_unit = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: i64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}"))?;
+        num.clear();
+        let mult = match c {
+            'm' => 1,
+            'h' => 60,
+            'd' => 1440,
+            _ => return Err(format!("invalid duration {text:?}: units are d, h and m")),
+        };
+        any_unit = true;
+        total = total.saturating_add(n.saturating_mul(mult));
+    }
+    if !num.is_empty() {
+        if any_unit {
+            return Err(format!("invalid duration {text:?}: a number needs a unit"));
+        }
+        total = num
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}"))?;
+    }
+    if total <= 0 {
+        return Err("length must be positive".into());
+    }
+    Ok(total)
+}
+
+fn hhmm(v: &str) -> bool {
+    let Some((h, m)) = v.split_once(':') else {
+        return false;
+    };
+    h.len() == 2
+        && m.len() == 2
+        && h.parse::<u32>().is_ok_and(|h| h < 24)
+        && m.parse::<u32>().is_ok_and(|m| m < 60)
+}
+
+fn str_field(t: &mut Translator<'_>, node: &Node, key: &str, path: &str) -> Option<(String, Pos)> {
+    let v = node.get(key)?;
+    match v.as_str() {
+        Some(x) => Some((x.to_string(), v.pos)),
+        None => {
+            t.error(
+                v.pos,
+                &format!("{path}.{key}"),
+                format!("{key} must be a string"),
+            );
+            None
+        }
+    }
+}
+
+fn check_keys(t: &mut Translator<'_>, node: &Node, path: &str, known: &[&str]) {
+    for m in members(node) {
+        if !known.contains(&m.key.as_str()) {
+            t.warn(
+                m.key_pos,
+                &format!("{path}.{}", m.key),
+                format!("unused key {}", m.key),
+            );
+        }
+    }
+}
+
+fn push_file(out: &mut Node, file: Node) {
+    let pos = file.pos;
+    if let Some(storage) = obj_mut(out, "storage", pos)
+        && let Some(files) = list_mut(storage, "files", pos)
+    {
+        files.push(file);
+    }
+}
+
+/// `updates:` -> `/etc/keelson/update.toml`.
+pub(super) fn updates(t: &mut Translator<'_>, u: &Node, out: &mut Node) {
+    let path = "$.updates";
+    if !matches!(u.value, Value::Object(_)) {
+        t.error(u.pos, path, "updates must be a mapping");
+        return;
+    }
+    check_keys(
+        t,
+        u,
+        path,
+        &[
+            "server",
+            "group",
+            "reboot_strategy",
+            "fleetlock_url",
+            "etcd_endpoints",
+            "time_zone",
+            "windows",
+        ],
+    );
+    let mut toml = String::from(
+        "# Written by keelson config translate from the `updates:` section.\n[update]\n",
+    );
+    if let Some((server, pos)) = str_field(t, u, "server", path) {
+        if server != "disabled"
+            && !(server.starts_with("https://") || server.starts_with("http://"))
+        {
+            t.error(
+                pos,
+                "$.updates.server",
+                "server must be an http(s) URL or \"disabled\"",
+            );
+        }
+        toml.push_str(&format!("server = {}\n", toml_str(&server)));
+    }
+    if let Some((group, _)) = str_field(t, u, "group", path) {
+        toml.push_str(&format!("group = {}\n", toml_str(&group)));
+    }
+    let strategy = str_field(t, u, "reboot_strategy", path);
+    let strategy_name = strategy
+        .as_ref()
+        .map_or("reboot", |(s, _)| s.as_str())
+        .to_string();
+    if let Some((st, pos)) = &strategy
+        && !STRATEGIES.contains(&st.as_str())
+    {
+        t.error(
+            *pos,
+            "$.updates.reboot_strategy",
+            "reboot_strategy must be one of off, reboot, fleetlock, etcd-lock",
+        );
+    }
+    toml.push_str(&format!(
+        "\n[reboot]\nstrategy = {}\n",
+        toml_str(&strategy_name)
+    ));
+    match str_field(t, u, "fleetlock_url", path) {
+        Some((url, pos)) => {
+            if strategy_name != "fleetlock" {
+                t.warn(
+                    pos,
+                    "$.updates.fleetlock_url",
+                    "fleetlock_url is only used with reboot_strategy fleetlock",
+                );
+            }
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                t.error(
+                    pos,
+                    "$.updates.fleetlock_url",
+                    "fleetlock_url must be an http(s) URL",
+                );
+            }
+            toml.push_str(&format!("fleetlock_url = {}\n", toml_str(&url)));
+        }
+        None if strategy_name == "fleetlock" => {
+            t.error(
+                u.pos,
+                "$.updates.fleetlock_url",
+                "fleetlock_url is required with reboot_strategy fleetlock",
+            );
+        }
+        None => {}
+    }
+    if let Some(eps) = u.get("etcd_endpoints") {
+        let list: Vec<String> = match &eps.value {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if list.is_empty() {
+            t.error(
+                eps.pos,
+                "$.updates.etcd_endpoints",
+                "etcd_endpoints must be a non-empty list of URLs",
+            );
+        }
+        if strategy_name != "etcd-lock" {
+            t.warn(
+                eps.pos,
+                "$.updates.etcd_endpoints",
+                "etcd_endpoints is only used with reboot_strategy etcd-lock",
+            );
+        }
+        let quoted: Vec<String> = list.iter().map(|e| toml_str(e)).collect();
+        toml.push_str(&format!("etcd_endpoints = [{}]\n", quoted.join(", ")));
+    }
+    let tz = str_field(t, u, "time_zone", path);
+    if let Some((tz, pos)) = &tz
+        && tz != "UTC"
+        && tz.parse::<chrono_tz::Tz>().is_err()
+    {
+        t.error(
+            *pos,
+            "$.updates.time_zone",
+            format!("unknown IANA time zone {tz:?}"),
+        );
+    }
+    toml.push_str(&format!(
+        "time_zone = {}\n",
+        toml_str(tz.as_ref().map_or("UTC", |(z, _)| z.as_str()))
+    ));
+    if let Some(ws) = u.get("windows") {
+        let Value::Array(items) = &ws.value else {
+            t.error(ws.pos, "$.updates.windows", "windows must be a list");
+            return;
+        };
+        for (i, w) in items.iter().enumerate() {
+            let wp = format!("$.updates.windows.{i}");
+            check_keys(t, w, &wp, &["days", "start", "length"]);
+            let mut days = Vec::new();
+            if let Some(d) = w.get("days") {
+                let names: Vec<&Node> = match &d.value {
+                    Value::Array(items) => items.iter().collect(),
+                    _ => vec![d],
+                };
+                for n in names {
+                    match n
+                        .as_str()
+                        .and_then(|x| DAYS.iter().find(|(k, _)| k.eq_ignore_ascii_case(x)))
+                    {
+                        Some((_, canon)) => days.push(toml_str(canon)),
+                        None => t.error(
+                            n.pos,
+                            &format!("{wp}.days"),
+                            "days must be day names like Mon or Monday",
+                        ),
+                    }
+                }
+            }
+            let start = match str_field(t, w, "start", &wp) {
+                Some((st, pos)) => {
+                    if !hhmm(&st) {
+                        t.error(
+                            pos,
+                            &format!("{wp}.start"),
+                            "start must be a time of day as HH:MM",
+                        );
+                    }
+                    st
+                }
+                None => {
+                    t.error(w.pos, &format!("{wp}.start"), "start is required");
+                    String::new()
+                }
+            };
+            let minutes = match w.get("length") {
+                Some(l) => match parse_minutes(l) {
+                    Ok(m) if m <= 7 * 1440 => m,
+                    Ok(_) => {
+                        t.error(
+                            l.pos,
+                            &format!("{wp}.length"),
+                            "length must be at most 7 days",
+                        );
+                        0
+                    }
+                    Err(e) => {
+                        t.error(l.pos, &format!("{wp}.length"), e);
+                        0
+                    }
+                },
+                None => {
+                    t.error(w.pos, &format!("{wp}.length"), "length is required");
+                    0
+                }
+            };
+            toml.push_str(&format!(
+                "\n[[reboot.window]]\ndays = [{}]\nstart = {}\nlength_minutes = {minutes}\n",
+                days.join(", "),
+                toml_str(&start)
+            ));
+        }
+    }
+    let (url, compression) = data_url(toml.as_bytes());
+    let pos = u.pos;
+    push_file(
+        out,
+        obj(
+            vec![
+                ("path", s(UPDATE_CONFIG_PATH, pos)),
+                ("overwrite", boolean(true, pos)),
+                ("mode", int(0o644, pos)),
+                (
+                    "contents",
+                    obj(
+                        vec![
+                            ("source", s(url, pos)),
+                            ("compression", s(compression, pos)),
+                        ],
+                        pos,
+                    ),
+                ),
+            ],
+            pos,
+        ),
+    );
+}
+
+/// `extensions:` -> `/etc/extensions/NAME.raw` downloads plus `systemd-sysext.service`.
+pub(super) fn extensions(t: &mut Translator<'_>, e: &Node, out: &mut Node) {
+    let Value::Array(items) = &e.value else {
+        t.error(e.pos, "$.extensions", "extensions must be a list");
+        return;
+    };
+    let mut seen = HashSet::new();
+    for (i, x) in items.iter().enumerate() {
+        let p = format!("$.extensions.{i}");
+        check_keys(t, x, &p, &["name", "source", "hash"]);
+        let Some((name, npos)) = str_field(t, x, "name", &p) else {
+            t.error(x.pos, &format!("{p}.name"), "name is required");
+            continue;
+        };
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            || name.starts_with('.')
+        {
+            t.error(
+                npos,
+                &format!("{p}.name"),
+                "extension names may only contain letters, digits, '-', '_' and '.'",
+            );
+            continue;
+        }
+        if !seen.insert(name.clone()) {
+            t.error(npos, &format!("{p}.name"), "duplicate entry defined");
+            continue;
+        }
+        let Some((source, spos)) = str_field(t, x, "source", &p) else {
+            t.error(x.pos, &format!("{p}.source"), "source is required");
+            continue;
+        };
+        let mut contents = vec![("source", s(source, spos))];
+        match str_field(t, x, "hash", &p) {
+            Some((hash, hpos)) => {
+                contents.push(("verification", obj(vec![("hash", s(hash, hpos))], hpos)))
+            }
+            None => t.warn(
+                x.pos,
+                &format!("{p}.hash"),
+                "extension has no hash; its image is not verified",
+            ),
+        }
+        push_file(
+            out,
+            obj(
+                vec![
+                    ("path", s(format!("{EXTENSIONS_DIR}/{name}.raw"), npos)),
+                    ("overwrite", boolean(true, npos)),
+                    ("mode", int(0o644, npos)),
+                    ("contents", obj(contents, x.pos)),
+                ],
+                x.pos,
+            ),
+        );
+    }
+    if !items.is_empty() {
+        t.extra_units.push(obj(
+            vec![
+                ("name", s("systemd-sysext.service", e.pos)),
+                ("enabled", boolean(true, e.pos)),
+            ],
+            e.pos,
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let p = Pos::default();
+        let cases: &[(Node, Result<i64, ()>)] = &[
+            (s("90m", p), Ok(90)),
+            (s("1h30m", p), Ok(90)),
+            (s("2d", p), Ok(2880)),
+            (s("45", p), Ok(45)),
+            (int(30, p), Ok(30)),
+            (int(0, p), Err(())),
+            (s("1x", p), Err(())),
+            (s("1h30", p), Err(())),
+            (s("", p), Err(())),
+        ];
+        for (n, want) in cases {
+            assert_eq!(parse_minutes(n).map_err(|_| ()), *want, "{n:?}");
+        }
+    }
+
+    #[test]
+    fn times_of_day() {
+        assert!(hhmm("04:00"));
+        assert!(hhmm("23:59"));
+        assert!(!hhmm("24:00"));
+        assert!(!hhmm("4:00"));
+        assert!(!hhmm("04:60"));
+    }
+}
