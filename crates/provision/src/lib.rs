@@ -5,6 +5,7 @@
 //! account databases), [`providers`] (where the config comes from).
 
 pub mod dataurl;
+pub mod engine;
 pub mod fetch;
 pub mod http;
 pub mod passwd;

@@ -1,0 +1,477 @@
+//! The disks stage: GPT partitions with `sgdisk` and filesystems with `mkfs.*`, against a
+//! device path (a block device in the initrd, an image file in tests).
+//!
+//! Planning reads the current layout (`sgdisk --print`/`--info`, `blkid -p`) and applies
+//! Ignition's reuse rules; the partition commands are checked with `sgdisk --pretend`
+//! before anything is written.
+
+use keelson_config::{Config, Filesystem, Partition};
+
+use super::{ApplyError, NodeKind, Outcome, run_command};
+
+/// Default partition type: Linux filesystem data.
+pub const LINUX_FS_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+
+/// A partition as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingPartition {
+    /// Partition number.
+    pub number: u32,
+    /// First sector.
+    pub start: u64,
+    /// Size in sectors.
+    pub size: u64,
+    /// PARTLABEL.
+    pub label: String,
+    /// Type GUID (uppercase).
+    pub type_guid: String,
+    /// Unique GUID (uppercase).
+    pub guid: String,
+}
+
+/// A filesystem signature as found by blkid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExistingFs {
+    /// `TYPE`.
+    pub fs_type: String,
+    /// `LABEL`.
+    pub label: Option<String>,
+    /// `UUID`.
+    pub uuid: Option<String>,
+}
+
+/// Commands to run, and what they change.
+#[derive(Debug, Clone, Default)]
+pub struct DisksPlan {
+    outcome: Outcome,
+    commands: Vec<(String, Vec<String>)>,
+}
+
+impl DisksPlan {
+    /// What applying changes.
+    pub fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    /// The command lines that will run.
+    pub fn commands(&self) -> Vec<String> {
+        self.commands
+            .iter()
+            .map(|(p, a)| format!("{p} {}", a.join(" ")))
+            .collect()
+    }
+
+    /// Run the commands in order.
+    pub fn apply(self) -> Result<Outcome, ApplyError> {
+        for (program, args) in &self.commands {
+            run_command(program, args)?;
+        }
+        Ok(self.outcome)
+    }
+}
+
+/// Read the partition table of `device` (empty when it has none).
+pub fn read_partitions(device: &str) -> Result<(u64, Vec<ExistingPartition>), ApplyError> {
+    let out = run_command("sgdisk", &["--print".into(), device.into()])?;
+    let mut sector = 512u64;
+    let mut numbers = Vec::new();
+    let mut in_table = false;
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("Sector size (logical): ") {
+            sector = rest
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(512);
+        }
+        if line.starts_with("Number") {
+            in_table = true;
+            continue;
+        }
+        if in_table
+            && let Some(n) = line
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse::<u32>().ok())
+        {
+            numbers.push(n);
+        }
+    }
+    let mut parts = Vec::new();
+    for n in numbers {
+        let info = run_command("sgdisk", &[format!("--info={n}"), device.into()])?;
+        let field = |prefix: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .map(str::trim)
+                .unwrap_or("")
+                .to_string()
+        };
+        let first_word = |s: String| s.split_whitespace().next().unwrap_or("").to_string();
+        let label = field("Partition name:");
+        parts.push(ExistingPartition {
+            number: n,
+            start: first_word(field("First sector:")).parse().unwrap_or(0),
+            size: first_word(field("Partition size:")).parse().unwrap_or(0),
+            label: label.trim_matches('\'').to_string(),
+            type_guid: first_word(field("Partition GUID code:")).to_uppercase(),
+            guid: first_word(field("Partition unique GUID:")).to_uppercase(),
+        });
+    }
+    Ok((sector, parts))
+}
+
+/// Probe a device for a filesystem signature; `None` when there is none.
+pub fn probe_filesystem(device: &str) -> Result<Option<ExistingFs>, ApplyError> {
+    let out = std::process::Command::new("blkid")
+        .args(["-p", "-o", "export", device])
+        .output()
+        .map_err(|e| ApplyError::Command {
+            cmdline: format!("blkid -p -o export {device}"),
+            status: format!("could not start: {e}"),
+            stderr_tail: String::new(),
+        })?;
+    // blkid exits 2 when it finds nothing.
+    if out.status.code() == Some(2) {
+        return Ok(None);
+    }
+    if !out.status.success() {
+        return Err(ApplyError::Command {
+            cmdline: format!("blkid -p -o export {device}"),
+            status: out.status.to_string(),
+            stderr_tail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    Ok(get("TYPE").map(|fs_type| ExistingFs {
+        fs_type,
+        label: get("LABEL"),
+        uuid: get("UUID"),
+    }))
+}
+
+fn storage_err(device: &str, reason: impl Into<String>) -> ApplyError {
+    ApplyError::Storage {
+        device: device.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Plan the disks stage of `config`.
+pub fn plan_disks(config: &Config) -> Result<DisksPlan, ApplyError> {
+    let mut plan = DisksPlan::default();
+    for disk in &config.storage.disks {
+        plan_disk(disk, &mut plan)?;
+    }
+    for fs in &config.storage.filesystems {
+        plan_filesystem(fs, &mut plan)?;
+    }
+    Ok(plan)
+}
+
+fn mib_to_sectors(mib: i64, sector: u64, device: &str, field: &str) -> Result<u64, ApplyError> {
+    u64::try_from(mib)
+        .ok()
+        .and_then(|m| m.checked_mul((1 << 20) / sector))
+        .ok_or_else(|| storage_err(device, format!("{field} {mib} is not a valid size")))
+}
+
+fn plan_disk(disk: &keelson_config::Disk, plan: &mut DisksPlan) -> Result<(), ApplyError> {
+    let dev = disk.device.as_str();
+    if !std::path::Path::new(dev).exists() {
+        return Err(storage_err(dev, "device does not exist"));
+    }
+    let (sector, mut existing) = read_partitions(dev)?;
+    let mut args: Vec<String> = Vec::new();
+    let mut actions = Vec::new();
+    if disk.wipe_table.unwrap_or(false) {
+        plan.commands
+            .push(("sgdisk".into(), vec!["--zap-all".into(), dev.into()]));
+        actions.push("wipe partition table".to_string());
+        existing.clear();
+    }
+    for p in &disk.partitions {
+        plan_partition(dev, sector, p, &existing, &mut args, &mut actions)?;
+    }
+    if !args.is_empty() {
+        // Ignition's trick: let sgdisk check the whole change before doing it. On a disk we
+        // are about to wipe, the check runs after the wipe (as part of apply).
+        if !disk.wipe_table.unwrap_or(false) {
+            let mut pretend = vec!["--pretend".to_string()];
+            pretend.extend(args.iter().cloned());
+            pretend.push(dev.into());
+            run_command("sgdisk", &pretend)?;
+        }
+        args.push(dev.into());
+        plan.commands.push(("sgdisk".into(), args));
+    }
+    if !actions.is_empty() {
+        plan.outcome.push(dev, NodeKind::Device, actions.join("; "));
+    }
+    Ok(())
+}
+
+fn plan_partition(
+    dev: &str,
+    sector: u64,
+    p: &Partition,
+    existing: &[ExistingPartition],
+    args: &mut Vec<String>,
+    actions: &mut Vec<String>,
+) -> Result<(), ApplyError> {
+    let number = match p.number {
+        Some(n) if n > 0 => u32::try_from(n)
+            .map_err(|_| storage_err(dev, format!("partition number {n} is out of range")))?,
+        _ => 0,
+    };
+    let found = if number > 0 {
+        existing.iter().find(|e| e.number == number)
+    } else {
+        p.label
+            .as_deref()
+            .and_then(|l| existing.iter().find(|e| e.label == l))
+    };
+    let name = match (number, &p.label) {
+        (0, Some(l)) => format!("partition {l:?}"),
+        (n, _) => format!("partition {n}"),
+    };
+    let wipe = p.wipe_partition_entry.unwrap_or(false);
+    if p.should_exist == Some(false) {
+        if let Some(e) = found {
+            if !wipe {
+                return Err(storage_err(
+                    dev,
+                    format!(
+                        "{name} exists and shouldExist is false, but wipePartitionEntry is not set"
+                    ),
+                ));
+            }
+            args.push(format!("--delete={}", e.number));
+            actions.push(format!("delete {name}"));
+        }
+        return Ok(());
+    }
+    let want_start = p
+        .start_mib
+        .filter(|s| *s != 0)
+        .map(|s| mib_to_sectors(s, sector, dev, "startMiB"))
+        .transpose()?;
+    let want_size = p
+        .size_mib
+        .filter(|s| *s != 0)
+        .map(|s| mib_to_sectors(s, sector, dev, "sizeMiB"))
+        .transpose()?;
+    let want_type = p.type_guid.clone().map(|t| t.to_uppercase());
+    let want_guid = p.guid.clone().map(|t| t.to_uppercase());
+    if let Some(e) = found {
+        let mut diffs = Vec::new();
+        if p.label.as_deref().is_some_and(|l| l != e.label) {
+            diffs.push("label");
+        }
+        if want_start.is_some_and(|s| s != e.start) {
+            diffs.push("start");
+        }
+        let size_differs = want_size.is_some_and(|s| s != e.size);
+        if want_type.as_deref().is_some_and(|t| t != e.type_guid) {
+            diffs.push("typeGuid");
+        }
+        if want_guid.as_deref().is_some_and(|g| g != e.guid) {
+            diffs.push("guid");
+        }
+        if diffs.is_empty() && !size_differs {
+            actions.push(format!("keep {name}"));
+            return Ok(());
+        }
+        let resize_only = diffs.is_empty() && size_differs && p.resize.unwrap_or(false);
+        if !resize_only && !wipe {
+            let mut all = diffs.clone();
+            if size_differs {
+                all.push("size");
+            }
+            return Err(storage_err(
+                dev,
+                format!(
+                    "{name} exists but its {} differ(s) from the config, and neither wipePartitionEntry nor (for size only) resize is set",
+                    all.join(", ")
+                ),
+            ));
+        }
+        // Recreate in place: unspecified start/size/label/type/guid inherit the old values.
+        args.push(format!("--delete={}", e.number));
+        let start = want_start.unwrap_or(e.start);
+        let end = match want_size {
+            Some(s) => format!("{}", start + s - 1),
+            None if resize_only => "0".into(),
+            None => format!("{}", e.start + e.size - 1),
+        };
+        args.push(format!("--new={}:{start}:{end}", e.number));
+        args.push(format!(
+            "--change-name={}:{}",
+            e.number,
+            p.label.clone().unwrap_or_else(|| e.label.clone())
+        ));
+        args.push(format!(
+            "--typecode={}:{}",
+            e.number,
+            want_type.unwrap_or_else(|| e.type_guid.clone())
+        ));
+        args.push(format!(
+            "--partition-guid={}:{}",
+            e.number,
+            want_guid.unwrap_or_else(|| e.guid.clone())
+        ));
+        actions.push(format!(
+            "{} {name}",
+            if resize_only { "resize" } else { "recreate" }
+        ));
+        return Ok(());
+    }
+    if let Some(l) = &p.label
+        && (l.chars().count() > 36 || l.contains(':'))
+    {
+        return Err(storage_err(
+            dev,
+            format!("{name}: label {l:?} must be at most 36 characters and contain no ':'"),
+        ));
+    }
+    let start = want_start
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "0".into());
+    let end = want_size
+        .map(|s| format!("+{}", s))
+        .unwrap_or_else(|| "0".into());
+    // sgdisk takes "+N" as a count of sectors when no unit is given.
+    args.push(format!("--new={number}:{start}:{end}"));
+    // A number of 0 means "next free", which sgdisk also resolves for the options below.
+    if let Some(l) = &p.label {
+        args.push(format!("--change-name={number}:{l}"));
+    }
+    args.push(format!(
+        "--typecode={number}:{}",
+        want_type.unwrap_or_else(|| LINUX_FS_TYPE.into())
+    ));
+    if let Some(g) = want_guid {
+        args.push(format!("--partition-guid={number}:{g}"));
+    }
+    let size = p
+        .size_mib
+        .filter(|s| *s != 0)
+        .map(|s| format!("{s} MiB"))
+        .unwrap_or_else(|| "largest free block".into());
+    actions.push(format!("create {name} ({size})"));
+    Ok(())
+}
+
+fn label_limit(format: &str) -> Option<usize> {
+    match format {
+        "ext4" => Some(16),
+        "xfs" => Some(12),
+        "vfat" => Some(11),
+        "swap" => Some(15),
+        "btrfs" => Some(256),
+        _ => None,
+    }
+}
+
+fn plan_filesystem(fs: &Filesystem, plan: &mut DisksPlan) -> Result<(), ApplyError> {
+    let dev = fs.device.as_str();
+    let Some(format) = fs.format.as_deref() else {
+        return Ok(());
+    };
+    let wipe = fs.wipe_filesystem.unwrap_or(false);
+    if let (Some(l), Some(max)) = (&fs.label, label_limit(format))
+        && l.chars().count() > max
+    {
+        return Err(storage_err(
+            dev,
+            format!("filesystem labels cannot be longer than {max} characters when using {format}"),
+        ));
+    }
+    let existing = if std::path::Path::new(dev).exists() {
+        probe_filesystem(dev)?
+    } else {
+        None
+    };
+    if format == "none" {
+        if wipe && existing.is_some() {
+            plan.commands
+                .push(("wipefs".into(), vec!["-a".into(), dev.into()]));
+            plan.outcome
+                .push(dev, NodeKind::Device, "wipe filesystem signature");
+        }
+        return Ok(());
+    }
+    if !wipe && let Some(e) = &existing {
+        let same_type = e.fs_type == format;
+        let label_ok = fs
+            .label
+            .as_ref()
+            .is_none_or(|l| e.label.as_ref() == Some(l));
+        let uuid_ok = fs
+            .uuid
+            .as_ref()
+            .is_none_or(|u| e.uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u)));
+        if same_type && label_ok && uuid_ok {
+            plan.outcome.push(
+                dev,
+                NodeKind::Device,
+                format!("keep existing {format} filesystem"),
+            );
+            return Ok(());
+        }
+        return Err(storage_err(
+            dev,
+            format!(
+                "has a {} filesystem (label {:?}, uuid {:?}) that does not match the config ({format}, label {:?}, uuid {:?}) and wipeFilesystem is false",
+                e.fs_type, e.label, e.uuid, fs.label, fs.uuid
+            ),
+        ));
+    }
+    let (program, mut args): (&str, Vec<String>) = match format {
+        "ext4" => ("mkfs.ext4", vec!["-F".into(), "-q".into()]),
+        "btrfs" => ("mkfs.btrfs", vec!["-f".into()]),
+        "xfs" => ("mkfs.xfs", vec!["-f".into()]),
+        "vfat" => ("mkfs.vfat", vec![]),
+        "swap" => ("mkswap", vec!["-f".into()]),
+        other => {
+            return Err(storage_err(
+                dev,
+                format!("unsupported filesystem format {other:?}"),
+            ));
+        }
+    };
+    if let Some(l) = &fs.label {
+        args.push(if format == "vfat" {
+            "-n".into()
+        } else {
+            "-L".into()
+        });
+        args.push(l.clone());
+    }
+    if let Some(u) = &fs.uuid {
+        match format {
+            "xfs" => args.extend(["-m".into(), format!("uuid={u}")]),
+            "vfat" => args.extend(["-i".into(), u.replace('-', "")]),
+            _ => args.extend(["-U".into(), u.clone()]),
+        }
+    }
+    args.extend(fs.options.iter().cloned());
+    args.push(dev.into());
+    plan.commands.push((program.into(), args));
+    let label = fs
+        .label
+        .as_ref()
+        .map(|l| format!(", label {l}"))
+        .unwrap_or_default();
+    plan.outcome.push(
+        dev,
+        NodeKind::Device,
+        format!("create {format} filesystem{label}"),
+    );
+    Ok(())
+}

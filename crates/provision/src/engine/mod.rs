@@ -1,0 +1,209 @@
+//! The apply engine: a config in, a target root changed. Each Ignition stage has a library
+//! entry point ([`fetch_config`], [`disks::plan_disks`], [`mount::mount_filesystems`],
+//! [`files::plan_files`]) so the same code runs as `keelson config apply` against a directory
+//! and, later, as `keelson-provision --stage ...` in the initrd.
+//!
+//! Every stage plans first (validate everything, fetch everything into a staging area) and
+//! only then applies, so a bad hash, a missing group or an existing file with
+//! `overwrite: false` fails the stage before the target is touched.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::fetch::FetchError;
+use crate::passwd::PasswdError;
+use crate::target::TargetError;
+
+pub mod disks;
+pub mod files;
+pub mod mount;
+mod stage_fetch;
+mod tree;
+mod units;
+
+pub use stage_fetch::{FetchedConfig, fetch_config, render_config};
+pub use tree::render_tree;
+
+/// Why a stage failed. Each variant names the path, device or config field involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A path could not be resolved inside the target.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The account databases could not be read or changed.
+    #[error(transparent)]
+    Passwd(#[from] PasswdError),
+    /// Fetching a resource for a path failed.
+    #[error("{what}: {source}")]
+    Fetch {
+        /// The config item (`file /etc/x contents`, `append[1] of /etc/y`).
+        what: String,
+        /// The fetch error.
+        #[source]
+        source: Box<FetchError>,
+    },
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// Host path.
+        path: PathBuf,
+        /// I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Ignition's rule: a node exists and the config did not allow replacing it.
+    #[error("{path}: a {found} exists there already and overwrite is false")]
+    Exists {
+        /// Path in the target.
+        path: String,
+        /// What is there.
+        found: &'static str,
+    },
+    /// The config is inconsistent with itself or the target in a way validation cannot see.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Config field or path.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A user or group named for a node does not exist in the target.
+    #[error("{path}: {kind} {name:?} does not exist in the target's {file}")]
+    NoSuchOwner {
+        /// Path in the target.
+        path: String,
+        /// `user` or `group`.
+        kind: &'static str,
+        /// Name given.
+        name: String,
+        /// `/etc/passwd` or `/etc/group`.
+        file: &'static str,
+    },
+    /// An external tool failed.
+    #[error("{cmdline}: {status}; stderr: {stderr_tail}")]
+    Command {
+        /// The command line run.
+        cmdline: String,
+        /// Exit status.
+        status: String,
+        /// The last lines of its stderr.
+        stderr_tail: String,
+    },
+    /// The config from a provider did not parse.
+    #[error("{source_name}: {error}")]
+    Config {
+        /// Where the config came from.
+        source_name: String,
+        /// The parse/validation error with its report.
+        error: Box<keelson_config::Error>,
+    },
+    /// A partition or filesystem on disk does not match and the config does not allow wiping.
+    #[error("{device}: {reason}")]
+    Storage {
+        /// Device path.
+        device: String,
+        /// What does not match.
+        reason: String,
+    },
+}
+
+impl ApplyError {
+    pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError {
+        let path = path.to_path_buf();
+        move |source| ApplyError::Io { op, path, source }
+    }
+}
+
+/// Kind of node a change is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Directory,
+    /// Symbolic link.
+    Symlink,
+    /// Hard link.
+    Hardlink,
+    /// Block device or image (disks stage).
+    Device,
+}
+
+/// One planned (or applied) change, the unit of the dry-run tree and of `--json` output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Path in the target (or device path).
+    pub path: String,
+    /// Node kind.
+    pub kind: NodeKind,
+    /// What happens: `create`, `overwrite`, `modify: add user core`, ...
+    pub action: String,
+}
+
+/// The result of planning or applying a stage, printable as a tree or as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The changes, in the order they are applied.
+    pub changes: Vec<Change>,
+    /// Things worth knowing that did not stop the stage.
+    pub warnings: Vec<String>,
+}
+
+impl Outcome {
+    /// Add a change, merging actions on the same path and kind into one entry.
+    pub fn push(&mut self, path: impl Into<String>, kind: NodeKind, action: impl Into<String>) {
+        let (path, action) = (path.into(), action.into());
+        if let Some(c) = self
+            .changes
+            .iter_mut()
+            .find(|c| c.path == path && c.kind == kind)
+        {
+            if !c.action.split("; ").any(|a| a == action) {
+                c.action.push_str("; ");
+                c.action.push_str(&action);
+            }
+            return;
+        }
+        self.changes.push(Change { path, kind, action });
+    }
+
+    /// Append another stage's outcome.
+    pub fn extend(&mut self, other: Outcome) {
+        for c in other.changes {
+            self.push(c.path, c.kind, c.action);
+        }
+        self.warnings.extend(other.warnings);
+    }
+}
+
+/// Run a command, returning stdout; failures carry the command line and stderr's tail.
+pub fn run_command(program: &str, args: &[String]) -> Result<String, ApplyError> {
+    let cmdline = std::iter::once(program.to_string())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    tracing::debug!(%cmdline, "running");
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| ApplyError::Command {
+            cmdline: cmdline.clone(),
+            status: format!("could not start: {e}"),
+            stderr_tail: String::new(),
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+        return Err(ApplyError::Command {
+            cmdline,
+            status: out.status.to_string(),
+            stderr_tail: tail,
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,127 @@
+//! The fetch stage: ask providers in order for a config, parse it, and render it (follow
+//! `ignition.config.replace` and `merge`, fetching each referenced config).
+
+use keelson_config::Config;
+
+use super::ApplyError;
+use crate::fetch::{Fetcher, ResourceSpec};
+use crate::providers::Provider;
+
+/// How deep `replace`/`merge` references may nest before we call it a loop.
+const MAX_DEPTH: u32 = 10;
+
+/// A rendered config and where it came from.
+#[derive(Debug, Clone)]
+pub struct FetchedConfig {
+    /// The config with every merge/replace applied.
+    pub config: Config,
+    /// The provider that had it (`none` when no provider had a config).
+    pub source: String,
+    /// Non-fatal report entries, as text.
+    pub warnings: Vec<String>,
+}
+
+/// Ask each provider in turn; the first config found wins. No config anywhere is an empty
+/// config (a machine with no user data still boots), as in Ignition.
+pub fn fetch_config(
+    providers: &[&dyn Provider],
+    fetcher: &Fetcher,
+) -> Result<FetchedConfig, ApplyError> {
+    for p in providers {
+        let raw = p.fetch_config().map_err(|e| ApplyError::Invalid {
+            field: format!("provider {}", p.name()),
+            reason: e.to_string(),
+        })?;
+        let Some(raw) = raw else { continue };
+        let mut warnings = Vec::new();
+        let config = parse(&raw, p.name(), &mut warnings)?;
+        let config = render_config(config, fetcher, &mut warnings, 0)?;
+        return Ok(FetchedConfig {
+            config,
+            source: p.name().into(),
+            warnings,
+        });
+    }
+    Ok(FetchedConfig {
+        config: Config {
+            ignition: keelson_config::Ignition {
+                version: "3.6.0".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        source: "none".into(),
+        warnings: vec!["no provider had a config: applying an empty one".into()],
+    })
+}
+
+fn parse(raw: &[u8], source: &str, warnings: &mut Vec<String>) -> Result<Config, ApplyError> {
+    let (config, report) = keelson_config::parse(raw).map_err(|e| ApplyError::Config {
+        source_name: source.into(),
+        error: Box::new(e),
+    })?;
+    if !report.is_empty() {
+        warnings.push(format!("{source}: {report}"));
+    }
+    Ok(config)
+}
+
+fn spec(r: &keelson_config::Resource) -> Option<ResourceSpec> {
+    r.source.as_ref().map(|s| ResourceSpec {
+        source: s.clone(),
+        compression: r.compression.clone().filter(|c| !c.is_empty()),
+        headers: r
+            .http_headers
+            .iter()
+            .filter_map(|h| h.value.as_ref().map(|v| (h.name.clone(), v.clone())))
+            .collect(),
+        verification: r.verification.hash.clone(),
+    })
+}
+
+/// Follow `replace` (the fetched config replaces this one) and `merge` (each fetched config
+/// is merged on top, depth first, in order).
+pub fn render_config(
+    config: Config,
+    fetcher: &Fetcher,
+    warnings: &mut Vec<String>,
+    depth: u32,
+) -> Result<Config, ApplyError> {
+    if depth > MAX_DEPTH {
+        return Err(ApplyError::Invalid {
+            field: "ignition.config".into(),
+            reason: format!("more than {MAX_DEPTH} nested merge/replace references"),
+        });
+    }
+    if let Some(s) = spec(&config.ignition.config.replace) {
+        let what = format!(
+            "ignition.config.replace {}",
+            crate::dataurl::url_head(&s.source)
+        );
+        let raw = fetcher.fetch_bytes(&s).map_err(|e| ApplyError::Fetch {
+            what: what.clone(),
+            source: Box::new(e),
+        })?;
+        let child = parse(&raw, &what, warnings)?;
+        return render_config(child, fetcher, warnings, depth + 1);
+    }
+    let merges = config.ignition.config.merge.clone();
+    let mut out = config;
+    out.ignition.config.merge.clear();
+    for (i, r) in merges.iter().enumerate() {
+        let Some(s) = spec(r) else { continue };
+        let what = format!(
+            "ignition.config.merge[{i}] {}",
+            crate::dataurl::url_head(&s.source)
+        );
+        let raw = fetcher.fetch_bytes(&s).map_err(|e| ApplyError::Fetch {
+            what: what.clone(),
+            source: Box::new(e),
+        })?;
+        let child = parse(&raw, &what, warnings)?;
+        let child = render_config(child, fetcher, warnings, depth + 1)?;
+        out = keelson_config::merge(&out, &child);
+        out.ignition.config.merge.clear();
+    }
+    Ok(out)
+}
