@@ -617,9 +617,7 @@ async fn check(server: &str, a: CheckArgs) -> Result<()> {
 enum NodeState {
     /// On the old version, checking.
     Waiting,
-    /// Installed the new version; the next check reports it with `previousversion`.
-    Rebooted,
-    /// Reported success on the new version.
+    /// Updated, rebooted and reported success on the new version.
     Done,
 }
 
@@ -666,8 +664,9 @@ async fn fleet(server: &str, a: FleetArgs) -> Result<()> {
             .await
             .with_context(|| format!("opening the {percent}% wave"))?;
         let mut rounds = 0u32;
-        // A round is one update check from every node not yet done (and the events that
-        // follow a grant). The wave ends when a round grants nothing and no node is mid-update.
+        // A round is one update check from every node not yet updated; a granted node goes
+        // through download, install, reboot and its first check on the new version at once.
+        // The wave ends with a round that grants nothing.
         loop {
             ensure!(
                 Instant::now() < deadline,
@@ -685,8 +684,7 @@ async fn fleet(server: &str, a: FleetArgs) -> Result<()> {
             for (i, s) in changes {
                 state[i] = s;
             }
-            let rebooted = state.contains(&NodeState::Rebooted);
-            if !progressed && !rebooted {
+            if !progressed {
                 break;
             }
         }
@@ -739,8 +737,10 @@ async fn fleet(server: &str, a: FleetArgs) -> Result<()> {
         } else {
             a.from.as_str()
         };
+        // An updated node must be recorded on the new version with its update complete.
+        let status_ok = |st: &str| *s != NodeState::Done || st == "complete";
         match server_view.get(&id) {
-            Some((v, _)) if v == expected => agree += 1,
+            Some((v, st)) if v == expected && status_ok(st) => agree += 1,
             Some((v, st)) => mismatches.push(format!(
                 "{id}: node on {expected} ({s:?}), server says {v} ({st})"
             )),
@@ -829,7 +829,8 @@ async fn fleet_round(
     Ok((changes, sent))
 }
 
-/// One update_engine cycle for one node.
+/// One update_engine cycle for one node: check; when granted, the download and install
+/// events, then the first check after the reboot, which reports the previous version.
 async fn node_step(
     c: &mut Conn,
     n: &NodeArgs,
@@ -839,10 +840,33 @@ async fn node_step(
     to: &str,
     sent: &mut u64,
 ) -> Result<NodeState> {
-    match s {
-        NodeState::Done => Ok(s),
-        NodeState::Rebooted => {
-            // First check on the new version reports the update as complete.
+    if s == NodeState::Done {
+        return Ok(s);
+    }
+    let r = omaha(c, &omaha_request(n, i, from, true, check_event(""))).await?;
+    *sent += 1;
+    match update_status(&r)? {
+        UpdateStatus::NoUpdate => Ok(s),
+        UpdateStatus::Ok => {
+            let offered = r.apps[0]
+                .update_check
+                .as_ref()
+                .and_then(|u| u.manifest.as_ref())
+                .map(|m| m.version.clone())
+                .unwrap_or_default();
+            ensure!(offered == to, "offered {offered:?}, expected {to}");
+            for (t, res) in [
+                (EventType::UpdateDownloadStarted, EventResult::Success),
+                (EventType::UpdateDownloadFinished, EventResult::Success),
+                (EventType::UpdateComplete, EventResult::Success),
+            ] {
+                omaha(
+                    c,
+                    &omaha_request(n, i, from, false, vec![event(t, res, None)]),
+                )
+                .await?;
+                *sent += 1;
+            }
             let r = omaha(c, &omaha_request(n, i, to, true, check_event(from))).await?;
             *sent += 1;
             let status = update_status(&r)?;
@@ -852,36 +876,7 @@ async fn node_step(
             );
             Ok(NodeState::Done)
         }
-        NodeState::Waiting => {
-            let r = omaha(c, &omaha_request(n, i, from, true, check_event(""))).await?;
-            *sent += 1;
-            match update_status(&r)? {
-                UpdateStatus::NoUpdate => Ok(s),
-                UpdateStatus::Ok => {
-                    let offered = r.apps[0]
-                        .update_check
-                        .as_ref()
-                        .and_then(|u| u.manifest.as_ref())
-                        .map(|m| m.version.clone())
-                        .unwrap_or_default();
-                    ensure!(offered == to, "offered {offered:?}, expected {to}");
-                    for (t, res) in [
-                        (EventType::UpdateDownloadStarted, EventResult::Success),
-                        (EventType::UpdateDownloadFinished, EventResult::Success),
-                        (EventType::UpdateComplete, EventResult::Success),
-                    ] {
-                        omaha(
-                            c,
-                            &omaha_request(n, i, from, false, vec![event(t, res, None)]),
-                        )
-                        .await?;
-                        *sent += 1;
-                    }
-                    Ok(NodeState::Rebooted)
-                }
-                UpdateStatus::Error(e) => bail!("server answered updatecheck status {e}"),
-            }
-        }
+        UpdateStatus::Error(e) => bail!("server answered updatecheck status {e}"),
     }
 }
 
