@@ -405,6 +405,11 @@ mod tests {
         uuids.dedup();
         assert_eq!(uuids.len(), 7);
         assert_eq!(a[0].uuid.get_version_num(), 4);
+        // Pinned: changing the derivation would change every image built from the same inputs.
+        assert_eq!(
+            Layout::new(1).disk_guid().to_string(),
+            "044d040a-99bd-424e-aee0-585ebc49ecb5"
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub use report::{DiskReport, FlatcarSlot, KeelsonSlot, SlotState};
 pub use size::{format_size, parse_size};
 pub use types::{Arch, PartitionType};
 
-use uuid::Uuid;
+pub use uuid::Uuid;
 
 /// Label of a usr or usr-verity partition that holds no version (systemd-sysupdate's convention).
 pub const EMPTY_LABEL: &str = "_empty";
@@ -66,8 +66,10 @@ pub fn version_from_label(label: &str) -> Option<&str> {
 /// first 16 bytes of the hash and the usr-verity partition's UUID the last 16, taken verbatim
 /// (no v4 version/variant bits), in the byte order of the UUID's text form.
 ///
-/// systemd (`dissect_image()` in `src/shared/dissect-image.c`) `memcpy`s those bytes into an
-/// `sd_id128_t` and compares it with the partition UUID that blkid reports as a string; so the
+/// systemd's veritysetup generator (`determine_device()` in
+/// `src/veritysetup/veritysetup-generator.c`, which turns `usrhash=` into
+/// `/dev/disk/by-partuuid/<uuid>`) and `dissect_image()` (`src/shared/dissect-image.c`) both
+/// `memcpy` those bytes into an `sd_id128_t` and format or compare it as a UUID string; so the
 /// text form of the UUID is the hex of the hash bytes, and on disk the GPT stores that UUID in
 /// its usual mixed-endian encoding. For a SHA-256 hash the two UUIDs together are the whole hash.
 pub fn uuids_from_root_hash(root_hash: &[u8]) -> Result<(Uuid, Uuid), DiskError> {

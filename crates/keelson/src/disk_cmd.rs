@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use keelson_disk::Uuid;
 use keelson_disk::{Arch, Disk, Layout, PrioBits, UsrSlot, format_size, parse_size};
 use serde::Serialize;
 
@@ -17,6 +18,8 @@ pub enum DiskCommand {
     Create(CreateArgs),
     /// Read or change the ChromeOS/Flatcar priority, tries and successful bits of a partition.
     SetPrio(SetPrioArgs),
+    /// Set a partition's label, UUID, type or whole attribute field.
+    Set(SetArgs),
     /// Write a filesystem image into a partition (refused if it does not fit).
     Write(WriteArgs),
     /// Install a version into a usr slot: usr image, verity tree, UUIDs from the root hash, labels.
@@ -98,6 +101,28 @@ pub struct SetPrioArgs {
     json: bool,
 }
 
+/// `keelson disk set`.
+#[derive(Args)]
+pub struct SetArgs {
+    /// Disk image.
+    image: PathBuf,
+    /// Partition number (1-based).
+    #[arg(long)]
+    partition: u32,
+    /// New label (at most 36 UTF-16 code units).
+    #[arg(long)]
+    label: Option<String>,
+    /// New partition UUID.
+    #[arg(long)]
+    uuid: Option<String>,
+    /// New type: a GUID or a name printed by `keelson disk show` (usr-x86-64, esp, ...).
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// New 64-bit attribute field, as 16 hex digits (sgdisk's form).
+    #[arg(long)]
+    attributes: Option<String>,
+}
+
 /// `keelson disk write`.
 #[derive(Args)]
 pub struct WriteArgs {
@@ -177,6 +202,7 @@ pub fn run(cmd: DiskCommand) -> anyhow::Result<ExitCode> {
         DiskCommand::Show(a) => show(&a.image, a.json),
         DiskCommand::Create(a) => create(a),
         DiskCommand::SetPrio(a) => set_prio(a),
+        DiskCommand::Set(a) => set(a),
         DiskCommand::Write(a) => write(a),
         DiskCommand::Install(a) => install(a),
         DiskCommand::GptprioNext(a) => gptprio_next(a),
@@ -264,6 +290,47 @@ fn set_prio(a: SetPrioArgs) -> anyhow::Result<ExitCode> {
             result.partition, result.label, result.attributes_hex, result.prio
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set(a: SetArgs) -> anyhow::Result<ExitCode> {
+    let mut disk =
+        Disk::open_rw(&a.image).with_context(|| format!("opening {}", a.image.display()))?;
+    let ctx = || format!("partition {} of {}", a.partition, a.image.display());
+    if let Some(label) = &a.label {
+        disk.set_label(a.partition, label).with_context(ctx)?;
+    }
+    if let Some(text) = &a.uuid {
+        let uuid: Uuid = text
+            .parse()
+            .with_context(|| format!("--uuid {text:?} is not a UUID"))?;
+        disk.set_uuid(a.partition, uuid).with_context(ctx)?;
+    }
+    if let Some(text) = &a.kind {
+        let guid = match keelson_disk::types::by_name(text) {
+            Some(t) => t.guid,
+            None => text.parse().with_context(|| {
+                format!("--type {text:?} is neither a type GUID nor a known type name")
+            })?,
+        };
+        disk.set_type(a.partition, guid).with_context(ctx)?;
+    }
+    if let Some(text) = &a.attributes {
+        let bits = u64::from_str_radix(text.trim_start_matches("0x"), 16)
+            .with_context(|| format!("--attributes {text:?} is not a 64-bit hex number"))?;
+        disk.set_attributes(a.partition, bits).with_context(ctx)?;
+    }
+    disk.commit().with_context(ctx)?;
+    let p = disk.partition(a.partition).with_context(ctx)?;
+    println!(
+        "partition {}: label {:?}, uuid {}, type {}, attributes {}",
+        p.number,
+        p.label,
+        p.uuid,
+        p.type_name
+            .map_or_else(|| p.type_guid.to_string(), str::to_string),
+        p.attributes_hex
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -333,3 +333,58 @@ fn bad_input_fails_with_a_clear_message_and_changes_nothing() {
     ]);
     assert!(e.contains("1.5G"), "{e}");
 }
+
+#[test]
+fn set_changes_label_uuid_type_and_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    small(&img);
+    let p = img.to_str().unwrap();
+    ok(&[
+        "disk",
+        "set",
+        p,
+        "--partition",
+        "6",
+        "--label",
+        "state",
+        "--uuid",
+        "11111111-2222-3333-4444-555555555555",
+        "--type",
+        "linux-data",
+        "--attributes",
+        "1000000000000001",
+    ]);
+    let out = Command::new("sgdisk")
+        .args(["-i", "6", p])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Partition name: 'state'"), "{text}");
+    assert!(
+        text.contains("11111111-2222-3333-4444-555555555555"),
+        "{text}"
+    );
+    assert!(
+        text.contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+        "{text}"
+    );
+    assert!(text.contains("Attribute flags: 1000000000000001"), "{text}");
+    // A UUID another partition already has is refused, and nothing is written.
+    let before = fs::read(&img).unwrap();
+    let e = fails(&[
+        "disk",
+        "set",
+        p,
+        "--partition",
+        "1",
+        "--label",
+        "x",
+        "--uuid",
+        "11111111-2222-3333-4444-555555555555",
+    ]);
+    assert!(e.contains("already used by partition 6"), "{e}");
+    let e = fails(&["disk", "set", p, "--partition", "1", "--type", "nonsense"]);
+    assert!(e.contains("\"nonsense\""), "{e}");
+    assert!(fs::read(&img).unwrap() == before);
+}
