@@ -1,13 +1,110 @@
 //! VM tests and VM runs: build the OS image once, then boot it under QEMU (TCG, OVMF).
 //! (Owned by the OS image work, [2/7].)
+//!
+//! `run_tests` builds `os/` into `target/vm/` with the `keelson` binary (the package and root
+//! file system caches under `~/.cache/keelson` make a rebuild of unchanged inputs quick), then
+//! runs the `#[ignore]`d tests of `crates/image/tests/vm.rs` one at a time, pointing them at
+//! the build through environment variables.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
 
 use crate::util;
 
+/// Where the VM test image is built.
+pub const VM_DIR: &str = "target/vm";
+
+/// Build `os/` into `out` with the workspace's `keelson` binary; returns the build record path.
+pub fn build_image(out: &Path, version: &str, extra: &[&str]) -> Result<PathBuf> {
+    util::run(util::cargo().args(["build", "-p", "keelson", "--bin", "keelson"]))
+        .context("building the keelson binary")?;
+    let keelson = util::workspace_root().join("target/debug/keelson");
+    util::run(
+        Command::new(&keelson)
+            .args([
+                "image",
+                "build",
+                "--os",
+                "os",
+                "--version",
+                version,
+                "--out",
+            ])
+            .arg(out)
+            .args(extra),
+    )
+    .with_context(|| format!("building the OS image into {}", out.display()))?;
+    let record = out.join(format!("keelson_{version}.json"));
+    if !record.is_file() {
+        bail!("the build finished but wrote no {}", record.display());
+    }
+    Ok(record)
+}
+
+/// A statically linked busybox for the container test, from the Debian package (cached).
+fn busybox(dir: &Path) -> Result<PathBuf> {
+    let bin = dir.join("busybox-static/bin/busybox");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    let download = || {
+        util::run(
+            Command::new("apt-get")
+                .args(["download", "-q", "busybox-static"])
+                .current_dir(&debs),
+        )
+    };
+    if download().is_err() {
+        util::run(Command::new("apt-get").args(["update", "-q"])).context("apt-get update")?;
+        download().context("downloading busybox-static")?;
+    }
+    let deb = std::fs::read_dir(&debs)
+        .with_context(|| format!("listing {}", debs.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("busybox-static_"))
+        })
+        .with_context(|| format!("no busybox-static .deb in {}", debs.display()))?;
+    let root = dir.join("busybox-static");
+    util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    if !bin.is_file() {
+        bail!("{} holds no bin/busybox", deb.display());
+    }
+    Ok(bin)
+}
+
 /// Run the VM test suite. A VM test that cannot boot fails; nothing is skipped.
 pub fn run_tests() -> Result<()> {
-    util::step("VM tests");
-    eprintln!("no VM tests yet: the OS image ([2/7]) is not built by this tree");
+    util::step("VM tests: building the OS image");
+    let root = util::workspace_root();
+    let dir = root.join(VM_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let record = build_image(&dir, "0.1.0", &[])?;
+    let busybox = busybox(&dir)?;
+
+    util::step("VM tests: booting the image");
+    util::run(
+        util::cargo()
+            .args([
+                "test",
+                "-p",
+                "keelson-image",
+                "--test",
+                "vm",
+                "--",
+                "--ignored",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env("KEELSON_VM_BUILD", &record)
+            .env("KEELSON_VM_OS", root.join("os"))
+            .env("KEELSON_VM_BUSYBOX", &busybox),
+    )
+    .context("VM tests failed")?;
     Ok(())
 }

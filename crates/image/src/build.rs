@@ -90,6 +90,23 @@ pub struct PartFile {
     pub sha256: String,
 }
 
+/// One partition of the built disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionRecord {
+    /// 1-based partition number.
+    pub number: u32,
+    /// GPT partition label.
+    pub label: String,
+    /// GPT partition type GUID.
+    pub type_guid: String,
+    /// GPT partition UUID.
+    pub uuid: String,
+    /// Byte offset of the partition in the disk image.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
 /// What a build produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BuildOutput {
@@ -111,6 +128,8 @@ pub struct BuildOutput {
     pub uki_name: String,
     /// The disk image and the update parts (usr image, verity tree, UKI).
     pub files: Vec<PartFile>,
+    /// The partitions of the disk image, in table order.
+    pub partitions: Vec<PartitionRecord>,
     /// Whether the root file system came from the cache.
     pub rootfs_cached: bool,
 }
@@ -200,8 +219,6 @@ fn require_tools() -> Result<(), ImageError> {
         ("mcopy", "mtools"),
         ("mmd", "mtools"),
         ("mkfs.ext4", "e2fsprogs"),
-        ("sgdisk", "gdisk"),
-        ("veritysetup", "cryptsetup-bin"),
         ("xz", "xz-utils"),
         ("curl", "curl"),
     ];
@@ -466,25 +483,24 @@ fn make_usr(root: &Path, out: &Path, sde: u64, seed: &str) -> Result<(), ImageEr
     Ok(())
 }
 
-/// The dm-verity hash area (superblock + tree) of `data` into `hash`; returns the root hash.
+/// The dm-verity hash area (superblock + tree) of `data` into `hash` with the verity crate;
+/// returns the root hash. Salt and superblock UUID derive from the build seed (reproducible).
 fn make_verity(data: &Path, hash: &Path, seed: &str) -> Result<String, ImageError> {
-    let salt = hex::encode(Sha256::digest(
-        format!("keelson:usr-verity-salt:{seed}").as_bytes(),
-    ));
-    let out = cmd::run(
-        Command::new("veritysetup")
-            .arg("format")
-            .arg(format!("--salt={salt}"))
-            .arg(format!("--uuid={}", derived_uuid("usr-verity", seed)))
-            .arg(data)
-            .arg(hash),
-    )?;
-    out.lines()
-        .find_map(|l| l.strip_prefix("Root hash:").map(|h| h.trim().to_string()))
-        .ok_or_else(|| ImageError::Missing {
-            path: hash.to_path_buf(),
-            message: "veritysetup printed no root hash".into(),
-        })
+    let salt = Sha256::digest(format!("keelson:usr-verity-salt:{seed}").as_bytes()).to_vec();
+    let uuid_hex = derived_uuid("usr-verity", seed).replace('-', "");
+    let mut uuid = [0u8; 16];
+    hex::decode_to_slice(&uuid_hex, &mut uuid).map_err(|e| ImageError::Missing {
+        path: hash.to_path_buf(),
+        message: format!("derived verity UUID {uuid_hex:?}: {e}"),
+    })?;
+    let params = keelson_verity::VerityParams::default()
+        .with_salt(salt)
+        .with_uuid(uuid);
+    let info = keelson_verity::format(data, hash, &params).map_err(|e| ImageError::Verity {
+        path: hash.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(info.root_hash_hex())
 }
 
 /// Make the UKI with ukify inside the (copied) trixie root.
@@ -630,61 +646,64 @@ fn make_root(
     Ok(())
 }
 
-/// DPS partition type GUIDs (x86-64).
-pub mod types {
-    /// EFI system partition.
-    pub const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
-    /// /usr, x86-64.
-    pub const USR: &str = "8484680c-9521-48c6-9c11-b0720656f69e";
-    /// /usr verity, x86-64.
-    pub const USR_VERITY: &str = "77ff5f63-e7b6-4633-acf4-1565b864c0e6";
-    /// Root, x86-64.
-    pub const ROOT: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
+/// Assemble the GPT disk with the disk crate: ESP, usr A + verity A (UUIDs from the root hash,
+/// labels carrying the version), empty slot B, root.
+struct DiskContents<'a> {
+    esp: &'a Path,
+    usr: &'a Path,
+    verity: &'a Path,
+    root: &'a Path,
 }
 
-/// One partition of the image: what goes where.
-struct Part<'a> {
-    label: String,
-    type_guid: &'static str,
-    uuid: String,
-    mib: u64,
-    content: Option<&'a Path>,
-}
-
-/// Assemble the GPT disk from the partition contents.
-fn make_disk(disk: &Path, parts: &[Part<'_>], disk_guid: &str) -> Result<(), ImageError> {
-    // 1 MiB for the primary GPT and alignment, 1 MiB at the end for the backup GPT.
-    let total = parts.iter().map(|p| p.mib).sum::<u64>() + 2;
-    let f = fs::File::create(disk).map_err(io_err(disk))?;
-    f.set_len(total * MIB).map_err(io_err(disk))?;
-    drop(f);
-    let mut c = Command::new("sgdisk");
-    c.arg("-o").arg(format!("--disk-guid={disk_guid}"));
-    let mut start = 1u64;
-    for (i, p) in parts.iter().enumerate() {
-        let n = i + 1;
-        c.arg(format!("--new={n}:{}M:+{}M", start, p.mib))
-            .arg(format!("--typecode={n}:{}", p.type_guid))
-            .arg(format!("--change-name={n}:{}", p.label))
-            .arg(format!("--partition-guid={n}:{}", p.uuid));
-        start += p.mib;
-    }
-    c.arg(disk);
-    cmd::run(&mut c)?;
-    let mut start = 1u64;
-    for p in parts {
-        if let Some(src) = p.content {
-            cmd::run(
-                Command::new("dd")
-                    .arg(format!("if={}", src.display()))
-                    .arg(format!("of={}", disk.display()))
-                    .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
-                    .arg(format!("seek={start}")),
-            )?;
-        }
-        start += p.mib;
-    }
-    Ok(())
+fn make_disk(
+    disk: &Path,
+    layout: &os::Layout,
+    seed: &str,
+    version: &str,
+    root_hash: &str,
+    c: &DiskContents<'_>,
+) -> Result<Vec<PartitionRecord>, ImageError> {
+    let DiskContents {
+        esp,
+        usr,
+        verity,
+        root: rootpart,
+    } = *c;
+    let derr = |e: keelson_disk::DiskError| ImageError::Disk {
+        path: disk.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut l = keelson_disk::Layout::new(0);
+    l.esp_size = layout.esp_mib * MIB;
+    l.usr_size = layout.usr_mib * MIB;
+    l.usr_verity_size = layout.usr_verity_mib * MIB;
+    l.root_min_size = layout.root_mib * MIB;
+    l.seed = seed.to_string();
+    l.disk_size = l.required_disk_size();
+    keelson_disk::create(disk, &l).map_err(derr)?;
+    let hash = hex::decode(root_hash).map_err(|e| ImageError::Missing {
+        path: verity.to_path_buf(),
+        message: format!("root hash {root_hash:?}: {e}"),
+    })?;
+    let mut d = keelson_disk::Disk::open_rw(disk).map_err(derr)?;
+    d.write_image_file(keelson_disk::ESP_PARTITION, esp)
+        .map_err(derr)?;
+    d.install_usr_slot(keelson_disk::UsrSlot::A, version, &hash, usr, verity)
+        .map_err(derr)?;
+    d.write_image_file(keelson_disk::ROOT_PARTITION, rootpart)
+        .map_err(derr)?;
+    d.commit().map_err(derr)?;
+    Ok(d.partitions()
+        .into_iter()
+        .map(|p| PartitionRecord {
+            number: p.number,
+            label: p.label,
+            type_guid: p.type_guid.to_string(),
+            uuid: p.uuid.to_string(),
+            start: p.first_lba * keelson_disk::SECTOR_SIZE,
+            size: p.size_bytes,
+        })
+        .collect())
 }
 
 /// Move a finished file from the work directory to its output name.
@@ -799,57 +818,24 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     }
 
     let disk = w.join("disk.img");
-    {
+    let partitions = {
         let step = Step::start(opts.progress, "GPT disk");
-        let l = &def.layout;
-        let usr_label = format!("{}_{version}", def.name);
-        let parts = [
-            Part {
-                label: "esp".into(),
-                type_guid: types::ESP,
-                uuid: derived_uuid("esp-part", &seed),
-                mib: l.esp_mib,
-                content: Some(&esp),
+        let records = make_disk(
+            &disk,
+            &def.layout,
+            &seed,
+            &version,
+            &root_hash,
+            &DiskContents {
+                esp: &esp,
+                usr: &usr_img,
+                verity: &verity,
+                root: &rootpart,
             },
-            Part {
-                label: usr_label.clone(),
-                type_guid: types::USR,
-                uuid: usr_uuid.clone(),
-                mib: l.usr_mib,
-                content: Some(&usr_img),
-            },
-            Part {
-                label: format!("{usr_label}_verity"),
-                type_guid: types::USR_VERITY,
-                uuid: verity_uuid.clone(),
-                mib: l.usr_verity_mib,
-                content: Some(&verity),
-            },
-            Part {
-                label: "_empty".into(),
-                type_guid: types::USR,
-                uuid: derived_uuid("usr-b", &seed),
-                mib: l.usr_mib,
-                content: None,
-            },
-            Part {
-                label: "_empty".into(),
-                type_guid: types::USR_VERITY,
-                uuid: derived_uuid("usr-verity-b", &seed),
-                mib: l.usr_verity_mib,
-                content: None,
-            },
-            Part {
-                label: "root".into(),
-                type_guid: types::ROOT,
-                uuid: derived_uuid("root-part", &seed),
-                mib: l.root_mib,
-                content: Some(&rootpart),
-            },
-        ];
-        make_disk(&disk, &parts, &derived_uuid("disk", &seed))?;
+        )?;
         step.done("disk assembled");
-    }
+        records
+    };
 
     // Publish: update parts first, the disk image last, each by rename.
     let stem = format!("{}_{version}", def.name);
@@ -882,6 +868,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
         cmdline,
         uki_name,
         files,
+        partitions,
         rootfs_cached,
     };
     let sums: String = output

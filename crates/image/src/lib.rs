@@ -94,6 +94,22 @@ pub enum ImageError {
         /// Why it is rejected.
         message: String,
     },
+    /// The verity crate refused or failed.
+    #[error("dm-verity tree {path}: {message}")]
+    Verity {
+        /// The hash file.
+        path: PathBuf,
+        /// The verity crate's error.
+        message: String,
+    },
+    /// The disk crate refused or failed.
+    #[error("disk image {path}: {message}")]
+    Disk {
+        /// The disk image.
+        path: PathBuf,
+        /// The disk crate's error.
+        message: String,
+    },
     /// The VM did not do what was expected; carries the console tail.
     #[error("{message}\n--- console tail ---\n{console_tail}")]
     Vm {

@@ -1,0 +1,249 @@
+//! VM tests of a built image: boot through OVMF + systemd-boot, /usr on dm-verity, tamper
+//! detection, the container-runtime contract, reproducible builds.
+//!
+//! They need a built image and QEMU, so they are `#[ignore]`d and run by `cargo xtask test`
+//! (xtask/src/vm.rs), which builds the image once and points these variables at it:
+//! - `KEELSON_VM_BUILD`: the build record (`<out>/keelson_<version>.json`),
+//! - `KEELSON_VM_BUSYBOX`: a statically linked busybox, the one binary of the test container,
+//! - `KEELSON_VM_OS`: the `os/` directory the image was built from (for the rebuild test).
+//!
+//! A test that cannot run (variable missing, QEMU missing) fails; nothing is skipped.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keelson_image::qemu::{MULTI_USER_REACHED, Vm, VmOptions};
+
+/// Generous: CI runs TCG on two shared cores.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+const SLOW_COMMAND: Duration = Duration::from_secs(300);
+
+fn env_path(name: &str) -> PathBuf {
+    match std::env::var_os(name) {
+        Some(v) => PathBuf::from(v),
+        None => panic!("{name} is not set: run the VM tests through `cargo xtask test`"),
+    }
+}
+
+fn build_record() -> serde_json::Value {
+    let p = env_path("KEELSON_VM_BUILD");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn boot(image: &Path, extra_disks: Vec<PathBuf>) -> Vm {
+    let mut o = VmOptions::new(image);
+    o.snapshot = true;
+    o.extra_disks = extra_disks;
+    // Test access without test hooks in the image: systemd's serial getty imports this.
+    o.credentials
+        .push(("agetty.autologin".into(), "root".into()));
+    o.credentials.push(("login.noauth".into(), "yes".into()));
+    let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_for(MULTI_USER_REACHED, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    vm.login(BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    vm
+}
+
+fn check(vm: &mut Vm, cmd: &str) -> String {
+    vm.check(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// (a) boots through OVMF and systemd-boot to multi-user.target; (b) /usr is the verity device
+/// with the built root hash, read-only; (d) containerd runs a locally built OCI image; then
+/// (c) a copy with one byte changed in a /usr file's data fails to read that file with EIO.
+#[test]
+#[ignore = "needs a built image and QEMU: run by `cargo xtask test`"]
+fn boot_verity_runtime_and_tamper() {
+    let rec = build_record();
+    let image = PathBuf::from(rec["image"].as_str().unwrap());
+    let root_hash = rec["usr_root_hash"].as_str().unwrap().to_string();
+    // The container image: busybox alone, built here; no registry involved.
+    let busybox_path = env_path("KEELSON_VM_BUSYBOX");
+    let busybox =
+        std::fs::read(&busybox_path).unwrap_or_else(|e| panic!("{}: {e}", busybox_path.display()));
+    let expect = format!("keelson-container-ok-{}", std::process::id());
+    let cmd = ["/bin/busybox", "echo", expect.as_str()];
+    let spec = keelson_image::oci::OciSpec {
+        name: "docker.io/library/keelson-hello:1",
+        binary_path: "bin/busybox",
+        binary: &busybox,
+        cmd: &cmd,
+    };
+    let scratch = tempfile::tempdir_in(image.parent().unwrap()).unwrap();
+    let oci = scratch.path().join("hello.oci.tar");
+    keelson_image::oci::write_archive(&spec, &oci).unwrap();
+
+    let mut vm = boot(&image, vec![oci]);
+
+    // (a) multi-user.target is active and systemd-boot loaded the UKI.
+    assert_eq!(
+        check(&mut vm, "systemctl is-active multi-user.target").trim(),
+        "active"
+    );
+    let loader = check(
+        &mut vm,
+        "tr -d '\\000' < /sys/firmware/efi/efivars/LoaderInfo-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f",
+    );
+    assert!(loader.contains("systemd-boot"), "LoaderInfo: {loader:?}");
+    let stub = check(
+        &mut vm,
+        "tr -d '\\000' < /sys/firmware/efi/efivars/StubInfo-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f",
+    );
+    assert!(stub.contains("systemd-stub"), "StubInfo: {stub:?}");
+    let osr = check(&mut vm, "cat /usr/lib/os-release");
+    assert!(osr.contains("ID=keelson"), "{osr}");
+    assert!(
+        osr.contains(&format!("VERSION_ID={}", rec["version"].as_str().unwrap())),
+        "{osr}"
+    );
+
+    // (b) /usr: erofs on the dm-verity device, read-only, with the root hash the build printed.
+    let mnt = check(&mut vm, "findmnt -n -o SOURCE,FSTYPE,OPTIONS /usr");
+    let fields: Vec<&str> = mnt.split_whitespace().collect();
+    assert_eq!(fields.first().copied(), Some("/dev/mapper/usr"), "{mnt}");
+    assert_eq!(fields.get(1).copied(), Some("erofs"), "{mnt}");
+    assert!(
+        fields
+            .get(2)
+            .is_some_and(|o| o.split(',').any(|x| x == "ro")),
+        "{mnt}"
+    );
+    let table = check(&mut vm, "dmsetup table usr");
+    let t: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(t.get(2).copied(), Some("verity"), "{table}");
+    assert_eq!(
+        t.get(11).copied(),
+        Some(root_hash.as_str()),
+        "verity table {table} vs build {root_hash}"
+    );
+    let w = vm.run("touch /usr/keelson-write-test").unwrap();
+    assert_ne!(w.status, 0, "writing to /usr succeeded: {}", w.output);
+    assert!(w.output.contains("Read-only file system"), "{}", w.output);
+
+    // (d) containerd runs a container from a local OCI archive (attached as /dev/vdb).
+    let r = vm
+        .run_with_timeout("ctr -n default image import /dev/vdb", SLOW_COMMAND)
+        .unwrap();
+    assert_eq!(r.status, 0, "ctr image import: {}", r.output);
+    let name = "docker.io/library/keelson-hello:1";
+    let r = vm
+        .run_with_timeout(
+            &format!("ctr -n default run --rm {name} keelson-t1"),
+            SLOW_COMMAND,
+        )
+        .unwrap();
+    assert_eq!(r.status, 0, "ctr run: {}", r.output);
+    assert!(
+        r.output.contains(&expect),
+        "container said {:?}, expected {expect:?}",
+        r.output
+    );
+
+    // (c) pick a file whose data blocks are stored plain (already compressed, so erofs keeps
+    // it uncompressed) and find its first block on the erofs device.
+    let file = check(
+        &mut vm,
+        "find /usr/share/doc -name '*.gz' -size +16k | sort | head -n 1",
+    )
+    .trim()
+    .to_string();
+    assert!(
+        file.starts_with("/usr/share/doc/"),
+        "no candidate file: {file:?}"
+    );
+    let frag = check(&mut vm, &format!("filefrag -v -b4096 {file}"));
+    let block: u64 = frag
+        .lines()
+        .find_map(|l| {
+            let l = l.trim_start();
+            let rest = l.strip_prefix("0:")?;
+            // "0:        0..       3:      12345..     12348:      4:   ..."
+            let phys = rest.split(':').nth(1)?;
+            phys.trim().split("..").next()?.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no first extent in filefrag output:\n{frag}"));
+    drop(vm);
+
+    let usr = rec["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["uuid"].as_str() == rec["usr_partuuid"].as_str())
+        .unwrap()
+        .clone();
+    let offset = usr["start"].as_u64().unwrap() + block * 4096 + 1000;
+    let dir = tempfile::tempdir_in(image.parent().unwrap()).unwrap();
+    let bad = dir.path().join("tampered.img");
+    let st = std::process::Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&image)
+        .arg(&bad)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&bad)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        b[0] ^= 0x5a;
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        f.write_all(&b).unwrap();
+    }
+    let mut vm = boot(&bad, Vec::new());
+    let r = vm.run(&format!("cat {file} > /dev/null")).unwrap();
+    assert_ne!(r.status, 0, "reading the tampered {file} succeeded");
+    assert!(
+        r.output.contains("Input/output error"),
+        "reading {file}: {}",
+        r.output
+    );
+    // Untouched files still read fine.
+    check(&mut vm, "cat /usr/lib/os-release > /dev/null");
+}
+
+/// (e) Two builds from the same inputs give the same usr root hash. The second build runs
+/// mmdebstrap again (`fresh_rootfs`), so the whole chain is rebuilt, with only the package
+/// downloads cached.
+#[test]
+#[ignore = "needs the image build tools and the network to the Debian mirror: run by `cargo xtask test`"]
+fn rebuild_gives_same_root_hash() {
+    let rec = build_record();
+    let os_dir = env_path("KEELSON_VM_OS");
+    let out = tempfile::tempdir_in(env_path("KEELSON_VM_BUILD").parent().unwrap()).unwrap();
+    let mut opts = keelson_image::BuildOptions::new(&os_dir, out.path());
+    opts.version = Some(rec["version"].as_str().unwrap().to_string());
+    opts.fresh_rootfs = true;
+    opts.progress = false;
+    let second = keelson_image::build(&opts).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!second.rootfs_cached);
+    assert_eq!(second.usr_root_hash, rec["usr_root_hash"].as_str().unwrap());
+    let sha = |kind: &str, v: &serde_json::Value| {
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == kind)
+            .unwrap()["sha256"]
+            .clone()
+    };
+    let second_json = serde_json::to_value(&second).unwrap();
+    assert_eq!(
+        sha("usr", &second_json),
+        sha("usr", &rec),
+        "usr erofs images differ"
+    );
+    assert_eq!(
+        sha("usr-verity", &second_json),
+        sha("usr-verity", &rec),
+        "verity trees differ"
+    );
+}
