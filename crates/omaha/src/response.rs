@@ -355,6 +355,14 @@ impl UpdateCheckResponse {
         if self.urls.is_empty() {
             return Err(missing("urls/url"));
         }
+        if let Some(i) = self.urls.iter().position(|u| u.is_empty()) {
+            return Err(Error::InvalidAttribute {
+                path: format!("{path}/urls[0]/url[{i}]"),
+                attribute: "codebase".to_owned(),
+                value: String::new(),
+                expected: "a non-empty base URL",
+            });
+        }
         let manifest = self.manifest.as_ref().ok_or_else(|| missing("manifest"))?;
         let first = manifest
             .packages
@@ -497,7 +505,8 @@ fn parse_manifest(m: &Element) -> Result<Manifest, Error> {
         })
         .collect::<Result<Vec<_>, Error>>()?;
     Ok(Manifest {
-        version: m.required("version")?.to_owned(),
+        // update_engine only displays the version, so a missing one is not an error.
+        version: m.attr("version").unwrap_or_default().to_owned(),
         packages,
         actions,
     })

@@ -187,9 +187,9 @@ fn ok_responses_missing_what_update_engine_needs_are_refused() {
             "required attribute status",
         ),
         (
-            r#"<manifest version="4081.2.0">"#,
-            "<manifest>",
-            "required attribute version",
+            r#"codebase="https://update.release.flatcar-linux.net/amd64-usr/4081.2.0/""#,
+            r#"codebase="""#,
+            "updatecheck[0]/urls[0]/url[0]: attribute codebase",
         ),
         (r#"protocol="3.0""#, r#"protocol="3.1""#, "only \"3.0\""),
         (
@@ -220,6 +220,21 @@ fn go_omaha_malformed_no_update_fixture_is_rejected() {
  </app>
 "#;
     assert!(parse(body).is_err());
+}
+
+#[test]
+fn manifest_version_is_optional_like_in_update_engine() {
+    let body = NEBRASKA_UPDATE.replace(r#"<manifest version="4081.2.0">"#, "<manifest>");
+    let r = parse(&body).unwrap();
+    let m = r.apps[0]
+        .update_check
+        .as_ref()
+        .unwrap()
+        .manifest
+        .as_ref()
+        .unwrap();
+    assert_eq!(m.version, "");
+    assert_eq!(parse(&r.to_xml()).unwrap(), r);
 }
 
 #[test]
