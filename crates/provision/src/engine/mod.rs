@@ -207,3 +207,19 @@ pub fn run_command(program: &str, args: &[String]) -> Result<String, ApplyError>
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Everything `keelson config apply --root` does for one config: the files stage against a
+/// directory. Disks and mounts are separate entry points because they touch devices.
+pub fn apply_files(
+    config: &keelson_config::Config,
+    target: &crate::target::TargetRoot,
+    fetcher: &crate::fetch::Fetcher,
+    opts: &files::FilesOptions,
+) -> Result<Outcome, ApplyError> {
+    let _span = tracing::info_span!("files", root = %target.root().display()).entered();
+    let plan = files::plan_files(config, target, fetcher, opts)?;
+    if opts.dry_run {
+        return Ok(plan.outcome().clone());
+    }
+    plan.apply()
+}
