@@ -407,7 +407,7 @@ pub(crate) async fn package_id(
     row.map(|(id,)| id).ok_or_else(|| {
         ApiError::invalid(
             field,
-            format!("application {app} has no package with version {version:?}"),
+            format!("{field}: application {app} has no package with version {version:?}"),
         )
     })
 }

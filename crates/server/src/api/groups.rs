@@ -507,7 +507,7 @@ async fn channel_id(
     row.map(|(id,)| id).ok_or_else(|| {
         ApiError::invalid(
             "channel",
-            format!("application {app} has no channel {name:?}"),
+            format!("channel: application {app} has no channel {name:?}"),
         )
     })
 }

@@ -233,6 +233,24 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// How much of a refused body we still read and discard before answering. Closing a socket
+/// with unread data makes Linux send RST, which can destroy the 413 before the client reads
+/// it; draining a bounded amount lets ordinary clients see the error, while a huge body still
+/// cannot make us read it all.
+pub(crate) const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Read and discard up to [`DRAIN_LIMIT`] bytes of what is left of `stream`.
+pub(crate) async fn drain(mut stream: axum::body::BodyDataStream) {
+    use futures_util::StreamExt;
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
 /// Read a whole request body, refusing (413) more than `limit` bytes. Counted while streaming,
 /// so a body without Content-Length cannot get past the limit either.
 pub(crate) async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
@@ -248,10 +266,11 @@ pub(crate) async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = req.into_body().into_data_stream();
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(stream).await;
         return Err(too_large());
     }
-    let mut stream = req.into_body().into_data_stream();
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -261,6 +280,7 @@ pub(crate) async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, 
             )
         })?;
         if out.len() + chunk.len() > limit {
+            drain(stream).await;
             return Err(too_large());
         }
         out.extend_from_slice(&chunk);

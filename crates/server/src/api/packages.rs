@@ -283,6 +283,7 @@ async fn stream_to_file(req: Request, path: &FsPath, limit: u64) -> Result<Strea
         })?;
         size += chunk.len() as u64;
         if size > limit {
+            super::drain(stream).await;
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("upload is larger than the limit of {limit} bytes"),
@@ -335,6 +336,7 @@ pub async fn upload(
         .and_then(|v| v.parse::<u64>().ok());
     let limit = state.config.upload_limit;
     if declared.is_some_and(|n| n > limit) {
+        super::drain(req.into_body().into_data_stream()).await;
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("upload is larger than the limit of {limit} bytes"),
