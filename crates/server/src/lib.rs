@@ -9,7 +9,11 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod db;
+pub mod fleetlock;
 pub mod grant;
+pub mod metrics;
+pub mod omaha_endpoint;
+pub mod packages;
 pub mod state;
 
 use axum::Router;
@@ -22,6 +26,10 @@ pub use state::{AppState, ServerConfig};
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        .merge(omaha_endpoint::router())
+        .merge(fleetlock::router())
+        .merge(packages::router())
+        .merge(metrics::router())
         .merge(api::router())
         .merge(dashboard::router())
         .with_state(state)

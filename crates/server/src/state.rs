@@ -27,7 +27,7 @@ impl ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
             public_url: None,
-            omaha_body_limit: 64 * 1024,
+            omaha_body_limit: 256 * 1024,
             json_body_limit: 64 * 1024,
             upload_limit: 8 * 1024 * 1024 * 1024,
         }

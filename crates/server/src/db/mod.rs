@@ -10,6 +10,7 @@
 pub mod activity;
 pub mod applications;
 pub mod channels;
+pub mod fleetlock;
 pub mod groups;
 pub mod instances;
 pub mod packages;

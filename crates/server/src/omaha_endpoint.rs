@@ -1,0 +1,236 @@
+//! `POST /v1/update/`: the Omaha endpoint update_engine talks to (no token: nodes are not
+//! admins). Each `<app>` of a request is one [`db::rollout::handle_report`] transaction.
+//!
+//! Answers: unknown application → that app gets `status="error-unknownApplication"` (as
+//! Nebraska does); policy holds → `noupdate`; malformed XML or a missing `machineid`/`version`
+//! → 400 with the parser's message and nothing written; a body over the limit → 413.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::StreamExt;
+use keelson_omaha as omaha;
+use tracing::Instrument;
+
+use crate::db::rollout::{self, CheckAnswer, NodeEvent, NodeReport, ReportOutcome};
+use crate::db::packages::Package;
+use crate::state::AppState;
+
+/// The node-facing Omaha routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/update", post(handle))
+        .route("/v1/update/", post(handle))
+}
+
+/// How much of an oversized body we still read (and discard) before answering 413: closing a
+/// socket with unread data makes Linux send RST, which can destroy the answer in flight.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg.into(),
+    )
+        .into_response()
+}
+
+/// Read at most `limit` bytes of `body`; `Err(total_seen)` if it is longer.
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Result<usize, String>> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Err(format!("reading request body: {e}")))?;
+        seen += chunk.len();
+        if seen > limit {
+            while seen <= DRAIN_LIMIT {
+                match stream.next().await {
+                    Some(Ok(c)) => seen += c.len(),
+                    _ => break,
+                }
+            }
+            return Err(Ok(seen));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// The base URL nodes reach us at: the configured one, else from the `Host` header.
+pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &state.config.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+fn offer(pkg: &Package, base: &str) -> Result<omaha::UpdateOffer, String> {
+    let sha256: [u8; 32] = hex::decode(&pkg.sha256_hex)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| format!("package {} has a corrupt sha256 in the database", pkg.id))?;
+    let sha1: Option<[u8; 20]> = hex::decode(&pkg.sha1_hex)
+        .ok()
+        .and_then(|v| v.try_into().ok());
+    let url = match &pkg.url {
+        Some(u) => u.clone(),
+        None => format!("{base}/packages/{}/", pkg.id),
+    };
+    Ok(omaha::UpdateOffer {
+        version: pkg.version.clone(),
+        urls: vec![url],
+        package_name: pkg.filename.clone(),
+        size: u64::try_from(pkg.size).unwrap_or(0),
+        sha256,
+        sha1,
+        extra_packages: Vec::new(),
+    })
+}
+
+fn node_report(
+    app: &omaha::RequestApp,
+    ip: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> NodeReport {
+    NodeReport {
+        application_id: app.app_id.clone(),
+        machine_id: app.machine_id.clone().unwrap_or_default(),
+        version: app.version.clone().unwrap_or_default(),
+        // update_engine's default GROUP.
+        track: app
+            .track
+            .clone()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "stable".to_string()),
+        ip: ip.to_string(),
+        alias: app.machine_alias.clone().unwrap_or_default(),
+        oem: app.oem.clone().unwrap_or_default(),
+        aleph_version: app.aleph_version.clone().unwrap_or_default(),
+        events: app
+            .events
+            .iter()
+            .map(|e| NodeEvent {
+                event_type: i64::from(e.event_type.code()),
+                event_result: i64::from(e.event_result.code()),
+                error_code: e.error_code.map(|c| i64::from(c.0)),
+                previous_version: e.previous_version.clone().unwrap_or_default(),
+            })
+            .collect(),
+        update_check: app.update_check.is_some(),
+        now,
+    }
+}
+
+async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let base = base_url(&state, req.headers());
+    let limit = state.config.omaha_body_limit;
+    let body = match read_limited(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(Ok(seen)) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Omaha request body is larger than the limit of {limit} bytes (got at least {seen})"),
+            );
+        }
+        Err(Err(msg)) => return text(StatusCode::BAD_REQUEST, msg),
+    };
+    let limits = omaha::Limits {
+        max_body_bytes: limit,
+        ..omaha::Limits::default()
+    };
+    let request = match omaha::Request::parse(&body, &limits) {
+        Ok(r) => r,
+        Err(e @ omaha::Error::BodyTooLarge { .. }) => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+        }
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("malformed Omaha request: {e}")),
+    };
+    // Validate every app before writing anything.
+    for (i, app) in request.apps.iter().enumerate() {
+        for (attr, v) in [("machineid", &app.machine_id), ("version", &app.version)] {
+            if v.as_deref().is_none_or(str::is_empty) {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed Omaha request: request/app[{i}]: required attribute {attr} is missing or empty"),
+                );
+            }
+        }
+    }
+    let now = chrono::Utc::now();
+    let mut apps = Vec::with_capacity(request.apps.len());
+    for app in &request.apps {
+        let report = node_report(app, &ip, now);
+        let span = tracing::info_span!("omaha", machine = %report.machine_id, app = %report.application_id);
+        let outcome = match rollout::handle_report(&state.db, &report)
+            .instrument(span)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "handling Omaha request");
+                return text(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"));
+            }
+        };
+        let ping = app.ping.is_some();
+        let events = app.events.len();
+        let answer = match outcome {
+            ReportOutcome::UnknownApplication => omaha::ResponseApp {
+                app_id: app.app_id.clone(),
+                status: omaha::AppStatus::UnknownApplication,
+                ping: None,
+                update_check: None,
+                events: Vec::new(),
+            },
+            ReportOutcome::Recorded { check: None, .. } => {
+                let mut a = omaha::ResponseApp::events_only(&app.app_id, events);
+                a.ping = ping.then(|| "ok".to_string());
+                a
+            }
+            ReportOutcome::Recorded {
+                check: Some(CheckAnswer::NoUpdate { reason }),
+                ..
+            } => {
+                tracing::debug!(%reason, "noupdate");
+                omaha::ResponseApp::no_update(&app.app_id, ping, events)
+            }
+            ReportOutcome::Recorded {
+                check: Some(CheckAnswer::Update { package, reason }),
+                ..
+            } => match offer(&package, &base) {
+                Ok(o) => {
+                    tracing::info!(version = %package.version, ?reason, "update granted");
+                    omaha::ResponseApp::update(&app.app_id, ping, events, &o)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "building the update offer");
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"));
+                }
+            },
+        };
+        apps.push(answer);
+    }
+    let xml = omaha::Response::new(apps).to_xml();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        xml,
+    )
+        .into_response()
+}
