@@ -78,6 +78,11 @@ pub struct KeelsonSlot {
     pub size_bytes: u64,
     /// usr-verity partition size.
     pub verity_size_bytes: Option<u64>,
+    /// usr partition attribute field, 16 hex digits.
+    pub attributes_hex: String,
+    /// usr partition priority/tries/successful bits (unused by systemd-boot; shown for tools
+    /// that use them).
+    pub prio: PrioBits,
 }
 
 /// One Flatcar USR partition.
@@ -150,6 +155,8 @@ fn slot_state(disk: &Disk, partitions: &[PartitionInfo]) -> SlotState {
                     root_hash,
                     size_bytes: u.size_bytes,
                     verity_size_bytes: v.map(|v| v.size_bytes),
+                    attributes_hex: u.attributes_hex.clone(),
+                    prio: u.prio,
                 }
             })
             .collect();
@@ -258,6 +265,9 @@ impl fmt::Display for DiskReport {
                     )?;
                     if let Some(h) = &s.root_hash {
                         write!(f, ", root hash {h}")?;
+                    }
+                    if s.prio != PrioBits::default() {
+                        write!(f, ", {}", s.prio)?;
                     }
                     writeln!(f)?;
                 }

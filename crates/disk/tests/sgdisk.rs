@@ -201,6 +201,13 @@ fn installed_slot_and_edits_read_back_in_sgdisk() {
     );
     assert!(slots[1].empty);
     assert_eq!(slots[1].version, None);
+    assert_eq!(slots[1].prio, PrioBits::new(2, 1, false).unwrap());
+    assert_eq!(slots[1].attributes_hex, "0012000000000000");
+    let text = report.to_string();
+    assert!(
+        text.contains("B: usr 4 + verity 5, 16.0 MiB, empty, priority=2 tries=1 successful=false"),
+        "{text}"
+    );
 
     // The same hash cannot go into slot B as well: partition UUIDs must stay unique.
     let mut disk = Disk::open_rw(&path).unwrap();
