@@ -266,7 +266,7 @@ impl Planner<'_> {
         for dir in missing.iter().rev() {
             let shown = self.show(dir);
             self.outcome
-                .push(shown, NodeKind::Directory, "create (parent, mode 0755)");
+                .push(shown, NodeKind::Directory, "create parent, mode 0755");
             self.planned.insert(dir.clone());
         }
         self.ops.push(Op::MkdirParents {
@@ -352,7 +352,21 @@ impl Planner<'_> {
                 password_hash: u.password_hash.clone(),
                 should_exist: u.should_exist.unwrap_or(true),
             };
+            let group_before = self.accounts.gid_of(&u.name);
             let change = self.accounts.ensure_user(&spec, today)?;
+            match (group_before, self.accounts.gid_of(&u.name)) {
+                (None, Some(gid)) => self.outcome.push(
+                    "/etc/group",
+                    NodeKind::File,
+                    format!("modify: add group {} (gid {gid})", u.name),
+                ),
+                (Some(_), None) => self.outcome.push(
+                    "/etc/group",
+                    NodeKind::File,
+                    format!("modify: delete group {}", u.name),
+                ),
+                _ => {}
+            }
             let what = match &change {
                 AccountChange::Added { id, create_home } => {
                     if let Some(home) = create_home {
@@ -363,7 +377,7 @@ impl Planner<'_> {
                             self.outcome.push(
                                 self.show(&host),
                                 NodeKind::Directory,
-                                format!("create home of {} (mode 0700)", u.name),
+                                format!("create home of {}, mode 0700", u.name),
                             );
                             self.planned.insert(host.clone());
                             let skel = self.target.resolve("/etc/skel")?;
@@ -536,7 +550,7 @@ impl Planner<'_> {
             if !d.is_dir() {
                 self.parents(d);
                 self.outcome
-                    .push(self.show(d), NodeKind::Directory, "create (mode 0700)");
+                    .push(self.show(d), NodeKind::Directory, "create, mode 0700");
             }
             self.planned.insert(d.to_path_buf());
             self.ops.push(Op::Mkdir {
@@ -620,7 +634,7 @@ impl Planner<'_> {
                 }
                 let (staged, size) = self.stage_resource(&spec, format!("{}: contents", f.path))?;
                 actions.push(format!(
-                    "{} ({size} bytes)",
+                    "{} {size} bytes",
                     if existing.is_some() {
                         "overwrite"
                     } else {

@@ -84,7 +84,7 @@ impl Planner<'_> {
                 self.outcome.push(
                     &path,
                     NodeKind::File,
-                    format!("{action} ({} bytes, mode 0644)", contents.len()),
+                    format!("{action}, {} bytes, mode 0644", contents.len()),
                 );
                 self.planned.insert(host.clone());
                 self.ops.push(Op::WriteFile {
@@ -120,7 +120,7 @@ impl Planner<'_> {
                     &dpath,
                     NodeKind::File,
                     format!(
-                        "{} drop-in ({} bytes)",
+                        "{} drop-in, {} bytes",
                         if dhost.exists() {
                             "overwrite"
                         } else {
