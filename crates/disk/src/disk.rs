@@ -692,6 +692,36 @@ fn read_header(
             header.partition_entry_lba
         ))));
     }
+    // Entries gptman would choke on (a used entry starting at LBA 0 makes its alignment guess
+    // panic) or that lie outside the usable area make this copy unusable.
+    let mut array = vec![0u8; usize::try_from(array_sectors * SECTOR_SIZE).unwrap_or(0)];
+    file.seek(SeekFrom::Start(header.partition_entry_lba * SECTOR_SIZE))
+        .map_err(io_err("reading", path))?;
+    file.read_exact(&mut array)
+        .map_err(io_err("reading", path))?;
+    for (i, entry) in array
+        .chunks_exact(128)
+        .take(header.number_of_partition_entries as usize)
+        .enumerate()
+    {
+        if entry[..16].iter().all(|b| *b == 0) {
+            continue;
+        }
+        let lba = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&entry[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let (start, end) = (lba(32), lba(40));
+        if start < header.first_usable_lba || end < start || end > header.last_usable_lba {
+            return Ok(Err(HeaderProblem::Invalid(format!(
+                "partition {} spans LBA {start}..={end}, outside the usable LBAs {}..={}",
+                i + 1,
+                header.first_usable_lba,
+                header.last_usable_lba
+            ))));
+        }
+    }
     Ok(Ok(header))
 }
 

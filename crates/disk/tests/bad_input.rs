@@ -262,3 +262,55 @@ fn failed_create_keeps_the_existing_file() {
     assert_eq!(fs::read(&path).unwrap(), b"precious");
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// Recomputes the primary header's CRCs after editing its entry array, as a crafted (not merely
+/// corrupted) disk would have them.
+fn reseal_primary(path: &Path) {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut bytes = fs::read(path).unwrap();
+    let array_crc = crc32(&bytes[1024..1024 + 128 * 128]);
+    bytes[512 + 88..512 + 92].copy_from_slice(&array_crc.to_le_bytes());
+    bytes[512 + 16..512 + 20].copy_from_slice(&[0; 4]);
+    let header_crc = crc32(&bytes[512..512 + 92]);
+    bytes[512 + 16..512 + 20].copy_from_slice(&header_crc.to_le_bytes());
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn crafted_entries_outside_the_disk_use_the_backup_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = disk(dir.path());
+    let expected = Disk::open(&path).unwrap().partitions();
+    let cases: &[(&str, u64, u64)] = &[
+        ("starts at LBA 0", 0, 100),
+        ("ends before it starts", 5000, 4000),
+        ("ends past the last usable LBA", 2048, u64::MAX),
+    ];
+    for (name, start, end) in cases {
+        // Entry 1: starting LBA at byte 32, ending LBA at byte 40 of the entry.
+        overwrite(&path, 1024 + 32, &start.to_le_bytes());
+        overwrite(&path, 1024 + 40, &end.to_le_bytes());
+        reseal_primary(&path);
+        let disk = Disk::open(&path).unwrap();
+        assert_eq!(disk.read_from(), GptCopy::Backup, "{name}");
+        assert!(
+            disk.warnings()[0].contains("partition 1 spans"),
+            "{name}: {:?}",
+            disk.warnings()
+        );
+        assert_eq!(disk.partitions(), expected, "{name}");
+    }
+}

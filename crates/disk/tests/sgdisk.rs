@@ -436,3 +436,41 @@ fn gptprio_with_one_copy_wiped_and_a_try_to_spend_rewrites_both_copies() {
         assert_eq!(sg_info(&path, 3).attributes, 0x0001_0000_0000_0000);
     }
 }
+
+mod against_sgdisk {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Whatever label, UUID, attribute field and prio bits we write, sgdisk reads the same.
+        #[test]
+        fn edits_read_back_identically(
+            number in 1u32..=6,
+            label in "[A-Za-z0-9_.+-]{0,36}",
+            uuid in any::<[u8; 16]>(),
+            attrs in any::<u64>(),
+            prio in (0u8..=15, 0u8..=15, any::<bool>()),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("disk.img");
+            create(&path, &small_layout()).unwrap();
+            let mut disk = Disk::open_rw(&path).unwrap();
+            let uuid = Uuid::from_bytes(uuid);
+            disk.set_label(number, &label).unwrap();
+            // A UUID that collides with another partition is refused; that is tested elsewhere.
+            prop_assume!(disk.set_uuid(number, uuid).is_ok());
+            disk.set_attributes(number, attrs).unwrap();
+            let bits = disk.update_prio(number, Some(prio.0), Some(prio.1), Some(prio.2)).unwrap();
+            prop_assert_eq!(bits, PrioBits::new(prio.0, prio.1, prio.2).unwrap());
+            disk.commit().unwrap();
+            let sg = sg_info(&path, number);
+            prop_assert_eq!(&sg.name, &label);
+            prop_assert_eq!(sg.uuid, uuid);
+            prop_assert_eq!(sg.attributes, bits.apply(attrs));
+            prop_assert_eq!(PrioBits::from_attributes(sg.attributes), bits);
+            let verify = sgdisk(&["-v", path.to_str().unwrap()]);
+            prop_assert!(verify.contains("No problems found"), "{}", verify);
+        }
+    }
+}
