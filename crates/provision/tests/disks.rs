@@ -1,0 +1,206 @@
+//! The disks stage against image files: sgdisk and mkfs work on regular files, so no loop
+//! device or root is needed.
+#![allow(clippy::unwrap_used)]
+
+use keelson_provision::engine::ApplyError;
+use keelson_provision::engine::disks::{plan_disks, probe_filesystem, read_partitions};
+
+fn tool(name: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn image(dir: &tempfile::TempDir, name: &str, mib: u64) -> String {
+    let p = dir.path().join(name);
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(mib << 20).unwrap();
+    p.display().to_string()
+}
+
+fn config(json: &str) -> keelson_config::Config {
+    keelson_config::parse(json.as_bytes()).unwrap().0
+}
+
+#[test]
+fn partitions_created_then_kept_then_checked() {
+    assert!(tool("sgdisk"), "sgdisk is a host package (gdisk)");
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(&dir, "disk.img", 64);
+    let cfg = |wipe: bool, extra: &str| {
+        config(&format!(
+            r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"disks":[{{"device":"{img}","wipeTable":{wipe},"partitions":[
+              {{"number":1,"label":"ESP","sizeMiB":8,"typeGuid":"C12A7328-F81F-11D2-BA4B-00A0C93EC93B"}},
+              {{"number":2,"label":"ROOT"{extra}}}]}}]}}}}"#
+        ))
+    };
+    let plan = plan_disks(&cfg(true, "")).unwrap();
+    assert_eq!(plan.commands()[0], format!("sgdisk --zap-all {img}"));
+    let outcome = plan.apply().unwrap();
+    assert!(
+        outcome.changes[0]
+            .action
+            .contains("create partition 1 (8 MiB)"),
+        "{outcome:?}"
+    );
+    let (sector, parts) = read_partitions(&img).unwrap();
+    assert_eq!(sector, 512);
+    assert_eq!(parts.len(), 2);
+    assert_eq!((parts[0].label.as_str(), parts[0].size), ("ESP", 8 * 2048));
+    assert_eq!(parts[0].type_guid, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    assert_eq!(parts[1].label, "ROOT");
+    assert_eq!(parts[1].type_guid, "0FC63DAF-8483-4772-8E79-3D69D8477DE4");
+    assert!(parts[1].size > 50 * 2048, "ROOT takes the rest: {parts:?}");
+
+    // Same config without wipeTable: everything matches, nothing to run.
+    let plan = plan_disks(&cfg(false, "")).unwrap();
+    assert!(plan.commands().is_empty(), "{:?}", plan.commands());
+    assert!(
+        plan.outcome().changes[0]
+            .action
+            .contains("keep partition 1")
+    );
+
+    // A mismatching label is an error unless wipePartitionEntry allows recreating it.
+    let err = plan_disks(&cfg(false, r#","sizeMiB":16,"label":"OTHER""#)).unwrap_err();
+    assert!(
+        matches!(err, ApplyError::Storage { .. }) && err.to_string().contains("label"),
+        "{err}"
+    );
+    let plan = plan_disks(&cfg(false, r#","sizeMiB":16,"wipePartitionEntry":true"#)).unwrap();
+    plan.apply().unwrap();
+    let (_, parts) = read_partitions(&img).unwrap();
+    assert_eq!(
+        (parts[1].label.as_str(), parts[1].size),
+        ("ROOT", 16 * 2048)
+    );
+}
+
+#[test]
+fn should_exist_false_needs_wipe_partition_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(&dir, "disk.img", 32);
+    let make = format!(
+        r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"disks":[{{"device":"{img}","partitions":[{{"number":1,"label":"A","sizeMiB":4}},{{"number":2,"label":"B","sizeMiB":4}}]}}]}}}}"#
+    );
+    plan_disks(&config(&make)).unwrap().apply().unwrap();
+    let del = |wipe: bool| {
+        format!(
+            r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"disks":[{{"device":"{img}","partitions":[{{"number":2,"shouldExist":false,"wipePartitionEntry":{wipe}}}]}}]}}}}"#
+        )
+    };
+    let err = plan_disks(&config(&del(false))).unwrap_err().to_string();
+    assert!(
+        err.contains("partition 2") && err.contains("wipePartitionEntry"),
+        "{err}"
+    );
+    assert_eq!(
+        read_partitions(&img).unwrap().1.len(),
+        2,
+        "a failed plan changes nothing"
+    );
+    plan_disks(&config(&del(true))).unwrap().apply().unwrap();
+    let (_, parts) = read_partitions(&img).unwrap();
+    assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), vec![1]);
+}
+
+#[test]
+fn filesystems_created_reused_and_guarded() {
+    assert!(
+        tool("mkfs.ext4") && tool("blkid"),
+        "e2fsprogs and util-linux are host packages"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(&dir, "fs.img", 32);
+    let fs = |format: &str, label: &str, wipe: bool| {
+        config(&format!(
+            r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"filesystems":[{{"device":"{img}","format":"{format}","label":"{label}","wipeFilesystem":{wipe}}}]}}}}"#
+        ))
+    };
+    assert_eq!(probe_filesystem(&img).unwrap(), None);
+    plan_disks(&fs("ext4", "DATA", false))
+        .unwrap()
+        .apply()
+        .unwrap();
+    let found = probe_filesystem(&img).unwrap().unwrap();
+    assert_eq!(
+        (found.fs_type.as_str(), found.label.as_deref()),
+        ("ext4", Some("DATA"))
+    );
+
+    // Matching filesystem: kept, no mkfs.
+    let plan = plan_disks(&fs("ext4", "DATA", false)).unwrap();
+    assert!(plan.commands().is_empty());
+    assert!(
+        plan.outcome().changes[0]
+            .action
+            .contains("keep existing ext4")
+    );
+
+    // Mismatch without wipe fails; with wipe it is recreated.
+    let err = plan_disks(&fs("vfat", "EFI", false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("wipeFilesystem is false") && err.contains(&img),
+        "{err}"
+    );
+    if tool("mkfs.vfat") {
+        plan_disks(&fs("vfat", "EFI", true))
+            .unwrap()
+            .apply()
+            .unwrap();
+        let found = probe_filesystem(&img).unwrap().unwrap();
+        assert_eq!(
+            (found.fs_type.as_str(), found.label.as_deref()),
+            ("vfat", Some("EFI"))
+        );
+    }
+    if tool("mkswap") {
+        plan_disks(&fs("swap", "SWAP", true))
+            .unwrap()
+            .apply()
+            .unwrap();
+        assert_eq!(probe_filesystem(&img).unwrap().unwrap().fs_type, "swap");
+    }
+}
+
+#[test]
+fn filesystem_uuid_and_bad_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(&dir, "fs.img", 16);
+    let uuid = "5b8d9a6c-1e2f-4a3b-9c4d-5e6f7a8b9c0d";
+    let cfg = config(&format!(
+        r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"filesystems":[{{"device":"{img}","format":"ext4","uuid":"{uuid}"}}]}}}}"#
+    ));
+    plan_disks(&cfg).unwrap().apply().unwrap();
+    assert_eq!(
+        probe_filesystem(&img).unwrap().unwrap().uuid.as_deref(),
+        Some(uuid)
+    );
+    // The engine checks label limits itself too (the config crate may already reject it).
+    let mut cfg = cfg.clone();
+    cfg.storage.filesystems[0].label = Some("a-label-longer-than-16".into());
+    cfg.storage.filesystems[0].wipe_filesystem = Some(true);
+    let err = plan_disks(&cfg).unwrap_err().to_string();
+    assert!(err.contains("longer than 16"), "{err}");
+}
+
+#[test]
+fn failing_tool_reports_command_line_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(&dir, "tiny.img", 1);
+    // 1 MiB cannot hold a 4 MiB partition: sgdisk --pretend refuses before anything runs.
+    let cfg = config(&format!(
+        r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"disks":[{{"device":"{img}","partitions":[{{"number":1,"sizeMiB":4}}]}}]}}}}"#
+    ));
+    let err = plan_disks(&cfg).unwrap_err();
+    match &err {
+        ApplyError::Command { cmdline, .. } => assert!(
+            cmdline.starts_with("sgdisk --pretend") && cmdline.contains(&img),
+            "{cmdline}"
+        ),
+        other => panic!("{other}"),
+    }
+}
