@@ -123,7 +123,7 @@ impl Disk {
             return Err(DiskError::Truncated {
                 path: path.to_path_buf(),
                 actual: size,
-                expected: (h.backup_lba + 1) * SECTOR_SIZE,
+                expected: h.backup_lba.saturating_add(1).saturating_mul(SECTOR_SIZE),
                 backup_lba: h.backup_lba,
             });
         }
@@ -686,7 +686,9 @@ fn read_header(
         ));
     }
     let array_sectors = (u64::from(header.number_of_partition_entries) * 128).div_ceil(SECTOR_SIZE);
-    if header.partition_entry_lba < 2 || header.partition_entry_lba + array_sectors > last_lba + 1 {
+    if header.partition_entry_lba < 2
+        || header.partition_entry_lba.saturating_add(array_sectors) > last_lba + 1
+    {
         return Ok(Err(HeaderProblem::Invalid(format!(
             "partition entry array at LBA {} does not fit the disk",
             header.partition_entry_lba

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use keelson_disk::{Disk, DiskError, GptCopy, Layout, UsrSlot, create};
@@ -280,13 +280,17 @@ fn reseal_primary(path: &Path) {
         }
         !crc
     }
-    let mut bytes = fs::read(path).unwrap();
+    let mut bytes = vec![0u8; 34 * 512];
+    fs::File::open(path)
+        .unwrap()
+        .read_exact(&mut bytes)
+        .unwrap();
     let array_crc = crc32(&bytes[1024..1024 + 128 * 128]);
     bytes[512 + 88..512 + 92].copy_from_slice(&array_crc.to_le_bytes());
     bytes[512 + 16..512 + 20].copy_from_slice(&[0; 4]);
     let header_crc = crc32(&bytes[512..512 + 92]);
     bytes[512 + 16..512 + 20].copy_from_slice(&header_crc.to_le_bytes());
-    fs::write(path, bytes).unwrap();
+    overwrite(path, 0, &bytes);
 }
 
 #[test]
@@ -312,5 +316,38 @@ fn crafted_entries_outside_the_disk_use_the_backup_instead_of_panicking() {
             disk.warnings()
         );
         assert_eq!(disk.partitions(), expected, "{name}");
+    }
+}
+
+mod crafted_headers {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Any value in any header field, with valid CRCs: opening and showing never panics.
+        #[test]
+        fn never_panic(field in 0usize..8, value in prop_oneof![any::<u64>(), 0u64..200_000], both in any::<bool>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = disk(dir.path());
+            // (offset, width) of primary_lba, backup_lba, first/last usable, disk GUID half,
+            // entry LBA, entry count, entry size.
+            const FIELDS: [(u64, usize); 8] =
+                [(24, 8), (32, 8), (40, 8), (48, 8), (56, 8), (72, 8), (80, 4), (84, 4)];
+            let (off, width) = FIELDS[field];
+            overwrite(&path, 512 + off, &value.to_le_bytes()[..width]);
+            reseal_primary(&path);
+            if both {
+                // Break the backup too, so the crafted primary is all there is.
+                overwrite(&path, 64 * MIB - 512 + 8, &[9]);
+            }
+            match Disk::open(&path) {
+                Ok(disk) => {
+                    let report = disk.report();
+                    let _ = report.to_string();
+                }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
     }
 }
