@@ -251,7 +251,9 @@ impl MarkedEventReceiver for Builder {
                     self.push(Node::new(Value::Array(items), p), anchor)
                 }
                 Some(Frame::Map(p, anchor, members, _)) => {
-                    self.push(Node::new(Value::Object(members), p), anchor)
+                    // A block mapping's start mark is after its first key; the key is clearer.
+                    let p = members.first().map_or(p, |m| m.key_pos);
+                    self.push(Node::new(Value::Object(members), p), anchor);
                 }
                 None => {}
             },
@@ -367,6 +369,16 @@ fn set(node: &mut Node, key: &str, value: Node) {
     }
 }
 
+/// Like [`set`], keeping the position of the key as written in the YAML.
+fn set_at(node: &mut Node, key: &str, value: Node, key_pos: Pos) {
+    set(node, key, value);
+    if let Value::Object(ms) = &mut node.value
+        && let Some(m) = ms.iter_mut().rev().find(|m| m.key == key)
+    {
+        m.key_pos = key_pos;
+    }
+}
+
 fn list_mut<'n>(node: &'n mut Node, key: &str, pos: Pos) -> Option<&'n mut Vec<Node>> {
     if node.get(key).is_none() {
         set(node, key, Node::new(Value::Array(Vec::new()), pos));
@@ -437,9 +449,9 @@ pub(crate) fn local_path(files_dir: Option<&Path>, local: &str) -> Result<PathBu
     Ok(dir.join(local))
 }
 
-/// Encode bytes as the smallest of: percent-escaped, base64, gzip+base64 (Butane's choice).
-/// Returns the data URL and the compression to declare.
-pub fn data_url(bytes: &[u8]) -> (String, &'static str) {
+/// Encode bytes without compression (percent-escaped or base64, whichever is shorter), for
+/// generated files that people should be able to read in the output.
+pub fn data_url_plain(bytes: &[u8]) -> String {
     let mut pct = String::from("data:,");
     for &b in bytes {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
@@ -452,7 +464,13 @@ pub fn data_url(bytes: &[u8]) -> (String, &'static str) {
         "data:;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(bytes)
     );
-    let mut best = if b64.len() < pct.len() { b64 } else { pct };
+    if b64.len() < pct.len() { b64 } else { pct }
+}
+
+/// Encode bytes as the smallest of: percent-escaped, base64, gzip+base64 (Butane's choice).
+/// Returns the data URL and the compression to declare.
+pub fn data_url(bytes: &[u8]) -> (String, &'static str) {
+    let mut best = data_url_plain(bytes);
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     let gz = enc.write_all(bytes).ok().and_then(|()| enc.finish().ok());
     if let Some(gz) = gz {
@@ -566,7 +584,7 @@ impl Translator<'_> {
                 _ => {
                     let path = format!("$.{}", m.key);
                     if let Some((k, v)) = self.member(m, &path, &m.key) {
-                        set(&mut out, &k, v);
+                        set_at(&mut out, &k, v, m.key_pos);
                     }
                 }
             }
@@ -708,7 +726,7 @@ impl Translator<'_> {
             let p = format!("{path}.{}", m.key);
             let pat = format!("{pattern}.{}", m.key);
             if let Some((k, v)) = self.member(m, &p, &pat) {
-                set(&mut out, &k, v);
+                set_at(&mut out, &k, v, m.key_pos);
             }
         }
         if pattern == "passwd.users.*" && self.variant.has_local_extras() {

@@ -47,7 +47,10 @@ impl Case {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.sections.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_str())
+        self.sections
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.as_str())
     }
 
     fn render(&self) -> String {
@@ -99,14 +102,16 @@ fn run(case: &Case, name: &str) -> Result<(Option<String>, String), String> {
         });
     }
     if let (Some(p), Some(c)) = (case.get("parent.json"), case.get("child.json")) {
-        let (parent, mut report) = keelson_config::parse(p.as_bytes()).map_err(|e| format!("parent: {e}"))?;
+        let (parent, mut report) =
+            keelson_config::parse(p.as_bytes()).map_err(|e| format!("parent: {e}"))?;
         let (child, r2) = keelson_config::parse(c.as_bytes()).map_err(|e| format!("child: {e}"))?;
         report.merge(r2);
         let merged = keelson_config::merge(&parent, &child);
         return Ok((Some(config_text(&merged)), report_text(&report)));
     }
     if let Some(input) = case.get("input.yaml") {
-        let dir = std::env::temp_dir().join(format!("keelson-config-case-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("keelson-config-case-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut has_files = false;
@@ -190,7 +195,9 @@ fn conformance_cases() {
                     let w: serde_json::Value = serde_json::from_str(want).unwrap();
                     let g: serde_json::Value = serde_json::from_str(got).unwrap();
                     if w != g {
-                        failures.push(format!("{name}: output differs\n--- want\n{want}--- got\n{got}"));
+                        failures.push(format!(
+                            "{name}: output differs\n--- want\n{want}--- got\n{got}"
+                        ));
                     }
                 }
             }
@@ -198,7 +205,9 @@ fn conformance_cases() {
         if let Some(want) = want_report
             && want.trim_end() != report.trim_end()
         {
-            failures.push(format!("{name}: report differs\n--- want\n{want}--- got\n{report}"));
+            failures.push(format!(
+                "{name}: report differs\n--- want\n{want}--- got\n{report}"
+            ));
         }
     }
     assert!(
@@ -206,5 +215,11 @@ fn conformance_cases() {
         "the conformance suite must keep at least 150 cases, found {}",
         files.len()
     );
-    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), files.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{Translator, boolean, data_url, int, list_mut, members, obj, obj_mut, s};
+use super::{Translator, boolean, data_url_plain, int, list_mut, members, obj, obj_mut, s};
 use crate::report::Pos;
 use crate::tree::{Node, Number, Value};
 
@@ -325,7 +325,9 @@ pub(super) fn updates(t: &mut Translator<'_>, u: &Node, out: &mut Node) {
             ));
         }
     }
-    let (url, compression) = data_url(toml.as_bytes());
+    // Uncompressed, so the generated settings stay readable in the Ignition JSON.
+    let url = data_url_plain(toml.as_bytes());
+    let compression = "";
     let pos = u.pos;
     push_file(
         out,
@@ -442,6 +444,41 @@ mod tests {
         for (n, want) in cases {
             assert_eq!(parse_minutes(n).map_err(|_| ()), *want, "{n:?}");
         }
+    }
+
+    /// The generated file's contents, decoded from its data URL.
+    fn generated(yaml: &str, path: &str) -> String {
+        let t = crate::yaml::translate(yaml, &crate::yaml::Options::default()).unwrap();
+        let f = t
+            .config
+            .storage
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap();
+        let src = f.contents.source.as_deref().unwrap();
+        let b64 = src.strip_prefix("data:;base64,").unwrap();
+        use base64::Engine as _;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn updates_section_becomes_update_toml() {
+        let yaml = "variant: keelson\nversion: 1.0.0\nupdates:\n  server: https://u.example/v1/update/\n  group: beta\n  reboot_strategy: fleetlock\n  fleetlock_url: http://fl.example:8080\n  time_zone: America/New_York\n  windows:\n    - days: [mon, Friday]\n      start: \"02:30\"\n      length: 2h\n";
+        let want = "# Written by keelson config translate from the `updates:` section.\n[update]\nserver = \"https://u.example/v1/update/\"\ngroup = \"beta\"\n\n[reboot]\nstrategy = \"fleetlock\"\nfleetlock_url = \"http://fl.example:8080\"\ntime_zone = \"America/New_York\"\n\n[[reboot.window]]\ndays = [\"Mon\", \"Fri\"]\nstart = \"02:30\"\nlength_minutes = 120\n";
+        assert_eq!(generated(yaml, UPDATE_CONFIG_PATH), want);
+    }
+
+    #[test]
+    fn toml_strings_are_escaped() {
+        let yaml = "variant: keelson\nversion: 1.0.0\nupdates:\n  group: \"a\\\"b\\\\c\"\n";
+        let text = generated(yaml, UPDATE_CONFIG_PATH);
+        assert!(text.contains("group = \"a\\\"b\\\\c\"\n"), "{text}");
     }
 
     #[test]
