@@ -295,7 +295,8 @@ mod tests {
 
     #[test]
     fn token_comes_from_bearer_header_or_cookie() {
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
             (&[("authorization", "Bearer abc")], Some("abc")),
             (&[("authorization", "bearer  abc ")], Some("abc")),
             (&[("authorization", "Basic abc")], None),

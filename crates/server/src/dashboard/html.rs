@@ -126,6 +126,40 @@ pub fn version_bar(parts: &[(String, i64)], target: Option<&str>) -> String {
     bar + &legend
 }
 
+/// A bar of instance statuses, coloured by meaning (complete green, error red, ...).
+pub fn status_bar(parts: &[(String, i64)]) -> String {
+    let total: i64 = parts.iter().map(|(_, n)| *n).sum();
+    if total == 0 {
+        return "<p class=\"empty\">No instances yet.</p>".to_string();
+    }
+    let colour = |s: &str| match s {
+        "complete" => "#1a7f37",
+        "error" => "#cf222e",
+        "on-hold" => "#bf8700",
+        "update-granted" | "downloading" | "downloaded" | "installed" => "#1f6feb",
+        _ => "#8c959f",
+    };
+    let mut bar = String::from("<div class=\"bar\">");
+    let mut legend = String::from("<div class=\"legend\">");
+    for (label, n) in parts {
+        let c = colour(label);
+        let pct = (*n as f64) * 100.0 / (total as f64);
+        let _ = write!(
+            bar,
+            "<div style=\"width:{pct:.2}%;background:{c}\" title=\"{}: {n}\"></div>",
+            esc(label)
+        );
+        let _ = write!(
+            legend,
+            "<span><span class=\"sw\" style=\"background:{c}\"></span>{} · {n} ({pct:.0}%)</span>",
+            esc(label)
+        );
+    }
+    bar.push_str("</div>");
+    legend.push_str("</div>");
+    bar + &legend
+}
+
 /// A progress bar for `done` of `total`.
 pub fn progress(done: i64, total: i64) -> String {
     let pct = if total > 0 {
@@ -141,7 +175,7 @@ pub fn progress(done: i64, total: i64) -> String {
 /// Unix seconds as a UTC time.
 pub fn time(ts: i64) -> String {
     chrono::DateTime::from_timestamp(ts, 0)
-        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|| ts.to_string())
 }
 

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::html::{Section, attr_url, badge, esc, page, progress, time, version_bar};
+use super::html::{Section, attr_url, badge, esc, page, progress, status_bar, time, version_bar};
 use super::{DashUser, error_page};
 use crate::api::ApiError;
 use crate::api::apps::{acquire, load_app};
@@ -176,11 +176,11 @@ async fn render_group(
     let _ = write!(
         body,
         "<div class=\"cols\"><div class=\"card\"><h2>Policy</h2>{form}</div>\
-         <div class=\"card\"><h2>Status</h2>{status_bar}{halt}\
-         <h3>Recently seen instances ({total})</h3>{table}\
-         <p><a href=\"/ui/instances?app={app}&amp;group={group}\">All instances of this group</a></p></div></div>",
+         <div class=\"card\"><h2>Status</h2>{status_bar}{halt}</div></div>\
+         <div class=\"card\"><h2>Recently seen instances ({total})</h2>{table}\
+         <p><a href=\"/ui/instances?app={app}&amp;group={group}\">All instances of this group</a></p></div>",
         form = policy_form(&app_row.id, &g, caller.role >= Role::Admin),
-        status_bar = version_bar(&statuses, Some("complete")),
+        status_bar = status_bar(&statuses),
         halt = match (&g.policy.halted_version, &g.policy.halted_reason) {
             (Some(v), reason) => format!(
                 "<div class=\"flash bad\">Rollout of {} halted: {}</div>",
@@ -403,13 +403,13 @@ fn instance_table(instances: &[crate::api::instances::Instance]) -> String {
         return "<p class=\"empty\">No instances.</p>".into();
     }
     let mut t = String::from(
-        "<table><thead><tr><th>Machine</th><th>Alias</th><th>Group</th><th>Version</th><th>Status</th><th>Last check</th></tr></thead><tbody>",
+        "<table><thead><tr><th>Machine</th><th>Alias</th><th>Group</th><th>Version</th><th>Status</th><th>Last check (UTC)</th></tr></thead><tbody>",
     );
     for i in instances {
         let _ = write!(
             t,
             "<tr><td class=\"mono\"><a href=\"/ui/instances/{id}\">{mid}</a></td><td>{alias}</td><td>{group}</td>\
-             <td class=\"mono\">{version}</td><td>{status}</td><td>{last}</td></tr>",
+             <td class=\"mono\">{version}</td><td>{status}</td><td class=\"nowrap\">{last}</td></tr>",
             id = i.id,
             mid = esc(&i.machine_id.chars().take(16).collect::<String>()),
             alias = esc(&i.alias),
@@ -543,7 +543,7 @@ pub async fn instance_page(
          <span>status {status}</span><span>version <b class=\"mono\">{version}</b></span>\
          <span>group <b>{group}</b></span><span>alias <b>{alias}</b></span><span>IP <b class=\"mono\">{ip}</b></span>\
          <span>OEM <b>{oem}</b></span><span>first installed <b class=\"mono\">{aleph}</b></span>\
-         <span>last check <b>{last}</b></span></div></div>",
+         <span>last check <b>{last} UTC</b></span></div></div>",
         mid = esc(&i.machine_id),
         status = badge(&i.status),
         version = esc(&i.version),
@@ -558,7 +558,7 @@ pub async fn instance_page(
     if d.status_history.is_empty() {
         body.push_str("<p class=\"empty\">No status changes yet.</p>");
     } else {
-        body.push_str("<table id=\"history\"><thead><tr><th>Time</th><th>Status</th><th>Version</th><th>Details</th></tr></thead><tbody>");
+        body.push_str("<table id=\"history\"><thead><tr><th>Time (UTC)</th><th>Status</th><th>Version</th><th>Details</th></tr></thead><tbody>");
         for h in &d.status_history {
             let _ = write!(
                 body,
@@ -575,7 +575,7 @@ pub async fn instance_page(
     if d.events.is_empty() {
         body.push_str("<p class=\"empty\">No events yet.</p>");
     } else {
-        body.push_str("<table><thead><tr><th>Time</th><th>Event</th><th>Error code</th><th>Version</th></tr></thead><tbody>");
+        body.push_str("<table><thead><tr><th>Time (UTC)</th><th>Event</th><th>Error code</th><th>Version</th></tr></thead><tbody>");
         for e in &d.events {
             let _ = write!(
                 body,
@@ -635,7 +635,7 @@ pub async fn activity_page(
     if entries.is_empty() {
         body.push_str("<p class=\"empty\">Nothing has happened yet.</p>");
     } else {
-        body.push_str("<table id=\"activity\"><thead><tr><th>Time</th><th>Severity</th><th>What</th><th>By</th><th>Message</th></tr></thead><tbody>");
+        body.push_str("<table id=\"activity\"><thead><tr><th>Time (UTC)</th><th>Severity</th><th>What</th><th>By</th><th>Message</th></tr></thead><tbody>");
         for a in &entries {
             let _ = write!(
                 body,
@@ -648,14 +648,12 @@ pub async fn activity_page(
             );
         }
         body.push_str("</tbody></table>");
-        if entries.len() == 100 {
-            if let Some(last) = entries.last() {
-                let _ = write!(
-                    body,
-                    "<p><a href=\"/ui/activity?before={}\">Older</a></p>",
-                    last.id
-                );
-            }
+        if let Some(last) = entries.last().filter(|_| entries.len() == 100) {
+            let _ = write!(
+                body,
+                "<p><a href=\"/ui/activity?before={}\">Older</a></p>",
+                last.id
+            );
         }
     }
     Html(page("Activity", Section::Activity, Some(&caller), &body)).into_response()
