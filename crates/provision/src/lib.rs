@@ -10,4 +10,5 @@ pub mod fetch;
 pub mod http;
 pub mod passwd;
 pub mod providers;
+pub mod stages;
 pub mod target;

@@ -245,7 +245,8 @@ impl Table {
             host,
             nfields,
             lines: Vec::new(),
-            dirty: true,
+            // Only written if something is added: an empty config creates no files.
+            dirty: false,
             default_mode,
         }
     }
