@@ -694,6 +694,12 @@ fn read_header(
             header.partition_entry_lba
         ))));
     }
+    if header.first_usable_lba < 2 || header.last_usable_lba < header.first_usable_lba {
+        return Ok(Err(HeaderProblem::Invalid(format!(
+            "usable LBAs {}..={} are impossible",
+            header.first_usable_lba, header.last_usable_lba
+        ))));
+    }
     // Entries gptman would choke on (a used entry starting at LBA 0 makes its alignment guess
     // panic) or that lie outside the usable area make this copy unusable.
     let mut array = vec![0u8; usize::try_from(array_sectors * SECTOR_SIZE).unwrap_or(0)];

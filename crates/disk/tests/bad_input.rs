@@ -351,3 +351,21 @@ mod crafted_headers {
         }
     }
 }
+
+#[test]
+fn crafted_zero_usable_area_with_entries_at_lba_zero_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = disk(dir.path());
+    overwrite(&path, 512 + 40, &0u64.to_le_bytes()); // first_usable_lba
+    for entry in 0..2u64 {
+        overwrite(&path, 1024 + entry * 128 + 32, &0u64.to_le_bytes());
+    }
+    reseal_primary(&path);
+    let disk = Disk::open(&path).unwrap();
+    assert_eq!(disk.read_from(), GptCopy::Backup);
+    assert!(
+        disk.warnings()[0].contains("usable LBAs 0..="),
+        "{:?}",
+        disk.warnings()
+    );
+}
