@@ -59,10 +59,6 @@ pub mod msg {
     pub const DUPLICATE: &str = "duplicate entry defined";
     /// `compression` is not "" or "gzip".
     pub const COMPRESSION_INVALID: &str = "invalid compression method";
-    /// File without mode.
-    pub const FILE_PERMISSIONS_UNSET: &str = "permissions unset, defaulting to 0644";
-    /// Directory without mode.
-    pub const DIR_PERMISSIONS_UNSET: &str = "permissions unset, defaulting to 0755";
     /// File below a link of the same config.
     pub const FILE_USED_SYMLINK: &str = "file path includes link in config";
     /// Directory below a link of the same config.
@@ -72,7 +68,7 @@ pub mod msg {
     /// Hard link onto a directory of the same config.
     pub const HARD_LINK_TO_DIR: &str = "hard link target is a directory";
     /// Owner on a hard link.
-    pub const HARD_LINK_OWNER: &str = "user/group ignored for hard links";
+    pub const HARD_LINK_OWNER: &str = "user/group ignored for hard link";
     /// Link without target.
     pub const LINK_TARGET_REQUIRED: &str = "link target is required";
     /// Disk without device.
@@ -89,8 +85,7 @@ pub mod msg {
     /// Unknown filesystem format.
     pub const FS_INVALID_FORMAT: &str = "invalid filesystem format";
     /// Filesystem fields without format.
-    pub const FORMAT_NIL_WITH_OTHERS: &str =
-        "format cannot be empty when path, label, uuid, or options are specified";
+    pub const FORMAT_NIL_WITH_OTHERS: &str = "format cannot be empty when path, label, uuid, wipeFilesystem, options, or mountOptions is specified";
     /// Mode out of range.
     pub const ILLEGAL_MODE: &str = "illegal file mode";
     /// Special mode bits before 3.6.
@@ -110,8 +105,7 @@ pub mod msg {
     /// Path with `//`, `.`, `..` or a trailing `/`.
     pub const DIRTY_PATH: &str = "path is not fully simplified";
     /// Spares on linear/raid0.
-    pub const SPARES_UNSUPPORTED: &str =
-        "spares unsupported for arrays with a level greater than 0";
+    pub const SPARES_UNSUPPORTED: &str = "spares unsupported for linear and raid0 arrays";
     /// Unknown RAID level.
     pub const RAID_LEVEL: &str = "unrecognized raid level";
     /// shouldExist false plus other partition fields.
@@ -156,7 +150,7 @@ pub mod msg {
     /// RAID without level.
     pub const RAID_LEVEL_REQUIRED: &str = "raid level is required";
     /// RAID without devices.
-    pub const RAID_DEVICES_REQUIRED: &str = "raid devices are required";
+    pub const RAID_DEVICES_REQUIRED: &str = "raid devices required";
     /// LUKS name with '/'.
     pub const LUKS_NAME_SLASH: &str = "device names cannot contain slashes";
     /// LUKS label length.
@@ -164,8 +158,22 @@ pub mod msg {
     /// Clevis custom plus others.
     pub const CLEVIS_CUSTOM_WITH_OTHERS: &str =
         "cannot use custom clevis config with tpm2, tang, or threshold";
-    /// Clevis custom fields missing.
-    pub const CLEVIS_CUSTOM_REQUIRED: &str = "pin and config are required for custom clevis";
+    /// Clevis custom pin missing.
+    pub const CLEVIS_PIN_REQUIRED: &str = "missing required custom clevis pin";
+    /// Clevis custom config missing.
+    pub const CLEVIS_CONFIG_REQUIRED: &str = "missing required custom clevis config";
+    /// Tang advertisement that is not JSON.
+    pub const TANG_ADVERTISEMENT: &str = "advertisement is not valid JSON";
+    /// Filesystem on a device that the disks section partitions.
+    pub const PARTITIONS_OVERWRITTEN: &str = "filesystem overwrites partitioned device";
+    /// Filesystem on a disk whose table is wiped.
+    pub const FS_IMPLICIT_WIPE: &str =
+        "device matches disk with wipeTable enabled; filesystem will be wiped";
+    /// A partition to delete while another takes "the largest free block".
+    pub const ZEROES_WITH_SHOULD_NOT_EXIST: &str =
+        "shouldExist is false for a partition and other partition(s) has start or size 0";
+    /// Malformed `arn:` S3 URL.
+    pub const INVALID_S3_ARN: &str = "invalid S3 ARN format";
     /// Unknown clevis pin.
     pub const CLEVIS_PIN: &str = "unsupported clevis pin";
     /// Tang without thumbprint.
@@ -294,6 +302,27 @@ fn url_scheme(u: &str) -> Option<String> {
     Some(scheme)
 }
 
+/// `arn:PARTITION:s3:::BUCKET/KEY` or an access point
+/// `arn:PARTITION:s3:REGION:ACCOUNT:accesspoint/NAME/object/KEY`.
+fn s3_arn(u: &str) -> bool {
+    let parts: Vec<&str> = u.splitn(6, ':').collect();
+    let [arn, partition, service, region, account, resource] = parts[..] else {
+        return false;
+    };
+    if arn != "arn" || partition.is_empty() || service != "s3" {
+        return false;
+    }
+    if region.is_empty() && account.is_empty() {
+        return resource
+            .split_once('/')
+            .is_some_and(|(bucket, key)| !bucket.is_empty() && !key.is_empty());
+    }
+    resource
+        .strip_prefix("accesspoint/")
+        .and_then(|r| r.split_once("/object/"))
+        .is_some_and(|(ap, key)| !ap.is_empty() && !key.is_empty())
+}
+
 fn scheme_allowed(scheme: &str, minor: u32) -> bool {
     match scheme {
         "http" | "https" | "tftp" | "s3" | "data" => true,
@@ -311,6 +340,9 @@ fn resource(r: &Resource, p: &str, source_required: bool, ctx: &mut Ctx<'_>) {
         Some(u) => match url_scheme(u) {
             None if u.is_empty() => ctx.error(&format!("{p}.source"), msg::INVALID_SCHEME),
             None => ctx.error(&format!("{p}.source"), msg::INVALID_URL),
+            Some(s) if s == "arn" && scheme_allowed(&s, ctx.minor) && !s3_arn(u) => {
+                ctx.error(&format!("{p}.source"), msg::INVALID_S3_ARN)
+            }
             Some(s) if !scheme_allowed(&s, ctx.minor) => {
                 ctx.error(&format!("{p}.source"), msg::INVALID_SCHEME)
             }
@@ -428,9 +460,11 @@ pub fn clean(path: &str) -> String {
     }
 }
 
-fn mode(m: Option<i64>, p: &str, unset_msg: &str, ctx: &mut Ctx<'_>) {
+/// Mode checks. An unset mode is not reported: current Ignition made its "permissions unset"
+/// warnings obsolete (the defaults 0644/0755 are documented behaviour).
+fn mode(m: Option<i64>, p: &str, ctx: &mut Ctx<'_>) {
     match m {
-        None => ctx.warn(p, unset_msg),
+        None => {}
         Some(m) if !(0..=0o7777).contains(&m) => ctx.error(p, msg::ILLEGAL_MODE),
         Some(m) if m & 0o7000 != 0 && ctx.minor < 6 => ctx.warn(p, msg::SPECIAL_MODE_BITS),
         Some(_) => {}
@@ -527,6 +561,18 @@ fn storage(s: &Storage, ctx: &mut Ctx<'_>) {
     );
     for (i, f) in s.filesystems.iter().enumerate() {
         filesystem(f, &format!("$.storage.filesystems.{i}"), ctx);
+        if let Some(disk) = s
+            .disks
+            .iter()
+            .find(|d| !f.device.is_empty() && d.device == f.device)
+        {
+            let at = format!("$.storage.filesystems.{i}.device");
+            if !disk.partitions.is_empty() {
+                ctx.warn(&at, msg::PARTITIONS_OVERWRITTEN);
+            } else if disk.wipe_table == Some(true) && f.wipe_filesystem != Some(true) {
+                ctx.warn(&at, msg::FS_IMPLICIT_WIPE);
+            }
+        }
     }
     duplicates(
         s.luks.iter().map(|l| l.name.as_str()),
@@ -542,12 +588,7 @@ fn storage(s: &Storage, ctx: &mut Ctx<'_>) {
 fn file(f: &File, p: &str, ctx: &mut Ctx<'_>) {
     abs_path(&f.path, &format!("{p}.path"), ctx);
     owner(&f.user, &f.group, p, ctx);
-    mode(
-        f.mode,
-        &format!("{p}.mode"),
-        msg::FILE_PERMISSIONS_UNSET,
-        ctx,
-    );
+    mode(f.mode, &format!("{p}.mode"), ctx);
     if f.overwrite == Some(true) && f.contents.source.is_none() {
         ctx.error(&format!("{p}.overwrite"), msg::OVERWRITE_NIL_SOURCE);
     }
@@ -560,12 +601,7 @@ fn file(f: &File, p: &str, ctx: &mut Ctx<'_>) {
 fn directory(d: &Directory, p: &str, ctx: &mut Ctx<'_>) {
     abs_path(&d.path, &format!("{p}.path"), ctx);
     owner(&d.user, &d.group, p, ctx);
-    mode(
-        d.mode,
-        &format!("{p}.mode"),
-        msg::DIR_PERMISSIONS_UNSET,
-        ctx,
-    );
+    mode(d.mode, &format!("{p}.mode"), ctx);
 }
 
 fn link(l: &Link, p: &str, s: &Storage, ctx: &mut Ctx<'_>) {
@@ -632,6 +668,20 @@ fn disk(d: &Disk, p: &str, ctx: &mut Ctx<'_>) {
             && !labels.insert(l)
         {
             ctx.error(&format!("{pp}.label"), msg::DUPLICATE_LABELS);
+        }
+    }
+    // Deleting a partition while another takes "the largest free block" makes the result
+    // depend on the order of operations, so Ignition refuses it.
+    let deletes = d.partitions.iter().any(|pt| pt.should_exist == Some(false));
+    if deletes {
+        for (i, pt) in d.partitions.iter().enumerate() {
+            if pt.should_exist != Some(false) && (pt.start_mib == Some(0) || pt.size_mib == Some(0))
+            {
+                ctx.error(
+                    &format!("{p}.partitions.{i}"),
+                    msg::ZEROES_WITH_SHOULD_NOT_EXIST,
+                );
+            }
         }
     }
     // Overlap is only decidable for partitions with explicit non-zero start and size.
@@ -728,6 +778,7 @@ fn filesystem(f: &Filesystem, p: &str, ctx: &mut Ctx<'_>) {
             if f.path.is_some()
                 || f.label.is_some()
                 || f.uuid.is_some()
+                || f.wipe_filesystem.is_some()
                 || !f.options.is_empty()
                 || !f.mount_options.is_empty()
             {
@@ -787,17 +838,16 @@ fn luks(l: &Luks, p: &str, ctx: &mut Ctx<'_>) {
             ctx.error(&format!("{p}.clevis"), msg::CLEVIS_CUSTOM_WITH_OTHERS);
         }
         match c.custom.pin.as_deref() {
-            None | Some("") => ctx.error(
-                &format!("{p}.clevis.custom.pin"),
-                msg::CLEVIS_CUSTOM_REQUIRED,
-            ),
+            None | Some("") => {
+                ctx.error(&format!("{p}.clevis.custom.pin"), msg::CLEVIS_PIN_REQUIRED)
+            }
             Some("tpm2" | "tang" | "sss") => {}
             Some(_) => ctx.error(&format!("{p}.clevis.custom.pin"), msg::CLEVIS_PIN),
         }
         if c.custom.config.as_deref().is_none_or(str::is_empty) {
             ctx.error(
                 &format!("{p}.clevis.custom.config"),
-                msg::CLEVIS_CUSTOM_REQUIRED,
+                msg::CLEVIS_CONFIG_REQUIRED,
             );
         }
     }
@@ -810,6 +860,11 @@ fn luks(l: &Luks, p: &str, ctx: &mut Ctx<'_>) {
             Some(s) if s == "http" || s == "https" => {}
             Some(_) => ctx.error(&format!("{tp}.url"), msg::INVALID_SCHEME),
             None => ctx.error(&format!("{tp}.url"), msg::INVALID_URL),
+        }
+        if let Some(adv) = &t.advertisement
+            && serde_json::from_str::<serde_json::Value>(adv).is_err()
+        {
+            ctx.error(&format!("{tp}.advertisement"), msg::TANG_ADVERTISEMENT);
         }
         if t.thumbprint.as_deref().is_none_or(str::is_empty) {
             ctx.error(&format!("{tp}.thumbprint"), msg::TANG_THUMBPRINT);
@@ -945,6 +1000,27 @@ fn unit(u: &Unit, p: &str, ctx: &mut Ctx<'_>) {
 fn systemd(s: &Systemd, ctx: &mut Ctx<'_>) {
     for (i, u) in s.units.iter().enumerate() {
         unit(u, &format!("$.systemd.units.{i}"), ctx);
+        // Enabling an instance uses its template's [Install] section.
+        if u.enabled == Some(true)
+            && u.contents.is_none()
+            && let Some((prefix, rest)) = u.name.split_once('@')
+            && let Some((instance, ext)) = rest.rsplit_once('.')
+            && !instance.is_empty()
+        {
+            let template = format!("{prefix}@.{ext}");
+            if let Some(t) = s.units.iter().find(|t| t.name == template)
+                && let Some(c) = &t.contents
+                && !c.lines().any(|l| l.trim() == "[Install]")
+            {
+                ctx.warn(
+                    &format!("$.systemd.units.{i}"),
+                    format!(
+                        "template unit {template:?} for {:?} doesn't have Install section",
+                        u.name
+                    ),
+                );
+            }
+        }
     }
     duplicates(
         s.units.iter().map(|u| u.name.as_str()),
