@@ -12,10 +12,10 @@ use uuid::Uuid;
 
 use crate::attrs::{self, PrioBits};
 use crate::gptprio::{self, Pick, Slot};
-use crate::layout::{SECTOR_SIZE, UsrSlot};
+use crate::layout::{SECTOR_SIZE, UsrSlot, derive_uuid};
 use crate::report::DiskReport;
 use crate::types::{self, PartitionType};
-use crate::{DiskError, usr_label, usr_verity_label, uuids_from_root_hash};
+use crate::{DiskError, EMPTY_LABEL, usr_label, usr_verity_label, uuids_from_root_hash};
 
 /// Largest partition entry count we accept (the spec minimum is 128; sgdisk allows more, but
 /// a huge count in a corrupt header must not make us allocate gigabytes).
@@ -508,17 +508,42 @@ impl Disk {
         }
         // UUID clashes (the same hash already in the other slot) are refused before writing.
         let saved = self.gpt.clone();
-        let set = self
+        let clash = self
             .set_uuid(usr_n, usr_uuid)
             .and_then(|()| self.set_uuid(verity_n, verity_uuid));
-        if let Err(e) = set {
-            self.gpt = saved;
-            return Err(e);
+        self.gpt = saved;
+        clash?;
+        // A slot whose label and UUIDs name a version must never sit over half-written data:
+        // mark it empty on disk before overwriting it.
+        let holds_version = [usr_n, verity_n]
+            .iter()
+            .any(|n| self.gpt[*n].partition_name.as_str() != EMPTY_LABEL);
+        if holds_version {
+            self.clear_usr_slot(slot)?;
+            self.commit()?;
         }
         self.write_image_file(usr_n, usr_image)?;
         self.write_image_file(verity_n, verity_image)?;
+        self.set_uuid(usr_n, usr_uuid)?;
+        self.set_uuid(verity_n, verity_uuid)?;
         self.set_label(usr_n, &usr_label)?;
         self.set_label(verity_n, &verity_label)?;
+        info!(path = %self.path.display(), slot = slot.name(), version, "installed usr slot");
+        Ok(())
+    }
+
+    /// Marks a usr slot empty (in memory; commit after): labels `_empty` and UUIDs that no
+    /// root hash will match, derived from the disk GUID and the partition's role.
+    pub fn clear_usr_slot(&mut self, slot: UsrSlot) -> Result<(), DiskError> {
+        let seed = self.disk_guid().to_string();
+        let role = slot.name().to_ascii_lowercase();
+        for (number, purpose) in [
+            (slot.usr_partition(), format!("empty-usr-{role}")),
+            (slot.verity_partition(), format!("empty-usr-verity-{role}")),
+        ] {
+            self.set_label(number, EMPTY_LABEL)?;
+            self.set_uuid(number, derive_uuid(&seed, &purpose))?;
+        }
         Ok(())
     }
 
@@ -535,6 +560,10 @@ impl Disk {
     /// Writes the edited table to both GPT copies (recomputing the CRCs) and syncs the file.
     pub fn commit(&mut self) -> Result<(), DiskError> {
         self.require_writable()?;
+        // Partition data written so far reaches the disk before a table that names it.
+        self.file
+            .sync_data()
+            .map_err(io_err("syncing", &self.path))?;
         self.gpt
             .write_into(&mut self.file)
             .map_err(|source| DiskError::Gpt {

@@ -369,3 +369,55 @@ fn crafted_zero_usable_area_with_entries_at_lba_zero_does_not_panic() {
         disk.warnings()
     );
 }
+
+#[test]
+fn interrupted_reinstall_leaves_the_slot_marked_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = disk(dir.path());
+    let usr = dir.path().join("usr.erofs");
+    let verity = dir.path().join("usr.verity");
+    fs::write(&usr, vec![1u8; 8192]).unwrap();
+    fs::write(&verity, vec![2u8; 4096]).unwrap();
+    let old_hash: Vec<u8> = (0x11..0x31).collect();
+    let new_hash: Vec<u8> = (0x41..0x61).collect();
+    let mut hash_uuids = Vec::new();
+    for h in [&old_hash, &new_hash] {
+        let (a, b) = keelson_disk::uuids_from_root_hash(h).unwrap();
+        hash_uuids.extend([a, b]);
+    }
+    let mut disk = Disk::open_rw(&path).unwrap();
+    disk.install_usr_slot(UsrSlot::B, "1.0.0", &old_hash, &usr, &verity)
+        .unwrap();
+    disk.commit().unwrap();
+    let old = Disk::open(&path).unwrap().partition(4).unwrap();
+    assert_eq!(old.label, "keelson_1.0.0");
+
+    // The new usr "image" is a directory: its size fits, but reading it fails mid-install.
+    let broken = dir.path().join("broken");
+    fs::create_dir(&broken).unwrap();
+    let mut disk = Disk::open_rw(&path).unwrap();
+    let e = disk
+        .install_usr_slot(UsrSlot::B, "2.0.0", &new_hash, &broken, &verity)
+        .unwrap_err();
+    assert!(e.to_string().contains("broken"), "{e}");
+    drop(disk);
+
+    // On disk the slot no longer claims 1.0.0 (its data is half gone) nor 2.0.0.
+    let disk = Disk::open(&path).unwrap();
+    for n in [4, 5] {
+        let p = disk.partition(n).unwrap();
+        assert_eq!(p.label, "_empty", "partition {n}");
+        assert_ne!(
+            p.uuid.as_bytes()[0],
+            0x11,
+            "partition {n} still has the old hash UUID"
+        );
+        assert_ne!(
+            p.uuid.as_bytes()[0],
+            0x22,
+            "partition {n} has the new hash UUID"
+        );
+    }
+    // Slot A was never touched.
+    assert_eq!(disk.partition(2).unwrap().label, "_empty");
+}
