@@ -94,24 +94,22 @@ pub enum FetchError {
         limit: u64,
     },
     /// gzip stream is corrupt.
-    #[error("{url}: gzip decompression failed: {source}")]
+    #[error("{url}: gzip decompression failed: {error}")]
     Gzip {
         /// The URL (shortened).
         url: String,
         /// Decoder error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Writing to the destination failed.
-    #[error("{url}: writing fetched data to {dest}: {source}")]
+    #[error("{url}: writing fetched data to {dest}: {error}")]
     Write {
         /// The URL (shortened).
         url: String,
         /// Where we were writing.
         dest: String,
         /// I/O error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -221,7 +219,7 @@ impl Fetcher {
             .map_err(|source| FetchError::Write {
                 url: url_head(&spec.source),
                 dest: dir.display().to_string(),
-                source,
+                error: source,
             })?;
         let dest = tmp.path().display().to_string();
         self.fetch_to(spec, tmp.as_file_mut(), &dest)?;
@@ -272,7 +270,7 @@ impl Fetcher {
             sink.rewind_and_truncate().map_err(|e| e.to_string())?;
             match self.pipe(spec, resp, sink, dest) {
                 Ok(n) => Ok(n),
-                Err(FetchError::Write { source, .. }) if is_transport(&source) => {
+                Err(FetchError::Write { error: source, .. }) if is_transport(&source) => {
                     Err(format!("reading body: {source}"))
                 }
                 Err(e) => {
@@ -329,13 +327,13 @@ impl Fetcher {
                                 | io::ErrorKind::UnexpectedEof
                         ) =>
                 {
-                    return Err(FetchError::Gzip { url, source: e });
+                    return Err(FetchError::Gzip { url, error: e });
                 }
                 Err(source) => {
                     return Err(FetchError::Write {
                         url,
                         dest: dest.into(),
-                        source,
+                        error: source,
                     });
                 }
             };
@@ -353,13 +351,13 @@ impl Fetcher {
                 .map_err(|source| FetchError::Write {
                     url: url.clone(),
                     dest: dest.into(),
-                    source: io::Error::other(SinkError(source)),
+                    error: io::Error::other(SinkError(source)),
                 })?;
         }
         sink.flush().map_err(|source| FetchError::Write {
             url: url.clone(),
             dest: dest.into(),
-            source: io::Error::other(SinkError(source)),
+            error: io::Error::other(SinkError(source)),
         })?;
         if let (Some(h), Some(expected)) = (hasher, hash) {
             let actual = h.finish();

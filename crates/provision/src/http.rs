@@ -16,7 +16,7 @@ pub const ACCEPT: &str = "application/vnd.coreos.ignition+json;version=3.6.0, */
 pub enum HttpError {
     /// The HTTP client could not be built (TLS backend).
     #[error("building HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(reqwest::Error),
     /// Every attempt failed with a retryable error until the deadline or attempt limit.
     #[error(
         "{method} {url}: gave up after {attempts} attempt(s) in {elapsed:?}; last error: {last}"

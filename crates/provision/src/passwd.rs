@@ -29,13 +29,12 @@ pub enum PasswdError {
     #[error(transparent)]
     Target(#[from] TargetError),
     /// Reading or writing one of the files failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// Host path of the file.
         path: PathBuf,
         /// I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A line does not have the file's field count.
     #[error("{path}:{line}: expected {expected} ':'-separated fields, found {found}")]
@@ -210,7 +209,12 @@ impl Table {
         let text = match std::fs::read_to_string(&host) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(PasswdError::Io { path: host, source }),
+            Err(source) => {
+                return Err(PasswdError::Io {
+                    path: host,
+                    error: source,
+                });
+            }
         };
         let mut lines = Vec::new();
         for (i, l) in text.lines().enumerate() {
@@ -327,7 +331,7 @@ pub fn write_atomic(path: &Path, data: &[u8], default_mode: u32) -> Result<(), P
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let io = |source| PasswdError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(io)?;

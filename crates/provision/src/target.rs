@@ -13,13 +13,12 @@ pub const MAX_SYMLINKS: u32 = 40;
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// The target root itself is unusable.
-    #[error("target root {root}: {source}")]
+    #[error("target root {root}: {error}")]
     Root {
         /// The root given.
         root: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Config paths must be absolute.
     #[error("{path}: path not absolute")]
@@ -34,15 +33,14 @@ pub enum TargetError {
         path: String,
     },
     /// Reading a path component failed.
-    #[error("{path}: inspecting {host}: {source}")]
+    #[error("{path}: inspecting {host}: {error}")]
     Io {
         /// The path being resolved.
         path: String,
         /// The host path inspected.
         host: PathBuf,
         /// I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -57,12 +55,12 @@ impl TargetRoot {
     pub fn new(root: &Path) -> Result<Self, TargetError> {
         let root = root.canonicalize().map_err(|source| TargetError::Root {
             root: root.to_path_buf(),
-            source,
+            error: source,
         })?;
         if !root.is_dir() {
             return Err(TargetError::Root {
                 root,
-                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+                error: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
         Ok(TargetRoot { root })
@@ -120,7 +118,7 @@ impl TargetRoot {
                     let target = std::fs::read_link(&host).map_err(|source| TargetError::Io {
                         path: path.into(),
                         host: host.clone(),
-                        source,
+                        error: source,
                     })?;
                     stack.pop();
                     if target.is_absolute() {
@@ -140,7 +138,7 @@ impl TargetRoot {
                     return Err(TargetError::Io {
                         path: path.into(),
                         host,
-                        source,
+                        error: source,
                     });
                 }
             }

@@ -235,12 +235,12 @@ impl Planner<'_> {
             .fetch_to_temp_in(spec, self.staging.path())
             .map_err(|e| ApplyError::Fetch {
                 what,
-                source: Box::new(e),
+                error: Box::new(e),
             })?;
         let (_, path) = tmp.keep().map_err(|e| ApplyError::Io {
             op: "keeping staging file",
             path: e.file.path().to_path_buf(),
-            source: e.error,
+            error: e.error,
         })?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok((path, size))
@@ -940,14 +940,14 @@ impl ApplyCtx<'_> {
                 sibling.persist(dest).map_err(|e| ApplyError::Io {
                     op: "renaming into place",
                     path: dest.to_path_buf(),
-                    source: e.error,
+                    error: e.error,
                 })?;
                 Ok(())
             }
             Err(e) => Err(ApplyError::Io {
                 op: "renaming into place",
                 path: dest.to_path_buf(),
-                source: e,
+                error: e,
             }),
         }
     }

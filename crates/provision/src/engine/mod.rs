@@ -35,24 +35,22 @@ pub enum ApplyError {
     #[error(transparent)]
     Passwd(#[from] PasswdError),
     /// Fetching a resource for a path failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Fetch {
         /// The config item (`file /etc/x contents`, `append[1] of /etc/y`).
         what: String,
         /// The fetch error.
-        #[source]
-        source: Box<FetchError>,
+        error: Box<FetchError>,
     },
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {error}")]
     Io {
         /// What we were doing.
         op: &'static str,
         /// Host path.
         path: PathBuf,
         /// I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Ignition's rule: a node exists and the config did not allow replacing it.
     #[error("{path}: a {found} exists there already and overwrite is false")]
@@ -113,7 +111,11 @@ pub enum ApplyError {
 impl ApplyError {
     pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError {
         let path = path.to_path_buf();
-        move |source| ApplyError::Io { op, path, source }
+        move |source| ApplyError::Io {
+            op,
+            path,
+            error: source,
+        }
     }
 }
 

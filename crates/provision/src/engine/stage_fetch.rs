@@ -100,7 +100,7 @@ pub fn render_config(
         );
         let raw = fetcher.fetch_bytes(&s).map_err(|e| ApplyError::Fetch {
             what: what.clone(),
-            source: Box::new(e),
+            error: Box::new(e),
         })?;
         let child = parse(&raw, &what, warnings)?;
         return render_config(child, fetcher, warnings, depth + 1);
@@ -116,7 +116,7 @@ pub fn render_config(
         );
         let raw = fetcher.fetch_bytes(&s).map_err(|e| ApplyError::Fetch {
             what: what.clone(),
-            source: Box::new(e),
+            error: Box::new(e),
         })?;
         let child = parse(&raw, &what, warnings)?;
         let child = render_config(child, fetcher, warnings, depth + 1)?;

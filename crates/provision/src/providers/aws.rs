@@ -29,7 +29,7 @@ impl AwsProvider {
     fn http_err(source: HttpError) -> ProviderError {
         ProviderError::Http {
             provider: "aws",
-            source,
+            error: source,
         }
     }
 
@@ -111,7 +111,7 @@ pub(crate) fn read_userdata(
     if status != 200 {
         return Err(ProviderError::Http {
             provider,
-            source: HttpError::Status {
+            error: HttpError::Status {
                 method: "GET".into(),
                 url: url.into(),
                 status,

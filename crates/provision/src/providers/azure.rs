@@ -45,7 +45,7 @@ impl Provider for AzureProvider {
             .send("GET", &url, |c| c.get(&url).header("Metadata", "true"))
             .map_err(|source| ProviderError::Http {
                 provider: "azure",
-                source,
+                error: source,
             })?;
         // read_userdata classifies raw bytes; here the bytes are base64 first.
         let Some(encoded) = read_userdata_raw(&url, resp)? else {

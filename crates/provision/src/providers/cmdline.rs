@@ -83,7 +83,7 @@ impl Provider for CmdlineProvider {
             .map_err(|source| ProviderError::Fetch {
                 provider: "cmdline",
                 key: key.to_string(),
-                source: Box::new(source),
+                error: Box::new(source),
             })
     }
 }

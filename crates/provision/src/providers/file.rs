@@ -23,7 +23,7 @@ impl Provider for FileProvider {
             Err(source) => Err(ProviderError::Read {
                 provider: "file",
                 path: self.path.clone(),
-                source,
+                error: source,
             }),
         }
     }

@@ -45,7 +45,7 @@ impl Provider for FwCfgProvider {
                     return Err(ProviderError::Read {
                         provider: "qemu",
                         path,
-                        source,
+                        error: source,
                     });
                 }
             }

@@ -41,7 +41,7 @@ impl Provider for GcpProvider {
             })
             .map_err(|source| ProviderError::Http {
                 provider: "gcp",
-                source,
+                error: source,
             })?;
         // Anything without the flavor header is not the metadata server (a captive portal or
         // a proxy answering for it): do not trust its body, not even its 404.

@@ -32,35 +32,32 @@ pub const GCP_METADATA: &str = "http://metadata.google.internal";
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     /// Reading a local file (config file, fw_cfg blob) failed.
-    #[error("{provider}: reading {path}: {source}")]
+    #[error("{provider}: reading {path}: {error}")]
     Read {
         /// Provider name.
         provider: &'static str,
         /// File read.
         path: PathBuf,
         /// I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// HTTP failure after retries, or a status the service does not use for "no config".
-    #[error("{provider}: {source}")]
+    #[error("{provider}: {error}")]
     Http {
         /// Provider name.
         provider: &'static str,
         /// The HTTP error.
-        #[source]
-        source: HttpError,
+        error: HttpError,
     },
     /// Fetching the URL named on the kernel command line failed.
-    #[error("{provider}: fetching {key} from the kernel command line: {source}")]
+    #[error("{provider}: fetching {key} from the kernel command line: {error}")]
     Fetch {
         /// Provider name.
         provider: &'static str,
         /// Command-line key that named the URL.
         key: String,
         /// Fetch error (boxed: it is large and rare).
-        #[source]
-        source: Box<FetchError>,
+        error: Box<FetchError>,
     },
     /// The service answered, but not as that service would.
     #[error("{provider}: {url}: {reason}")]

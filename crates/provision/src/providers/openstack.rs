@@ -36,7 +36,7 @@ impl Provider for OpenStackProvider {
             .send("GET", &url, |c| c.get(&url))
             .map_err(|source| ProviderError::Http {
                 provider: "openstack",
-                source,
+                error: source,
             })?;
         read_userdata("openstack", &url, resp)
     }
