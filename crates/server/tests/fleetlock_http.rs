@@ -166,3 +166,45 @@ async fn concurrent_lockers_never_exceed_slots(b: Backend) {
     assert_eq!(count(&env.db, "fleetlock_holders").await, 3);
 }
 both!(concurrent_lockers_never_exceed_slots);
+
+/// The ```json blocks of docs/fleetlock.md, in order.
+fn doc_examples() -> Vec<Value> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/fleetlock.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    text.split("```json\n")
+        .skip(1)
+        .map(|b| serde_json::from_str(b.split("```").next().unwrap()).unwrap())
+        .collect()
+}
+
+async fn documented_examples_are_what_the_server_does(b: Backend) {
+    let docs = doc_examples();
+    assert_eq!(docs.len(), 4, "request, held, released, error");
+    let (env, base) = setup(b, 2).await;
+    let http = reqwest::Client::new();
+    let send = |op: &str, body: &Value| {
+        http.post(format!("{base}/v1/{op}"))
+            .header("fleet-lock-protocol", "true")
+            .json(body)
+            .send()
+    };
+    let r = send("pre-reboot", &docs[0]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), docs[1]);
+    let r = send("steady-state", &docs[0]).await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), docs[2]);
+    // One slot, held by someone else: the documented error.
+    let g = db::groups::list(&env.db, APP).await.unwrap().remove(0);
+    let policy = RolloutPolicy {
+        fleetlock_slots: 1,
+        ..g.policy
+    };
+    db::groups::update_policy(&env.db, "admin", g.id, &policy)
+        .await
+        .unwrap();
+    assert_eq!(call(&base, "pre-reboot", "other", "stable").await.0, 200);
+    let r = send("pre-reboot", &docs[0]).await.unwrap();
+    assert_eq!(r.status(), 423);
+    assert_eq!(r.json::<Value>().await.unwrap(), docs[3]);
+}
+both!(documented_examples_are_what_the_server_does);

@@ -408,3 +408,26 @@ async fn concurrent_checks_respect_the_limit(b: Backend) {
     assert_eq!(count(&env.db, "grants").await, 3);
 }
 both!(concurrent_checks_respect_the_limit);
+
+#[test]
+fn documented_policy_example_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/rollout-policy.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let block = text
+        .split("```json\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let p: RolloutPolicy = serde_json::from_str(block).unwrap();
+    p.validate().unwrap();
+    assert_eq!(p.rollout_percent, 25);
+    // Monday 23:30 Berlin (22:30 UTC in winter) is inside the Mon-Thu 22:00-04:00 window,
+    // Friday 03:00 Berlin too (the Thursday window runs past midnight), Friday 12:00 is not.
+    let at = |d, h, m| Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap();
+    assert!(p.in_maintenance_window(at(23, 22, 30)));
+    assert!(p.in_maintenance_window(at(27, 2, 0)));
+    assert!(!p.in_maintenance_window(at(27, 11, 0)));
+    assert!(p.in_maintenance_window(at(28, 8, 0)));
+}
