@@ -1,13 +1,1238 @@
-//! `keelson admin ...` (owned by the admin work; replace this placeholder).
+//! `keelson admin ...`: administer a keelson-server over its REST API (`/api/v1/`).
+//!
+//! Every command prints either a human table or, with `--json`, the same typed value as JSON.
+//! Server errors (`{"error", "field"}`) become an error naming the request, the status and the
+//! field.
 
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Subcommand;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use reqwest::blocking::{Client, RequestBuilder};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Where the server is and who we are; shared by every subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// Base URL of the server.
+    #[arg(
+        long,
+        env = "KEELSON_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+    /// API token (`keelson-server token create --role admin|viewer`).
+    #[arg(long, env = "KEELSON_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
 
 /// Subcommands of `keelson admin`.
-#[derive(Subcommand)]
-pub enum AdminCommand {}
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Applications.
+    App {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: AppCmd,
+    },
+    /// Channels of an application.
+    Channel {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: ChannelCmd,
+    },
+    /// Packages (update payloads) of an application.
+    Package {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: PackageCmd,
+    },
+    /// Groups of an application.
+    Group {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+    /// Rollout policy of a group.
+    Policy {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Instances (nodes).
+    Instance {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: InstanceCmd,
+    },
+    /// The activity log, newest first.
+    Activity {
+        #[command(flatten)]
+        conn: Connection,
+        /// Only this application.
+        #[arg(long)]
+        app: Option<String>,
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
 
-pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
-    match cmd {}
+/// The application a command works on.
+#[derive(Args, Debug)]
+pub struct AppArg {
+    /// Application ID.
+    #[arg(long, env = "KEELSON_APP")]
+    app: String,
+}
+
+/// `keelson admin app ...`.
+#[derive(Subcommand, Debug)]
+pub enum AppCmd {
+    /// List applications.
+    List,
+    /// Show one application.
+    Show {
+        /// Application ID.
+        id: String,
+    },
+    /// Create an application.
+    Create {
+        /// Application ID (e.g. a UUID; braces and case are ignored).
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete an application and everything under it.
+    Delete {
+        /// Application ID.
+        id: String,
+    },
+}
+
+/// `keelson admin channel ...`.
+#[derive(Subcommand, Debug)]
+pub enum ChannelCmd {
+    /// List channels.
+    List {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Create a channel.
+    Create {
+        #[command(flatten)]
+        app: AppArg,
+        /// Channel name.
+        name: String,
+        /// Package version to point at.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Point a channel at a version (starts a rollout) and/or replace its floors.
+    Set {
+        #[command(flatten)]
+        app: AppArg,
+        /// Channel name.
+        name: String,
+        /// Package version to point at.
+        #[arg(long)]
+        version: Option<String>,
+        /// Floor versions, comma-separated (empty string clears them).
+        #[arg(long)]
+        floors: Option<String>,
+    },
+    /// Delete a channel.
+    Delete {
+        #[command(flatten)]
+        app: AppArg,
+        /// Channel name.
+        name: String,
+    },
+}
+
+/// `keelson admin package ...`.
+#[derive(Subcommand, Debug)]
+pub enum PackageCmd {
+    /// List packages, newest first.
+    List {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Upload a payload file; the server hashes and stores it.
+    Upload {
+        #[command(flatten)]
+        app: AppArg,
+        /// Version the payload installs.
+        #[arg(long)]
+        version: String,
+        /// File name clients append to the URL (default: the file's name).
+        #[arg(long)]
+        filename: Option<String>,
+        /// The payload file.
+        file: PathBuf,
+    },
+    /// Register a payload hosted elsewhere.
+    Add {
+        #[command(flatten)]
+        app: AppArg,
+        /// Version the payload installs.
+        #[arg(long)]
+        version: String,
+        /// Codebase URL the file name is appended to.
+        #[arg(long)]
+        url: String,
+        /// File name under the URL.
+        #[arg(long)]
+        filename: String,
+        /// Size in bytes.
+        #[arg(long)]
+        size: i64,
+        /// SHA-256 of the payload, hex.
+        #[arg(long)]
+        sha256: String,
+    },
+    /// Delete a package.
+    Delete {
+        #[command(flatten)]
+        app: AppArg,
+        /// Version.
+        version: String,
+    },
+}
+
+/// `keelson admin group ...`.
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// List groups with their rollout progress.
+    List {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show a group: versions, statuses, rollout.
+    Show {
+        #[command(flatten)]
+        app: AppArg,
+        /// Group name.
+        name: String,
+    },
+    /// Create a group.
+    Create {
+        #[command(flatten)]
+        app: AppArg,
+        /// Group name.
+        name: String,
+        /// Track nodes send (default: the name).
+        #[arg(long)]
+        track: Option<String>,
+        /// Channel to follow.
+        #[arg(long)]
+        channel: Option<String>,
+    },
+    /// Delete a group.
+    Delete {
+        #[command(flatten)]
+        app: AppArg,
+        /// Group name.
+        name: String,
+    },
+}
+
+/// `keelson admin policy ...`.
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Show a group's policy.
+    Get {
+        #[command(flatten)]
+        app: AppArg,
+        /// Group name.
+        group: String,
+    },
+    /// Change some of a group's policy values; the rest stay.
+    Set(PolicySet),
+}
+
+/// Arguments of `keelson admin policy set`.
+#[derive(Args, Debug)]
+pub struct PolicySet {
+    #[command(flatten)]
+    app: AppArg,
+    /// Group name.
+    group: String,
+    /// Master switch.
+    #[arg(long)]
+    updates_enabled: Option<bool>,
+    /// One update at a time until the first finishes.
+    #[arg(long)]
+    safe_mode: Option<bool>,
+    /// Max grants per period.
+    #[arg(long)]
+    max_updates: Option<i64>,
+    /// Period length in seconds.
+    #[arg(long)]
+    period_secs: Option<i64>,
+    /// Update timeout in seconds.
+    #[arg(long)]
+    timeout_secs: Option<i64>,
+    /// IANA time zone of the windows.
+    #[arg(long)]
+    timezone: Option<String>,
+    /// Maintenance window like "sat,sun 22:00-04:00" (repeat; replaces the list).
+    #[arg(long = "window")]
+    windows: Vec<String>,
+    /// Remove all maintenance windows (updates at any time).
+    #[arg(long, conflicts_with = "windows")]
+    clear_windows: bool,
+    /// Share of the group offered the target (staged wave).
+    #[arg(long)]
+    rollout_percent: Option<i64>,
+    /// Halt the rollout at this failure percentage.
+    #[arg(long)]
+    failure_threshold: Option<i64>,
+    /// Pin the group to a version.
+    #[arg(long)]
+    pin: Option<String>,
+    /// Follow the channel again.
+    #[arg(long, conflicts_with = "pin")]
+    unpin: bool,
+    /// FleetLock reboot slots.
+    #[arg(long)]
+    fleetlock_slots: Option<i64>,
+    /// Clear an automatic halt.
+    #[arg(long)]
+    resume: bool,
+}
+
+/// `keelson admin instance ...`.
+#[derive(Subcommand, Debug)]
+pub enum InstanceCmd {
+    /// List instances, most recently seen first.
+    List {
+        /// Application ID.
+        #[arg(long, env = "KEELSON_APP")]
+        app: Option<String>,
+        /// Group name.
+        #[arg(long)]
+        group: Option<String>,
+        /// Exact version.
+        #[arg(long)]
+        version: Option<String>,
+        /// Status (e.g. error, complete).
+        #[arg(long)]
+        status: Option<String>,
+        /// Substring of machine ID or alias.
+        #[arg(long)]
+        search: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show an instance with its status history.
+    Show {
+        /// Numeric instance ID.
+        id: i64,
+    },
+}
+
+// ---- typed views of the API's JSON (the --json output is these, re-serialized) ----
+
+/// An application.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Application {
+    id: String,
+    name: String,
+    description: String,
+    created_at: i64,
+}
+
+/// A channel.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Channel {
+    name: String,
+    version: Option<String>,
+    floors: Vec<String>,
+}
+
+/// A package.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Package {
+    version: String,
+    filename: String,
+    url: Option<String>,
+    stored: bool,
+    size: i64,
+    sha256_hex: String,
+}
+
+/// A maintenance window.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Window {
+    days: Vec<String>,
+    start: String,
+    end: String,
+}
+
+/// A group's rollout policy.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Policy {
+    updates_enabled: bool,
+    safe_mode: bool,
+    max_updates_per_period: i64,
+    period_secs: i64,
+    update_timeout_secs: i64,
+    timezone: String,
+    maintenance_windows: Vec<Window>,
+    rollout_percent: i64,
+    failure_threshold_percent: i64,
+    pinned_version: Option<String>,
+    fleetlock_slots: i64,
+    halted_version: Option<String>,
+    halted_reason: Option<String>,
+}
+
+/// Instances at one version.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionCount {
+    version: String,
+    count: i64,
+}
+
+/// Instances in one status.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusCount {
+    status: String,
+    count: i64,
+}
+
+/// Rollout progress.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Rollout {
+    target_version: Option<String>,
+    instances: i64,
+    on_target: i64,
+    in_progress: i64,
+    succeeded: i64,
+    failed: i64,
+    halted: bool,
+}
+
+/// A group.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Group {
+    name: String,
+    track: String,
+    channel: Option<String>,
+    policy: Policy,
+    versions: Vec<VersionCount>,
+    statuses: Vec<StatusCount>,
+    rollout: Rollout,
+}
+
+/// An instance.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Instance {
+    id: i64,
+    machine_id: String,
+    group: Option<String>,
+    version: String,
+    status: String,
+    alias: String,
+    last_check: i64,
+}
+
+/// A page of instances.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InstancePage {
+    total: i64,
+    instances: Vec<Instance>,
+}
+
+/// One status change.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusEntry {
+    status: String,
+    version: String,
+    message: String,
+    created_at: i64,
+}
+
+/// An instance with history.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InstanceDetail {
+    #[serde(flatten)]
+    instance: Instance,
+    status_history: Vec<StatusEntry>,
+}
+
+/// An activity entry.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ActivityEntry {
+    created_at: i64,
+    severity: String,
+    kind: String,
+    actor: String,
+    message: String,
+}
+
+/// What a command printed about a deletion.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Deleted {
+    deleted: String,
+}
+
+// ---- HTTP ----
+
+struct Api {
+    client: Client,
+    base: String,
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    field: Option<String>,
+}
+
+impl Api {
+    fn new(conn: &Connection) -> Result<Api> {
+        let Some(token) = conn.token.clone().filter(|t| !t.is_empty()) else {
+            bail!("no API token: pass --token or set KEELSON_TOKEN");
+        };
+        let client = Client::builder()
+            .timeout(Duration::from_secs(600))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Api {
+            client,
+            base: conn.server.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// Send and decode, turning the server's error body into a readable error.
+    fn send<T: DeserializeOwned>(&self, what: String, req: RequestBuilder) -> Result<T> {
+        let resp = req
+            .send()
+            .with_context(|| format!("{what}: cannot reach {}", self.base))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .with_context(|| format!("{what}: reading the response"))?;
+        if !status.is_success() {
+            match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(e) => match e.field {
+                    Some(f) => bail!("{what}: {status}: {} (field {f})", e.error),
+                    None => bail!("{what}: {status}: {}", e.error),
+                },
+                Err(_) => bail!("{what}: {status}: {}", text.trim()),
+            }
+        }
+        let body = if text.is_empty() { "null" } else { &text };
+        serde_json::from_str(body).with_context(|| format!("{what}: unexpected response {text:?}"))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(format!("GET {path}"), self.request(Method::GET, path))
+    }
+
+    fn write<T: DeserializeOwned>(&self, method: Method, path: &str, body: &Value) -> Result<T> {
+        self.send(
+            format!("{method} {path}"),
+            self.request(method.clone(), path).json(body),
+        )
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        let _: Value = self.send(format!("DELETE {path}"), self.request(Method::DELETE, path))?;
+        Ok(())
+    }
+}
+
+/// Percent-encode one path segment or query value.
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Print `value` as JSON or as the human text `human` makes of it.
+fn show<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).context("encoding JSON output")?
+        );
+    } else {
+        print!("{}", human(value));
+    }
+    Ok(())
+}
+
+/// Columns padded to their widest cell.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                let _ = write!(s, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn time(ts: i64) -> String {
+    chrono_like(ts)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` UTC from unix seconds, without a date crate.
+fn chrono_like(ts: i64) -> String {
+    let days = ts.div_euclid(86_400);
+    let secs = ts.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+fn policy_text(p: &Policy) -> String {
+    let windows = if p.maintenance_windows.is_empty() {
+        "any time".to_string()
+    } else {
+        p.maintenance_windows
+            .iter()
+            .map(|w| format!("{} {}-{}", w.days.join(","), w.start, w.end))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "updates enabled:      {}", p.updates_enabled);
+    let _ = writeln!(s, "safe mode:            {}", p.safe_mode);
+    let _ = writeln!(
+        s,
+        "max updates:          {} per {} s",
+        p.max_updates_per_period, p.period_secs
+    );
+    let _ = writeln!(s, "update timeout:       {} s", p.update_timeout_secs);
+    let _ = writeln!(s, "maintenance windows:  {windows} ({})", p.timezone);
+    let _ = writeln!(s, "rollout wave:         {}%", p.rollout_percent);
+    let _ = writeln!(s, "halt at failures:     {}%", p.failure_threshold_percent);
+    let _ = writeln!(
+        s,
+        "pinned version:       {}",
+        p.pinned_version.as_deref().unwrap_or("(follows channel)")
+    );
+    let _ = writeln!(s, "reboot slots:         {}", p.fleetlock_slots);
+    if let Some(v) = &p.halted_version {
+        let _ = writeln!(
+            s,
+            "HALTED at {v}:         {}",
+            p.halted_reason.as_deref().unwrap_or("")
+        );
+    }
+    s
+}
+
+fn parse_window(raw: &str) -> Result<Value> {
+    let (days, span) = raw
+        .trim()
+        .split_once(' ')
+        .with_context(|| format!("--window {raw:?}: expected \"DAYS HH:MM-HH:MM\""))?;
+    let (start, end) = span
+        .trim()
+        .split_once('-')
+        .with_context(|| format!("--window {raw:?}: expected \"DAYS HH:MM-HH:MM\""))?;
+    let days: Vec<String> = days.split(',').map(|d| d.trim().to_lowercase()).collect();
+    Ok(json!({"days": days, "start": start.trim(), "end": end.trim()}))
+}
+
+/// Run `keelson admin ...`.
+pub fn run(cmd: AdminCommand) -> Result<ExitCode> {
+    match cmd {
+        AdminCommand::App { conn, cmd } => run_app(&conn, cmd)?,
+        AdminCommand::Channel { conn, cmd } => run_channel(&conn, cmd)?,
+        AdminCommand::Package { conn, cmd } => run_package(&conn, cmd)?,
+        AdminCommand::Group { conn, cmd } => run_group(&conn, cmd)?,
+        AdminCommand::Policy { conn, cmd } => run_policy(&conn, cmd)?,
+        AdminCommand::Instance { conn, cmd } => run_instance(&conn, cmd)?,
+        AdminCommand::Activity { conn, app, limit } => {
+            let api = Api::new(&conn)?;
+            let mut path = format!("/api/v1/activity?limit={limit}");
+            if let Some(a) = app {
+                let _ = write!(path, "&app={}", enc(&a));
+            }
+            let entries: Vec<ActivityEntry> = api.get(&path)?;
+            show(conn.json, &entries, |es| {
+                table(
+                    &["TIME (UTC)", "SEVERITY", "KIND", "ACTOR", "MESSAGE"],
+                    es.iter()
+                        .map(|e| {
+                            vec![
+                                time(e.created_at),
+                                e.severity.clone(),
+                                e.kind.clone(),
+                                e.actor.clone(),
+                                e.message.clone(),
+                            ]
+                        })
+                        .collect(),
+                )
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn deleted(conn: &Connection, what: String) -> Result<()> {
+    show(conn.json, &Deleted { deleted: what }, |d| {
+        format!("deleted {}\n", d.deleted)
+    })
+}
+
+fn run_app(conn: &Connection, cmd: AppCmd) -> Result<()> {
+    let api = Api::new(conn)?;
+    let one = |a: &Application| format!("{}  {}  {}\n", a.id, a.name, a.description);
+    match cmd {
+        AppCmd::List => {
+            let apps: Vec<Application> = api.get("/api/v1/apps")?;
+            show(conn.json, &apps, |apps| {
+                table(
+                    &["ID", "NAME", "DESCRIPTION"],
+                    apps.iter()
+                        .map(|a| vec![a.id.clone(), a.name.clone(), a.description.clone()])
+                        .collect(),
+                )
+            })
+        }
+        AppCmd::Show { id } => {
+            let a: Application = api.get(&format!("/api/v1/apps/{}", enc(&id)))?;
+            show(conn.json, &a, one)
+        }
+        AppCmd::Create {
+            id,
+            name,
+            description,
+        } => {
+            let a: Application = api.write(
+                Method::POST,
+                "/api/v1/apps",
+                &json!({"id": id, "name": name, "description": description}),
+            )?;
+            show(conn.json, &a, one)
+        }
+        AppCmd::Delete { id } => {
+            api.delete(&format!("/api/v1/apps/{}", enc(&id)))?;
+            deleted(conn, format!("application {id}"))
+        }
+    }
+}
+
+fn channel_rows(cs: &[Channel]) -> String {
+    table(
+        &["NAME", "VERSION", "FLOORS"],
+        cs.iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.version.clone().unwrap_or_else(|| "-".into()),
+                    c.floors.join(","),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn run_channel(conn: &Connection, cmd: ChannelCmd) -> Result<()> {
+    let api = Api::new(conn)?;
+    match cmd {
+        ChannelCmd::List { app } => {
+            let cs: Vec<Channel> = api.get(&format!("/api/v1/apps/{}/channels", enc(&app.app)))?;
+            show(conn.json, &cs, |cs| channel_rows(cs))
+        }
+        ChannelCmd::Create { app, name, version } => {
+            let c: Channel = api.write(
+                Method::POST,
+                &format!("/api/v1/apps/{}/channels", enc(&app.app)),
+                &json!({"name": name, "version": version}),
+            )?;
+            show(conn.json, &c, |c| channel_rows(std::slice::from_ref(c)))
+        }
+        ChannelCmd::Set {
+            app,
+            name,
+            version,
+            floors,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(v) = version {
+                body.insert("version".into(), json!(v));
+            }
+            if let Some(f) = floors {
+                let list: Vec<&str> = f
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                body.insert("floors".into(), json!(list));
+            }
+            if body.is_empty() {
+                bail!("nothing to change: give --version and/or --floors");
+            }
+            let c: Channel = api.write(
+                Method::PUT,
+                &format!("/api/v1/apps/{}/channels/{}", enc(&app.app), enc(&name)),
+                &Value::Object(body),
+            )?;
+            show(conn.json, &c, |c| channel_rows(std::slice::from_ref(c)))
+        }
+        ChannelCmd::Delete { app, name } => {
+            api.delete(&format!(
+                "/api/v1/apps/{}/channels/{}",
+                enc(&app.app),
+                enc(&name)
+            ))?;
+            deleted(conn, format!("channel {name}"))
+        }
+    }
+}
+
+fn package_rows(ps: &[Package]) -> String {
+    table(
+        &["VERSION", "SIZE", "WHERE", "SHA256"],
+        ps.iter()
+            .map(|p| {
+                vec![
+                    p.version.clone(),
+                    p.size.to_string(),
+                    match &p.url {
+                        Some(u) => format!("{u}{}", p.filename),
+                        None => format!("stored ({})", p.filename),
+                    },
+                    p.sha256_hex.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn run_package(conn: &Connection, cmd: PackageCmd) -> Result<()> {
+    let api = Api::new(conn)?;
+    match cmd {
+        PackageCmd::List { app } => {
+            let ps: Vec<Package> = api.get(&format!("/api/v1/apps/{}/packages", enc(&app.app)))?;
+            show(conn.json, &ps, |ps| package_rows(ps))
+        }
+        PackageCmd::Upload {
+            app,
+            version,
+            filename,
+            file,
+        } => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let len = f
+                .metadata()
+                .with_context(|| format!("reading the size of {}", file.display()))?
+                .len();
+            let filename = match filename {
+                Some(f) => f,
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_string)
+                    .with_context(|| {
+                        format!(
+                            "{} has no usable file name; pass --filename",
+                            file.display()
+                        )
+                    })?,
+            };
+            let path = format!(
+                "/api/v1/apps/{}/packages/{}/payload?filename={}",
+                enc(&app.app),
+                enc(&version),
+                enc(&filename)
+            );
+            // Streamed from the file: the payload is never held in memory.
+            let req = api
+                .request(Method::PUT, &path)
+                .header("content-type", "application/octet-stream")
+                .body(reqwest::blocking::Body::sized(f, len));
+            let p: Package =
+                api.send(format!("uploading {} to PUT {path}", file.display()), req)?;
+            show(conn.json, &p, |p| package_rows(std::slice::from_ref(p)))
+        }
+        PackageCmd::Add {
+            app,
+            version,
+            url,
+            filename,
+            size,
+            sha256,
+        } => {
+            let p: Package = api.write(
+                Method::POST,
+                &format!("/api/v1/apps/{}/packages", enc(&app.app)),
+                &json!({"version": version, "url": url, "filename": filename, "size": size, "sha256_hex": sha256}),
+            )?;
+            show(conn.json, &p, |p| package_rows(std::slice::from_ref(p)))
+        }
+        PackageCmd::Delete { app, version } => {
+            api.delete(&format!(
+                "/api/v1/apps/{}/packages/{}",
+                enc(&app.app),
+                enc(&version)
+            ))?;
+            deleted(conn, format!("package {version}"))
+        }
+    }
+}
+
+fn group_rows(gs: &[Group]) -> String {
+    table(
+        &[
+            "NAME",
+            "TRACK",
+            "CHANNEL",
+            "TARGET",
+            "ON TARGET",
+            "FAILED",
+            "STATE",
+        ],
+        gs.iter()
+            .map(|g| {
+                vec![
+                    g.name.clone(),
+                    g.track.clone(),
+                    g.channel.clone().unwrap_or_else(|| "-".into()),
+                    g.rollout
+                        .target_version
+                        .clone()
+                        .unwrap_or_else(|| "-".into()),
+                    format!("{}/{}", g.rollout.on_target, g.rollout.instances),
+                    g.rollout.failed.to_string(),
+                    if g.rollout.halted {
+                        "halted".into()
+                    } else if g.policy.updates_enabled {
+                        "enabled".into()
+                    } else {
+                        "disabled".into()
+                    },
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn run_group(conn: &Connection, cmd: GroupCmd) -> Result<()> {
+    let api = Api::new(conn)?;
+    match cmd {
+        GroupCmd::List { app } => {
+            let gs: Vec<Group> = api.get(&format!("/api/v1/apps/{}/groups", enc(&app.app)))?;
+            show(conn.json, &gs, |gs| group_rows(gs))
+        }
+        GroupCmd::Show { app, name } => {
+            let g: Group = api.get(&format!(
+                "/api/v1/apps/{}/groups/{}",
+                enc(&app.app),
+                enc(&name)
+            ))?;
+            show(conn.json, &g, |g| {
+                let mut s = group_rows(std::slice::from_ref(g));
+                s.push_str("\nversions:\n");
+                for v in &g.versions {
+                    let _ = writeln!(s, "  {:<20} {}", v.version, v.count);
+                }
+                s.push_str("statuses:\n");
+                for v in &g.statuses {
+                    let _ = writeln!(s, "  {:<20} {}", v.status, v.count);
+                }
+                s.push_str("\npolicy:\n");
+                s.push_str(&policy_text(&g.policy));
+                s
+            })
+        }
+        GroupCmd::Create {
+            app,
+            name,
+            track,
+            channel,
+        } => {
+            let g: Group = api.write(
+                Method::POST,
+                &format!("/api/v1/apps/{}/groups", enc(&app.app)),
+                &json!({"name": name, "track": track, "channel": channel}),
+            )?;
+            show(conn.json, &g, |g| group_rows(std::slice::from_ref(g)))
+        }
+        GroupCmd::Delete { app, name } => {
+            api.delete(&format!(
+                "/api/v1/apps/{}/groups/{}",
+                enc(&app.app),
+                enc(&name)
+            ))?;
+            deleted(conn, format!("group {name}"))
+        }
+    }
+}
+
+/// The JSON body of `policy set`: only the values given.
+fn policy_body(p: &PolicySet) -> Result<Value> {
+    let mut body = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| {
+        body.insert(k.to_string(), v);
+    };
+    if let Some(v) = p.updates_enabled {
+        put("updates_enabled", json!(v));
+    }
+    if let Some(v) = p.safe_mode {
+        put("safe_mode", json!(v));
+    }
+    if let Some(v) = p.max_updates {
+        put("max_updates_per_period", json!(v));
+    }
+    if let Some(v) = p.period_secs {
+        put("period_secs", json!(v));
+    }
+    if let Some(v) = p.timeout_secs {
+        put("update_timeout_secs", json!(v));
+    }
+    if let Some(v) = &p.timezone {
+        put("timezone", json!(v));
+    }
+    if p.clear_windows {
+        put("maintenance_windows", json!([]));
+    } else if !p.windows.is_empty() {
+        let ws = p
+            .windows
+            .iter()
+            .map(|w| parse_window(w))
+            .collect::<Result<Vec<_>>>()?;
+        put("maintenance_windows", Value::Array(ws));
+    }
+    if let Some(v) = p.rollout_percent {
+        put("rollout_percent", json!(v));
+    }
+    if let Some(v) = p.failure_threshold {
+        put("failure_threshold_percent", json!(v));
+    }
+    if let Some(v) = &p.pin {
+        put("pinned_version", json!(v));
+    }
+    if p.unpin {
+        put("pinned_version", Value::Null);
+    }
+    if let Some(v) = p.fleetlock_slots {
+        put("fleetlock_slots", json!(v));
+    }
+    if p.resume {
+        put("resume", json!(true));
+    }
+    if body.is_empty() {
+        bail!("nothing to change: give at least one policy option (see --help)");
+    }
+    Ok(Value::Object(body))
+}
+
+fn run_policy(conn: &Connection, cmd: PolicyCmd) -> Result<()> {
+    let api = Api::new(conn)?;
+    match cmd {
+        PolicyCmd::Get { app, group } => {
+            let p: Policy = api.get(&format!(
+                "/api/v1/apps/{}/groups/{}/policy",
+                enc(&app.app),
+                enc(&group)
+            ))?;
+            show(conn.json, &p, policy_text)
+        }
+        PolicyCmd::Set(set) => {
+            let body = policy_body(&set)?;
+            let p: Policy = api.write(
+                Method::PUT,
+                &format!(
+                    "/api/v1/apps/{}/groups/{}/policy",
+                    enc(&set.app.app),
+                    enc(&set.group)
+                ),
+                &body,
+            )?;
+            show(conn.json, &p, policy_text)
+        }
+    }
+}
+
+fn instance_rows(is: &[Instance]) -> String {
+    table(
+        &[
+            "ID",
+            "MACHINE",
+            "ALIAS",
+            "GROUP",
+            "VERSION",
+            "STATUS",
+            "LAST CHECK (UTC)",
+        ],
+        is.iter()
+            .map(|i| {
+                vec![
+                    i.id.to_string(),
+                    i.machine_id.clone(),
+                    i.alias.clone(),
+                    i.group.clone().unwrap_or_else(|| "-".into()),
+                    i.version.clone(),
+                    i.status.clone(),
+                    time(i.last_check),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn run_instance(conn: &Connection, cmd: InstanceCmd) -> Result<()> {
+    let api = Api::new(conn)?;
+    match cmd {
+        InstanceCmd::List {
+            app,
+            group,
+            version,
+            status,
+            search,
+            limit,
+        } => {
+            let mut path = format!("/api/v1/instances?limit={limit}");
+            for (k, v) in [
+                ("app", app),
+                ("group", group),
+                ("version", version),
+                ("status", status),
+                ("q", search),
+            ] {
+                if let Some(v) = v {
+                    let _ = write!(path, "&{k}={}", enc(&v));
+                }
+            }
+            let page: InstancePage = api.get(&path)?;
+            show(conn.json, &page, |p| {
+                format!(
+                    "{}{} of {} shown\n",
+                    instance_rows(&p.instances),
+                    p.instances.len(),
+                    p.total
+                )
+            })
+        }
+        InstanceCmd::Show { id } => {
+            let d: InstanceDetail = api.get(&format!("/api/v1/instances/{id}"))?;
+            show(conn.json, &d, |d| {
+                let mut s = instance_rows(std::slice::from_ref(&d.instance));
+                s.push_str("\nstatus history:\n");
+                s.push_str(&table(
+                    &["TIME (UTC)", "STATUS", "VERSION", "DETAILS"],
+                    d.status_history
+                        .iter()
+                        .map(|h| {
+                            vec![
+                                time(h.created_at),
+                                h.status.clone(),
+                                h.version.clone(),
+                                h.message.clone(),
+                            ]
+                        })
+                        .collect(),
+                ));
+                s
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(chrono_like(0), "1970-01-01 00:00:00");
+        assert_eq!(chrono_like(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(chrono_like(1_795_000_000), "2026-11-18 11:06:40");
+    }
+
+    #[test]
+    fn windows_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            parse_window("sat,SUN 22:00-04:00").unwrap(),
+            json!({"days": ["sat", "sun"], "start": "22:00", "end": "04:00"})
+        );
+        assert!(
+            parse_window("weekends")
+                .unwrap_err()
+                .to_string()
+                .contains("weekends")
+        );
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "LONG"], vec![vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    LONG\nxxx  y\n");
+        assert_eq!(enc("a b/{c}"), "a%20b%2F%7Bc%7D");
+    }
 }

@@ -7,6 +7,7 @@
 //! with the status code that says what went wrong ([`ApiError`]).
 
 pub mod apps;
+pub mod embedded;
 pub mod groups;
 pub mod instances;
 // `src/openapi.rs` is declared here rather than in lib.rs (owned by SERVER-CORE) so the API
