@@ -140,37 +140,54 @@ struct Report {
 }
 
 impl Report {
-    fn print(&self, json: bool) -> anyhow::Result<()> {
+    /// The human text (veritysetup's labels and spacing) or the JSON document.
+    fn render(&self, json: bool) -> anyhow::Result<String> {
+        use std::fmt::Write as _;
         if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(self).context("serializing report")?
-            );
-            return Ok(());
+            let mut s = serde_json::to_string_pretty(self).context("serializing report")?;
+            s.push('\n');
+            return Ok(s);
         }
+        let mut s = String::new();
         if let Some(i) = &self.info {
             // Same labels and spacing as veritysetup 2.6.1.
-            println!(
+            let _ = writeln!(
+                s,
                 "VERITY header information for {}",
                 self.hash_device.display()
             );
-            println!("UUID:            \t{}", i.uuid_string());
-            println!("Hash type:       \t{}", i.hash_type.number());
-            println!("Data blocks:     \t{}", i.data_blocks);
-            println!("Data block size: \t{}", i.data_block_size);
-            println!("Hash blocks:     \t{}", i.hash_blocks);
-            println!("Hash block size: \t{}", i.hash_block_size);
-            println!("Hash algorithm:  \t{}", i.algorithm);
-            println!("Salt:            \t{}", i.salt_hex());
+            let _ = writeln!(s, "UUID:            \t{}", i.uuid_string());
+            let _ = writeln!(s, "Hash type:       \t{}", i.hash_type.number());
+            let _ = writeln!(s, "Data blocks:     \t{}", i.data_blocks);
+            let _ = writeln!(s, "Data block size: \t{}", i.data_block_size);
+            let _ = writeln!(s, "Hash blocks:     \t{}", i.hash_blocks);
+            let _ = writeln!(s, "Hash block size: \t{}", i.hash_block_size);
+            let _ = writeln!(s, "Hash algorithm:  \t{}", i.algorithm);
+            let _ = writeln!(s, "Salt:            \t{}", i.salt_hex());
             if i.root_hash.is_some() {
-                println!("Root hash:      \t{}", i.root_hash_hex());
+                let _ = writeln!(s, "Root hash:      \t{}", i.root_hash_hex());
             }
-            println!("Hash device size: \t{} [bytes]", i.hash_device_size);
+            let _ = writeln!(s, "Hash device size: \t{} [bytes]", i.hash_device_size);
         }
-        match (self.verified, &self.error) {
-            (Some(true), _) => println!("Verification succeeded."),
-            (Some(false), Some(e)) => eprintln!("Verification failed: {e}"),
+        if self.verified == Some(true) {
+            let _ = writeln!(s, "Verification succeeded.");
+        }
+        Ok(s)
+    }
+
+    /// Print to stdout (a closed pipe, as with `| head`, is not an error); a verification
+    /// failure also goes to stderr in human mode.
+    fn print(&self, json: bool) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let text = self.render(json)?;
+        match std::io::stdout().lock().write_all(text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(e).context("writing to stdout");
+            }
             _ => {}
+        }
+        if let (false, Some(e)) = (json, &self.error) {
+            eprintln!("Verification failed: {e}");
         }
         Ok(())
     }
