@@ -99,8 +99,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     );
     let config = engine::render_config(config, &fetcher, &mut warnings, 0)
         .context("fetching configs referenced by ignition.config")?;
-    let target = TargetRoot::new(&args.root)
-        .with_context(|| format!("opening target root {}", args.root.display()))?;
+    let target = TargetRoot::new(&args.root).context("checking --root")?;
 
     let mut outcome = Outcome::default();
     let storage = &config.storage;
