@@ -6,6 +6,8 @@
 //! (`keelson-loadgen`, a second process on loopback) runs on core 1. Each measurement is
 //! bounded in time. Two kinds of check are measured per backend: nodes held back by policy
 //! (the grant algorithm runs to the end and answers `noupdate`) and nodes already up to date.
+//! The 100,000 instances are inserted in bulk with SQL in the server's schema (Omaha seeding
+//! takes minutes), then the server's REST API must report all of them.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -120,6 +122,10 @@ fn bench_backend(bins: &Bins, db_url: &str, data_dir: &Path, name: &str) -> Resu
         "32",
         "--max-seconds",
         "900",
+        "--sql",
+        db_url,
+        "--token",
+        &token,
     ]))
     .with_context(|| format!("seeding {INSTANCES} instances into {name}"))?;
     eprintln!(
