@@ -693,26 +693,18 @@ fn read_header(
         Err(gptman::Error::Io(e)) => return Err(io_err("reading", path)(e)),
         Err(e) => return Ok(Err(HeaderProblem::Invalid(e.to_string()))),
     };
-    let unsupported = |field, value: u64, reason| DiskError::UnsupportedHeader {
-        path: path.to_path_buf(),
-        copy,
-        field,
-        value,
-        reason,
-    };
+    // Odd sizes make this copy unusable (the other copy may still be fine).
     if header.size_of_partition_entry != 128 {
-        return Err(unsupported(
-            "size_of_partition_entry",
-            u64::from(header.size_of_partition_entry),
-            "only 128-byte entries are supported",
-        ));
+        return Ok(Err(HeaderProblem::Invalid(format!(
+            "{copy} header: entry size {} is not supported (only 128-byte entries)",
+            header.size_of_partition_entry
+        ))));
     }
     if header.number_of_partition_entries == 0 || header.number_of_partition_entries > MAX_ENTRIES {
-        return Err(unsupported(
-            "number_of_partition_entries",
-            u64::from(header.number_of_partition_entries),
-            "expected 1..=4096",
-        ));
+        return Ok(Err(HeaderProblem::Invalid(format!(
+            "{copy} header: {} partition entries, expected 1..={MAX_ENTRIES}",
+            header.number_of_partition_entries
+        ))));
     }
     let array_sectors = (u64::from(header.number_of_partition_entries) * 128).div_ceil(SECTOR_SIZE);
     if header.partition_entry_lba < 2

@@ -63,20 +63,6 @@ pub enum DiskError {
         /// Why the backup copy was refused.
         backup: String,
     },
-    /// A header field holds a value this crate does not handle.
-    #[error("{path}: {copy} GPT header field {field} = {value} is not supported ({reason})")]
-    UnsupportedHeader {
-        /// The image.
-        path: PathBuf,
-        /// "primary" or "backup".
-        copy: &'static str,
-        /// Header field name.
-        field: &'static str,
-        /// Its value.
-        value: u64,
-        /// What would be accepted.
-        reason: &'static str,
-    },
     /// No such partition entry.
     #[error("{path}: partition {number} is out of range (1..={max})")]
     PartitionOutOfRange {

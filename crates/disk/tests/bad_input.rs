@@ -421,3 +421,20 @@ fn interrupted_reinstall_leaves_the_slot_marked_empty() {
     // Slot A was never touched.
     assert_eq!(disk.partition(2).unwrap().label, "_empty");
 }
+
+#[test]
+fn crafted_entry_count_or_size_in_the_primary_uses_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    for (offset, value, needle) in [
+        (80u64, 100_000u32, "100000 partition entries"),
+        (84, 256, "entry size 256"),
+    ] {
+        let path = disk(dir.path());
+        overwrite(&path, 512 + offset, &value.to_le_bytes());
+        reseal_primary(&path);
+        let disk = Disk::open(&path).unwrap();
+        assert_eq!(disk.read_from(), GptCopy::Backup);
+        assert!(disk.warnings()[0].contains(needle), "{:?}", disk.warnings());
+        assert_eq!(disk.partitions().len(), 6);
+    }
+}
