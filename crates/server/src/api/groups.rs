@@ -209,7 +209,31 @@ impl PolicyUpdate {
             policy.halted_version = None;
             policy.halted_reason = None;
         }
-        Ok(())
+        // The grant engine's own check too, so the API never stores what it would refuse.
+        let engine = crate::grant::RolloutPolicy {
+            updates_enabled: policy.updates_enabled,
+            safe_mode: policy.safe_mode,
+            max_updates_per_period: policy.max_updates_per_period,
+            period_secs: policy.period_secs,
+            update_timeout_secs: policy.update_timeout_secs,
+            timezone: policy.timezone.clone(),
+            maintenance_windows: policy
+                .maintenance_windows
+                .iter()
+                .map(|w| crate::grant::MaintenanceWindow {
+                    days: w.days.clone(),
+                    start: w.start.clone(),
+                    end: w.end.clone(),
+                })
+                .collect(),
+            rollout_percent: policy.rollout_percent,
+            failure_threshold_percent: policy.failure_threshold_percent,
+            pinned_version: policy.pinned_version.clone(),
+            fleetlock_slots: policy.fleetlock_slots,
+        };
+        engine
+            .validate()
+            .map_err(|e| ApiError::invalid(&e.field, format!("{}: {}", e.field, e.reason)))
     }
 }
 
