@@ -388,3 +388,53 @@ fn set_changes_label_uuid_type_and_attributes() {
     assert!(e.contains("\"nonsense\""), "{e}");
     assert!(fs::read(&img).unwrap() == before);
 }
+
+#[test]
+fn create_json_arm64_and_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("arm.img");
+    let args = |seed: &'static str| {
+        vec![
+            "disk",
+            "create",
+            img.to_str().unwrap(),
+            "--size",
+            "64M",
+            "--esp-size",
+            "8M",
+            "--usr-size",
+            "16M",
+            "--usr-verity-size",
+            "1M",
+            "--root-min-size",
+            "4M",
+            "--arch",
+            "arm64",
+            "--seed",
+            seed,
+            "--json",
+        ]
+    };
+    let v: Value = serde_json::from_str(&ok(&args("keelson"))).unwrap();
+    assert_eq!(v["disk_guid"], "044d040a-99bd-424e-aee0-585ebc49ecb5");
+    let types: Vec<&str> = v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "esp",
+            "usr-arm64",
+            "usr-verity-arm64",
+            "usr-arm64",
+            "usr-verity-arm64",
+            "root-arm64"
+        ]
+    );
+    assert_eq!(v["slots"]["scheme"], "keelson");
+    let other: Value = serde_json::from_str(&ok(&args("other"))).unwrap();
+    assert_ne!(other["disk_guid"], v["disk_guid"]);
+}
