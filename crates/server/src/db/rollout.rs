@@ -468,7 +468,7 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
             None => CheckAnswer::NoUpdate {
                 reason: format!("no group with track {:?}", r.track),
             },
-            Some(g) => decide_and_apply(&mut tx, g, r, instance_id, status, now).await?,
+            Some(g) => decide_and_apply(&mut tx, g, r, instance_id, status, now, pending).await?,
         })
     } else {
         None
@@ -486,17 +486,19 @@ async fn decide_and_apply(
     instance_id: i64,
     status: i64,
     now: i64,
+    pending: Option<(i64, PendingGrant)>,
 ) -> Result<CheckAnswer, DbError> {
     let (chan, floors) = channel_version(tx, group.channel_id).await?;
     let mut group = group.clone();
-    let mut first = true;
+    let mut pending = pending;
+    // Fast path first: decide on zero counts without locking. Most checks end in a hold that
+    // does not depend on the counts (up to date, disabled, halted, outside the window, not in
+    // the wave); only a would-be grant or halt pays for the counts, under the group's row lock.
+    // (So a halt caused by timeouts is recorded at the next check that could be granted; halts
+    // caused by failure events are recorded when the event arrives.)
+    let mut stats = RolloutStats::default();
+    let mut locked = false;
     let decision = loop {
-        let target = grant::target_version(&group.policy, chan.as_deref()).map(str::to_string);
-        let stats = match &target {
-            Some(t) => rollout_stats(tx, &group, t, now).await?,
-            None => RolloutStats::default(),
-        };
-        let pending = pending_grant(tx, instance_id).await?;
         let input = GrantInput {
             now: r.now,
             machine_id: &r.machine_id,
@@ -509,27 +511,35 @@ async fn decide_and_apply(
             stats,
         };
         let d = grant::decide(&input);
-        let needs_lock = matches!(
+        let depends_on_counts = matches!(
             d,
             GrantDecision::Halt { .. }
                 | GrantDecision::Grant {
                     reason: GrantReason::Rollout | GrantReason::Floor,
                     ..
                 }
+                | GrantDecision::Hold(
+                    HoldReason::SafeModeWaiting
+                        | HoldReason::PeriodLimitReached
+                        | HoldReason::ConcurrencyLimitReached
+                )
         );
-        if !(first && needs_lock) {
-            break (d, pending);
+        if locked || !depends_on_counts {
+            break d;
         }
-        // Take the group's row lock and decide again on fresh counts.
-        first = false;
+        locked = true;
         sqlx::query("UPDATE groups SET lock_seq = lock_seq + 1 WHERE id = $1")
             .bind(group.id)
             .execute(&mut **tx)
             .await
             .map_err(DbError::query("locking group"))?;
         group = groups::get_in(tx, group.id).await?;
+        if let Some(t) = grant::target_version(&group.policy, chan.as_deref()) {
+            let t = t.to_string();
+            stats = rollout_stats(tx, &group, &t, now).await?;
+        }
+        pending = pending_grant(tx, instance_id).await?;
     };
-    let (decision, pending) = decision;
     match decision {
         GrantDecision::Hold(reason) => {
             let policy_hold = !matches!(
