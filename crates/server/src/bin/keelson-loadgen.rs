@@ -756,6 +756,7 @@ async fn fleet(server: &str, a: FleetArgs) -> Result<()> {
     let mut admin = Conn::open(server).await?;
     let mut waves = Vec::new();
     let mut requests = 0u64;
+    let mut staging_violations = Vec::new();
 
     for &percent in &a.waves {
         let wave_start = Instant::now();
@@ -769,9 +770,13 @@ async fn fleet(server: &str, a: FleetArgs) -> Result<()> {
             .await
             .with_context(|| format!("opening the {percent}% wave"))?;
         let mut rounds = 0u32;
-        // A round is one update check from every node not yet updated; a granted node goes
-        // through download, install, reboot and its first check on the new version at once.
-        // The wave ends with a round that grants nothing.
+        // The server's wave of a machine, to check that staging holds: a node outside the
+        // wave must never be granted, and every node inside it must end up updated.
+        let member = |i: usize| keelson_server::grant::wave_bucket(&machine_id(i)) < percent;
+        // The first round is one update check from every node not yet updated, as a real
+        // fleet polls; a granted node goes through download, install, reboot and its first
+        // check on the new version at once. Later rounds only re-poll wave members still
+        // waiting (e.g. held by a per-period limit), until none is left or nothing moves.
         loop {
             ensure!(
                 Instant::now() < deadline,
@@ -779,7 +784,9 @@ async fn fleet(server: &str, a: FleetArgs) -> Result<()> {
                 a.max_seconds
             );
             rounds += 1;
-            let todo: Vec<usize> = (0..n).filter(|&i| state[i] != NodeState::Done).collect();
+            let todo: Vec<usize> = (0..n)
+                .filter(|&i| state[i] != NodeState::Done && (rounds == 1 || member(i)))
+                .collect();
             if todo.is_empty() {
                 break;
             }
@@ -787,12 +794,26 @@ async fn fleet(server: &str, a: FleetArgs) -> Result<()> {
             requests += sent;
             let progressed = !changes.is_empty();
             for (i, s) in changes {
+                if !member(i) {
+                    staging_violations.push(format!(
+                        "{} (bucket {}) was updated in the {percent}% wave",
+                        machine_id(i),
+                        keelson_server::grant::wave_bucket(&machine_id(i))
+                    ));
+                }
                 state[i] = s;
             }
-            if !progressed {
+            if !progressed && rounds > 1 {
                 break;
             }
         }
+        let left = (0..n)
+            .filter(|&i| member(i) && state[i] != NodeState::Done)
+            .count();
+        ensure!(
+            left == 0,
+            "{left} nodes inside the {percent}% wave were never updated"
+        );
         let updated = state.iter().filter(|s| **s == NodeState::Done).count();
         eprintln!(
             "wave {percent:>3}%: {updated} of {n} nodes updated after {rounds} rounds, {:.1}s",
@@ -858,6 +879,7 @@ async fn fleet(server: &str, a: FleetArgs) -> Result<()> {
             server_view.len()
         ));
     }
+    mismatches.splice(0..0, staging_violations);
     mismatches.truncate(20);
     let report = FleetReport {
         nodes: n,
