@@ -104,6 +104,8 @@ pub fn translate(src: &str, opts: &Options) -> Result<Translated, Error> {
         {
             e.message = format!("unused key {orig}");
         }
+        // Paths name the YAML's keys too: `$.storage.disks.0.partitions.0.size_mib`.
+        e.path = e.path.split('.').map(snake).collect::<Vec<_>>().join(".");
         report.entries.push(e);
     }
     if opts.strict {
@@ -420,6 +422,23 @@ fn camel(key: &str) -> String {
                 out.extend(f.to_uppercase());
                 out.push_str(c.as_str());
             }
+        }
+    }
+    out
+}
+
+/// Ignition's camelCase back to the YAML's snake_case (`sizeMiB` -> `size_mib`).
+fn snake(seg: &str) -> String {
+    let seg = seg.replace("MiB", "Mib");
+    let mut out = String::with_capacity(seg.len() + 4);
+    for (i, c) in seg.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
         }
     }
     out
@@ -1135,6 +1154,21 @@ mod tests {
             panic!("not a list")
         };
         assert_eq!(items[1].pos, Pos { line: 2, col: 10 });
+    }
+
+    #[test]
+    fn key_case_round_trips() {
+        for (snake_key, camel_key) in [
+            ("ssh_authorized_keys", "sshAuthorizedKeys"),
+            ("size_mib", "sizeMiB"),
+            ("start_mib", "startMiB"),
+            ("type_guid", "typeGuid"),
+            ("http_headers", "httpHeaders"),
+            ("path", "path"),
+        ] {
+            assert_eq!(camel(snake_key), camel_key);
+            assert_eq!(snake(camel_key), snake_key);
+        }
     }
 
     #[test]
