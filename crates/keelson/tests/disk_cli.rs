@@ -438,3 +438,35 @@ fn create_json_arm64_and_seed() {
     let other: Value = serde_json::from_str(&ok(&args("other"))).unwrap();
     assert_ne!(other["disk_guid"], v["disk_guid"]);
 }
+
+#[test]
+fn show_reads_the_backup_when_the_primary_is_corrupt() {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    small(&img);
+    let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.seek(SeekFrom::Start(512 + 60)).unwrap();
+    f.write_all(&[0xde, 0xad]).unwrap();
+    drop(f);
+    let json = show_json(&img);
+    assert_eq!(json["gpt_read_from"], "backup");
+    assert_eq!(json["partitions"].as_array().unwrap().len(), 6);
+    let human = ok(&["disk", "show", img.to_str().unwrap()]);
+    assert!(human.contains("GPT read from the backup copy"), "{human}");
+    assert!(
+        human.contains("warning: primary GPT header is unusable"),
+        "{human}"
+    );
+    // Any committed change repairs the primary.
+    ok(&[
+        "disk",
+        "set-prio",
+        img.to_str().unwrap(),
+        "--partition",
+        "2",
+        "--priority",
+        "1",
+    ]);
+    assert_eq!(show_json(&img)["gpt_read_from"], "primary");
+}
