@@ -4,8 +4,8 @@ use crate::codes::{ErrorCode, EventResult, EventType};
 use crate::xml::{Element, Limits, Writer, parse_tree};
 use crate::{Error, parse_bool, parse_i64, parse_u32};
 
-/// A whole Omaha v3 request.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A whole Omaha v3 request. `Request::default()` is an empty protocol 3.0 request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// `protocol`: always `3.0` (checked when parsing).
     pub protocol: String,
@@ -21,6 +21,20 @@ pub struct Request {
     pub os: Option<Os>,
     /// The `<app>` elements (update_engine sends exactly one).
     pub apps: Vec<RequestApp>,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self {
+            protocol: "3.0".to_owned(),
+            version: None,
+            updater_version: None,
+            install_source: None,
+            is_machine: None,
+            os: None,
+            apps: Vec::new(),
+        }
+    }
 }
 
 /// `<os>`: the running operating system.

@@ -238,3 +238,15 @@ fn limits_stop_big_and_deep_bodies() {
         Err(Error::BodyTooLarge { limit: 200, .. })
     ));
 }
+
+#[test]
+fn default_request_is_a_valid_empty_request() {
+    let r = Request {
+        apps: vec![keelson_omaha::RequestApp {
+            app_id: "a".to_owned(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_eq!(parse(&r.to_xml()).unwrap(), r);
+}
