@@ -283,6 +283,46 @@ async fn halt(tx: &mut Tx, group: &Group, target: &str, cause: &HaltCause) -> Re
     Ok(())
 }
 
+/// After a grant completed: if it was a step of its rollout's target and every node of the
+/// group now runs that target, log `rollout.finished`.
+async fn rollout_finished_check(tx: &mut Tx, group: &Group, grant_id: i64) -> Result<(), DbError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT to_version, rollout_version FROM grants WHERE id = $1")
+            .bind(grant_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(DbError::query("reading grant"))?;
+    let Some((to, target)) = row else {
+        return Ok(());
+    };
+    if to != target {
+        return Ok(());
+    }
+    let (behind,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM instances WHERE group_id = $1 AND version <> $2")
+            .bind(group.id)
+            .bind(&target)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(DbError::query("counting nodes behind"))?;
+    if behind == 0 {
+        activity::insert(
+            tx,
+            &NewActivity {
+                severity: Severity::Info,
+                kind: "rollout.finished",
+                actor: "omaha",
+                application_id: Some(&group.application_id),
+                group_id: Some(group.id),
+                version: Some(&target),
+                message: format!("every node of group {:?} runs {target}", group.name),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Handle one node report in one transaction.
 pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbError> {
     let app = super::applications::normalize_id(&r.application_id);
@@ -339,6 +379,9 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
             .execute(&mut *tx)
             .await
             .map_err(DbError::query("completing grant"))?;
+        if let Some(g) = &group {
+            rollout_finished_check(&mut tx, g, *gid).await?;
+        }
         let msg = format!("updated to {}", r.version);
         set_status(
             &mut tx,
@@ -356,7 +399,14 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
 
     let mut failed_now = false;
     for e in &r.events {
-        sqlx::query(
+        // update_engine attaches 3/2 with previousversion "" (or 0.0.0.0) to every scheduled
+        // check: it says nothing, and storing it would grow the events table by one row per
+        // check per node. Everything else is kept, error codes raw.
+        let no_news = e.event_type == 3
+            && e.event_result == 2
+            && (e.previous_version.is_empty() || e.previous_version == "0.0.0.0");
+        if !no_news {
+            sqlx::query(
             "INSERT INTO events (instance_id, event_type, event_result, error_code, version, previous_version, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -370,6 +420,7 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
         .execute(&mut *tx)
         .await
         .map_err(DbError::query("recording event"))?;
+        }
         let next = match (e.event_type, e.event_result) {
             (13, 1) => Some((InstanceStatus::Downloading, "download started".to_string())),
             (14, 1) => Some((InstanceStatus::Downloaded, "download finished".to_string())),
