@@ -247,21 +247,46 @@ impl Planner<'_> {
     }
 
     /// Queue creation of the missing ancestors of `host` (0755, root-owned, as Ignition).
-    pub(crate) fn parents(&mut self, host: &Path) {
+    /// An ancestor that is (or will be) something other than a directory is an error now,
+    /// not a failed rename halfway through the stage.
+    pub(crate) fn parents(&mut self, host: &Path) -> Result<(), ApplyError> {
         let mut missing = Vec::new();
         let mut cur = host.parent();
         while let Some(dir) = cur {
             if !dir.starts_with(self.target.root()) || dir == self.target.root() {
                 break;
             }
-            if self.planned.contains(dir) || std::fs::symlink_metadata(dir).is_ok() {
+            let planned_file = self.ops.iter().any(|op| {
+                matches!(op, Op::WriteFile { host: h, .. } | Op::Symlink { host: h, .. } | Op::Hardlink { host: h, .. } if h == dir)
+            });
+            if planned_file {
+                return Err(ApplyError::Invalid {
+                    field: self.show(host),
+                    reason: format!("parent {} is a file in this config", self.show(dir)),
+                });
+            }
+            if self.planned.contains(dir) {
                 break;
+            }
+            match std::fs::symlink_metadata(dir) {
+                Ok(m) if m.is_dir() => break,
+                Ok(m) => {
+                    return Err(ApplyError::Invalid {
+                        field: self.show(host),
+                        reason: format!(
+                            "parent {} is a {}, not a directory",
+                            self.show(dir),
+                            kind_of(&m)
+                        ),
+                    });
+                }
+                Err(_) => {}
             }
             missing.push(dir.to_path_buf());
             cur = dir.parent();
         }
         if missing.is_empty() {
-            return;
+            return Ok(());
         }
         for dir in missing.iter().rev() {
             let shown = self.show(dir);
@@ -272,6 +297,7 @@ impl Planner<'_> {
         self.ops.push(Op::MkdirParents {
             host: host.to_path_buf(),
         });
+        Ok(())
     }
 
     fn owner(
@@ -373,7 +399,7 @@ impl Planner<'_> {
                         let host = self.target.resolve(home)?;
                         let gid = self.accounts.user_gid_of(&u.name).unwrap_or(0);
                         if std::fs::symlink_metadata(&host).is_err() {
-                            self.parents(&host);
+                            self.parents(&host)?;
                             self.outcome.push(
                                 self.show(&host),
                                 NodeKind::Directory,
@@ -395,7 +421,7 @@ impl Planner<'_> {
                     if let Some((from, to)) = move_home {
                         let (from, to) = (self.target.resolve(from)?, self.target.resolve(to)?);
                         if from.exists() {
-                            self.parents(&to);
+                            self.parents(&to)?;
                             self.outcome.push(
                                 self.show(&to),
                                 NodeKind::Directory,
@@ -488,7 +514,7 @@ impl Planner<'_> {
                 "create from the existing authorized_keys",
             );
             fragments.insert("old_authorized_keys".into(), data);
-            self.queue_private(&ssh, &dir, uid, gid);
+            self.queue_private(&ssh, &dir, uid, gid)?;
             self.ops.push(Op::WriteFile {
                 host: old,
                 base: Base::Staged(staged),
@@ -509,7 +535,7 @@ impl Planner<'_> {
                 all.push(b'\n');
             }
         }
-        self.queue_private(&ssh, &dir, uid, gid);
+        self.queue_private(&ssh, &dir, uid, gid)?;
         let frag = dir.join(SSH_FRAGMENT);
         let staged = self.stage_bytes(ours.as_bytes())?;
         self.outcome.push(
@@ -542,13 +568,19 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn queue_private(&mut self, ssh: &Path, dir: &Path, uid: u32, gid: u32) {
+    fn queue_private(
+        &mut self,
+        ssh: &Path,
+        dir: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), ApplyError> {
         for d in [ssh, dir] {
             if self.planned.contains(d) {
                 continue;
             }
             if !d.is_dir() {
-                self.parents(d);
+                self.parents(d)?;
                 self.outcome
                     .push(self.show(d), NodeKind::Directory, "create, mode 0700");
             }
@@ -560,6 +592,7 @@ impl Planner<'_> {
                 replace: false,
             });
         }
+        Ok(())
     }
 
     fn plan_nodes(&mut self, config: &Config) -> Result<(), ApplyError> {
@@ -692,7 +725,7 @@ impl Planner<'_> {
         if matches!(base, Base::Keep) && appends.is_empty() {
             actions.insert(0, "keep contents".into());
         }
-        self.parents(&host);
+        self.parents(&host)?;
         self.outcome
             .push(&f.path, NodeKind::File, actions.join(", "));
         self.planned.insert(host.clone());
@@ -729,7 +762,7 @@ impl Planner<'_> {
             None => format!("create, mode {mode:04o}"),
         };
         let replace = existing.as_ref().is_some_and(|m| !m.is_dir());
-        self.parents(&host);
+        self.parents(&host)?;
         self.outcome.push(&d.path, NodeKind::Directory, action);
         self.planned.insert(host.clone());
         self.ops.push(Op::Mkdir {
@@ -784,7 +817,7 @@ impl Planner<'_> {
                     l.path
                 ));
             }
-            self.parents(&host);
+            self.parents(&host)?;
             self.outcome.push(
                 &l.path,
                 NodeKind::Hardlink,
@@ -823,7 +856,7 @@ impl Planner<'_> {
             Some(_) => format!("replace -> {target}"),
             None => format!("create -> {target}"),
         };
-        self.parents(&host);
+        self.parents(&host)?;
         self.outcome.push(&l.path, NodeKind::Symlink, action);
         self.planned.insert(host.clone());
         self.ops.push(Op::Symlink {

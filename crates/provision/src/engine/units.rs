@@ -80,7 +80,7 @@ impl Planner<'_> {
                 } else {
                     "create unit"
                 };
-                self.parents(&host);
+                self.parents(&host)?;
                 self.outcome.push(
                     &path,
                     NodeKind::File,
@@ -115,7 +115,7 @@ impl Planner<'_> {
                 let dpath = format!("{UNIT_DIR}/{}.d/{}", u.name, d.name);
                 let dhost = self.target.resolve(&dpath)?;
                 let staged = self.stage_bytes(contents.as_bytes())?;
-                self.parents(&dhost);
+                self.parents(&dhost)?;
                 self.outcome.push(
                     &dpath,
                     NodeKind::File,
@@ -147,7 +147,7 @@ impl Planner<'_> {
                             reason: "a masked unit cannot also have contents".into(),
                         });
                     }
-                    self.parents(&host);
+                    self.parents(&host)?;
                     self.outcome
                         .push(&path, NodeKind::Symlink, "mask -> /dev/null");
                     self.planned.insert(host.clone());
@@ -215,7 +215,7 @@ impl Planner<'_> {
             return Ok(());
         }
         let staged = self.stage_bytes(text.as_bytes())?;
-        self.parents(&host);
+        self.parents(&host)?;
         self.outcome.push(
             PRESET_FILE,
             NodeKind::File,
