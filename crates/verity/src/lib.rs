@@ -536,3 +536,58 @@ fn check_tree(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn data_file(dir: &Path, blocks: u64) -> std::path::PathBuf {
+        let p = dir.join("data");
+        File::create(&p).unwrap().set_len(blocks * 4096).unwrap();
+        p
+    }
+
+    #[test]
+    fn dm_table_has_the_kernel_fields_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data_file(dir.path(), 129);
+        let hash = dir.path().join("hash");
+        let info = format(&data, &hash, &VerityParams::default().with_salt(vec![0xaa])).unwrap();
+        assert_eq!(
+            info.dm_table("/dev/vda3", "/dev/vda4"),
+            "0 1032 verity 1 /dev/vda3 /dev/vda4 4096 4096 129 1 sha256 \
+             2c03d2ffc512acf2dfbbc4013c3bae82571ba920082c9b95c56d4136ad2ad114 aa"
+        );
+        let info = format(
+            &data,
+            &hash,
+            &VerityParams::default()
+                .with_salt(vec![])
+                .with_superblock(false),
+        )
+        .unwrap();
+        assert!(info.dm_table("a", "b").ends_with(
+            " 129 0 sha256 3e5d285ca1f11edfca6327028471f08b75634ff3361264b88d79ee2e95cacb84 -"
+        ));
+    }
+
+    #[test]
+    fn defaults_draw_a_fresh_salt_and_uuid() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data_file(dir.path(), 3);
+        let a = format(&data, &dir.path().join("a"), &VerityParams::default()).unwrap();
+        let b = format(&data, &dir.path().join("b"), &VerityParams::default()).unwrap();
+        assert_eq!(a.salt.len(), DEFAULT_SALT_SIZE);
+        assert_ne!(a.salt, b.salt);
+        assert_ne!(a.uuid, b.uuid);
+        assert_ne!(a.root_hash, b.root_hash);
+        // The superblock records what was drawn.
+        let d = dump(&dir.path().join("a"), 0).unwrap();
+        assert_eq!((d.salt, d.uuid), (a.salt.clone(), a.uuid));
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["salt"], hex::encode(&a.salt));
+        assert_eq!(v["uuid"], a.uuid_string());
+        assert_eq!(v["root_hash"], a.root_hash_hex());
+    }
+}
