@@ -648,6 +648,31 @@ fn make_root(
 
 /// Assemble the GPT disk with the disk crate: ESP, usr A + verity A (UUIDs from the root hash,
 /// labels carrying the version), empty slot B, root.
+/// The disk crate's layout for the definition's sizes: root gets exactly its minimum.
+fn disk_layout(layout: &os::Layout, seed: &str) -> keelson_disk::Layout {
+    let mut l = keelson_disk::Layout::new(0);
+    l.esp_size = layout.esp_mib * MIB;
+    l.usr_size = layout.usr_mib * MIB;
+    l.usr_verity_size = layout.usr_verity_mib * MIB;
+    l.root_min_size = layout.root_mib * MIB;
+    l.seed = seed.to_string();
+    l.disk_size = l.required_disk_size();
+    l
+}
+
+/// Check the layout before any long work (e.g. a verity partition too small for the tree of a
+/// full usr partition), naming the os.yaml file.
+pub fn check_layout(def: &OsDefinition, os_dir: &Path) -> Result<(), ImageError> {
+    disk_layout(&def.layout, &def.name)
+        .plan()
+        .map(|_| ())
+        .map_err(|e| ImageError::OsField {
+            path: os_dir.join(os::OS_FILE),
+            field: "layout".into(),
+            message: e.to_string(),
+        })
+}
+
 struct DiskContents<'a> {
     esp: &'a Path,
     usr: &'a Path,
@@ -673,13 +698,7 @@ fn make_disk(
         path: disk.to_path_buf(),
         message: e.to_string(),
     };
-    let mut l = keelson_disk::Layout::new(0);
-    l.esp_size = layout.esp_mib * MIB;
-    l.usr_size = layout.usr_mib * MIB;
-    l.usr_verity_size = layout.usr_verity_mib * MIB;
-    l.root_min_size = layout.root_mib * MIB;
-    l.seed = seed.to_string();
-    l.disk_size = l.required_disk_size();
+    let l = disk_layout(layout, seed);
     keelson_disk::create(disk, &l).map_err(derr)?;
     let hash = hex::decode(root_hash).map_err(|e| ImageError::Missing {
         path: verity.to_path_buf(),
@@ -722,6 +741,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
             message: "use letters, digits and . _ ~ - (at most 32 characters)".into(),
         });
     }
+    check_layout(&def, &opts.os_dir)?;
     require_tools()?;
     fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
     fs::create_dir_all(&opts.cache_dir).map_err(io_err(&opts.cache_dir))?;
@@ -947,6 +967,19 @@ mod tests {
         p.packages.push("jq".into());
         assert_ne!(k1, rootfs_key(&p, &os_dir, 1).unwrap());
         assert_ne!(k1, rootfs_key(&def, &os_dir, 2).unwrap());
+    }
+
+    #[test]
+    fn layout_is_checked_against_the_disk_planner() {
+        let os_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../os");
+        let mut def = OsDefinition::load(&os_dir).unwrap();
+        check_layout(&def, &os_dir).unwrap();
+        // 4 GiB of usr needs more than 1 MiB of verity tree.
+        def.layout.usr_mib = 4096;
+        def.layout.usr_verity_mib = 1;
+        let e = check_layout(&def, &os_dir).unwrap_err().to_string();
+        assert!(e.contains("usr_verity_size"), "{e}");
+        assert!(e.contains("os.yaml"), "{e}");
     }
 
     #[test]

@@ -19,8 +19,6 @@ pub const FW_CFG_CONFIG: &str = "opt/org.keelson/config";
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// OVMF variable store template (copied per VM).
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-/// Console line systemd prints when the boot reached multi-user.target.
-pub const MULTI_USER_REACHED: &str = "Reached target multi-user.target";
 
 /// How to boot a VM.
 #[derive(Debug, Clone)]
@@ -39,6 +37,8 @@ pub struct VmOptions {
     pub memory_mib: u32,
     /// Guest CPUs.
     pub cpus: u32,
+    /// Also append the raw console output to this file (for debugging and CI logs).
+    pub console_log: Option<PathBuf>,
 }
 
 impl VmOptions {
@@ -52,6 +52,7 @@ impl VmOptions {
             extra_disks: Vec::new(),
             memory_mib: 2048,
             cpus: 2,
+            console_log: std::env::var_os("KEELSON_VM_CONSOLE_LOG").map(PathBuf::from),
         }
     }
 }
@@ -255,6 +256,16 @@ impl Vm {
         let console = Arc::new(Mutex::new(Vec::new()));
         let mut reader = stream.try_clone().map_err(io_err(&sock))?;
         let sink = Arc::clone(&console);
+        let mut log = match &opts.console_log {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(io_err(p))?,
+            ),
+            None => None,
+        };
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = reader.read(&mut buf) {
@@ -263,6 +274,9 @@ impl Vm {
                 }
                 if let Ok(mut c) = sink.lock() {
                     c.extend_from_slice(&buf[..n]);
+                }
+                if let Some(f) = log.as_mut() {
+                    let _ = f.write_all(&buf[..n]);
                 }
             }
         });

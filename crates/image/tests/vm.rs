@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keelson_image::qemu::{MULTI_USER_REACHED, Vm, VmOptions};
+use keelson_image::qemu::{Vm, VmOptions};
 
 /// Generous: CI runs TCG on two shared cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -41,9 +41,19 @@ fn boot(image: &Path, extra_disks: Vec<PathBuf>) -> Vm {
         .push(("agetty.autologin".into(), "root".into()));
     o.credentials.push(("login.noauth".into(), "yes".into()));
     let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
-    vm.wait_for(MULTI_USER_REACHED, BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}"));
+    // systemd stops printing status lines once the serial getty owns the console, so the
+    // target is checked from inside: wait for the boot job queue to drain.
     vm.login(BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let state = vm
+        .run_with_timeout("systemctl is-system-running --wait", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let state = state.output.trim().to_string();
+    if state != "running" {
+        let failed = vm
+            .run("systemctl --failed --no-legend --no-pager")
+            .map(|o| o.output);
+        eprintln!("system state {state:?}; failed units: {failed:?}");
+    }
     vm
 }
 
