@@ -72,6 +72,11 @@ async fn crud_flow(backend: Backend) {
         .collect();
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(std::fs::read(&stored[0]).unwrap(), payload);
+    // The path it is served at (by the payload endpoint, with ranges) returns the same bytes.
+    let path = pkg["download_path"].as_str().unwrap();
+    let r = s.http.get(s.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), payload.as_slice());
     let list = json_of(
         s.viewer(Method::GET, &format!("/api/v1/apps/{APP}/packages"))
             .send()
@@ -176,6 +181,40 @@ async fn crud_flow(backend: Backend) {
             .unwrap()
             .contains("max_updates_per_period")
     );
+
+    // An automatic halt shows in the group and is cleared by `resume`, logged as such.
+    sqlx::query("UPDATE groups SET halted_version = '3.0.0', halted_reason = 'failures' WHERE name = 'prod'")
+        .execute(s.db.pool())
+        .await
+        .unwrap();
+    let g = json_of(
+        s.viewer(Method::GET, &format!("/api/v1/apps/{APP}/groups/prod"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(g["rollout"]["halted"], true);
+    assert_eq!(g["policy"]["halted_reason"], "failures");
+    let r = s
+        .admin(
+            Method::PUT,
+            &format!("/api/v1/apps/{APP}/groups/prod/policy"),
+        )
+        .json(&json!({"resume": true}))
+        .send()
+        .await
+        .unwrap();
+    let p = json_of(r).await;
+    assert_eq!(p["halted_version"], Value::Null);
+    let act = json_of(
+        s.viewer(Method::GET, "/api/v1/activity?limit=1")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(act[0]["kind"], "rollout.resumed");
 
     // Deleting a channel detaches its groups.
     let r = s
@@ -326,6 +365,22 @@ async fn invalid_input_is_rejected_and_writes_nothing(backend: Backend) {
             &format!("/api/v1/apps/{APP}/packages/5.0.0/payload"),
         )
         .body(vec![0u8; UPLOAD_LIMIT as usize + 1])
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 413, None).await;
+    // The same without Content-Length (chunked): the limit is enforced while streaming.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..5)
+        .map(|_| Ok(vec![7u8; UPLOAD_LIMIT as usize / 4]))
+        .collect();
+    let r = s
+        .admin(
+            Method::PUT,
+            &format!("/api/v1/apps/{APP}/packages/5.0.0/payload"),
+        )
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();

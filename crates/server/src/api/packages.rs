@@ -35,6 +35,8 @@ pub struct Package {
     pub url: Option<String>,
     /// Whether the payload file is stored on this server.
     pub stored: bool,
+    /// Where this server serves a stored payload (with range requests); `null` if external.
+    pub download_path: Option<String>,
     /// Payload size in bytes.
     pub size: i64,
     /// SHA-1 of the payload, hex (Omaha's legacy `hash`).
@@ -88,7 +90,9 @@ const PACKAGE_SELECT: &str = "SELECT id, application_id, version, filename, url,
      size, sha1_hex, sha256_hex, created_at FROM packages";
 
 fn package_from_row(r: PackageRow) -> Package {
+    let download_path = r.5.as_ref().map(|_| format!("/packages/{}/{}", r.0, r.3));
     Package {
+        download_path,
         id: r.0,
         application_id: r.1,
         version: r.2,
