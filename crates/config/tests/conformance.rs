@@ -223,3 +223,57 @@ fn conformance_cases() {
         failures.join("\n\n")
     );
 }
+
+fn schema_paths(fields: &[keelson_config::schema::Field], prefix: &str, out: &mut Vec<String>) {
+    use keelson_config::schema::Ty;
+    for f in fields {
+        let p = format!("{prefix}.{}", f.name);
+        out.push(p.clone());
+        let mut ty = &f.ty;
+        let mut q = p;
+        while let Ty::List(inner) = ty {
+            q.push_str(".*");
+            ty = inner;
+        }
+        if let Ty::Obj(sub) = ty {
+            schema_paths(sub, &q, out);
+        }
+    }
+}
+
+fn value_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::HashSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let p = format!("{prefix}.{k}");
+                out.insert(p.clone());
+                value_paths(x, &p, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for x in items {
+                value_paths(x, &format!("{prefix}.*"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every field of spec 3.6.0 appears in the expected output of at least one passing case.
+#[test]
+fn cases_cover_every_field_of_3_6() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let mut files = Vec::new();
+    collect(&root, &mut files);
+    let mut seen = std::collections::HashSet::new();
+    for path in &files {
+        let case = Case::parse(&std::fs::read_to_string(path).unwrap());
+        if let Some(j) = case.get("expect.json") {
+            value_paths(&serde_json::from_str(j).unwrap(), "$", &mut seen);
+        }
+    }
+    let mut want = Vec::new();
+    schema_paths(keelson_config::schema::CONFIG, "$", &mut want);
+    let missing: Vec<&String> = want.iter().filter(|p| !seen.contains(*p)).collect();
+    assert!(missing.is_empty(), "fields no case covers: {missing:#?}");
+}
