@@ -97,8 +97,12 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         HttpClient::new(RetryPolicy::default()).context("building HTTP client")?,
         DEFAULT_MAX_SIZE,
     );
+    let fetcher = engine::fetcher_for(&config, &fetcher)
+        .context("applying ignition.timeouts/proxy/security")?;
     let config = engine::render_config(config, &fetcher, &mut warnings, 0)
         .context("fetching configs referenced by ignition.config")?;
+    let fetcher = engine::fetcher_for(&config, &fetcher)
+        .context("applying ignition.timeouts/proxy/security of the merged config")?;
     let target = TargetRoot::new(&args.root).context("checking --root")?;
 
     let mut outcome = Outcome::default();

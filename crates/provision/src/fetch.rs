@@ -164,6 +164,11 @@ impl Fetcher {
         Fetcher { http, max_size }
     }
 
+    /// The size limit per resource.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
     /// The HTTP client (providers share it).
     pub fn http(&self) -> &HttpClient {
         &self.http

@@ -17,6 +17,14 @@ pub enum HttpError {
     /// The HTTP client could not be built (TLS backend).
     #[error("building HTTP client: {0}")]
     Client(reqwest::Error),
+    /// A proxy URL or CA bundle from the config is unusable.
+    #[error("{what}: {reason}")]
+    Settings {
+        /// Which setting.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// Every attempt failed with a retryable error until the deadline or attempt limit.
     #[error(
         "{method} {url}: gave up after {attempts} attempt(s) in {elapsed:?}; last error: {last}"
@@ -73,6 +81,22 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The policy for a config's `ignition.timeouts` (seconds; 0 = no limit, as Ignition).
+    pub fn from_timeouts(response_headers: Option<i64>, total: Option<i64>) -> Self {
+        let mut p = RetryPolicy::default();
+        match response_headers {
+            Some(0) => p.response_headers_timeout = Duration::from_secs(24 * 3600),
+            Some(s) if s > 0 => p.response_headers_timeout = Duration::from_secs(s.unsigned_abs()),
+            _ => {}
+        }
+        match total {
+            Some(s) if s > 0 => p.total = Some(Duration::from_secs(s.unsigned_abs())),
+            Some(0) => p.total = None,
+            _ => {}
+        }
+        p
+    }
+
     /// A fast policy for tests and local sources: short delays, few attempts.
     pub fn quick(attempts: u32) -> Self {
         RetryPolicy {
@@ -96,6 +120,19 @@ impl RetryPolicy {
     }
 }
 
+/// Proxy and trust settings from the config's `ignition` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Proxy for `http:` URLs.
+    pub http_proxy: Option<String>,
+    /// Proxy for `https:` URLs.
+    pub https_proxy: Option<String>,
+    /// Hosts that bypass the proxies (reqwest's `NO_PROXY` syntax, as Ignition's).
+    pub no_proxy: Vec<String>,
+    /// Extra trusted CAs, each a PEM bundle, added to the built-in roots.
+    pub ca_bundles: Vec<Vec<u8>>,
+}
+
 /// A blocking HTTP client plus its retry policy.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
@@ -106,12 +143,51 @@ pub struct HttpClient {
 impl HttpClient {
     /// Build a client; bodies may stream for as long as they need, only connecting is bounded.
     pub fn new(policy: RetryPolicy) -> Result<Self, HttpError> {
-        let client = Client::builder()
+        Self::with_settings(policy, &HttpSettings::default())
+    }
+
+    /// Build a client with proxies and extra CAs. Without an explicit proxy, the usual
+    /// `http_proxy`/`https_proxy` environment variables still apply (reqwest's default).
+    pub fn with_settings(policy: RetryPolicy, settings: &HttpSettings) -> Result<Self, HttpError> {
+        let mut builder = Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(policy.response_headers_timeout)
-            .timeout(None)
-            .build()
-            .map_err(HttpError::Client)?;
+            .timeout(None);
+        let no_proxy = reqwest::NoProxy::from_string(&settings.no_proxy.join(","));
+        let proxies = [
+            (settings.http_proxy.as_deref(), false),
+            (settings.https_proxy.as_deref(), true),
+        ];
+        for (url, https) in proxies {
+            let Some(url) = url else { continue };
+            let proxy = if https {
+                reqwest::Proxy::https(url)
+            } else {
+                reqwest::Proxy::http(url)
+            }
+            .map_err(|e| HttpError::Settings {
+                what: format!("proxy {url}"),
+                reason: describe(&e),
+            })?;
+            builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+        }
+        for (i, pem) in settings.ca_bundles.iter().enumerate() {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| HttpError::Settings {
+                    what: format!("certificateAuthorities[{i}]"),
+                    reason: describe(&e),
+                })?;
+            if certs.is_empty() {
+                return Err(HttpError::Settings {
+                    what: format!("certificateAuthorities[{i}]"),
+                    reason: "no PEM certificate in the bundle".into(),
+                });
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder.build().map_err(HttpError::Client)?;
         Ok(HttpClient { client, policy })
     }
 
@@ -221,6 +297,18 @@ mod tests {
         assert!(
             msg.contains("3 attempt(s)") && msg.contains("fail 3"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn timeouts_from_config() {
+        let p = RetryPolicy::from_timeouts(Some(3), Some(60));
+        assert_eq!(p.response_headers_timeout, Duration::from_secs(3));
+        assert_eq!(p.total, Some(Duration::from_secs(60)));
+        assert_eq!(RetryPolicy::from_timeouts(None, Some(0)).total, None);
+        assert_eq!(
+            RetryPolicy::from_timeouts(None, None).total,
+            RetryPolicy::default().total
         );
     }
 

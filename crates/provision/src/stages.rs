@@ -165,7 +165,9 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
         }
         Stage::Files => {
             let target = TargetRoot::new(&ctx.root)?;
-            engine::apply_files(&read_cache(&ctx.cache)?, &target, &ctx.fetcher, &ctx.files)
+            let config = read_cache(&ctx.cache)?;
+            let fetcher = engine::fetcher_for(&config, &ctx.fetcher)?;
+            engine::apply_files(&config, &target, &fetcher, &ctx.files)
         }
     }
 }

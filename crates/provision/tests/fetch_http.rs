@@ -107,3 +107,88 @@ fn connection_refused_gives_up_with_attempt_count() {
     let msg = err.to_string();
     assert!(msg.contains("4 attempt(s)"), "{msg}");
 }
+
+#[test]
+fn http_proxy_from_settings_is_used_and_no_proxy_bypasses_it() {
+    use keelson_provision::http::HttpSettings;
+    let proxy = serve(|r: &Request| {
+        // A forward proxy sees the absolute URL in the request line.
+        if r.target == "http://keelson.invalid/x" {
+            Reply::new(200, "via proxy")
+        } else {
+            Reply::new(400, r.target.clone())
+        }
+    });
+    let settings = HttpSettings {
+        http_proxy: Some(proxy.base.clone()),
+        ..Default::default()
+    };
+    let f = Fetcher::new(
+        HttpClient::with_settings(RetryPolicy::quick(1), &settings).unwrap(),
+        1 << 20,
+    );
+    assert_eq!(
+        f.fetch_bytes(&ResourceSpec::url("http://keelson.invalid/x"))
+            .unwrap(),
+        b"via proxy"
+    );
+    let bypass = HttpSettings {
+        no_proxy: vec!["keelson.invalid".into()],
+        ..settings
+    };
+    let f = Fetcher::new(
+        HttpClient::with_settings(RetryPolicy::quick(1), &bypass).unwrap(),
+        1 << 20,
+    );
+    assert!(
+        f.fetch_bytes(&ResourceSpec::url("http://keelson.invalid/x"))
+            .is_err()
+    );
+    assert_eq!(proxy.requests().len(), 1);
+}
+
+#[test]
+fn ca_bundles_are_checked() {
+    use keelson_provision::http::HttpSettings;
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/test-ca.pem"
+    ))
+    .unwrap();
+    let ok = HttpSettings {
+        ca_bundles: vec![pem],
+        ..Default::default()
+    };
+    assert!(HttpClient::with_settings(RetryPolicy::quick(1), &ok).is_ok());
+    let bad = HttpSettings {
+        ca_bundles: vec![b"not a certificate".to_vec()],
+        ..Default::default()
+    };
+    let err = HttpClient::with_settings(RetryPolicy::quick(1), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificateAuthorities[0]"), "{err}");
+}
+
+#[test]
+fn config_settings_build_the_fetcher() {
+    use keelson_provision::engine::fetcher_for;
+    let base = fetcher();
+    let cfg = |ign: &str| {
+        keelson_config::parse(format!(r#"{{"ignition":{{"version":"3.6.0",{ign}}}}}"#).as_bytes())
+            .unwrap()
+            .0
+    };
+    let bad_ca =
+        cfg(r#""security":{"tls":{"certificateAuthorities":[{"source":"data:,garbage"}]}}"#);
+    let err = fetcher_for(&bad_ca, &base).unwrap_err().to_string();
+    assert!(err.contains("certificateAuthorities[0]"), "{err}");
+    let proxy = serve(|_: &Request| Reply::new(200, "proxied"));
+    let with_proxy = cfg(&format!(r#""proxy":{{"httpProxy":"{}"}}"#, proxy.base));
+    let f = fetcher_for(&with_proxy, &base).unwrap();
+    assert_eq!(
+        f.fetch_bytes(&ResourceSpec::url("http://keelson.invalid/y"))
+            .unwrap(),
+        b"proxied"
+    );
+}

@@ -5,6 +5,7 @@ use keelson_config::Config;
 
 use super::ApplyError;
 use crate::fetch::{Fetcher, ResourceSpec};
+use crate::http::{HttpClient, HttpSettings, RetryPolicy};
 use crate::providers::Provider;
 
 /// How deep `replace`/`merge` references may nest before we call it a loop.
@@ -35,7 +36,8 @@ pub fn fetch_config(
         let Some(raw) = raw else { continue };
         let mut warnings = Vec::new();
         let config = parse(&raw, p.name(), &mut warnings)?;
-        let config = render_config(config, fetcher, &mut warnings, 0)?;
+        let fetcher = fetcher_for(&config, fetcher)?;
+        let config = render_config(config, &fetcher, &mut warnings, 0)?;
         return Ok(FetchedConfig {
             config,
             source: p.name().into(),
@@ -124,4 +126,38 @@ pub fn render_config(
         out.ignition.config.merge.clear();
     }
     Ok(out)
+}
+
+/// A fetcher honouring the config's `ignition.timeouts`, `ignition.proxy` and
+/// `ignition.security.tls.certificateAuthorities` (the CA bundles are fetched with `base`).
+pub fn fetcher_for(config: &Config, base: &Fetcher) -> Result<Fetcher, ApplyError> {
+    let ign = &config.ignition;
+    let mut settings = HttpSettings {
+        http_proxy: ign.proxy.http_proxy.clone().filter(|s| !s.is_empty()),
+        https_proxy: ign.proxy.https_proxy.clone().filter(|s| !s.is_empty()),
+        no_proxy: ign.proxy.no_proxy.clone(),
+        ca_bundles: Vec::new(),
+    };
+    for (i, ca) in ign.security.tls.certificate_authorities.iter().enumerate() {
+        let Some(s) = spec(ca) else { continue };
+        let what = format!("ignition.security.tls.certificateAuthorities[{i}]");
+        let pem = base.fetch_bytes(&s).map_err(|e| ApplyError::Fetch {
+            what,
+            error: Box::new(e),
+        })?;
+        settings.ca_bundles.push(pem);
+    }
+    let policy =
+        RetryPolicy::from_timeouts(ign.timeouts.http_response_headers, ign.timeouts.http_total);
+    if settings == HttpSettings::default()
+        && ign.timeouts.http_response_headers.is_none()
+        && ign.timeouts.http_total.is_none()
+    {
+        return Ok(base.clone());
+    }
+    let http = HttpClient::with_settings(policy, &settings).map_err(|e| ApplyError::Invalid {
+        field: "ignition".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(Fetcher::new(http, base.max_size()))
 }
