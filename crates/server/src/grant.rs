@@ -260,22 +260,23 @@ impl RolloutPolicy {
                 reason,
             })
         };
-        if self.max_updates_per_period < 1 {
+        // Ranges match the REST API's (crate::api::groups), so both layers agree.
+        if !(1..=1_000_000).contains(&self.max_updates_per_period) {
             return bad(
                 "max_updates_per_period",
-                format!("{} is below 1", self.max_updates_per_period),
+                format!("{} is not in 1..=1000000", self.max_updates_per_period),
             );
         }
-        if !(60..=366 * 86400).contains(&self.period_secs) {
+        if !(60..=31 * 86400).contains(&self.period_secs) {
             return bad(
                 "period_secs",
-                format!("{} is not in 60..=31622400", self.period_secs),
+                format!("{} is not in 60..=2678400", self.period_secs),
             );
         }
-        if !(60..=366 * 86400).contains(&self.update_timeout_secs) {
+        if !(60..=7 * 86400).contains(&self.update_timeout_secs) {
             return bad(
                 "update_timeout_secs",
-                format!("{} is not in 60..=31622400", self.update_timeout_secs),
+                format!("{} is not in 60..=604800", self.update_timeout_secs),
             );
         }
         if self.timezone.parse::<chrono_tz::Tz>().is_err() {
@@ -298,10 +299,10 @@ impl RolloutPolicy {
                 format!("{} is not in 0..=100", self.rollout_percent),
             );
         }
-        if !(0..=100).contains(&self.failure_threshold_percent) {
+        if !(1..=100).contains(&self.failure_threshold_percent) {
             return bad(
                 "failure_threshold_percent",
-                format!("{} is not in 0..=100", self.failure_threshold_percent),
+                format!("{} is not in 1..=100", self.failure_threshold_percent),
             );
         }
         if let Some(v) = &self.pinned_version
@@ -350,10 +351,10 @@ pub struct RolloutStats {
     pub group_instances: i64,
     /// Grants (any version) in the last `period_secs`.
     pub grants_in_period: i64,
-    /// Grants of this rollout still pending and within the timeout.
+    /// Grants (any version) still pending and within the timeout.
     pub in_progress: i64,
-    /// Distinct instances that completed this rollout.
-    pub succeeded: i64,
+    /// Whether any node completed this rollout (safe mode only needs to know that).
+    pub any_succeeded: bool,
     /// Distinct instances that failed this rollout: error events, rollbacks (code 44) and
     /// pending grants past the timeout.
     pub failed: i64,
@@ -495,7 +496,7 @@ pub fn halt_check(policy: &RolloutPolicy, stats: &RolloutStats) -> Option<HaltCa
     if stats.failed == 0 {
         return None;
     }
-    if policy.safe_mode && stats.succeeded == 0 {
+    if policy.safe_mode && !stats.any_succeeded {
         return Some(HaltCause::SafeModeFailure);
     }
     // "Pass the threshold": strictly more than threshold% of the group failed.
@@ -586,7 +587,7 @@ pub fn decide(input: &GrantInput<'_>) -> GrantDecision {
             percent: p.rollout_percent,
         });
     }
-    if p.safe_mode && input.stats.succeeded == 0 && input.stats.in_progress >= 1 {
+    if p.safe_mode && !input.stats.any_succeeded && input.stats.in_progress >= 1 {
         return Hold(HoldReason::SafeModeWaiting);
     }
     if input.stats.grants_in_period >= p.max_updates_per_period {
@@ -1008,7 +1009,7 @@ mod tests {
                 stats: RolloutStats {
                     group_instances: 10,
                     in_progress: 1,
-                    succeeded: 1,
+                    any_succeeded: true,
                     grants_in_period: 2,
                     ..Default::default()
                 },
@@ -1040,7 +1041,7 @@ mod tests {
                 stats: RolloutStats {
                     group_instances: 10,
                     failed: 2,
-                    succeeded: 3,
+                    any_succeeded: true,
                     ..Default::default()
                 },
                 ..base()
@@ -1054,7 +1055,7 @@ mod tests {
                 stats: RolloutStats {
                     group_instances: 10,
                     failed: 3,
-                    succeeded: 3,
+                    any_succeeded: true,
                     ..Default::default()
                 },
                 want: GrantDecision::Halt {

@@ -177,7 +177,7 @@ both!(rollback_with_flag_bits_counts_as_failure);
 async fn rollback_after_reported_success_still_fails_the_grant(b: Backend) {
     let env = env(b).await;
     let policy = RolloutPolicy {
-        failure_threshold_percent: 0,
+        failure_threshold_percent: 1,
         ..Default::default()
     };
     let (gid, _) = fleet(&env, "2.0.0", policy).await;

@@ -21,6 +21,9 @@ use crate::grant::{
 
 /// update_engine's error code for a detected rollback (kActionCodeRollbackError).
 pub const ERROR_ROLLBACK: i64 = 44;
+/// `max_updates_per_period` at or above this is "no rate limit" (the API's maximum), so the
+/// period count is skipped.
+pub const UNLIMITED_UPDATES: i64 = 1_000_000;
 /// Flag bits update_engine ORs onto error codes (dev mode, resumed, test image, non-prod URL).
 pub const ERROR_FLAG_MASK: i64 = 0xF000_0000;
 
@@ -153,39 +156,47 @@ pub async fn rollout_stats(
     now: i64,
 ) -> Result<RolloutStats, DbError> {
     let p = &group.policy;
-    let (group_instances,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM instances WHERE group_id = $1")
-            .bind(group.id)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(DbError::query("counting group instances"))?;
-    let (grants_in_period, in_progress): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(CASE WHEN granted_at > $2 THEN 1 END), \
-                COUNT(CASE WHEN outcome = 0 AND granted_at > $3 THEN 1 END) \
-         FROM grants WHERE group_id = $1 AND granted_at > $4",
+    // Every count here is bounded so a decision stays cheap with 100,000 nodes in a group:
+    // pending grants are few (index grants_group_pending), the period count stops at the
+    // limit, success is an existence check, and the group size is only needed once something
+    // failed.
+    let (in_progress,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM grants WHERE group_id = $1 AND outcome = 0 AND granted_at > $2",
     )
     .bind(group.id)
-    .bind(now - p.period_secs)
     .bind(now - p.update_timeout_secs)
-    .bind(now - p.period_secs.max(p.update_timeout_secs))
     .fetch_one(&mut *conn)
     .await
-    .map_err(DbError::query("counting grants"))?;
+    .map_err(DbError::query("counting grants in progress"))?;
+    let grants_in_period = if p.max_updates_per_period >= UNLIMITED_UPDATES {
+        0
+    } else {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE group_id = $1 AND granted_at > $2 LIMIT $3) t",
+        )
+        .bind(group.id)
+        .bind(now - p.period_secs)
+        .bind(p.max_updates_per_period)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(DbError::query("counting grants in the period"))?;
+        n
+    };
     let (succeeded,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(DISTINCT instance_id) FROM grants WHERE group_id = $1 AND rollout_version = $2 AND outcome = 1",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE group_id = $1 AND rollout_version = $2 AND outcome = 1 LIMIT 1) t",
     )
     .bind(group.id)
     .bind(target)
     .fetch_one(&mut *conn)
     .await
-    .map_err(DbError::query("counting succeeded grants"))?;
+    .map_err(DbError::query("looking for a succeeded grant"))?;
     // Failed: an error or rollback, or still pending past the timeout; a node that later
     // succeeded in this rollout no longer counts.
     let (failed,): (i64,) = sqlx::query_as(
         "SELECT COUNT(DISTINCT instance_id) FROM grants g WHERE g.group_id = $1 AND g.rollout_version = $2 \
          AND (g.outcome = 2 OR (g.outcome = 0 AND g.granted_at <= $3)) \
-         AND NOT EXISTS (SELECT 1 FROM grants s WHERE s.group_id = $1 AND s.rollout_version = $2 \
-                         AND s.outcome = 1 AND s.instance_id = g.instance_id)",
+         AND NOT EXISTS (SELECT 1 FROM grants s WHERE s.instance_id = g.instance_id AND s.group_id = $1 \
+                         AND s.rollout_version = $2 AND s.outcome = 1)",
     )
     .bind(group.id)
     .bind(target)
@@ -193,11 +204,21 @@ pub async fn rollout_stats(
     .fetch_one(&mut *conn)
     .await
     .map_err(DbError::query("counting failed grants"))?;
+    let group_instances = if failed > 0 {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM instances WHERE group_id = $1")
+            .bind(group.id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(DbError::query("counting group instances"))?;
+        n
+    } else {
+        0
+    };
     Ok(RolloutStats {
         group_instances,
         grants_in_period,
         in_progress,
-        succeeded,
+        any_succeeded: succeeded > 0,
         failed,
     })
 }
@@ -299,7 +320,7 @@ async fn rollout_finished_check(tx: &mut Tx, group: &Group, grant_id: i64) -> Re
         return Ok(());
     }
     let (behind,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM instances WHERE group_id = $1 AND version <> $2")
+        sqlx::query_as("SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE group_id = $1 AND (version < $2 OR version > $2) LIMIT 1) t")
             .bind(group.id)
             .bind(&target)
             .fetch_one(&mut **tx)
@@ -668,7 +689,7 @@ async fn decide_and_apply(
                         .map_err(DbError::query("closing timed-out grant"))?;
                 }
                 let (earlier,): (i64,) = sqlx::query_as(
-                    "SELECT COUNT(*) FROM grants WHERE group_id = $1 AND rollout_version = $2",
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM grants WHERE group_id = $1 AND rollout_version = $2 LIMIT 1) t",
                 )
                 .bind(group.id)
                 .bind(&rollout_version)
