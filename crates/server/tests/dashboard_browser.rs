@@ -303,6 +303,7 @@ async fn dashboard_login_policy_edit_and_screenshot() {
     // Without the cookie every page leads to the login form.
     d.goto(&s.url("/ui")).await;
     assert!(d.url().await.ends_with("/login"), "{}", d.url().await);
+    d.screenshot("dashboard-login.png").await;
     d.fill("#token", "kt_wrong").await;
     d.click("#login").await;
     assert!(d.text(".flash.bad").await.contains("Unknown"));
@@ -371,6 +372,7 @@ async fn dashboard_login_policy_edit_and_screenshot() {
     d.click("a[href^='/ui/instances/']").await;
     d.find("#history").await;
     assert!(d.text("#history").await.contains("update-granted"));
+    d.screenshot("dashboard-instance.png").await;
     d.goto(&s.url("/ui/activity")).await;
     assert!(
         d.text("#activity")

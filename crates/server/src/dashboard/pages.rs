@@ -412,7 +412,7 @@ fn instance_table(instances: &[crate::api::instances::Instance]) -> String {
              <td class=\"mono\">{version}</td><td>{status}</td><td class=\"nowrap\">{last}</td></tr>",
             id = i.id,
             mid = esc(&i.machine_id.chars().take(16).collect::<String>()),
-            alias = esc(&i.alias),
+            alias = esc(or_dash(&i.alias)),
             group = esc(i.group.as_deref().unwrap_or("-")),
             version = esc(&i.version),
             status = badge(&i.status),
@@ -549,9 +549,9 @@ pub async fn instance_page(
         version = esc(&i.version),
         group = esc(i.group.as_deref().unwrap_or("-")),
         alias = esc(&i.alias),
-        ip = esc(&i.ip),
-        oem = esc(&i.oem),
-        aleph = esc(&i.aleph_version),
+        ip = esc(or_dash(&i.ip)),
+        oem = esc(or_dash(&i.oem)),
+        aleph = esc(or_dash(&i.aleph_version)),
         last = time(i.last_check),
     );
     body.push_str("<div class=\"cols\"><div class=\"card\"><h2>Status history</h2>");
@@ -604,6 +604,11 @@ pub async fn instance_page(
         &body,
     ))
     .into_response()
+}
+
+/// Empty values shown as a dash, so a row never looks cut off.
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
 }
 
 /// Query of the activity page.
