@@ -117,7 +117,9 @@ pub fn parse_tree_untranslated(node: &tree::Node) -> Result<(Config, Report, Ver
     validate::validate(&config, &mut ctx);
     report.merge(ctx.report);
     // Entries in source order, so the report reads top to bottom like the file.
-    report.entries.sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
+    report
+        .entries
+        .sort_by_key(|e| e.pos.map(|p| (p.line, p.col)));
     if report.is_fatal() {
         return Err(Error::Invalid { report });
     }
