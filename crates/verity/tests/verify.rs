@@ -213,3 +213,26 @@ fn verify_without_superblock_uses_the_given_parameters() {
     let err = verify(&data, &hash, &r, &random).unwrap_err();
     assert!(err.to_string().contains("salt"), "{err}");
 }
+
+/// One data block, superblock at offset 512 of a new file: veritysetup 2.6.1 fails to write this
+/// ("Error during update of verity header"); we write the superblock and pad to a hash block.
+#[test]
+fn single_block_with_superblock_at_an_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let hash = dir.path().join("hash");
+    std::fs::write(&data, vec![5u8; 4096]).unwrap();
+    let params = VerityParams::default()
+        .with_block_sizes(4096, 2048)
+        .with_hash_offset(512);
+    let info = format(&data, &hash, &params).unwrap();
+    assert_eq!(info.hash_blocks, 0);
+    assert_eq!(std::fs::metadata(&hash).unwrap().len(), 2048);
+    let sb = keelson_verity::dump(&hash, 512).unwrap();
+    assert_eq!(sb.data_blocks, 1);
+    verify(&data, &hash, &root_of(&info), &params).unwrap();
+}
+
+fn root_of(info: &VerityInfo) -> Vec<u8> {
+    info.root_hash.clone().unwrap()
+}

@@ -142,6 +142,46 @@ fn run_veritysetup(
         .unwrap_or_else(|| panic!("no `Root hash:` in veritysetup output:\n{stdout}"))
 }
 
+fn veritysetup_verify(
+    c: &Case,
+    data: &Path,
+    hash: &Path,
+    hash_offset: u64,
+    info: &keelson_verity::VerityInfo,
+) -> Command {
+    let mut cmd = Command::new(veritysetup());
+    cmd.arg("verify")
+        .arg(data)
+        .arg(hash)
+        .arg(info.root_hash_hex())
+        .arg(format!("--hash-offset={hash_offset}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if !c.superblock {
+        cmd.arg("--no-superblock")
+            .arg(format!("--data-block-size={}", c.dbs))
+            .arg(format!("--hash-block-size={}", c.hbs))
+            .arg(format!("--hash={}", c.alg))
+            .arg(format!("--format={}", c.ty.number()))
+            .arg(format!("--salt={}", salt_arg(&c.salt)))
+            .arg(format!("--data-blocks={}", info.data_blocks));
+    }
+    cmd
+}
+
+fn flip(path: &Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x80;
+    f.write_all_at(&b, offset).unwrap();
+}
+
 fn write_data(path: &Path, rng: &mut StdRng, len: u64) {
     let mut buf = vec![0u8; len as usize];
     // Some runs of zero blocks too, so equal blocks appear.
@@ -178,7 +218,14 @@ fn random_cases_match_veritysetup_byte_for_byte() {
             None => (
                 dir.path().join(format!("{i}-ours.hash")),
                 dir.path().join(format!("{i}-theirs.hash")),
-                c.sep_offset,
+                // veritysetup 2.6.1 cannot write a superblock at a non-zero offset of a new
+                // hash file when there is no tree (one data block): "Error during update of
+                // verity header". Our own tests cover that case; skip it here.
+                if effective_blocks == 1 && c.superblock {
+                    0
+                } else {
+                    c.sep_offset
+                },
                 c.data_blocks,
             ),
         };
@@ -222,6 +269,36 @@ fn random_cases_match_veritysetup_byte_for_byte() {
             &params,
         )
         .unwrap_or_else(|e| panic!("case {i}: verify of veritysetup's tree failed: {e} for {c:?}"));
+        // Corrupt one data byte: both verifiers must reject it, ours naming that block.
+        let block = rng.random_range(0..info.data_blocks);
+        let at = block * u64::from(c.dbs) + rng.random_range(0..u64::from(c.dbs));
+        flip(&theirs_data, at);
+        let err = verify(
+            &theirs_data,
+            &theirs_hash,
+            info.root_hash.as_deref().unwrap(),
+            &params,
+        )
+        .unwrap_err();
+        let expected_block = if info.data_blocks == 1 {
+            None
+        } else {
+            Some(block)
+        };
+        match (&err, expected_block) {
+            (keelson_verity::VerityError::DataBlockMismatch { index, .. }, Some(b)) => {
+                assert_eq!(*index, b, "case {i}: {err}")
+            }
+            (keelson_verity::VerityError::RootHashMismatch { .. }, None) => {}
+            _ => panic!("case {i}: unexpected {err} for {c:?}"),
+        }
+        let status = veritysetup_verify(&c, &theirs_data, &theirs_hash, offset, &info)
+            .status()
+            .unwrap();
+        assert!(
+            !status.success(),
+            "case {i}: veritysetup verify accepted corrupted data"
+        );
         for p in [&ours_data, &theirs_data, &ours_hash, &theirs_hash] {
             let _ = std::fs::remove_file(p);
         }
