@@ -16,13 +16,17 @@ use crate::util;
 /// Where the VM test image is built.
 pub const VM_DIR: &str = "target/vm";
 
-/// Build `os/` into `out` with the workspace's `keelson` binary; returns the build record path.
-pub fn build_image(out: &Path, version: &str, extra: &[&str]) -> Result<PathBuf> {
+/// Build the workspace's `keelson` binary and return its path.
+pub fn keelson_binary() -> Result<PathBuf> {
     util::run(util::cargo().args(["build", "-p", "keelson", "--bin", "keelson"]))
         .context("building the keelson binary")?;
-    let keelson = util::workspace_root().join("target/debug/keelson");
+    Ok(util::workspace_root().join("target/debug/keelson"))
+}
+
+/// Build `os/` into `out` with `keelson image build`; returns the build record path.
+pub fn build_image(keelson: &Path, out: &Path, version: &str, extra: &[&str]) -> Result<PathBuf> {
     util::run(
-        Command::new(&keelson)
+        Command::new(keelson)
             .args([
                 "image",
                 "build",
@@ -44,7 +48,7 @@ pub fn build_image(out: &Path, version: &str, extra: &[&str]) -> Result<PathBuf>
 }
 
 /// A statically linked busybox for the container test, from the Debian package (cached).
-fn busybox(dir: &Path) -> Result<PathBuf> {
+pub fn busybox(dir: &Path) -> Result<PathBuf> {
     let bin = dir.join("busybox-static/bin/busybox");
     if bin.is_file() {
         return Ok(bin);
@@ -84,8 +88,11 @@ pub fn run_tests() -> Result<()> {
     let root = util::workspace_root();
     let dir = root.join(VM_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let record = build_image(&dir, "0.1.0", &[])?;
+    let keelson = keelson_binary()?;
+    let record = build_image(&keelson, &dir, "0.1.0", &[])?;
     let busybox = busybox(&dir)?;
+    // Every console of this run, for reading after a failure (each failure also quotes the tail).
+    let _ = std::fs::remove_file(dir.join("console.log"));
 
     util::step("VM tests: booting the image");
     util::run(
@@ -103,7 +110,8 @@ pub fn run_tests() -> Result<()> {
             ])
             .env("KEELSON_VM_BUILD", &record)
             .env("KEELSON_VM_OS", root.join("os"))
-            .env("KEELSON_VM_BUSYBOX", &busybox),
+            .env("KEELSON_VM_BUSYBOX", &busybox)
+            .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log")),
     )
     .context("VM tests failed")?;
     Ok(())

@@ -241,8 +241,19 @@ fn require_tools() -> Result<(), ImageError> {
 fn rootfs_key(def: &OsDefinition, os_dir: &Path, sde: u64) -> Result<String, ImageError> {
     let mut h = Sha256::new();
     h.update(ROOTFS_RECIPE.as_bytes());
+    // Only what mmdebstrap sees: os-release, the command line and the layout are applied
+    // after the cache, so changing them reuses the cached root.
     let mut keyed = def.clone();
     keyed.version = String::new();
+    keyed.pretty_name = String::new();
+    keyed.sysext_level = String::new();
+    keyed.cmdline = String::new();
+    keyed.layout = os::Layout {
+        esp_mib: 0,
+        usr_mib: 0,
+        usr_verity_mib: 0,
+        root_mib: 0,
+    };
     let yaml = serde_json::to_string(&keyed).map_err(|e| ImageError::OsDefinition {
         path: os_dir.join(os::OS_FILE),
         line: None,
@@ -962,6 +973,8 @@ mod tests {
         let k1 = rootfs_key(&def, &os_dir, 1).unwrap();
         let mut v2 = def.clone();
         v2.version = "9.9.9".into();
+        v2.layout.usr_mib += 64;
+        v2.cmdline.push_str(" quiet");
         assert_eq!(k1, rootfs_key(&v2, &os_dir, 1).unwrap());
         let mut p = def.clone();
         p.packages.push("jq".into());

@@ -257,3 +257,36 @@ fn rebuild_gives_same_root_hash() {
         "verity trees differ"
     );
 }
+
+/// A build that fails late (the /usr image does not fit its partition, found only after the root
+/// file system and the erofs image exist) names the field and leaves nothing under the output
+/// names: no image, no parts, no work directory. Runs on the warm cache of the first build.
+#[test]
+#[ignore = "needs the image build tools and a warm build cache: run by `cargo xtask test`"]
+fn late_failure_leaves_no_outputs() {
+    let os_dir = env_path("KEELSON_VM_OS");
+    let scratch = tempfile::tempdir_in(env_path("KEELSON_VM_BUILD").parent().unwrap()).unwrap();
+    // Same os/ (so the cached root file system is used), but a usr partition of 64 MiB.
+    let os_copy = scratch.path().join("os");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&os_dir)
+        .arg(&os_copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let yaml = std::fs::read_to_string(os_copy.join("os.yaml")).unwrap();
+    let small = yaml.replacen("usr_mib: 768", "usr_mib: 64", 1);
+    assert_ne!(small, yaml, "os.yaml has no `usr_mib: 768`");
+    std::fs::write(os_copy.join("os.yaml"), small).unwrap();
+    let out = scratch.path().join("out");
+    let mut opts = keelson_image::BuildOptions::new(&os_copy, &out);
+    opts.progress = false;
+    let err = keelson_image::build(&opts).unwrap_err().to_string();
+    assert!(err.contains("layout.usr_mib"), "{err}");
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
