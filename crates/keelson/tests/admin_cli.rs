@@ -239,6 +239,30 @@ fn admin_cli_drives_the_server() {
     let err = cli.fails("kt_wrong", &["app", "list"]);
     assert!(err.contains("401"), "{err}");
 
+    // --server and --token work without the environment too.
+    let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
+        .args([
+            "admin",
+            "app",
+            "list",
+            "--json",
+            "--server",
+            &server.url(),
+            "--token",
+        ])
+        .arg(&server.viewer_token)
+        .env_remove("KEELSON_SERVER")
+        .env_remove("KEELSON_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let apps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(apps[0]["id"], APP);
+
     // Instances and activity.
     let page = cli.json(&["instance", "list", "--app", APP]);
     assert_eq!(page["total"], 0);
