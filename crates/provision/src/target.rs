@@ -262,4 +262,53 @@ mod tests {
         let err = TargetRoot::new(Path::new("/nonexistent/keelson-root")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/keelson-root"));
     }
+
+    mod never_escapes_prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn component() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("..".to_string()),
+                Just(".".to_string()),
+                Just("a".to_string()),
+                Just("b".to_string()),
+                Just("c".to_string()),
+            ]
+        }
+
+        fn rel_path() -> impl Strategy<Value = String> {
+            proptest::collection::vec(component(), 0..6).prop_map(|v| v.join("/"))
+        }
+
+        proptest! {
+            /// Whatever links exist and whatever path is asked for, the result stays under
+            /// the root (or the walk reports a loop).
+            #[test]
+            fn never_escapes(
+                links in proptest::collection::vec((rel_path(), rel_path(), any::<bool>()), 0..6),
+                path in rel_path(),
+                follow_last in any::<bool>(),
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let root = dir.path().join("r");
+                std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+                std::fs::create_dir_all(root.join("b")).unwrap();
+                for (at, to, absolute) in &links {
+                    let at_host = root.join(at);
+                    let to = if *absolute { format!("/{to}") } else { to.clone() };
+                    // Missing parents or existing nodes just mean this link is skipped.
+                    let _ = std::os::unix::fs::symlink(&to, &at_host);
+                }
+                let t = TargetRoot::new(&root).unwrap();
+                let p = format!("/{path}");
+                let r = if follow_last { t.resolve_all(&p) } else { t.resolve(&p) };
+                match r {
+                    Ok(host) => prop_assert!(host.starts_with(t.root()), "{p} -> {}", host.display()),
+                    Err(TargetError::TooManyLinks { .. }) => {}
+                    Err(e) => prop_assert!(false, "{p}: {e}"),
+                }
+            }
+        }
+    }
 }

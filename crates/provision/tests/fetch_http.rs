@@ -192,3 +192,58 @@ fn config_settings_build_the_fetcher() {
         b"proxied"
     );
 }
+
+#[test]
+fn files_stage_fetches_over_http_and_a_bad_resource_changes_nothing() {
+    use keelson_provision::engine::{apply_files, files::FilesOptions};
+    use keelson_provision::target::TargetRoot;
+    let server = serve(
+        |r: &Request| match (r.target.as_str(), r.header("X-Token")) {
+            ("/motd", Some("t0k")) => Reply::new(200, "hello over http\n"),
+            ("/motd", _) => Reply::new(403, ""),
+            _ => Reply::new(404, ""),
+        },
+    );
+    let sha = hex::encode(sha2::Sha256::digest(b"hello over http\n"));
+    let cfg = |path: &str, hash: &str| {
+        keelson_config::parse(
+            format!(
+                r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"files":[
+                  {{"path":"/etc/first","contents":{{"source":"data:,1"}}}},
+                  {{"path":"/etc/motd","contents":{{"source":"{}{path}","httpHeaders":[{{"name":"X-Token","value":"t0k"}}],
+                    "verification":{{"hash":"sha256-{hash}"}}}}}}]}}}}"#,
+                server.base
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+        .0
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let target = TargetRoot::new(dir.path()).unwrap();
+    let opts = FilesOptions {
+        today: 1,
+        chown: false,
+        dry_run: false,
+    };
+    for (path, hash) in [("/missing", sha.as_str()), ("/motd", &"0".repeat(64))] {
+        let err = apply_files(&cfg(path, hash), &target, &fetcher(), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/motd"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "failed stage left files behind"
+        );
+    }
+    apply_files(&cfg("/motd", &sha), &target, &fetcher(), &opts).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("etc/motd")).unwrap(),
+        "hello over http\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("etc/first")).unwrap(),
+        "1"
+    );
+}
