@@ -232,6 +232,7 @@ pub(super) fn free_addr() -> Result<String> {
 /// A child process killed when dropped.
 pub(super) struct Spawned {
     child: Child,
+    log: PathBuf,
 }
 
 impl Spawned {
@@ -247,7 +248,10 @@ impl Spawned {
             .stderr(err)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
-        let mut s = Spawned { child };
+        let mut s = Spawned {
+            child,
+            log: log.clone(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect(addr).is_ok() {
@@ -277,6 +281,7 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
