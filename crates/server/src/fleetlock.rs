@@ -58,7 +58,11 @@ fn error(status: StatusCode, kind: &'static str, value: impl Into<String>) -> Re
 }
 
 /// Check the header and body; the error is the response to send.
-async fn client_params(state: &AppState, headers: &HeaderMap, req: Request) -> Result<ClientParams, Response> {
+async fn client_params(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: Request,
+) -> Result<ClientParams, Response> {
     let header_ok = headers
         .get("fleet-lock-protocol")
         .and_then(|v| v.to_str().ok())
@@ -107,7 +111,10 @@ async fn client_params(state: &AppState, headers: &HeaderMap, req: Request) -> R
         return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_client_identity",
-            format!("client_params.group {:?} must match ^[a-zA-Z0-9.-]+$", p.group),
+            format!(
+                "client_params.group {:?} must match ^[a-zA-Z0-9.-]+$",
+                p.group
+            ),
         ));
     }
     Ok(p)
@@ -115,7 +122,11 @@ async fn client_params(state: &AppState, headers: &HeaderMap, req: Request) -> R
 
 fn internal(e: crate::db::DbError) -> Response {
     tracing::error!(error = %e, "fleetlock");
-    error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string())
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        e.to_string(),
+    )
 }
 
 fn unknown_group(group: &str) -> Response {
@@ -136,7 +147,10 @@ async fn pre_reboot(State(state): State<AppState>, headers: HeaderMap, req: Requ
         Ok(LockOutcome::Full { holders, slots }) => error(
             StatusCode::LOCKED,
             "lock_held",
-            format!("all {slots} reboot slot(s) of group {} are held ({holders} holders)", p.group),
+            format!(
+                "all {slots} reboot slot(s) of group {} are held ({holders} holders)",
+                p.group
+            ),
         ),
         Ok(LockOutcome::UnknownGroup) => unknown_group(&p.group),
         Err(e) => internal(e),

@@ -76,7 +76,11 @@ pub async fn render(db: &Db) -> Result<String, DbError> {
     for (app, channel, version, n) in &rows {
         f.sample(
             "keelson_instances",
-            &[("application", app), ("channel", channel), ("version", version)],
+            &[
+                ("application", app),
+                ("channel", channel),
+                ("version", version),
+            ],
             *n,
         );
     }
@@ -196,7 +200,10 @@ async fn serve(State(state): State<AppState>) -> Response {
     match render(&state.db).await {
         Ok(body) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             body,
         )
             .into_response(),

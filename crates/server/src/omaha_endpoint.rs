@@ -17,8 +17,8 @@ use futures_util::StreamExt;
 use keelson_omaha as omaha;
 use tracing::Instrument;
 
-use crate::db::rollout::{self, CheckAnswer, NodeEvent, NodeReport, ReportOutcome};
 use crate::db::packages::Package;
+use crate::db::rollout::{self, CheckAnswer, NodeEvent, NodeReport, ReportOutcome};
 use crate::state::AppState;
 
 /// The node-facing Omaha routes.
@@ -42,7 +42,10 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// Read at most `limit` bytes of `body`; `Err(total_seen)` if it is longer.
-pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Result<usize, String>> {
+pub(crate) async fn read_limited(
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, Result<usize, String>> {
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
     let mut seen = 0usize;
@@ -146,7 +149,9 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         Err(Ok(seen)) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Omaha request body is larger than the limit of {limit} bytes (got at least {seen})"),
+                format!(
+                    "Omaha request body is larger than the limit of {limit} bytes (got at least {seen})"
+                ),
             );
         }
         Err(Err(msg)) => return text(StatusCode::BAD_REQUEST, msg),
@@ -160,7 +165,12 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         Err(e @ omaha::Error::BodyTooLarge { .. }) => {
             return text(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
         }
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("malformed Omaha request: {e}")),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("malformed Omaha request: {e}"),
+            );
+        }
     };
     // Validate every app before writing anything.
     for (i, app) in request.apps.iter().enumerate() {
@@ -168,7 +178,9 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
             if v.as_deref().is_none_or(str::is_empty) {
                 return text(
                     StatusCode::BAD_REQUEST,
-                    format!("malformed Omaha request: request/app[{i}]: required attribute {attr} is missing or empty"),
+                    format!(
+                        "malformed Omaha request: request/app[{i}]: required attribute {attr} is missing or empty"
+                    ),
                 );
             }
         }
@@ -185,7 +197,10 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "handling Omaha request");
-                return text(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"));
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error: {e}"),
+                );
             }
         };
         let ping = app.ping.is_some();
@@ -220,7 +235,10 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "building the update offer");
-                    return text(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"));
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("internal error: {e}"),
+                    );
                 }
             },
         };

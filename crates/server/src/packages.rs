@@ -119,7 +119,11 @@ async fn serve(
         }
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let Some(stored) = pkg.stored_path.as_deref().filter(|_| pkg.filename == filename) else {
+    let Some(stored) = pkg
+        .stored_path
+        .as_deref()
+        .filter(|_| pkg.filename == filename)
+    else {
         return text(
             StatusCode::NOT_FOUND,
             format!("package {id} has no stored payload named {filename:?}"),

@@ -52,20 +52,22 @@ async fn slots_and_lock(tx: &mut super::Tx, group: &str) -> Result<Option<i64>, 
     if n == 0 {
         return Ok(None);
     }
-    let (slots,): (i64,) = sqlx::query_as("SELECT MAX(fleetlock_slots) FROM groups WHERE track = $1")
-        .bind(group)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(DbError::query("reading fleetlock slots"))?;
+    let (slots,): (i64,) =
+        sqlx::query_as("SELECT MAX(fleetlock_slots) FROM groups WHERE track = $1")
+            .bind(group)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(DbError::query("reading fleetlock slots"))?;
     Ok(Some(slots))
 }
 
 async fn holders(tx: &mut super::Tx, group: &str) -> Result<i64, DbError> {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM fleetlock_holders WHERE lock_group = $1")
-        .bind(group)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(DbError::query("counting fleetlock holders"))?;
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM fleetlock_holders WHERE lock_group = $1")
+            .bind(group)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(DbError::query("counting fleetlock holders"))?;
     Ok(n)
 }
 
@@ -85,19 +87,23 @@ pub async fn lock(db: &Db, group: &str, id: &str) -> Result<LockOutcome, DbError
     .map_err(DbError::query("reading fleetlock holder"))?;
     let n = holders(&mut tx, group).await?;
     if held.is_some() {
-        tx.commit().await.map_err(DbError::query("committing fleetlock"))?;
+        tx.commit()
+            .await
+            .map_err(DbError::query("committing fleetlock"))?;
         return Ok(LockOutcome::Held { holders: n, slots });
     }
     if n >= slots {
         return Ok(LockOutcome::Full { holders: n, slots });
     }
-    sqlx::query("INSERT INTO fleetlock_holders (lock_group, holder_id, acquired_at) VALUES ($1, $2, $3)")
-        .bind(group)
-        .bind(id)
-        .bind(now_unix())
-        .execute(&mut *tx)
-        .await
-        .map_err(DbError::query("taking fleetlock slot"))?;
+    sqlx::query(
+        "INSERT INTO fleetlock_holders (lock_group, holder_id, acquired_at) VALUES ($1, $2, $3)",
+    )
+    .bind(group)
+    .bind(id)
+    .bind(now_unix())
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::query("taking fleetlock slot"))?;
     activity::insert(
         &mut tx,
         &NewActivity {
@@ -111,7 +117,9 @@ pub async fn lock(db: &Db, group: &str, id: &str) -> Result<LockOutcome, DbError
         },
     )
     .await?;
-    tx.commit().await.map_err(DbError::query("committing fleetlock"))?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing fleetlock"))?;
     Ok(LockOutcome::Held {
         holders: n + 1,
         slots,
@@ -146,7 +154,9 @@ pub async fn unlock(db: &Db, group: &str, id: &str) -> Result<UnlockOutcome, DbE
         )
         .await?;
     }
-    tx.commit().await.map_err(DbError::query("committing fleetlock"))?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing fleetlock"))?;
     Ok(UnlockOutcome::Released { was_held: n > 0 })
 }
 
