@@ -68,15 +68,58 @@ fn root_hash(stdout: &str, tool: &str) -> Result<String> {
         .with_context(|| format!("no `Root hash:` line in the output of {tool}:\n{stdout}"))
 }
 
+/// CPU seconds (user + system) used so far by waited-for children, from /proc/self/stat
+/// (`cutime` and `cstime`, in clock ticks of 1/100 s on Linux).
+fn children_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let cutime: f64 = fields.get(13)?.parse().ok()?;
+    let cstime: f64 = fields.get(14)?.parse().ok()?;
+    Some((cutime + cstime) / 100.0)
+}
+
+/// One timed run: wall clock and, when /proc allows, CPU time.
+#[derive(Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    cpu: Option<f64>,
+}
+
 /// Run `cmd` (after removing `hash`, so each run creates it), returning its time and root hash.
-fn timed(mut cmd: Command, hash: &Path, tool: &str) -> Result<(Duration, String)> {
+fn timed(mut cmd: Command, hash: &Path, tool: &str) -> Result<(Sample, String)> {
     if hash.exists() {
         std::fs::remove_file(hash).with_context(|| format!("removing {}", hash.display()))?;
     }
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let out = util::output(&mut cmd)?;
-    let took = start.elapsed();
-    Ok((took, root_hash(&out, tool)?))
+    let wall = start.elapsed();
+    let cpu = cpu_before.zip(children_cpu()).map(|(a, b)| b - a);
+    Ok((Sample { wall, cpu }, root_hash(&out, tool)?))
+}
+
+/// The fastest of several samples.
+fn best(a: Option<Sample>, b: Sample) -> Option<Sample> {
+    match a {
+        Some(a) if a.wall <= b.wall => Some(a),
+        _ => Some(b),
+    }
+}
+
+fn report_line(name: &str, s: Sample) {
+    let cpu = match s.cpu {
+        Some(c) => format!(
+            "  cpu {c:>6.2} s ({:.2} cores busy)",
+            c / s.wall.as_secs_f64()
+        ),
+        None => String::new(),
+    };
+    println!(
+        "  {name:<12} {:>7.3} s  {:>7.0} MiB/s{cpu}",
+        s.wall.as_secs_f64(),
+        throughput(s.wall)
+    );
 }
 
 fn format_cmd(program: &Path, data: &Path, hash: &Path) -> Command {
@@ -138,8 +181,8 @@ pub fn run() -> Result<()> {
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".to_string());
     util::step(&format!("timing {RUNS} runs of each, alternating"));
-    let mut best_ours = Duration::MAX;
-    let mut best_theirs = Duration::MAX;
+    let mut best_ours = None;
+    let mut best_theirs = None;
     let mut roots = (String::new(), String::new());
     for run in 1..=RUNS {
         let (t, r) = timed(
@@ -147,18 +190,21 @@ pub fn run() -> Result<()> {
             &ours_hash,
             "keelson",
         )?;
-        eprintln!("run {run}: keelson     {:.3} s", t.as_secs_f64());
-        best_ours = best_ours.min(t);
+        eprintln!("run {run}: keelson     {:.3} s", t.wall.as_secs_f64());
+        best_ours = best(best_ours, t);
         roots.0 = r;
         let (t, r) = timed(
             format_cmd(&veritysetup, &data, &theirs_hash),
             &theirs_hash,
             "veritysetup",
         )?;
-        eprintln!("run {run}: veritysetup {:.3} s", t.as_secs_f64());
-        best_theirs = best_theirs.min(t);
+        eprintln!("run {run}: veritysetup {:.3} s", t.wall.as_secs_f64());
+        best_theirs = best(best_theirs, t);
         roots.1 = r;
     }
+    let (Some(ours_best), Some(theirs_best)) = (best_ours, best_theirs) else {
+        bail!("no runs were timed");
+    };
     if roots.0 != roots.1 {
         bail!(
             "root hashes differ: keelson {} vs veritysetup {}",
@@ -181,19 +227,11 @@ pub fn run() -> Result<()> {
     println!(
         "verity format of 1 GiB (sha256, 4096/4096, page cache), best of {RUNS}, {cores} cores, load average {load}:"
     );
-    println!(
-        "  keelson      {:>7.3} s  {:>7.0} MiB/s",
-        best_ours.as_secs_f64(),
-        throughput(best_ours)
-    );
-    println!(
-        "  veritysetup  {:>7.3} s  {:>7.0} MiB/s",
-        best_theirs.as_secs_f64(),
-        throughput(best_theirs)
-    );
+    report_line("keelson", ours_best);
+    report_line("veritysetup", theirs_best);
     println!(
         "  ratio        {:.2}x (veritysetup time / keelson time; goal >= 2x on 2 idle cores)",
-        best_theirs.as_secs_f64() / best_ours.as_secs_f64()
+        theirs_best.wall.as_secs_f64() / ours_best.wall.as_secs_f64()
     );
     println!(
         "  root hash    {} from both, hash areas byte-identical",
