@@ -220,3 +220,65 @@ fn storage_devices_are_skipped_without_disks_flag() {
             .contains("/dev/keelson-test-nonexistent: device does not exist")
     );
 }
+
+#[test]
+fn disks_flag_partitions_an_image_file_and_dry_run_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let config = format!(
+        r#"{{"ignition": {{"version": "3.6.0"}},
+  "storage": {{"disks": [{{"device": "{}", "wipeTable": true,
+     "partitions": [{{"number": 1, "label": "DATA", "sizeMiB": 8}}]}}]}}}}"#,
+        img.display()
+    );
+    let (_d, root, cfg) = setup(&config);
+    let before = std::fs::read(&img).unwrap();
+    let out = keelson(&[
+        "config",
+        "apply",
+        "--root",
+        &root,
+        "--disks",
+        "--dry-run",
+        &cfg,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "{} (wipe partition table; create partition 1 (8 MiB))",
+            img.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "dry run wrote to the image"
+    );
+    let out = keelson(&["config", "apply", "--root", &root, "--disks", &cfg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let print = Command::new("sgdisk")
+        .arg("--print")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&print.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with('1') && l.ends_with("DATA")),
+        "{table}"
+    );
+}
