@@ -349,30 +349,27 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
     let app = super::applications::normalize_id(&r.application_id);
     let now = r.now.timestamp();
     let mut tx = db.begin().await?;
-    let known: Option<(String,)> = sqlx::query_as("SELECT id FROM applications WHERE id = $1")
-        .bind(&app)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(DbError::query("reading application"))?;
-    if known.is_none() {
-        return Ok(ReportOutcome::UnknownApplication);
-    }
+    // The group lookup proves the application exists in the common case; only without a group
+    // do we ask separately (an unknown application must not write anything).
     let group = groups::find_by_track(&mut tx, &app, &r.track).await?;
+    if group.is_none() {
+        let known: Option<(String,)> = sqlx::query_as("SELECT id FROM applications WHERE id = $1")
+            .bind(&app)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(DbError::query("reading application"))?;
+        if known.is_none() {
+            return Ok(ReportOutcome::UnknownApplication);
+        }
+    }
     let group_id = group.as_ref().map(|g| g.id);
 
-    let old: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT id, status FROM instances WHERE machine_id = $1 AND application_id = $2",
-    )
-    .bind(&r.machine_id)
-    .bind(&app)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(DbError::query("reading instance"))?;
-    let (instance_id,): (i64,) = sqlx::query_as(
+    // The upsert never touches status, so RETURNING gives the status before this report.
+    let (instance_id, mut status): (i64, i64) = sqlx::query_as(
         "INSERT INTO instances (machine_id, application_id, group_id, version, status, ip, alias, oem, aleph_version, last_check, created_at) \
          VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $9) \
          ON CONFLICT (machine_id, application_id) DO UPDATE SET group_id = $3, version = $4, ip = $5, alias = $6, \
-         oem = $7, aleph_version = $8, last_check = $9 RETURNING id",
+         oem = $7, aleph_version = $8, last_check = $9 RETURNING id, status",
     )
     .bind(&r.machine_id)
     .bind(&app)
@@ -386,7 +383,6 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
     .fetch_one(&mut *tx)
     .await
     .map_err(DbError::query("upserting instance"))?;
-    let mut status = old.map(|(_, s)| s).unwrap_or(1);
 
     // A pending grant whose version the node now runs has completed.
     let mut pending = pending_grant(&mut tx, instance_id).await?;
