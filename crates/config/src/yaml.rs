@@ -196,6 +196,9 @@ fn resolve_plain(s: &str) -> (Value, bool) {
     (Value::String(s.to_string()), false)
 }
 
+/// Nesting limit, as in the JSON parser.
+const MAX_DEPTH: usize = 256;
+
 impl Builder {
     fn push(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
@@ -244,6 +247,11 @@ impl MarkedEventReceiver for Builder {
                 }
                 self.push(Node::new(value, pos), anchor);
             }
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                // Deeper trees are never configs; refusing them keeps every later walk (and
+                // drop) of the tree within a bounded stack.
+                self.error.get_or_insert((pos, "nesting too deep".into()));
+            }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(pos, anchor, Vec::new())),
             Event::MappingStart(anchor, _) => {
                 self.stack.push(Frame::Map(pos, anchor, Vec::new(), None))
@@ -275,6 +283,41 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
+/// A conservative estimate of the nesting depth, line by line: indentation, plus leading
+/// `- `/`? ` indicators, plus open flow brackets. The YAML parser recurses once per level, so
+/// hostile input must be refused before it runs; real configs stay far below the limit.
+fn too_deep(src: &str) -> Option<Pos> {
+    let mut flow: usize = 0;
+    for (n, line) in src.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let mut rest = line.trim_start_matches([' ', '\t']);
+        let mut indicators = 0;
+        while let Some(r) = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("? ")) {
+            indicators += 1;
+            rest = r.trim_start_matches(' ');
+        }
+        let mut quote: Option<char> = None;
+        for c in rest.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => flow += 1,
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if indent + indicators + flow > MAX_DEPTH {
+            return Some(Pos {
+                line: n + 1,
+                col: 1,
+            });
+        }
+    }
+    None
+}
+
 fn load(src: &str) -> Result<Loaded, Error> {
     if src.trim().is_empty() {
         return Err(Error::Empty);
@@ -286,6 +329,12 @@ fn load(src: &str) -> Result<Loaded, Error> {
         decimal_ints: HashSet::new(),
         error: None,
     };
+    if let Some(pos) = too_deep(src) {
+        return Err(Error::Syntax {
+            pos,
+            message: "yaml: nesting too deep".into(),
+        });
+    }
     let mut parser = Parser::new_from_str(src);
     parser.load(&mut b, true).map_err(|e| Error::Syntax {
         pos: marker_pos(*e.marker()),
@@ -1169,6 +1218,24 @@ mod tests {
             assert_eq!(camel(snake_key), camel_key);
             assert_eq!(snake(camel_key), snake_key);
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        // Just below the limit parses (and is refused as not a mapping) without a crash.
+        let ok = format!("{}{}", "[".repeat(250), "]".repeat(250));
+        assert!(matches!(
+            translate(&ok, &Options::default()),
+            Err(Error::Invalid { .. })
+        ));
+        let flow = "[".repeat(100_000);
+        assert!(translate(&flow, &Options::default()).is_err());
+        let compact = format!("{}x\n", "- ".repeat(100_000));
+        assert!(translate(&compact, &Options::default()).is_err());
+        let block: String = (0..2000)
+            .map(|i| format!("{}- \n", "  ".repeat(i)))
+            .collect();
+        assert!(translate(&block, &Options::default()).is_err());
     }
 
     #[test]
