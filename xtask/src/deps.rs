@@ -26,8 +26,8 @@ pub const HOST_PACKAGES: &[(&str, &str)] = &[
     ("chromium-driver", "WebDriver for the dashboard browser test"),
     ("zstd", "payload compression reference"),
     ("ca-certificates", "TLS to the Debian mirror"),
-    ("curl", "fetch the package index: names are checked before a build"),
-    ("xz-utils", "unpack that package index (Packages.xz)"),
+    ("curl", "Packages index: image package check"),
+    ("xz-utils", "unpack Packages.xz"),
 ];
 
 fn installed(pkg: &str) -> bool {
