@@ -1,7 +1,290 @@
-//! `cargo xtask bench boot`.
+//! `cargo xtask bench boot`: time to multi-user.target of the Keelson image next to a stock
+//! Debian trixie system booted the same way (QEMU TCG, q35, OVMF, systemd-boot, virtio disk,
+//! the same harness) in the same run, and the ratio.
+//!
+//! The stock system is what a plain Debian install of the same kernel and services looks like:
+//! one ext4 root, Debian's default initramfs-tools initrd, systemd-boot with a Type #1 entry; no
+//! dm-verity, no UKI, no repart. It is built once into `target/bench/boot/` (mmdebstrap, sharing
+//! the image build's package cache). `KEELSON_BENCH_RUNS` (default 1) boots each that many times,
+//! alternating, and reports the medians.
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{util, vm};
+
+/// Packages of the stock system: the same kernel and services as os/os.yaml, Debian's defaults
+/// for the rest.
+const DEBIAN_PACKAGES: &str = "linux-image-cloud-amd64,initramfs-tools,systemd,systemd-sysv,udev,dbus,systemd-boot-efi,e2fsprogs,containerd,runc,openssh-server,ca-certificates,iproute2,less,util-linux";
+
+fn package_cache() -> PathBuf {
+    let base = std::env::var_os("KEELSON_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/keelson")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache/keelson"));
+    base.join("apt-archives")
+}
+
+/// Build (once) a stock Debian trixie disk: ESP with systemd-boot + kernel + initrd, ext4 root.
+fn debian_image(dir: &Path) -> Result<PathBuf> {
+    let img = dir.join("debian-trixie.img");
+    if img.is_file() {
+        return Ok(img);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let root = dir.join("debian-root");
+    if root.exists() {
+        std::fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()))?;
+    }
+    let cache = package_cache();
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    util::step("bench boot: stock Debian trixie root (mmdebstrap)");
+    util::run(
+        Command::new("mmdebstrap")
+            .args(["--mode=root", "--variant=minbase", "--format=directory"])
+            .arg("--aptopt=APT::Install-Recommends \"false\"")
+            .arg(format!("--include={DEBIAN_PACKAGES}"))
+            .arg("--skip=download/empty")
+            .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
+            .arg(format!(
+                "--setup-hook=sync-in {} /var/cache/apt/archives",
+                cache.display()
+            ))
+            .arg(format!(
+                "--customize-hook=sync-out /var/cache/apt/archives {}",
+                cache.display()
+            ))
+            .arg("--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb")
+            .arg("--customize-hook=echo debian > \"$1\"/etc/hostname")
+            .args(["trixie"])
+            .arg(&root)
+            .arg("http://deb.debian.org/debian"),
+    )?;
+    let boot = root.join("boot");
+    let kver = std::fs::read_dir(&boot)
+        .with_context(|| format!("listing {}", boot.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("vmlinuz-"))
+                .map(str::to_string)
+        })
+        .next()
+        .with_context(|| format!("no kernel in {}", boot.display()))?;
+
+    util::step("bench boot: stock Debian disk");
+    let esp = dir.join("esp.img");
+    let _ = std::fs::remove_file(&esp);
+    util::run(
+        Command::new("mkfs.vfat")
+            .args(["-F", "32", "-n", "ESP", "-C"])
+            .arg(&esp)
+            .arg((128 * 1024).to_string()),
+    )?;
+    let loader = dir.join("loader.conf");
+    std::fs::write(&loader, "timeout 0\ndefault debian.conf\n").context("writing loader.conf")?;
+    let entry = dir.join("debian.conf");
+    std::fs::write(
+        &entry,
+        format!(
+            "title Debian GNU/Linux trixie\nlinux /vmlinuz-{kver}\ninitrd /initrd.img-{kver}\noptions root=PARTLABEL=root rootfstype=ext4 rw console=ttyS0\n"
+        ),
+    )
+    .context("writing the boot entry")?;
+    let mtools = |args: &[&str], files: &[&Path]| {
+        let mut c = Command::new(args[0]);
+        c.env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&esp)
+            .args(&args[1..]);
+        for f in files {
+            c.arg(f);
+        }
+        c
+    };
+    util::run(&mut mtools(
+        &[
+            "mmd",
+            "::/EFI",
+            "::/EFI/BOOT",
+            "::/loader",
+            "::/loader/entries",
+        ],
+        &[],
+    ))?;
+    let sdboot = root.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    for (src, dst) in [
+        (sdboot.clone(), "::/EFI/BOOT/BOOTX64.EFI".to_string()),
+        (loader.clone(), "::/loader/loader.conf".to_string()),
+        (entry.clone(), "::/loader/entries/debian.conf".to_string()),
+        (
+            boot.join(format!("vmlinuz-{kver}")),
+            format!("::/vmlinuz-{kver}"),
+        ),
+        (
+            boot.join(format!("initrd.img-{kver}")),
+            format!("::/initrd.img-{kver}"),
+        ),
+    ] {
+        let mut c = Command::new("mcopy");
+        c.env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&esp)
+            .arg(&src)
+            .arg(dst);
+        util::run(&mut c)?;
+    }
+    let rootimg = dir.join("root.img");
+    let _ = std::fs::remove_file(&rootimg);
+    util::run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "root", "-d"])
+            .arg(&root)
+            .arg(&rootimg)
+            .arg("1536M"),
+    )?;
+    let tmp = dir.join("debian-trixie.img.tmp");
+    let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.set_len((2 + 128 + 1536) << 20)
+        .with_context(|| format!("sizing {}", tmp.display()))?;
+    drop(f);
+    util::run(
+        Command::new("sgdisk")
+            .args(["-o", "-n", "1:1M:+128M", "-t", "1:ef00", "-c", "1:esp"])
+            .args([
+                "-n",
+                "2:0:0",
+                "-t",
+                "2:4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
+                "-c",
+                "2:root",
+            ])
+            .arg(&tmp),
+    )?;
+    for (src, seek) in [(&esp, 1u64), (&rootimg, 129)] {
+        util::run(
+            Command::new("dd")
+                .arg(format!("if={}", src.display()))
+                .arg(format!("of={}", tmp.display()))
+                .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
+                .arg(format!("seek={seek}")),
+        )?;
+    }
+    std::fs::rename(&tmp, &img).with_context(|| format!("renaming to {}", img.display()))?;
+    for f in [&esp, &rootimg] {
+        let _ = std::fs::remove_file(f);
+    }
+    Ok(img)
+}
+
+/// The `key value` lines of one boot_time run.
+type Sample = Vec<(String, String)>;
+
+fn boot_once(image: &Path) -> Result<Sample> {
+    let out = util::output(
+        util::cargo()
+            .args([
+                "run",
+                "-q",
+                "-p",
+                "keelson-image",
+                "--example",
+                "boot_time",
+                "--",
+            ])
+            .arg(image),
+    )
+    .with_context(|| format!("booting {}", image.display()))?;
+    let sample: Sample = out
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !sample.iter().any(|(k, _)| k == "kernel_to_multi_user_s") {
+        bail!("boot_time printed no kernel_to_multi_user_s:\n{out}");
+    }
+    Ok(sample)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
 
 pub fn run() -> Result<()> {
-    bail!("bench boot is not written yet")
+    let root = util::workspace_root();
+    let runs: usize = std::env::var("KEELSON_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let keelson = vm::keelson_binary()?;
+    util::step("bench boot: Keelson image");
+    let vm_dir = root.join(vm::VM_DIR);
+    vm::build_image(&keelson, &vm_dir, "0.1.0", &[])?;
+    let keelson_img = vm_dir.join("keelson_0.1.0.img");
+    let debian_img = debian_image(&root.join("target/bench/boot"))?;
+
+    let mut results: Vec<(&str, Vec<Sample>)> =
+        vec![("keelson", Vec::new()), ("debian", Vec::new())];
+    for i in 0..runs {
+        for (name, img) in [("keelson", &keelson_img), ("debian", &debian_img)] {
+            util::step(&format!("bench boot: {name}, run {}/{runs}", i + 1));
+            let v = boot_once(img)?;
+            for (k, val) in &v {
+                eprintln!("  {k} {val}");
+            }
+            if let Some((_, list)) = results.iter_mut().find(|(n, _)| *n == name) {
+                list.push(v);
+            }
+        }
+    }
+    let get = |name: &str, key: &str| {
+        let vals = results
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, l)| {
+                l.iter()
+                    .filter_map(|s| {
+                        s.iter()
+                            .find(|(k, _)| k == key)
+                            .and_then(|(_, v)| v.parse().ok())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        median(vals)
+    };
+    let keys = [
+        (
+            "kernel_to_multi_user_s",
+            "kernel start -> multi-user.target",
+        ),
+        (
+            "firmware_and_loader_s",
+            "firmware + loader (before the kernel)",
+        ),
+        (
+            "wall_to_boot_finished_s",
+            "QEMU start -> boot finished (wall)",
+        ),
+    ];
+    println!(
+        "\nboot to multi-user.target, QEMU TCG + OVMF + systemd-boot, median of {runs} run(s)"
+    );
+    println!(
+        "  {:<40} {:>10} {:>10} {:>8}",
+        "", "keelson", "debian", "ratio"
+    );
+    for (key, label) in keys {
+        let (k, d) = (get("keelson", key), get("debian", key));
+        if d <= 0.0 {
+            bail!("stock Debian reported no {key}");
+        }
+        println!("  {label:<40} {k:>9.1}s {d:>9.1}s {:>8.2}", k / d);
+    }
+    Ok(())
 }
