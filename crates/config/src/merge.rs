@@ -305,3 +305,57 @@ fn storage(p: &mut Storage, c: &Storage) {
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn cfg(json: &str) -> Config {
+        crate::parse(json.as_bytes()).unwrap().0
+    }
+
+    const SAMPLE: &str = r#"{"ignition":{"version":"3.6.0","proxy":{"noProxy":["a"]}},
+        "storage":{"files":[{"path":"/f","mode":420,"append":[{"source":"data:,1"}]}],
+                   "filesystems":[{"device":"/dev/vdb","format":"ext4","options":["-a"]}]},
+        "passwd":{"users":[{"name":"core","sshAuthorizedKeys":["k1"]}]},
+        "systemd":{"units":[{"name":"a.service","enabled":true}]}}"#;
+
+    #[test]
+    fn empty_child_keeps_the_parent() {
+        let p = cfg(SAMPLE);
+        assert_eq!(merge(&p, &Config::default()), p);
+    }
+
+    #[test]
+    fn empty_parent_takes_the_child() {
+        let c = cfg(SAMPLE);
+        assert_eq!(merge(&Config::default(), &c), c);
+    }
+
+    #[test]
+    fn merging_a_config_into_itself_concatenates_only_the_concatenated_lists() {
+        let c = cfg(SAMPLE);
+        let m = merge(&c, &c);
+        assert_eq!(m.storage.files[0].append.len(), 2);
+        assert_eq!(m.storage.filesystems[0].options, ["-a", "-a"]);
+        // Keyed lists and unions do not grow.
+        assert_eq!(m.storage.files.len(), 1);
+        assert_eq!(m.passwd.users[0].ssh_authorized_keys, ["k1"]);
+        assert_eq!(m.ignition.proxy.no_proxy, ["a"]);
+        assert_eq!(m.systemd.units.len(), 1);
+    }
+
+    #[test]
+    fn inputs_are_not_modified() {
+        let p = cfg(SAMPLE);
+        let c = cfg(
+            r#"{"ignition":{"version":"3.6.0"},"storage":{"links":[{"path":"/f","target":"/x"}]}}"#,
+        );
+        let (p0, c0) = (p.clone(), c.clone());
+        let m = merge(&p, &c);
+        assert_eq!((p, c), (p0, c0));
+        assert!(m.storage.files.is_empty());
+        assert_eq!(m.storage.links.len(), 1);
+    }
+}
