@@ -641,6 +641,61 @@ mod tests {
 
     type PolicyEdit = Box<dyn Fn(&mut RolloutPolicy)>;
 
+    proptest::proptest! {
+        /// Version parsing never panics and the order is antisymmetric and transitive.
+        #[test]
+        fn version_order_is_total(a in "[0-9.a-z-]{0,12}", b in "[0-9.]{1,9}", c in "[0-9.]{1,9}") {
+            let _ = Version::parse(&a);
+            if let (Ok(a), Ok(b), Ok(c)) = (Version::parse(&a), Version::parse(&b), Version::parse(&c)) {
+                proptest::prop_assert_eq!(a.cmp(&b), b.cmp(&a).reverse());
+                if a <= b && b <= c {
+                    proptest::prop_assert!(a <= c);
+                }
+            }
+        }
+
+        /// Whatever the counts and versions, decide() answers and never grants more than the
+        /// limits allow or a version that is not above the node's.
+        #[test]
+        fn decide_respects_limits(
+            node in "[0-9]{1,2}\\.[0-9]{1,2}",
+            target in "[0-9]{1,2}\\.[0-9]{1,2}",
+            max in 1i64..5, in_progress in 0i64..6, in_period in 0i64..6,
+            failed in 0i64..5, group in 0i64..50, safe in proptest::bool::ANY,
+        ) {
+            let policy = RolloutPolicy {
+                max_updates_per_period: max,
+                safe_mode: safe,
+                failure_threshold_percent: 50,
+                ..RolloutPolicy::default()
+            };
+            let stats = RolloutStats {
+                group_instances: group,
+                grants_in_period: in_period,
+                in_progress,
+                any_succeeded: false,
+                failed,
+            };
+            let now = Utc::now();
+            let d = decide(&GrantInput {
+                now,
+                machine_id: "m",
+                instance_version: &node,
+                policy: &policy,
+                halted_version: None,
+                channel_version: Some(&target),
+                floors: &[],
+                pending: None,
+                stats,
+            });
+            if let GrantDecision::Grant { version, .. } = d {
+                proptest::prop_assert!(in_period < max && in_progress < max);
+                proptest::prop_assert!(!(safe && in_progress > 0));
+                proptest::prop_assert!(Version::parse(&version).unwrap() > Version::parse(&node).unwrap());
+            }
+        }
+    }
+
     #[test]
     fn policy_validation_names_the_field() {
         let table: Vec<(PolicyEdit, &str)> = vec![

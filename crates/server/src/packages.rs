@@ -206,6 +206,17 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any header, any size: no panic, and a partial range is inside the file.
+        #[test]
+        fn range_never_out_of_bounds(h in "(bytes=)?[0-9 ,-]{0,12}", size in 0u64..10_000) {
+            if let ByteRange::Partial { start, end } = parse_range(Some(&h), size) {
+                prop_assert!(start <= end && end < size, "{h:?} size {size}: {start}-{end}");
+            }
+        }
+    }
 
     #[test]
     fn range_table() {
