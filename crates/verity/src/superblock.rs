@@ -196,6 +196,33 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let mut b = [0u8; SUPERBLOCK_SIZE];
+            rng.fill(&mut b[..]);
+            // Keep the signature and version most of the time so the later fields get exercised.
+            if rng.random_bool(0.9) {
+                b[..8].copy_from_slice(SIGNATURE);
+                b[8..12].copy_from_slice(&1u32.to_le_bytes());
+                b[12..16].copy_from_slice(&u32::from(rng.random_bool(0.5)).to_le_bytes());
+                b[32..39].copy_from_slice(b"sha256\0");
+                b[64..68].copy_from_slice(&(512u32 << rng.random_range(0..5)).to_le_bytes());
+                b[68..72].copy_from_slice(&(512u32 << rng.random_range(0..5)).to_le_bytes());
+                b[81] = rng.random_range(0..2);
+            }
+            if let Ok(sb) = Superblock::from_bytes(&b) {
+                parsed += 1;
+                assert!(sb.salt.len() <= MAX_SALT_SIZE);
+                assert!(sb.data_block_size <= 4096 && sb.hash_block_size <= 4096);
+            }
+        }
+        assert!(parsed > 100, "only {parsed} random superblocks parsed");
+    }
+
+    #[test]
     fn rejects_bad_fields_by_name() {
         type Mutate = fn(&mut [u8; SUPERBLOCK_SIZE]);
         let cases: &[(Mutate, &str)] = &[

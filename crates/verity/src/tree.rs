@@ -428,6 +428,38 @@ mod tests {
     }
 
     #[test]
+    fn random_geometry_never_panics_and_is_consistent() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..20_000 {
+            let alg = HashAlgorithm::ALL[rng.random_range(0..3)];
+            let ty = if rng.random_bool(0.5) {
+                HashType::Normal
+            } else {
+                HashType::ChromeOs
+            };
+            let hbs = 512u32 << rng.random_range(0..4);
+            let n: u64 = match rng.random_range(0..3) {
+                0 => rng.random_range(1..100_000),
+                1 => rng.random(),
+                _ => u64::MAX - rng.random_range(0..10),
+            };
+            let start: u64 = rng.random_range(0..1 << 20);
+            let Ok(l) = Layout::new(alg, ty, 4096, hbs, n.max(1), start) else {
+                continue;
+            };
+            // The top level has one block, and each level covers the one below.
+            if let Some(top) = l.levels.last() {
+                assert_eq!(top.blocks, 1);
+            }
+            for w in l.levels.windows(2) {
+                assert!(w[1].blocks * l.per_block as u64 >= w[0].blocks);
+            }
+            assert!(l.per_block * l.slot <= hbs as usize);
+        }
+    }
+
+    #[test]
     fn huge_block_counts_do_not_panic() {
         let r = Layout::new(
             HashAlgorithm::Sha256,
