@@ -191,11 +191,12 @@ pub async fn rollout_stats(
     .await
     .map_err(DbError::query("looking for a succeeded grant"))?;
     // Failed: an error or rollback, or still pending past the timeout; a node that later
-    // succeeded in this rollout no longer counts.
+    // succeeded in this rollout no longer counts. `outcome IN (0, 2)` keeps the scan to
+    // pending and failed rows; the subquery has no group_id so it uses the per-instance index.
     let (failed,): (i64,) = sqlx::query_as(
         "SELECT COUNT(DISTINCT instance_id) FROM grants g WHERE g.group_id = $1 AND g.rollout_version = $2 \
-         AND (g.outcome = 2 OR (g.outcome = 0 AND g.granted_at <= $3)) \
-         AND NOT EXISTS (SELECT 1 FROM grants s WHERE s.instance_id = g.instance_id AND s.group_id = $1 \
+         AND g.outcome IN (0, 2) AND (g.outcome = 2 OR g.granted_at <= $3) \
+         AND NOT EXISTS (SELECT 1 FROM grants s WHERE s.instance_id = g.instance_id \
                          AND s.rollout_version = $2 AND s.outcome = 1)",
     )
     .bind(group.id)
@@ -319,13 +320,21 @@ async fn rollout_finished_check(tx: &mut Tx, group: &Group, grant_id: i64) -> Re
     if to != target {
         return Ok(());
     }
-    let (behind,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE group_id = $1 AND (version < $2 OR version > $2) LIMIT 1) t")
+    // Two one-sided range probes on (group_id, version): each stops at its first row, where
+    // `version <> $2` could make the planner walk every node of the group.
+    let mut behind = 0;
+    for sql in [
+        "SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE group_id = $1 AND version < $2 LIMIT 1) t",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE group_id = $1 AND version > $2 LIMIT 1) t",
+    ] {
+        let (n,): (i64,) = sqlx::query_as(sql)
             .bind(group.id)
             .bind(&target)
             .fetch_one(&mut **tx)
             .await
-            .map_err(DbError::query("counting nodes behind"))?;
+            .map_err(DbError::query("looking for nodes behind"))?;
+        behind += n;
+    }
     if behind == 0 {
         activity::insert(
             tx,
