@@ -199,6 +199,21 @@ pub enum VerityError {
         /// The level holding the entry it was checked against.
         parent_level: usize,
     },
+    /// Verification: a hash block with non-zero bytes where there is no entry (its parent, or the
+    /// root, was computed over them, so only a crafted tree gets here).
+    #[error(
+        "{path}: hash block {index} of level {level} (byte offset {offset}) has non-zero bytes in its unused space"
+    )]
+    HashBlockPadding {
+        /// The hash file.
+        path: PathBuf,
+        /// Tree level of the block.
+        level: usize,
+        /// Index of the block within its level.
+        index: u64,
+        /// Byte offset of the block in the hash file.
+        offset: u64,
+    },
     /// Verification: the digest of the top block (or of the only data block) is not the root hash.
     #[error("root hash mismatch: expected {expected}, the hash tree in {path} gives {actual}")]
     RootHashMismatch {
@@ -227,6 +242,7 @@ impl VerityError {
             self,
             VerityError::DataBlockMismatch { .. }
                 | VerityError::HashBlockMismatch { .. }
+                | VerityError::HashBlockPadding { .. }
                 | VerityError::RootHashMismatch { .. }
         )
     }

@@ -515,7 +515,8 @@ fn check_tree(
     for level in (0..top).rev() {
         let expected = tree::hash_upper_level(&stored[level], layout, level + 1, hasher)?;
         if let Some(pos) = tree::first_difference(&expected, &stored[level + 1]) {
-            let index = ((pos / hbs) * layout.per_block + (pos % hbs) / layout.slot) as u64;
+            let entries = layout.levels[level].blocks;
+            let index = entry_at(layout, hash, level + 1, pos, entries)?;
             return Err(VerityError::HashBlockMismatch {
                 path: hash.to_path_buf(),
                 level,
@@ -527,7 +528,7 @@ fn check_tree(
     }
     let computed = tree::hash_data_level(data_file, data, layout, hasher)?;
     if let Some(pos) = tree::first_difference(&computed, &stored[0]) {
-        let index = ((pos / hbs) * layout.per_block + (pos % hbs) / layout.slot) as u64;
+        let index = entry_at(layout, hash, 0, pos, layout.data_blocks)?;
         return Err(VerityError::DataBlockMismatch {
             path: data.to_path_buf(),
             index,
@@ -535,6 +536,35 @@ fn check_tree(
         });
     }
     Ok(())
+}
+
+/// Which entry byte `pos` of `level` belongs to; bytes outside every entry (the zero tail of a
+/// hash block, the padding after a short digest, slots past the last entry) mean that hash
+/// block itself is bad.
+fn entry_at(
+    layout: &Layout,
+    hash: &Path,
+    level: usize,
+    pos: usize,
+    entries: u64,
+) -> Result<u64, VerityError> {
+    let hbs = layout.hash_block_size;
+    let block = (pos / hbs) as u64;
+    let in_block = pos % hbs;
+    let slot = in_block / layout.slot;
+    let index = block * layout.per_block as u64 + slot as u64;
+    if slot >= layout.per_block
+        || in_block % layout.slot >= layout.algorithm.digest_size()
+        || index >= entries
+    {
+        return Err(VerityError::HashBlockPadding {
+            path: hash.to_path_buf(),
+            level,
+            index: block,
+            offset: layout.hash_block_offset(level, block),
+        });
+    }
+    Ok(index)
 }
 
 #[cfg(test)]
@@ -570,6 +600,43 @@ mod tests {
         assert!(info.dm_table("a", "b").ends_with(
             " 129 0 sha256 3e5d285ca1f11edfca6327028471f08b75634ff3361264b88d79ee2e95cacb84 -"
         ));
+    }
+
+    #[test]
+    fn non_zero_padding_is_blamed_on_the_hash_block() {
+        // 3 data blocks: one level-0 block, which is also the top; entries 3.. are padding.
+        // Write a non-zero padding byte and re-sign it with a matching root, as a crafted tree
+        // would: the data still matches, the padding does not.
+        for (alg, at) in [
+            (HashAlgorithm::Sha256, 4000usize),
+            (HashAlgorithm::Sha1, 25),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let data = data_file(dir.path(), 3);
+            let hash = dir.path().join("hash");
+            let params = VerityParams::default()
+                .with_algorithm(alg)
+                .with_salt(vec![1])
+                .with_superblock(false);
+            format(&data, &hash, &params).unwrap();
+            let mut block = std::fs::read(&hash).unwrap();
+            block[at] ^= 1;
+            std::fs::write(&hash, &block).unwrap();
+            let root = BlockHasher::new(alg, HashType::Normal, &[1]).digest(&block, alg);
+            let err = verify(&data, &hash, &root, &params).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    VerityError::HashBlockPadding {
+                        level: 0,
+                        index: 0,
+                        ..
+                    }
+                ),
+                "{alg}: {err}"
+            );
+            assert!(err.is_mismatch());
+        }
     }
 
     #[test]
