@@ -304,4 +304,36 @@ mod tests {
         );
         assert!(!dir.path().join("cache.json").exists());
     }
+
+    #[test]
+    fn replace_discards_the_original_and_loops_are_bounded() {
+        use crate::engine::render_config;
+        let enc = |s: &str| {
+            s.replace('%', "%25")
+                .replace('"', "%22")
+                .replace(' ', "%20")
+        };
+        let replacement =
+            r#"{"ignition":{"version":"3.6.0"},"storage":{"files":[{"path":"/etc/replaced"}]}}"#;
+        let cfg = format!(
+            r#"{{"ignition":{{"version":"3.6.0","config":{{"replace":{{"source":"data:,{}"}}}}}},"storage":{{"files":[{{"path":"/etc/original"}}]}}}}"#,
+            enc(replacement)
+        );
+        let (config, _) = keelson_config::parse(cfg.as_bytes()).unwrap();
+        let mut warnings = Vec::new();
+        let rendered = render_config(config, &fetcher(), &mut warnings, 0).unwrap();
+        let paths: Vec<&str> = rendered
+            .storage
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        assert_eq!(paths, vec!["/etc/replaced"]);
+
+        // A chain of references deeper than the limit is refused, not followed forever.
+        let err = render_config(rendered, &fetcher(), &mut warnings, 11)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nested"), "{err}");
+    }
 }
