@@ -248,3 +248,102 @@ async fn bad_input_gets_a_status_and_writes_nothing(b: Backend) {
     assert_eq!(count(&env.db, "activity").await, before);
 }
 both!(bad_input_gets_a_status_and_writes_nothing);
+
+/// One node's whole update over the wire, the way update_engine and a FleetLock client do it:
+/// check → download (resumed) → events → pre-reboot lock → reboot → check on the new version
+/// → steady-state unlock. The server's view matches at every step.
+async fn node_update_journey(b: Backend) {
+    let env = env(b).await;
+    let (gid, bytes) = stored_fleet(&env, RolloutPolicy::default()).await;
+    let base = serve(&env, |_| {}).await;
+    let http = reqwest::Client::new();
+    let node = "journey-1";
+    let ev = |t: u32, r: u32, prev: &str| {
+        format!(r#"<event eventtype="{t}" eventresult="{r}" previousversion="{prev}"></event>"#)
+    };
+    let event_only = |events: String| {
+        format!(
+            r#"<request protocol="3.0"><app appid="{APP_BRACED}" version="1.0.0" track="stable" machineid="{node}">{events}</app></request>"#
+        )
+    };
+    let status = || async {
+        db::instances::get_by_machine(&env.db, APP, node)
+            .await
+            .unwrap()
+            .status
+    };
+
+    let resp = omaha(
+        &base,
+        update_engine_request(APP_BRACED, node, "1.0.0", &ev(3, 2, "")),
+    )
+    .await;
+    let uc = resp.apps[0].update_check.clone().unwrap();
+    let url = format!(
+        "{}{}",
+        uc.urls[0],
+        uc.manifest.as_ref().unwrap().packages[0].name
+    );
+    assert_eq!(status().await, 2);
+
+    let _ = omaha(&base, event_only(ev(13, 1, ""))).await;
+    assert_eq!(status().await, 7);
+    // Download in two halves, as a resumed transfer.
+    let first = http
+        .get(&url)
+        .header("range", "bytes=0-149999")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let rest = http
+        .get(&url)
+        .header("range", format!("bytes={}-", first.len()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!([first.as_ref(), rest.as_ref()].concat(), bytes);
+    let _ = omaha(&base, event_only(ev(14, 1, ""))).await;
+    let _ = omaha(&base, event_only(ev(3, 1, ""))).await;
+    assert_eq!(status().await, 5);
+
+    let lock = |op: &'static str| {
+        http.post(format!("{base}/v1/{op}"))
+            .header("fleet-lock-protocol", "true")
+            .body(format!(
+                r#"{{"client_params": {{"id": "{node}", "group": "stable"}}}}"#
+            ))
+            .send()
+    };
+    assert_eq!(lock("pre-reboot").await.unwrap().status(), 200);
+    // ... reboot into 2.0.0 ...
+    let resp = omaha(
+        &base,
+        update_engine_request(APP_BRACED, node, "2.0.0", &ev(3, 2, "1.0.0")),
+    )
+    .await;
+    assert_eq!(
+        resp.apps[0].update_check.as_ref().unwrap().status,
+        UpdateStatus::NoUpdate
+    );
+    assert_eq!(status().await, 4);
+    assert_eq!(lock("steady-state").await.unwrap().status(), 200);
+    assert!(
+        db::fleetlock::holders_of(&env.db, "stable")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let breakdown = db::groups::version_breakdown(&env.db, gid).await.unwrap();
+    assert_eq!(breakdown.len(), 1);
+    assert_eq!(
+        (breakdown[0].version.as_str(), breakdown[0].count),
+        ("2.0.0", 1)
+    );
+}
+both!(node_update_journey);
