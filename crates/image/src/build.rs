@@ -414,8 +414,33 @@ fn rootfs(def: &OsDefinition, opts: &BuildOptions) -> Result<(PathBuf, bool), Im
     }
     fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
     fs::write(&done, &key).map_err(io_err(&done))?;
+    prune_rootfs_cache(&base, ROOTFS_KEEP);
     step.done("root file system built");
     Ok((dir, false))
+}
+
+/// How many cached root file systems to keep (each is several hundred MB).
+const ROOTFS_KEEP: usize = 3;
+
+/// Remove all but the `keep` most recently built root file systems from the cache. Best
+/// effort: a failure to remove only costs disk space.
+fn prune_rootfs_cache(base: &Path, keep: usize) {
+    let Ok(rd) = fs::read_dir(base) else { return };
+    let mut done: Vec<(SystemTime, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "complete"))
+        .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    done.sort();
+    let excess = done.len().saturating_sub(keep);
+    for (_, marker) in done.into_iter().take(excess) {
+        let dir = marker.with_extension("");
+        let _ = fs::remove_file(&marker);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), "could not prune cached root: {e}");
+        }
+    }
 }
 
 /// The kernel version, vmlinuz and initrd in `root/boot`.
@@ -533,6 +558,31 @@ fn make_uki(root: &Path, kver: &str, cmdline: &str, sde: u64) -> Result<PathBuf,
     Ok(root.join(rel))
 }
 
+/// Environment variable naming the `keelson-firstboot` binary (built by `cargo xtask`) that
+/// goes into the initrd with the dracut module `98keelson-firstboot`.
+pub const FIRSTBOOT_BIN_ENV: &str = "KEELSON_FIRSTBOOT_BIN";
+
+/// First-boot provisioning: the binary changes far more often than the cached root, so it is
+/// copied into the working root here and the initrd is made again with its dracut module.
+fn add_firstboot(root: &Path, kver: &str, progress: bool) -> Result<(), ImageError> {
+    let Some(bin) = std::env::var_os(FIRSTBOOT_BIN_ENV).map(PathBuf::from) else {
+        return Ok(());
+    };
+    let step = Step::start(progress, "initrd with first-boot provisioning (dracut)");
+    let dest = root.join("usr/bin/keelson-firstboot");
+    fs::copy(&bin, &dest).map_err(io_err(&bin))?;
+    // Line tables are for the host; the initrd only needs the code (best effort).
+    let _ = cmd::run(Command::new("strip").arg(&dest));
+    cmd::run(
+        Command::new("chroot")
+            .arg(root)
+            .args(["dracut", "--force", "--add", "keelson-firstboot", "--kver", kver])
+            .arg(format!("/boot/initrd.img-{kver}")),
+    )?;
+    step.done("initrd made with keelson-firstboot");
+    Ok(())
+}
+
 /// The ESP as a FAT image: systemd-boot as the removable-media loader and the UKI.
 fn make_esp(
     root: &Path,
@@ -576,7 +626,19 @@ fn make_esp(
         "::/EFI/Linux",
         "::/loader",
         "::/loader/entries",
+        "::/keelson",
     ]))?;
+    // The first-boot marker (removed by keelson-firstboot's done stage, docs/first-boot.md).
+    let marker = esp.with_extension("first_boot");
+    fs::write(&marker, "").map_err(io_err(&marker))?;
+    let mut c = Command::new("mcopy");
+    c.env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(esp)
+        .arg("-m")
+        .arg(&marker)
+        .arg("::/keelson/first_boot");
+    cmd::run(&mut c)?;
     for (src, dst) in [
         (sdboot.as_path(), "::/EFI/BOOT/BOOTX64.EFI".to_string()),
         (
@@ -783,6 +845,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     let _ = fs::remove_file(&os_release);
     fs::write(&os_release, def.os_release(&version)).map_err(io_err(&os_release))?;
     let (kver, _vmlinuz, _initrd) = find_kernel(&root)?;
+    add_firstboot(&root, &kver, opts.progress)?;
     let seed = format!("{}:{}", def.name, version);
 
     let usr_img = w.join("usr.erofs");
@@ -993,6 +1056,28 @@ mod tests {
         let e = check_layout(&def, &os_dir).unwrap_err().to_string();
         assert!(e.contains("usr_verity_size"), "{e}");
         assert!(e.contains("os.yaml"), "{e}");
+    }
+
+    #[test]
+    fn rootfs_cache_keeps_the_newest() {
+        let d = tempfile::tempdir().unwrap();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            fs::create_dir_all(d.path().join(name).join("usr")).unwrap();
+            let m = d.path().join(format!("{name}.complete"));
+            fs::write(&m, name).unwrap();
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + i as u64);
+            fs::File::options()
+                .write(true)
+                .open(&m)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        prune_rootfs_cache(d.path(), 2);
+        assert!(!d.path().join("a").exists());
+        assert!(!d.path().join("a.complete").exists());
+        assert!(d.path().join("b/usr").is_dir());
+        assert!(d.path().join("c.complete").is_file());
     }
 
     #[test]
