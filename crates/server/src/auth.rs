@@ -114,6 +114,19 @@ pub fn hash_token(token: &str) -> String {
 
 /// Create a token with `role` and store its hash.
 pub async fn create_token(db: &Db, role: Role, description: &str) -> Result<NewToken, AuthError> {
+    let mut conn = db.pool().acquire().await.map_err(|source| AuthError::Db {
+        what: "getting a connection",
+        source,
+    })?;
+    create_token_on(&mut conn, role, description).await
+}
+
+/// Like [`create_token`], on a given connection or transaction.
+pub async fn create_token_on(
+    conn: &mut sqlx::AnyConnection,
+    role: Role,
+    description: &str,
+) -> Result<NewToken, AuthError> {
     let a = uuid::Uuid::new_v4().simple().to_string();
     let b = uuid::Uuid::new_v4().simple().to_string();
     let token = format!("kt_{a}{b}");
@@ -128,7 +141,7 @@ pub async fn create_token(db: &Db, role: Role, description: &str) -> Result<NewT
     .bind(&hash)
     .bind(description)
     .bind(now_unix())
-    .execute(db.pool())
+    .execute(conn)
     .await
     .map_err(|source| AuthError::Db {
         what: "inserting a token",

@@ -30,6 +30,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/instances", &["get"]),
     ("/api/v1/instances/{id}", &["get"]),
     ("/api/v1/activity", &["get"]),
+    ("/api/v1/tokens", &["get", "post"]),
+    ("/api/v1/tokens/{id}", &["delete"]),
 ];
 
 /// `GET /api/openapi.json` (no token needed: the document is not a secret).
@@ -198,6 +200,13 @@ pub fn document() -> Value {
         "/api/v1/instances/{id}": {
             "get": op(Op { summary: "An instance with its status history and events", params: vec![path_param("id", "Numeric instance ID")], body: None, responses: [vec![ok("200", "Instance", Some(r("InstanceDetail")))], errors(&["400", "404"])].concat(), admin: false }),
         },
+        "/api/v1/tokens": {
+            "get": op(Op { summary: "List API tokens (never their secrets)", params: vec![], body: None, responses: vec![ok("200", "Tokens", Some(array_of("TokenInfo")))], admin: true }),
+            "post": op(Op { summary: "Create a token; the response is the only time its secret is shown", params: vec![], body: Some(body("NewTokenRequest")), responses: [vec![ok("201", "Created", Some(r("NewToken")))], write_errors(&["400", "413", "415", "422"])].concat(), admin: true }),
+        },
+        "/api/v1/tokens/{id}": {
+            "delete": op(Op { summary: "Revoke a token (it stops working at once)", params: vec![path_param("id", "Token ID")], body: None, responses: [vec![ok("204", "Revoked", None)], errors(&["404"])].concat(), admin: true }),
+        },
         "/api/v1/activity": {
             "get": op(Op {
                 summary: "The activity log, newest first",
@@ -268,6 +277,9 @@ pub fn document() -> Value {
             "status_history": { "type": "array", "items": { "type": "object", "properties": { "status": s("string"), "version": s("string"), "message": s("string"), "created_at": s("integer") } } },
             "events": { "type": "array", "items": { "type": "object", "properties": { "event_type": s("integer"), "event_result": s("integer"), "error_code": ns("integer"), "version": s("string"), "previous_version": s("string"), "created_at": s("integer") } } },
         } }] },
+        "TokenInfo": { "type": "object", "required": ["id", "role", "description", "created_at", "last_used"], "properties": { "id": s("string"), "role": { "enum": ["admin", "viewer"] }, "description": s("string"), "created_at": s("integer"), "last_used": ns("integer") } },
+        "NewTokenRequest": { "type": "object", "required": ["role"], "additionalProperties": false, "properties": { "role": { "enum": ["admin", "viewer"] }, "description": s("string") } },
+        "NewToken": { "type": "object", "required": ["id", "role", "token"], "properties": { "id": s("string"), "role": { "enum": ["admin", "viewer"] }, "token": { "type": "string", "description": "The bearer secret, shown only here" } } },
         "ActivityEntry": { "type": "object", "properties": {
             "id": s("integer"), "created_at": s("integer"), "severity": { "enum": ["info", "warning", "error"] }, "kind": s("string"), "actor": s("string"),
             "application_id": ns("string"), "group_id": ns("integer"), "version": ns("string"), "message": s("string"),

@@ -176,7 +176,92 @@ async fn roles_and_tokens(backend: Backend) {
     }
 }
 
-both_backends!(roles_and_tokens);
+async fn tokens_over_the_api(backend: Backend) {
+    let s = start(backend).await;
+    // Only admins manage tokens.
+    let r = s
+        .viewer(Method::GET, "/api/v1/tokens")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "{:?}", r.text().await);
+    let r = s
+        .admin(Method::POST, "/api/v1/tokens")
+        .json(&json!({"role": "superuser"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["field"], "role");
+
+    let r = s
+        .admin(Method::POST, "/api/v1/tokens")
+        .json(&json!({"role": "viewer", "description": "grafana"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let new: Value = r.json().await.unwrap();
+    let secret = new["token"].as_str().unwrap().to_string();
+    let id = new["id"].as_str().unwrap().to_string();
+    let r = s
+        .http
+        .get(s.url("/api/v1/apps"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Listing shows IDs and roles, never secrets or hashes.
+    let text = s
+        .admin(Method::GET, "/api/v1/tokens")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert!(text.contains("grafana") && text.contains(&id));
+    assert!(!text.contains(&secret) && !text.contains(&keelson_server::auth::hash_token(&secret)));
+
+    // Revoked tokens stop working at once; unknown IDs are 404.
+    let r = s
+        .admin(Method::DELETE, &format!("/api/v1/tokens/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s
+        .http
+        .get(s.url("/api/v1/apps"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s
+        .admin(Method::DELETE, &format!("/api/v1/tokens/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let kinds: Value = s
+        .admin(Method::GET, "/api/v1/activity?limit=2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kinds[0]["kind"], "token.revoked");
+    assert_eq!(kinds[1]["kind"], "token.created");
+}
+
+both_backends!(roles_and_tokens, tokens_over_the_api);
 
 #[test]
 fn token_create_cli_prints_a_working_token_once() {

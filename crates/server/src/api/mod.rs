@@ -15,6 +15,7 @@ pub mod instances;
 #[path = "../openapi.rs"]
 pub mod openapi;
 pub mod packages;
+pub mod tokens;
 
 use axum::Router;
 use axum::extract::{FromRequest, Request};
@@ -76,6 +77,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/instances", get(instances::list))
         .route("/api/v1/instances/{id}", get(instances::get_one))
         .route("/api/v1/activity", get(instances::activity))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
 }
 
 /// An API failure: the HTTP status, a message for humans and the field it concerns.
