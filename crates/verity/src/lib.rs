@@ -286,8 +286,9 @@ pub fn format(data: &Path, hash: &Path, params: &VerityParams) -> Result<VerityI
             data_blocks,
             salt: info.salt.clone(),
         };
-        let header_len = (info.hash_device_size - params.hash_offset)
-            - layout.hash_blocks() * u64::from(params.hash_block_size);
+        // From the offset to the first tree block: at least the 512-byte superblock, at most
+        // one hash block more.
+        let header_len = start * u64::from(params.hash_block_size) - params.hash_offset;
         let mut block = vec![0u8; header_len as usize];
         block[..SUPERBLOCK_SIZE].copy_from_slice(&sb.to_bytes());
         sb_block = block;
