@@ -81,6 +81,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         cmd: InstanceCmd,
     },
+    /// API tokens (admin only).
+    Token {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
     /// The activity log, newest first.
     Activity {
         #[command(flatten)]
@@ -320,6 +327,45 @@ pub struct PolicySet {
     /// Clear an automatic halt.
     #[arg(long)]
     resume: bool,
+}
+
+/// `keelson admin token ...`.
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// List tokens (IDs and roles; secrets are never shown again).
+    List,
+    /// Create a token and print its secret once.
+    Create {
+        /// `admin` or `viewer`.
+        #[arg(long, value_parser = ["admin", "viewer"])]
+        role: String,
+        /// Who or what it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Revoke a token by ID.
+    Revoke {
+        /// Token ID (from `token list`).
+        id: String,
+    },
+}
+
+/// A token as listed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenInfo {
+    id: String,
+    role: String,
+    description: String,
+    created_at: i64,
+    last_used: Option<i64>,
+}
+
+/// A new token with its secret.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NewToken {
+    id: String,
+    role: String,
+    token: String,
 }
 
 /// `keelson admin instance ...`.
@@ -712,6 +758,7 @@ pub fn run(cmd: AdminCommand) -> Result<ExitCode> {
         AdminCommand::Group { conn, cmd } => run_group(&conn, cmd)?,
         AdminCommand::Policy { conn, cmd } => run_policy(&conn, cmd)?,
         AdminCommand::Instance { conn, cmd } => run_instance(&conn, cmd)?,
+        AdminCommand::Token { conn, cmd } => run_token(&conn, cmd)?,
         AdminCommand::Activity { conn, app, limit } => {
             let api = Api::new(&conn)?;
             let mut path = format!("/api/v1/activity?limit={limit}");
@@ -738,6 +785,55 @@ pub fn run(cmd: AdminCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_token(conn: &Connection, cmd: TokenCmd) -> Result<()> {
+    let api = Api::new(conn)?;
+    match cmd {
+        TokenCmd::List => {
+            let ts: Vec<TokenInfo> = api.get("/api/v1/tokens")?;
+            show(conn.json, &ts, |ts| {
+                table(
+                    &[
+                        "ID",
+                        "ROLE",
+                        "CREATED (UTC)",
+                        "LAST USED (UTC)",
+                        "DESCRIPTION",
+                    ],
+                    ts.iter()
+                        .map(|t| {
+                            vec![
+                                t.id.clone(),
+                                t.role.clone(),
+                                time(t.created_at),
+                                t.last_used.map(time).unwrap_or_else(|| "never".into()),
+                                t.description.clone(),
+                            ]
+                        })
+                        .collect(),
+                )
+            })
+        }
+        TokenCmd::Create { role, description } => {
+            let t: NewToken = api.write(
+                Method::POST,
+                "/api/v1/tokens",
+                &json!({"role": role, "description": description}),
+            )?;
+            show(conn.json, &t, |t| {
+                eprintln!(
+                    "created {} token {} (shown once; only its hash is stored):",
+                    t.role, t.id
+                );
+                format!("{}\n", t.token)
+            })
+        }
+        TokenCmd::Revoke { id } => {
+            api.delete(&format!("/api/v1/tokens/{}", enc(&id)))?;
+            deleted(conn, format!("token {id}"))
+        }
+    }
 }
 
 fn deleted(conn: &Connection, what: String) -> Result<()> {

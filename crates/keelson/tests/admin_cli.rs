@@ -263,6 +263,20 @@ fn admin_cli_drives_the_server() {
     let apps: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(apps[0]["id"], APP);
 
+    // Tokens: create one, use it, revoke it.
+    let t = cli.json(&["token", "create", "--role", "viewer", "--description", "ci"]);
+    let secret = t["token"].as_str().unwrap().to_string();
+    let out = cli.run_with(&secret, &["app", "list"]);
+    assert!(out.status.success());
+    let list = cli.json(&["token", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert!(!list.to_string().contains(&secret));
+    cli.ok(&["token", "revoke", t["id"].as_str().unwrap()]);
+    let err = cli.fails(&secret, &["app", "list"]);
+    assert!(err.contains("401"), "{err}");
+    let err = cli.fails(viewer, &["token", "list"]);
+    assert!(err.contains("403"), "{err}");
+
     // Instances and activity.
     let page = cli.json(&["instance", "list", "--app", APP]);
     assert_eq!(page["total"], 0);
@@ -270,7 +284,8 @@ fn admin_cli_drives_the_server() {
     assert!(err.contains("404") && err.contains("not found"), "{err}");
     let act = cli.json(&["activity", "--limit", "3"]);
     assert_eq!(act.as_array().unwrap().len(), 3);
-    assert_eq!(act[0]["kind"], "group.policy_updated");
+    assert_eq!(act[0]["kind"], "token.revoked");
+    assert_eq!(act[2]["kind"], "group.policy_updated");
 
     // Deletes.
     let err = cli.fails(
