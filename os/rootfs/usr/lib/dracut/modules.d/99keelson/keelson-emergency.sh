@@ -11,6 +11,8 @@ done
 {
     echo
     echo "keelson-emergency: the boot failed in the initrd; failed units:"
+    # First-boot provisioning records the failed stage, its config source and the reason.
+    [ -r /run/keelson/firstboot-failed ] && cat /run/keelson/firstboot-failed
     systemctl --no-pager --no-legend --failed 2>&1
     echo "keelson-emergency: last log lines:"
     journalctl --no-pager -b -p warning -n 30 2>&1

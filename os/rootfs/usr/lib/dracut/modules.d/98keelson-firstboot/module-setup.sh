@@ -1,0 +1,56 @@
+#!/bin/bash
+# Keelson first-boot provisioning in the initrd: keelson-firstboot runs one stage per unit
+# (fetch, disks, mount, files, done), ordered like Ignition's, with networkd for fetching
+# remote resources and qemu_fw_cfg for configs handed over by QEMU. Every stage unit has
+# OnFailure=emergency.target (isolate), so a failed stage never reaches the real root.
+
+check() {
+    # The image build copies the binary into the root before it reruns dracut; a dracut run
+    # without it (the kernel's postinst during the package install) leaves the module out.
+    require_binaries keelson-firstboot || return 1
+    return 0
+}
+
+depends() {
+    echo systemd systemd-udevd
+    return 0
+}
+
+installkernel() {
+    # fw_cfg (the qemu provider), the virtio NIC, and vfat for the ESP's first-boot marker.
+    instmods qemu_fw_cfg virtio_net af_packet vfat nls_cp437 nls_iso8859-1 nls_ascii
+}
+
+install() {
+    inst_binary keelson-firstboot /usr/bin/keelson-firstboot
+    inst_multiple mount umount modprobe
+    # The disks stage's tools, when the root has them.
+    inst_multiple -o sgdisk blkid wipefs mkfs.ext4 mke2fs mkfs.vfat mkfs.xfs mkfs.btrfs mkswap
+
+    # networkd in the initrd, DHCP on every Ethernet link: remote config resources are fetched
+    # before the real root is touched (as Ignition does). It stops at switch-root.
+    inst_multiple -o \
+        "$systemdutildir/systemd-networkd" \
+        "$systemdutildir/systemd-networkd-wait-online" \
+        "$systemdsystemunitdir/systemd-networkd.service" \
+        "$systemdsystemunitdir/systemd-networkd.socket" \
+        "$systemdsystemunitdir/systemd-networkd-wait-online.service" \
+        "$systemdsystemunitdir/network.target" \
+        "$systemdsystemunitdir/network-pre.target" \
+        "$systemdsystemunitdir/network-online.target" \
+        "$systemdutildir/network/99-default.link"
+    inst_simple "$moddir/90-keelson-initrd.network" \
+        "$systemdutildir/network/90-keelson-initrd.network"
+    inst_simple "$moddir/wait-online.conf" \
+        "$systemdsystemunitdir/systemd-networkd-wait-online.service.d/50-keelson.conf"
+    # networkd drops privileges to systemd-network.
+    grep -E '^systemd-network:' "$dracutsysrootdir/etc/passwd" >> "$initdir/etc/passwd"
+    grep -E '^systemd-network:' "$dracutsysrootdir/etc/group" >> "$initdir/etc/group"
+
+    local stage
+    for stage in fetch disks mount files done; do
+        inst_simple "$moddir/keelson-firstboot-$stage.service" \
+            "$systemdsystemunitdir/keelson-firstboot-$stage.service"
+        $SYSTEMCTL -q --root "$initdir" add-wants initrd.target "keelson-firstboot-$stage.service"
+    done
+}
