@@ -353,17 +353,29 @@ pub fn check_packages(def: &OsDefinition, os_dir: &Path, cache: &Path) -> Result
     }
 }
 
-/// Make (or reuse) the root file system for `def`; returns its directory and whether it was cached.
-fn rootfs(def: &OsDefinition, opts: &BuildOptions) -> Result<(PathBuf, bool), ImageError> {
+/// Make (or reuse) the root file system for `def`; returns its directory, whether it was
+/// cached, and the cache lock, to hold until the root has been copied out.
+fn rootfs(
+    def: &OsDefinition,
+    opts: &BuildOptions,
+) -> Result<(PathBuf, bool, fs::File), ImageError> {
     let key = rootfs_key(def, &opts.os_dir, opts.source_date_epoch)?;
     let base = opts.cache_dir.join("rootfs");
+    fs::create_dir_all(&base).map_err(io_err(&base))?;
+    // One build at a time may touch the root file system cache and the package cache: two
+    // mmdebstraps syncing the same .deb directory (or writing the same root) corrupt each other.
+    let lock_path = base.join(".lock");
+    let lock = fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
+    if lock.try_lock().is_err() {
+        tracing::info!(lock = %lock_path.display(), "another build holds the cache; waiting");
+        lock.lock().map_err(io_err(&lock_path))?;
+    }
     let dir = base.join(&key[..16]);
     let done = base.join(format!("{}.complete", &key[..16]));
     if !opts.fresh_rootfs && done.is_file() && dir.is_dir() {
         tracing::info!(dir = %dir.display(), "root file system from cache");
-        return Ok((dir, true));
+        return Ok((dir, true, lock));
     }
-    fs::create_dir_all(&base).map_err(io_err(&base))?;
     let _ = fs::remove_file(&done);
     let tmp = base.join(format!("{}.tmp", &key[..16]));
     for d in [&tmp, &dir] {
@@ -416,7 +428,7 @@ fn rootfs(def: &OsDefinition, opts: &BuildOptions) -> Result<(PathBuf, bool), Im
     fs::write(&done, &key).map_err(io_err(&done))?;
     prune_rootfs_cache(&base, ROOTFS_KEEP);
     step.done("root file system built");
-    Ok((dir, false))
+    Ok((dir, false, lock))
 }
 
 /// How many cached root file systems to keep (each is several hundred MB).
@@ -576,7 +588,14 @@ fn add_firstboot(root: &Path, kver: &str, progress: bool) -> Result<(), ImageErr
     cmd::run(
         Command::new("chroot")
             .arg(root)
-            .args(["dracut", "--force", "--add", "keelson-firstboot", "--kver", kver])
+            .args([
+                "dracut",
+                "--force",
+                "--add",
+                "keelson-firstboot",
+                "--kver",
+                kver,
+            ])
             .arg(format!("/boot/initrd.img-{kver}")),
     )?;
     step.done("initrd made with keelson-firstboot");
@@ -824,7 +843,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
         step.done("every package exists in the archive");
     }
 
-    let (cached_root, rootfs_cached) = rootfs(&def, opts)?;
+    let (cached_root, rootfs_cached, cache_lock) = rootfs(&def, opts)?;
     let work = tempfile::Builder::new()
         .prefix(".keelson-build-")
         .tempdir_in(&opts.out_dir)
@@ -841,6 +860,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
         )?;
         step.done("root copied");
     }
+    drop(cache_lock);
     let os_release = root.join("usr/lib/os-release");
     let _ = fs::remove_file(&os_release);
     fs::write(&os_release, def.os_release(&version)).map_err(io_err(&os_release))?;

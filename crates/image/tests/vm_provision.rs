@@ -1,0 +1,332 @@
+//! VM tests of first-boot provisioning (crates/firstboot, the dracut module
+//! `98keelson-firstboot`, docs/first-boot.md): a config handed over through QEMU fw_cfg is
+//! applied in the initrd on the first boot, all or nothing.
+//!
+//! Like `vm.rs` they need a built image and QEMU, so they are `#[ignore]`d and run by
+//! `cargo xtask test`, which sets `KEELSON_VM_BUILD` (the build record, of an image built with
+//! `KEELSON_FIRSTBOOT_BIN`) and `KEELSON_VM_BUSYBOX` (the container's one binary).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keelson_image::qemu::{Vm, VmOptions};
+use sha2::{Digest, Sha256};
+
+/// Generous: CI runs TCG on two shared cores.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+const APP_TIMEOUT: Duration = Duration::from_secs(300);
+/// The port the container app listens on inside the guest.
+const APP_PORT: u16 = 8080;
+
+fn env_path(name: &str) -> PathBuf {
+    match std::env::var_os(name) {
+        Some(v) => PathBuf::from(v),
+        None => panic!("{name} is not set: run the VM tests through `cargo xtask test`"),
+    }
+}
+
+fn image() -> PathBuf {
+    let p = env_path("KEELSON_VM_BUILD");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let rec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    PathBuf::from(rec["image"].as_str().unwrap())
+}
+
+/// Serve `body` for every GET on the host's loopback (the guest reaches it as 10.0.2.2);
+/// returns the port. The thread lives as long as the test process.
+fn serve(body: Vec<u8>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let mut req = Vec::new();
+            // Read the request head; its content does not matter.
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/x-tar\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    port
+}
+
+/// The app's OCI archive: busybox httpd serving /www (bind-mounted from the host's /srv/www).
+fn app_archive(dir: &Path) -> Vec<u8> {
+    let busybox_path = env_path("KEELSON_VM_BUSYBOX");
+    let busybox =
+        std::fs::read(&busybox_path).unwrap_or_else(|e| panic!("{}: {e}", busybox_path.display()));
+    let port = APP_PORT.to_string();
+    let cmd = [
+        "/bin/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        port.as_str(),
+        "-h",
+        "/www",
+    ];
+    let spec = keelson_image::oci::OciSpec {
+        name: "docker.io/library/keelson-app:1",
+        binary_path: "bin/busybox",
+        binary: &busybox,
+        cmd: &cmd,
+    };
+    let path = dir.join("app.oci.tar");
+    keelson_image::oci::write_archive(&spec, &path).unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+fn data_url(text: &str) -> String {
+    let mut s = String::from("data:,");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeelsonTestKeyNotARealOneXXXXXXXXXXXXXXXX keelson-test";
+
+const APP_UNIT: &str = "[Unit]\n\
+Description=Keelson test app (busybox httpd in containerd)\n\
+After=containerd.service\n\
+Requires=containerd.service\n\
+[Service]\n\
+ExecStartPre=/usr/bin/ctr -n default image import /var/lib/keelson-app/app.oci.tar\n\
+ExecStartPre=-/usr/bin/ctr -n default container rm keelson-app\n\
+ExecStart=/usr/bin/ctr -n default run --rm --net-host --mount type=bind,src=/srv/www,dst=/www,options=rbind:ro docker.io/library/keelson-app:1 keelson-app\n\
+Restart=on-failure\n\
+[Install]\n\
+WantedBy=multi-user.target\n";
+
+/// The config of test (a): a user with an SSH key, files, and the app unit whose OCI archive
+/// comes from `archive_url`, checked by sha256.
+fn good_config(archive_url: &str, archive_sha256: &str, page: &str) -> String {
+    serde_json::json!({
+        "ignition": {"version": "3.4.0"},
+        "passwd": {"users": [{
+            "name": "keel",
+            "sshAuthorizedKeys": [SSH_KEY],
+            "groups": ["sudo"]
+        }]},
+        "storage": {
+            "files": [
+                {
+                    "path": "/var/lib/keelson-app/app.oci.tar",
+                    "mode": 0o600,
+                    "contents": {
+                        "source": archive_url,
+                        "verification": {"hash": format!("sha256-{archive_sha256}")}
+                    }
+                },
+                {"path": "/srv/www/index.html", "contents": {"source": data_url(page)}},
+                {
+                    "path": "/etc/keelson-test/motd",
+                    "mode": 0o640,
+                    "user": {"name": "keel"},
+                    "contents": {"source": data_url("provisioned by keelson-firstboot\n")}
+                }
+            ],
+            "directories": [{"path": "/var/lib/keelson-test/empty", "mode": 0o700}],
+            // `enabled` writes a preset, which systemd applies only on its own first boot
+            // (machine-id "uninitialized"); the link enables the unit on any image.
+            "links": [{
+                "path": "/etc/systemd/system/multi-user.target.wants/keelson-app.service",
+                "target": "/etc/systemd/system/keelson-app.service"
+            }]
+        },
+        "systemd": {"units": [
+            {"name": "keelson-app.service", "enabled": true, "contents": APP_UNIT}
+        ]}
+    })
+    .to_string()
+}
+
+fn start(image: &Path, config: &Path, snapshot: bool) -> Vm {
+    let mut o = VmOptions::new(image);
+    o.snapshot = snapshot;
+    o.config = Some(config.to_path_buf());
+    o.credentials
+        .push(("agetty.autologin".into(), "root".into()));
+    o.credentials.push(("login.noauth".into(), "yes".into()));
+    Vm::start(&o).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn check(vm: &mut Vm, cmd: &str) -> String {
+    vm.check(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Poll the app from inside the guest (bash's /dev/tcp; the image has no HTTP client).
+const FETCH_APP: &str = "for i in $(seq 90); do if exec 3<>/dev/tcp/127.0.0.1/8080; then printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3; exec 3<&-; break; fi 2>/dev/null; sleep 2; done";
+
+/// (a) a first boot with a config from fw_cfg: the user with its SSH key, the files, and the
+/// enabled app unit running a container whose archive was fetched over HTTP (in the initrd)
+/// and checked by sha256; the test reaches the app. A second boot of the same disk does not
+/// provision again.
+#[test]
+#[ignore = "needs a built image and QEMU: run by `cargo xtask test`"]
+fn first_boot_provisions_user_files_and_app() {
+    let image = image();
+    let scratch = tempfile::tempdir_in(image.parent().unwrap()).unwrap();
+    let archive = app_archive(scratch.path());
+    let sha = hex::encode(Sha256::digest(&archive));
+    let port = serve(archive);
+    let page = format!("keelson-app-ok-{}", std::process::id());
+    let config = scratch.path().join("config.ign");
+    let url = format!("http://10.0.2.2:{port}/app.oci.tar");
+    std::fs::write(&config, good_config(&url, &sha, &page)).unwrap();
+    // The second boot needs the first one's writes: a private copy instead of snapshot=on.
+    let disk = scratch.path().join("disk.img");
+    let st = std::process::Command::new("cp")
+        .args(["--sparse=always", "--reflink=auto"])
+        .arg(&image)
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(st.success(), "copying {}", image.display());
+
+    let mut vm = start(&disk, &config, false);
+    vm.wait_for("Keelson first boot: done", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    vm.login(BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+
+    // The app answers with the page the config wrote.
+    let r = vm.run_with_timeout(FETCH_APP, APP_TIMEOUT).unwrap();
+    assert!(
+        r.output.contains("200 OK") && r.output.contains(&page),
+        "app reply: {}\n{}",
+        r.output,
+        check(
+            &mut vm,
+            "systemctl status --no-pager keelson-app.service 2>&1 | tail -20; true"
+        )
+    );
+    assert_eq!(
+        check(&mut vm, "systemctl is-enabled keelson-app.service").trim(),
+        "enabled"
+    );
+
+    // The user, its groups and its key.
+    let id = check(&mut vm, "id keel");
+    assert!(
+        id.contains("uid=1000(keel)") && id.contains("(sudo)"),
+        "{id}"
+    );
+    let keys = check(&mut vm, "cat /home/keel/.ssh/authorized_keys");
+    assert!(keys.contains(SSH_KEY), "{keys}");
+    assert_eq!(
+        check(&mut vm, "stat -c '%a %U' /home/keel/.ssh/authorized_keys").trim(),
+        "600 keel"
+    );
+
+    // The files and the directory, with their modes and owners.
+    assert_eq!(
+        check(&mut vm, "stat -c '%a %U:%G' /etc/keelson-test/motd").trim(),
+        "640 keel:root"
+    );
+    assert_eq!(
+        check(&mut vm, "cat /etc/keelson-test/motd").trim(),
+        "provisioned by keelson-firstboot"
+    );
+    assert_eq!(
+        check(&mut vm, "stat -c '%a' /var/lib/keelson-test/empty").trim(),
+        "700"
+    );
+    let got = check(&mut vm, "sha256sum /var/lib/keelson-app/app.oci.tar");
+    assert!(got.starts_with(&sha), "{got} vs {sha}");
+    // The stages ran in the initrd (their journal entries were carried over).
+    let log = check(
+        &mut vm,
+        "journalctl -b --no-pager -o cat -u keelson-firstboot-files.service | tail -40",
+    );
+    assert!(log.contains("/etc/keelson-test/motd"), "{log}");
+
+    // Second boot: the marker is gone, so nothing is provisioned again.
+    let _ = vm.run("sync");
+    vm.kill();
+    let mut vm = start(&disk, &config, false);
+    vm.wait_for("not the first boot", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    vm.login(BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let r = vm
+        .run("systemctl is-active keelson-firstboot-files.service")
+        .unwrap();
+    assert_ne!(
+        r.output.trim(),
+        "active",
+        "files stage ran again: {}",
+        r.output
+    );
+}
+
+/// (b) a config that fails in the files stage (a file whose sha256 does not match) stops the
+/// boot in emergency mode: the console names the stage, the config source and the reason, and
+/// nothing of the real root starts (no switch-root, no multi-user.target, no login).
+#[test]
+#[ignore = "needs a built image and QEMU: run by `cargo xtask test`"]
+fn files_stage_failure_stops_in_emergency_mode() {
+    let image = image();
+    let scratch = tempfile::tempdir_in(image.parent().unwrap()).unwrap();
+    let config = scratch.path().join("bad.ign");
+    let bad = serde_json::json!({
+        "ignition": {"version": "3.4.0"},
+        "storage": {"files": [
+            {"path": "/etc/keelson-test/ok", "contents": {"source": "data:,fine"}},
+            {"path": "/etc/keelson-test/bad", "contents": {
+                "source": "data:,not%20what%20the%20hash%20says",
+                "verification": {"hash": format!("sha256-{}", "0".repeat(64))}
+            }}
+        ]},
+        "systemd": {"units": [{"name": "keelson-never.service", "enabled": true,
+            "contents": "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"}]}
+    });
+    std::fs::write(&config, bad.to_string()).unwrap();
+    let mut vm = start(&image, &config, true);
+    let at = vm
+        .wait_for(
+            "keelson-firstboot: stage files failed (config from qemu",
+            BOOT_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The emergency handler repeats the record and announces the reboot; read up to there.
+    vm.wait_for_from("keelson-emergency: rebooting in", at, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = vm.console_text();
+    let line = text[at..].lines().next().unwrap_or_default();
+    assert!(
+        line.contains("/etc/keelson-test/bad") && line.contains("sha256 mismatch"),
+        "failure line: {line}"
+    );
+    let emergency = &text[at..];
+    assert!(
+        emergency.contains("keelson-firstboot-files.service"),
+        "the failed unit is not listed: {emergency}"
+    );
+    for never in [
+        "Switching root",
+        "Reached target multi-user.target",
+        "(automatic login)",
+        "keelson-never",
+    ] {
+        assert!(
+            !text.contains(never),
+            "the real root started ({never:?} on the console)"
+        );
+    }
+}
