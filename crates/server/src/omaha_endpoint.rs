@@ -1,5 +1,6 @@
 //! `POST /v1/update/`: the Omaha endpoint update_engine talks to (no token: nodes are not
-//! admins). Each `<app>` of a request is one [`db::rollout::handle_report`] transaction.
+//! admins). All `<app>`s of one request are recorded in one transaction
+//! ([`crate::db::rollout::handle_report_in`]), so a failure leaves nothing half-recorded.
 //!
 //! Answers: unknown application → that app gets `status="error-unknownApplication"` (as
 //! Nebraska does); policy holds → `noupdate`; malformed XML or a missing `machineid`/`version`
@@ -136,6 +137,45 @@ fn node_report(
     }
 }
 
+/// The `<app>` answer for what the database made of it.
+fn answer(
+    app: &omaha::RequestApp,
+    outcome: ReportOutcome,
+    base: &str,
+) -> Result<omaha::ResponseApp, String> {
+    let ping = app.ping.is_some();
+    let events = app.events.len();
+    Ok(match outcome {
+        ReportOutcome::UnknownApplication => omaha::ResponseApp {
+            app_id: app.app_id.clone(),
+            status: omaha::AppStatus::UnknownApplication,
+            ping: None,
+            update_check: None,
+            events: Vec::new(),
+        },
+        ReportOutcome::Recorded { check: None, .. } => {
+            let mut a = omaha::ResponseApp::events_only(&app.app_id, events);
+            a.ping = ping.then(|| "ok".to_string());
+            a
+        }
+        ReportOutcome::Recorded {
+            check: Some(CheckAnswer::NoUpdate { reason }),
+            ..
+        } => {
+            tracing::debug!(%reason, "noupdate");
+            omaha::ResponseApp::no_update(&app.app_id, ping, events)
+        }
+        ReportOutcome::Recorded {
+            check: Some(CheckAnswer::Update { package, reason }),
+            ..
+        } => {
+            let o = offer(&package, base)?;
+            tracing::info!(version = %package.version, ?reason, "update granted");
+            omaha::ResponseApp::update(&app.app_id, ping, events, &o)
+        }
+    })
+}
+
 async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let ip = req
         .extensions()
@@ -186,11 +226,22 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         }
     }
     let now = chrono::Utc::now();
+    // Every <app> of the request in one transaction: a failure leaves nothing half-recorded.
+    let mut tx = match state.db.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, "starting Omaha transaction");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: {e}"),
+            );
+        }
+    };
     let mut apps = Vec::with_capacity(request.apps.len());
     for app in &request.apps {
         let report = node_report(app, &ip, now);
         let span = tracing::info_span!("omaha", machine = %report.machine_id, app = %report.application_id);
-        let outcome = match rollout::handle_report(&state.db, &report)
+        let outcome = match rollout::handle_report_in(&mut tx, &report)
             .instrument(span)
             .await
         {
@@ -203,46 +254,23 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
                 );
             }
         };
-        let ping = app.ping.is_some();
-        let events = app.events.len();
-        let answer = match outcome {
-            ReportOutcome::UnknownApplication => omaha::ResponseApp {
-                app_id: app.app_id.clone(),
-                status: omaha::AppStatus::UnknownApplication,
-                ping: None,
-                update_check: None,
-                events: Vec::new(),
-            },
-            ReportOutcome::Recorded { check: None, .. } => {
-                let mut a = omaha::ResponseApp::events_only(&app.app_id, events);
-                a.ping = ping.then(|| "ok".to_string());
-                a
+        match answer(app, outcome, &base) {
+            Ok(a) => apps.push(a),
+            Err(e) => {
+                tracing::error!(error = %e, "building the update offer");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error: {e}"),
+                );
             }
-            ReportOutcome::Recorded {
-                check: Some(CheckAnswer::NoUpdate { reason }),
-                ..
-            } => {
-                tracing::debug!(%reason, "noupdate");
-                omaha::ResponseApp::no_update(&app.app_id, ping, events)
-            }
-            ReportOutcome::Recorded {
-                check: Some(CheckAnswer::Update { package, reason }),
-                ..
-            } => match offer(&package, &base) {
-                Ok(o) => {
-                    tracing::info!(version = %package.version, ?reason, "update granted");
-                    omaha::ResponseApp::update(&app.app_id, ping, events, &o)
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "building the update offer");
-                    return text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("internal error: {e}"),
-                    );
-                }
-            },
-        };
-        apps.push(answer);
+        }
+    }
+    if let Err(e) = tx.commit().await {
+        tracing::error!(error = %e, "committing Omaha request");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        );
     }
     let xml = omaha::Response::new(apps).to_xml();
     (

@@ -1,6 +1,6 @@
 //! The database side of the grant algorithm: handle one node report (an Omaha `<app>`) in one
 //! transaction: upsert the instance, record its events (completions, failures, rollbacks),
-//! build the [`GrantInput`] snapshot, run [`decide`] and write what it decided.
+//! build the [`GrantInput`] snapshot, run [`grant::decide`] and write what it decided.
 //!
 //! Concurrency: a decision that would grant or halt is re-taken after bumping the group's
 //! `lock_seq` row, which serializes such decisions per group on PostgreSQL (row lock) and on
@@ -355,16 +355,26 @@ async fn rollout_finished_check(tx: &mut Tx, group: &Group, grant_id: i64) -> Re
 
 /// Handle one node report in one transaction.
 pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbError> {
+    let mut tx = db.begin().await?;
+    let out = handle_report_in(&mut tx, r).await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing node report"))?;
+    Ok(out)
+}
+
+/// Handle one node report inside the caller's transaction (the Omaha endpoint puts every
+/// `<app>` of a request in one). An unknown application writes nothing.
+pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutcome, DbError> {
     let app = super::applications::normalize_id(&r.application_id);
     let now = r.now.timestamp();
-    let mut tx = db.begin().await?;
     // The group lookup proves the application exists in the common case; only without a group
     // do we ask separately (an unknown application must not write anything).
-    let group = groups::find_by_track(&mut tx, &app, &r.track).await?;
+    let group = groups::find_by_track(tx, &app, &r.track).await?;
     if group.is_none() {
         let known: Option<(String,)> = sqlx::query_as("SELECT id FROM applications WHERE id = $1")
             .bind(&app)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await
             .map_err(DbError::query("reading application"))?;
         if known.is_none() {
@@ -389,12 +399,12 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
     .bind(&r.oem)
     .bind(&r.aleph_version)
     .bind(now)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(DbError::query("upserting instance"))?;
 
     // A pending grant whose version the node now runs has completed.
-    let mut pending = pending_grant(&mut tx, instance_id).await?;
+    let mut pending = pending_grant(tx, instance_id).await?;
     if let (Some((gid, p)), Ok(cur)) = (&pending, Version::parse(&r.version))
         && let Ok(to) = Version::parse(&p.to_version)
         && cur >= to
@@ -402,15 +412,15 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
         sqlx::query("UPDATE grants SET outcome = 1, finished_at = $1 WHERE id = $2")
             .bind(now)
             .bind(gid)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(DbError::query("completing grant"))?;
         if let Some(g) = &group {
-            rollout_finished_check(&mut tx, g, *gid).await?;
+            rollout_finished_check(tx, g, *gid).await?;
         }
         let msg = format!("updated to {}", r.version);
         set_status(
-            &mut tx,
+            tx,
             instance_id,
             status,
             InstanceStatus::Complete,
@@ -443,7 +453,7 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
         .bind(&r.version)
         .bind(&e.previous_version)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(DbError::query("recording event"))?;
         }
@@ -473,7 +483,7 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
                 let target: Option<(i64, String)> = if rollback {
                     sqlx::query_as("SELECT id, to_version FROM grants WHERE instance_id = $1 ORDER BY id DESC LIMIT 1")
                         .bind(instance_id)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut **tx)
                         .await
                         .map_err(DbError::query("reading last grant"))?
                 } else {
@@ -483,7 +493,7 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
                     sqlx::query("UPDATE grants SET outcome = 2, finished_at = $1 WHERE id = $2")
                         .bind(now)
                         .bind(gid)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await
                         .map_err(DbError::query("failing grant"))?;
                     failed_now = true;
@@ -494,7 +504,7 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
                         "failed to update to"
                     };
                     activity::insert(
-                        &mut tx,
+                        tx,
                         &NewActivity {
                             severity: Severity::Warning,
                             kind: if rollback {
@@ -525,17 +535,17 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
             _ => None,
         };
         if let Some((s, msg)) = next {
-            set_status(&mut tx, instance_id, status, s, &r.version, &msg, now).await?;
+            set_status(tx, instance_id, status, s, &r.version, &msg, now).await?;
             status = s.code();
         }
     }
 
     if failed_now && let Some(g) = &group {
-        let (chan, _) = channel_version(&mut tx, g.channel_id).await?;
+        let (chan, _) = channel_version(tx, g.channel_id).await?;
         if let Some(target) = grant::target_version(&g.policy, chan.as_deref()) {
-            let stats = rollout_stats(&mut tx, g, target, now).await?;
+            let stats = rollout_stats(tx, g, target, now).await?;
             if let Some(cause) = grant::halt_check(&g.policy, &stats) {
-                halt(&mut tx, g, target, &cause).await?;
+                halt(tx, g, target, &cause).await?;
             }
         }
     }
@@ -545,14 +555,11 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
             None => CheckAnswer::NoUpdate {
                 reason: format!("no group with track {:?}", r.track),
             },
-            Some(g) => decide_and_apply(&mut tx, g, r, instance_id, status, now, pending).await?,
+            Some(g) => decide_and_apply(tx, g, r, instance_id, status, now, pending).await?,
         })
     } else {
         None
     };
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing node report"))?;
     Ok(ReportOutcome::Recorded { instance_id, check })
 }
 
