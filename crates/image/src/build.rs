@@ -377,7 +377,7 @@ fn rootfs(
         return Ok((dir, true, lock));
     }
     let _ = fs::remove_file(&done);
-    let tmp = base.join(format!("{}.tmp", &key[..16]));
+    let tmp = base.join(format!("{}.tmp{}", &key[..16], std::process::id()));
     for d in [&tmp, &dir] {
         if d.exists() {
             fs::remove_dir_all(d).map_err(io_err(d))?;
