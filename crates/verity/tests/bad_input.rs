@@ -215,3 +215,28 @@ fn hash_offset_into_an_existing_file_keeps_what_is_before_it() {
     assert_eq!(bytes.len() as u64, info.hash_device_size);
     keelson_verity::verify(&data, &hash, info.root_hash.as_deref().unwrap(), &p).unwrap();
 }
+
+#[test]
+fn existing_hash_file_at_offset_zero_is_replaced_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let hash = dir.path().join("hash");
+    std::fs::write(&data, vec![6u8; 200 * 4096]).unwrap();
+    std::fs::write(&hash, vec![0xffu8; 1 << 20]).unwrap();
+    let info = format(&data, &hash, &VerityParams::default()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&hash).unwrap().len(),
+        info.hash_device_size
+    );
+    assert_eq!(
+        listing(dir.path()),
+        vec!["data".to_string(), "hash".to_string()]
+    );
+    keelson_verity::verify(
+        &data,
+        &hash,
+        info.root_hash.as_deref().unwrap(),
+        &VerityParams::default(),
+    )
+    .unwrap();
+}
