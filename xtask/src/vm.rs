@@ -25,8 +25,13 @@ pub fn keelson_binary() -> Result<PathBuf> {
 
 /// Build `os/` into `out` with `keelson image build`; returns the build record path.
 pub fn build_image(keelson: &Path, out: &Path, version: &str, extra: &[&str]) -> Result<PathBuf> {
+    // First-boot provisioning goes into the initrd (crates/firstboot, docs/first-boot.md).
+    util::run(util::cargo().args(["build", "--release", "-p", "keelson-firstboot"]))
+        .context("building the keelson-firstboot binary")?;
+    let firstboot = util::workspace_root().join("target/release/keelson-firstboot");
     util::run(
         Command::new(keelson)
+            .env("KEELSON_FIRSTBOOT_BIN", &firstboot)
             .args([
                 "image",
                 "build",
