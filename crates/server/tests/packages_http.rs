@@ -93,3 +93,46 @@ async fn ranges(b: Backend) {
     }
 }
 both!(ranges);
+
+/// A payload uploaded through the REST API (SERVER-API's streamed upload) is served here with
+/// ranges at the `download_path` the API reports, byte for byte.
+async fn uploaded_through_the_api_is_served(b: Backend) {
+    let env = env(b).await;
+    db::applications::create(&env.db, "test", APP, "Keelson", "")
+        .await
+        .unwrap();
+    let token = keelson_server::auth::create_token(
+        &env.db,
+        keelson_server::auth::Role::Admin,
+        "packages test",
+    )
+    .await
+    .unwrap()
+    .token;
+    let base = serve(&env, |_| {}).await;
+    let bytes = payload("4.0.0", 123_457);
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!(
+            "{base}/api/v1/apps/{APP}/packages/4.0.0/payload?filename=keelson_update.gz"
+        ))
+        .bearer_auth(&token)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let pkg: serde_json::Value = r.json().await.unwrap();
+    let path = pkg["download_path"].as_str().unwrap();
+    let got = http
+        .get(format!("{base}{path}"))
+        .header("range", "bytes=-457")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 206);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), &bytes[123_000..]);
+    let whole = http.get(format!("{base}{path}")).send().await.unwrap();
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), bytes.as_slice());
+}
+both!(uploaded_through_the_api_is_served);
