@@ -79,7 +79,8 @@ fn base(root: &Path) {
     }
 }
 
-/// Extra nodes: `file PATH MODE TEXT`, `dir PATH MODE`, `symlink PATH TARGET`.
+/// Extra nodes: `file PATH MODE TEXT`, `dir PATH MODE`, `symlink PATH TARGET`,
+/// `hardlink PATH EXISTING`.
 fn before(root: &Path, spec: &str) {
     for line in spec
         .lines()
@@ -102,6 +103,10 @@ fn before(root: &Path, spec: &str) {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             }
             "symlink" => std::os::unix::fs::symlink(it.next().unwrap(), &path).unwrap(),
+            "hardlink" => {
+                let target = root.join(it.next().unwrap().trim_start_matches('/'));
+                std::fs::hard_link(target, &path).unwrap();
+            }
             other => panic!("unknown before.txt kind {other}"),
         }
     }

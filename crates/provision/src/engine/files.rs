@@ -85,7 +85,8 @@ pub(crate) enum Op {
     },
     Mkdir {
         host: PathBuf,
-        mode: u32,
+        /// `None` keeps an existing directory's mode.
+        mode: Option<u32>,
         owner: (u32, u32),
         replace: bool,
     },
@@ -587,7 +588,7 @@ impl Planner<'_> {
             self.planned.insert(d.to_path_buf());
             self.ops.push(Op::Mkdir {
                 host: d.to_path_buf(),
-                mode: 0o700,
+                mode: Some(0o700),
                 owner: (uid, gid),
                 replace: false,
             });
@@ -746,22 +747,39 @@ impl Planner<'_> {
         let mode = d
             .mode
             .map(|m| mode_bits(m, &format!("{}: mode", d.path)))
-            .transpose()?
-            .unwrap_or(0o755);
+            .transpose()?;
         let existing = std::fs::symlink_metadata(&host).ok();
         let overwrite = d.overwrite.unwrap_or(false);
-        let action = match &existing {
-            Some(m) if m.is_dir() => format!("set mode {mode:04o}"),
+        // Ignition: overwrite deletes whatever is there (even a directory); without it an
+        // existing directory only gets its permissions set, and keeps its mode when the
+        // config gives none.
+        let (action, mode) = match &existing {
+            Some(m) if m.is_dir() && !overwrite => match mode {
+                Some(mode) => (format!("set mode {mode:04o}"), Some(mode)),
+                None => ("keep mode".to_string(), None),
+            },
             Some(m) if !overwrite => {
                 return Err(ApplyError::Exists {
                     path: d.path.clone(),
                     found: kind_of(m),
                 });
             }
-            Some(m) => format!("replace {} with directory, mode {mode:04o}", kind_of(m)),
-            None => format!("create, mode {mode:04o}"),
+            Some(m) => {
+                let mode = mode.unwrap_or(0o755);
+                (
+                    format!(
+                        "replace {} with empty directory, mode {mode:04o}",
+                        kind_of(m)
+                    ),
+                    Some(mode),
+                )
+            }
+            None => {
+                let mode = mode.unwrap_or(0o755);
+                (format!("create, mode {mode:04o}"), Some(mode))
+            }
         };
-        let replace = existing.as_ref().is_some_and(|m| !m.is_dir());
+        let replace = existing.is_some() && overwrite;
         self.parents(&host)?;
         self.outcome.push(&d.path, NodeKind::Directory, action);
         self.planned.insert(host.clone());
@@ -802,6 +820,17 @@ impl Planner<'_> {
                     });
                 }
                 _ => {}
+            }
+            // "A matching link exists": the same inode as the target. Nothing to do.
+            let same_inode = existing.as_ref().is_some_and(|m| {
+                std::fs::metadata(&target_host)
+                    .is_ok_and(|t| t.ino() == m.ino() && t.dev() == m.dev())
+            });
+            if same_inode && !overwrite {
+                self.outcome
+                    .push(&l.path, NodeKind::Hardlink, format!("keep -> {target}"));
+                self.planned.insert(host);
+                return Ok(());
             }
             if let Some(m) = &existing
                 && !overwrite
@@ -1100,7 +1129,9 @@ impl ApplyCtx<'_> {
                         .map_err(ApplyError::io("creating directory", &host))?;
                 }
                 self.set_owner(&host, owner, true)?;
-                self.set_mode(&host, mode)?;
+                if let Some(mode) = mode {
+                    self.set_mode(&host, mode)?;
+                }
             }
             Op::Symlink {
                 host,
