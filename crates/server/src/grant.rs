@@ -388,6 +388,8 @@ pub struct GrantInput<'a> {
     pub floors: &'a [String],
     /// The node's own pending grant.
     pub pending: Option<&'a PendingGrant>,
+    /// Versions this node rolled back from (never offered to it again).
+    pub rolled_back: &'a [String],
     /// Counts for the current rollout.
     pub stats: RolloutStats,
 }
@@ -414,6 +416,8 @@ pub enum HoldReason {
     UpToDate,
     /// The node reported a version that does not parse.
     InvalidVersion,
+    /// The node rolled back from the version it would get: offering it again would loop.
+    RolledBack,
     /// The group's updates are switched off.
     UpdatesDisabled,
     /// The rollout was halted (failures); an admin must resume it.
@@ -564,6 +568,9 @@ pub fn decide(input: &GrantInput<'_>) -> GrantDecision {
         Some(f) => (f.as_str().to_string(), GrantReason::Floor),
         None => (target.to_string(), GrantReason::Rollout),
     };
+    if input.rolled_back.iter().any(|v| *v == version) {
+        return Hold(HoldReason::RolledBack);
+    }
 
     if !p.updates_enabled {
         return Hold(HoldReason::UpdatesDisabled);
@@ -686,6 +693,7 @@ mod tests {
                 channel_version: Some(&target),
                 floors: &[],
                 pending: None,
+                rolled_back: &[],
                 stats,
             });
             if let GrantDecision::Grant { version, .. } = d {
@@ -820,6 +828,7 @@ mod tests {
         pending: Option<PendingGrant>,
         stats: RolloutStats,
         in_wave: bool,
+        rolled_back: Vec<String>,
         want: GrantDecision,
     }
 
@@ -845,6 +854,7 @@ mod tests {
                 ..Default::default()
             },
             in_wave: true,
+            rolled_back: vec![],
             want: grant("2.0.0", "2.0.0", GrantReason::Rollout),
         }
     }
@@ -857,6 +867,17 @@ mod tests {
         let cases = vec![
             Case {
                 name: "plain grant",
+                ..base()
+            },
+            Case {
+                name: "rolled back from the target",
+                rolled_back: vec!["2.0.0".into()],
+                want: GrantDecision::Hold(RolledBack),
+                ..base()
+            },
+            Case {
+                name: "rolled back from an older version only",
+                rolled_back: vec!["1.5.0".into()],
                 ..base()
             },
             Case {
@@ -1166,6 +1187,7 @@ mod tests {
                 channel_version: c.channel,
                 floors: &floors,
                 pending: c.pending.as_ref(),
+                rolled_back: &c.rolled_back,
                 stats: c.stats,
             };
             let mut want = c.want.clone();

@@ -107,7 +107,7 @@ pub async fn render(db: &Db) -> Result<String, DbError> {
     }
 
     let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT g.application_id, g.track, COUNT(r.id), COUNT(CASE WHEN r.outcome = 2 THEN 1 END), \
+        "SELECT g.application_id, g.track, COUNT(r.id), COUNT(CASE WHEN r.outcome IN (2, 3) THEN 1 END), \
          COUNT(CASE WHEN r.outcome = 1 THEN 1 END) FROM groups g LEFT JOIN grants r ON r.group_id = g.id \
          GROUP BY g.application_id, g.track ORDER BY 1, 2",
     )

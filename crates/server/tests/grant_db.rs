@@ -156,12 +156,17 @@ async fn rollback_with_flag_bits_counts_as_failure(b: Backend) {
     let mut r = report("b", "1.0.0", t0() + Duration::minutes(30));
     r.events = vec![event(3, 0, Some(44 | (1 << 28)), "")];
     let ans = answer(&env, r).await;
-    // 1 of 2 nodes failed = 50% > 40%: halted, and b is held (noupdate, never error-*).
-    assert!(ans.unwrap_err().contains("rollout_halted"));
+    // 1 of 2 nodes failed = 50% > 40%: the rollout is halted, and b is answered noupdate
+    // (never error-*), keeping the Error status the rollback gave it.
+    assert_eq!(ans, Err("rolled_back".into()));
     let g = db::groups::get(&env.db, gid).await.unwrap();
     assert_eq!(g.halted_version.as_deref(), Some("2.0.0"));
-    assert_eq!(status_of(&env, "b").await, 8);
-    let (failed,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM grants WHERE outcome = 2")
+    assert_eq!(status_of(&env, "b").await, 3);
+    assert_eq!(
+        check(&env, "c", "1.0.0", t0() + Duration::minutes(31)).await,
+        Err("rollout_halted".into())
+    );
+    let (failed,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM grants WHERE outcome = 3")
         .fetch_one(env.db.pool())
         .await
         .unwrap();
@@ -171,6 +176,23 @@ async fn rollback_with_flag_bits_counts_as_failure(b: Backend) {
         .unwrap();
     let rb = act.iter().find(|a| a.kind == "instance.rollback").unwrap();
     assert!(rb.message.contains("error code 44"), "{}", rb.message);
+    // After an admin resumes, b is still never offered the version it rolled back from (no
+    // update/rollback loop) and keeps its Error status; other nodes go on.
+    db::groups::resume(&env.db, "admin", gid).await.unwrap();
+    let later = t0() + Duration::minutes(40);
+    assert_eq!(
+        check(&env, "b", "1.0.0", later).await,
+        Err("rolled_back".into())
+    );
+    assert_eq!(status_of(&env, "b").await, 3);
+    assert_eq!(check(&env, "c", "1.0.0", later).await, Ok("2.0.0".into()));
+    // A newer target is offered to b again.
+    let newer = external_package(&env, "2.1.0").await;
+    let chans = db::channels::list(&env.db, APP).await.unwrap();
+    db::channels::set_package(&env.db, "admin", chans[0].id, Some(newer.id))
+        .await
+        .unwrap();
+    assert_eq!(check(&env, "b", "1.0.0", later).await, Ok("2.1.0".into()));
 }
 both!(rollback_with_flag_bits_counts_as_failure);
 

@@ -24,6 +24,14 @@ pub const ERROR_ROLLBACK: i64 = 44;
 /// `max_updates_per_period` at or above this is "no rate limit" (the API's maximum), so the
 /// period count is skipped.
 pub const UNLIMITED_UPDATES: i64 = 1_000_000;
+/// `grants.outcome`: still pending.
+pub const OUTCOME_PENDING: i64 = 0;
+/// `grants.outcome`: the node runs the granted version.
+pub const OUTCOME_SUCCEEDED: i64 = 1;
+/// `grants.outcome`: an error event, or closed after timing out.
+pub const OUTCOME_FAILED: i64 = 2;
+/// `grants.outcome`: the node rolled back (error code 44); never offered that version again.
+pub const OUTCOME_ROLLED_BACK: i64 = 3;
 /// Flag bits update_engine ORs onto error codes (dev mode, resumed, test image, non-prod URL).
 pub const ERROR_FLAG_MASK: i64 = 0xF000_0000;
 
@@ -191,11 +199,11 @@ pub async fn rollout_stats(
     .await
     .map_err(DbError::query("looking for a succeeded grant"))?;
     // Failed: an error or rollback, or still pending past the timeout; a node that later
-    // succeeded in this rollout no longer counts. `outcome IN (0, 2)` keeps the scan to
+    // succeeded in this rollout no longer counts. `outcome IN (0, 2, 3)` keeps the scan to
     // pending and failed rows; the subquery has no group_id so it uses the per-instance index.
     let (failed,): (i64,) = sqlx::query_as(
         "SELECT COUNT(DISTINCT instance_id) FROM grants g WHERE g.group_id = $1 AND g.rollout_version = $2 \
-         AND g.outcome IN (0, 2) AND (g.outcome = 2 OR g.granted_at <= $3) \
+         AND g.outcome IN (0, 2, 3) AND (g.outcome <> 0 OR g.granted_at <= $3) \
          AND NOT EXISTS (SELECT 1 FROM grants s WHERE s.instance_id = g.instance_id \
                          AND s.rollout_version = $2 AND s.outcome = 1)",
     )
@@ -490,9 +498,16 @@ pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutco
                     pending.as_ref().map(|(id, p)| (*id, p.to_version.clone()))
                 };
                 if let Some((gid, to)) = &target {
-                    sqlx::query("UPDATE grants SET outcome = 2, finished_at = $1 WHERE id = $2")
+                    // Outcome 3 = rolled back: a failure that also keeps this node from being
+                    // offered the same version again (no update/rollback loop).
+                    sqlx::query("UPDATE grants SET outcome = $3, finished_at = $1 WHERE id = $2")
                         .bind(now)
                         .bind(gid)
+                        .bind(if rollback {
+                            OUTCOME_ROLLED_BACK
+                        } else {
+                            OUTCOME_FAILED
+                        })
                         .execute(&mut **tx)
                         .await
                         .map_err(DbError::query("failing grant"))?;
@@ -581,6 +596,7 @@ async fn decide_and_apply(
     // (So a halt caused by timeouts is recorded at the next check that could be granted; halts
     // caused by failure events are recorded when the event arrives.)
     let mut stats = RolloutStats::default();
+    let mut rolled_back: Vec<String> = Vec::new();
     let mut locked = false;
     let decision = loop {
         let input = GrantInput {
@@ -592,6 +608,7 @@ async fn decide_and_apply(
             channel_version: chan.as_deref(),
             floors: &floors,
             pending: pending.as_ref().map(|(_, p)| p),
+            rolled_back: &rolled_back,
             stats,
         };
         let d = grant::decide(&input);
@@ -603,7 +620,8 @@ async fn decide_and_apply(
                     ..
                 }
                 | GrantDecision::Hold(
-                    HoldReason::SafeModeWaiting
+                    HoldReason::RolledBack
+                        | HoldReason::SafeModeWaiting
                         | HoldReason::PeriodLimitReached
                         | HoldReason::ConcurrencyLimitReached
                 )
@@ -623,12 +641,24 @@ async fn decide_and_apply(
             stats = rollout_stats(tx, &group, &t, now).await?;
         }
         pending = pending_grant(tx, instance_id).await?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT to_version FROM grants WHERE instance_id = $1 AND outcome = 3",
+        )
+        .bind(instance_id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(DbError::query("reading rolled-back versions"))?;
+        rolled_back = rows.into_iter().map(|(v,)| v).collect();
     };
     match decision {
         GrantDecision::Hold(reason) => {
             let policy_hold = !matches!(
                 reason,
-                HoldReason::UpToDate | HoldReason::NoPackage | HoldReason::InvalidVersion
+                HoldReason::UpToDate
+                    | HoldReason::NoPackage
+                    | HoldReason::InvalidVersion
+                    // Keep the Error status a rollback left: that is what an admin must see.
+                    | HoldReason::RolledBack
             );
             let text = hold_text(&reason);
             if policy_hold {
