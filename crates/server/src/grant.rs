@@ -568,7 +568,7 @@ pub fn decide(input: &GrantInput<'_>) -> GrantDecision {
         Some(f) => (f.as_str().to_string(), GrantReason::Floor),
         None => (target.to_string(), GrantReason::Rollout),
     };
-    if input.rolled_back.iter().any(|v| *v == version) {
+    if input.rolled_back.contains(&version) {
         return Hold(HoldReason::RolledBack);
     }
 
