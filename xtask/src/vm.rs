@@ -116,8 +116,34 @@ pub fn run_tests() -> Result<()> {
             .env("KEELSON_VM_BUILD", &record)
             .env("KEELSON_VM_OS", root.join("os"))
             .env("KEELSON_VM_BUSYBOX", &busybox)
+            // The rebuild test must make the same /usr, keelson-firstboot included.
+            .env(
+                "KEELSON_FIRSTBOOT_BIN",
+                root.join("target/release/keelson-firstboot"),
+            )
             .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log")),
     )
     .context("VM tests failed")?;
+
+    // First-boot provisioning (crates/firstboot): three boots, about 6 min under TCG.
+    util::step("VM tests: first-boot provisioning");
+    util::run(
+        util::cargo()
+            .args([
+                "test",
+                "-p",
+                "keelson-image",
+                "--test",
+                "vm_provision",
+                "--",
+                "--ignored",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env("KEELSON_VM_BUILD", &record)
+            .env("KEELSON_VM_BUSYBOX", &busybox)
+            .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log")),
+    )
+    .context("first-boot provisioning VM tests failed")?;
     Ok(())
 }
