@@ -301,7 +301,8 @@ fn with_esp<T>(args: &Args, write: bool, f: impl FnOnce(&Path) -> Result<T>) -> 
         .arg(&mnt);
     run_cmd(&mut mount)?;
     let r = f(&mnt);
-    // Flush the FAT before it is unmounted, so the marker's removal survives a reset.
+    // Unmount even when `f` failed: umount flushes the FAT, so a removed marker stays removed
+    // across a reset, and a later stage can mount the ESP again.
     let unmount = run_cmd(Command::new("umount").arg(&mnt));
     let v = r?;
     unmount?;
