@@ -190,10 +190,9 @@ fn run(args: &Args) -> Result<()> {
     match args.stage {
         StageArg::Fetch => {
             let cmdline = read_cmdline(args)?;
-            let forced = cmdline
-                .split_whitespace()
-                .any(|a| a == "keelson.first_boot=1");
-            if !forced && !with_esp(args, false, |esp| Ok(esp.join(MARKER).is_file()))? {
+            if !forced_first_boot(&cmdline)
+                && !with_esp(args, false, |esp| Ok(esp.join(MARKER).is_file()))?
+            {
                 tracing::info!("no {MARKER} on the ESP: not the first boot, nothing to provision");
                 std::fs::write(args.not_first_boot(), "")
                     .with_context(|| format!("writing {}", args.not_first_boot().display()))?;
@@ -261,6 +260,11 @@ fn run(args: &Args) -> Result<()> {
                     args.cache().display()
                 );
             }
+            if forced_first_boot(&read_cmdline(args)?) {
+                // A boot told to provision (PXE, no disk marker): nothing to clear.
+                tracing::info!("provisioning complete (keelson.first_boot=1: no marker to clear)");
+                return Ok(());
+            }
             with_esp(args, true, |esp| {
                 let marker = esp.join(MARKER);
                 std::fs::remove_file(&marker)
@@ -270,6 +274,14 @@ fn run(args: &Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `keelson.first_boot=1` (Flatcar: `flatcar.first_boot=1`) provisions without the ESP marker,
+/// for boots that have no disk marker to go by (PXE).
+fn forced_first_boot(cmdline: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .any(|a| a == "keelson.first_boot=1")
 }
 
 fn fetcher() -> Result<Fetcher> {
@@ -443,6 +455,22 @@ mod tests {
         // Planned before applied: nothing of the config reached the root.
         assert!(!env.path("root/etc/a").exists());
         assert!(env.path("esp").join(MARKER).exists());
+    }
+
+    #[test]
+    fn kernel_argument_forces_a_first_boot_without_the_marker() {
+        let env = Env::new(false, GOOD);
+        std::fs::write(env.path("cmdline"), "console=ttyS0 keelson.first_boot=1").unwrap();
+        for s in [StageArg::Fetch, StageArg::Disks, StageArg::Files] {
+            assert!(env.stage(s), "stage {s:?}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(env.path("root/etc/hello")).unwrap(),
+            "hi"
+        );
+        // Nothing to clear, and no ESP is touched (a PXE boot may have none).
+        std::fs::remove_dir_all(env.path("esp")).unwrap();
+        assert!(env.stage(StageArg::Done));
     }
 
     #[test]
