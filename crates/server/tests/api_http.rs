@@ -2,9 +2,9 @@
 //! codes and that a failed request writes nothing.
 #![allow(clippy::unwrap_used)]
 
-mod api_support;
+mod common;
 
-use api_support::{APP, Backend, UPLOAD_LIMIT, start};
+use common::{APP, Backend, UPLOAD_LIMIT, start};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -574,7 +574,7 @@ async fn every_route_is_documented_and_guarded(backend: Backend) {
     }
 }
 
-both_backends!(
+both!(
     crud_flow,
     invalid_input_is_rejected_and_writes_nothing,
     instances_and_history,

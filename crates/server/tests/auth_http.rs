@@ -2,9 +2,9 @@
 //! need none, hashed storage and `keelson-server token create`.
 #![allow(clippy::unwrap_used)]
 
-mod api_support;
+mod common;
 
-use api_support::{APP, Backend, start};
+use common::{APP, Backend, start};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -261,7 +261,7 @@ async fn tokens_over_the_api(backend: Backend) {
     assert_eq!(kinds[1]["kind"], "token.created");
 }
 
-both_backends!(roles_and_tokens, tokens_over_the_api);
+both!(roles_and_tokens, tokens_over_the_api);
 
 #[test]
 fn token_create_cli_prints_a_working_token_once() {

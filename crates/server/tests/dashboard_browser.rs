@@ -6,14 +6,14 @@
 //! package `chromium-driver` (installed by `cargo xtask deps`).
 #![allow(clippy::unwrap_used)]
 
-mod api_support;
+mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use api_support::{APP, Backend, TestServer, start};
 use base64::Engine;
+use common::{APP, Backend, TestServer, start};
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -2,9 +2,9 @@
 //! and the policy form's validation (the browser test covers the same flow in Chromium).
 #![allow(clippy::unwrap_used)]
 
-mod api_support;
+mod common;
 
-use api_support::{APP, Backend, start};
+use common::{APP, Backend, start};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -177,4 +177,4 @@ async fn dashboard_pages_and_form(backend: Backend) {
     );
 }
 
-both_backends!(dashboard_pages_and_form);
+both!(dashboard_pages_and_form);

@@ -49,28 +49,11 @@ async fn omaha(base: &str, body: String) -> Response {
 
 /// Application, a stored 2.0.0 payload on channel stable, group stable.
 async fn stored_fleet(env: &Env, policy: RolloutPolicy) -> (i64, Vec<u8>) {
-    db::applications::create(&env.db, "test", APP_BRACED, "Keelson", "")
-        .await
-        .unwrap();
+    application(env).await;
     let bytes = payload("2.0.0", 300_000);
     let pkg = stored_package(env, "2.0.0", &bytes).await;
-    let ch = db::channels::create(&env.db, "test", APP, "stable", Some(pkg.id))
-        .await
-        .unwrap();
-    let g = db::groups::create(
-        &env.db,
-        "test",
-        &db::groups::NewGroup {
-            application_id: APP.into(),
-            name: "Stable".into(),
-            track: "stable".into(),
-            channel_id: Some(ch.id),
-            policy,
-        },
-    )
-    .await
-    .unwrap();
-    (g.id, bytes)
+    let (group, _) = channel_and_group(env, pkg.id, policy).await;
+    (group, bytes)
 }
 
 async fn grant_is_what_update_engine_needs(b: Backend) {

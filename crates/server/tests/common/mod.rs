@@ -1,6 +1,7 @@
-//! Shared by SERVER-CORE's tests (grant, omaha, fleetlock, packages, metrics): a fresh SQLite or
-//! PostgreSQL database per test, a real server on 127.0.0.1:0, and seeding helpers that go
-//! through the library's typed DB functions.
+//! Shared by all of the server's integration tests: a fresh SQLite or PostgreSQL database per
+//! test, a real server on 127.0.0.1:0 (bare, or with one admin and one viewer token for the API,
+//! auth and dashboard tests), and seeding helpers that go through the library's typed DB
+//! functions or the REST API.
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::net::SocketAddr;
@@ -14,6 +15,11 @@ use keelson_server::grant::RolloutPolicy;
 use keelson_server::{AppState, ServerConfig};
 use sha1::Digest as _;
 
+mod server;
+// Each test binary uses only part of this module.
+#[allow(unused_imports)]
+pub use server::{TestServer, UPLOAD_LIMIT, start};
+
 /// Which database a test runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -21,21 +27,24 @@ pub enum Backend {
     Postgres,
 }
 
-/// Run one async test body against both backends: `both!(name);` makes `name::sqlite` and
-/// `name::postgres` from `async fn name(backend: Backend)`.
+/// Run async test bodies against both backends: `both!(a, b);` makes `a::sqlite`,
+/// `a::postgres`, `b::sqlite` and `b::postgres` from `async fn a(backend: Backend)` and so on,
+/// so both backends pass the same suite.
 #[macro_export]
 macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name($crate::common::Backend::Sqlite).await
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
             }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name($crate::common::Backend::Postgres).await
-            }
-        }
+        )*
     };
 }
 
@@ -44,7 +53,7 @@ pub fn postgres_url() -> String {
     std::env::var("KEELSON_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(
             "KEELSON_TEST_POSTGRES_URL is not set: run the PostgreSQL variants via `cargo xtask test` \
-             (it starts a throwaway cluster), or start one yourself and point the variable at it"
+             (it starts a throwaway cluster), or point the variable at a server you started"
         )
     })
 }
@@ -169,11 +178,22 @@ pub async fn external_package(env: &Env, version: &str) -> Package {
 /// Application + channel `stable` pointing at an external package `target` + group with track
 /// `stable` and `policy`. Returns (group id, channel id).
 pub async fn fleet(env: &Env, target: &str, policy: RolloutPolicy) -> (i64, i64) {
+    application(env).await;
+    let pkg = external_package(env, target).await;
+    channel_and_group(env, pkg.id, policy).await
+}
+
+/// The application `APP` the fleets are built in.
+pub async fn application(env: &Env) {
     db::applications::create(&env.db, "test", APP_BRACED, "Keelson", "")
         .await
         .unwrap();
-    let pkg = external_package(env, target).await;
-    let ch = db::channels::create(&env.db, "test", APP, "stable", Some(pkg.id))
+}
+
+/// Channel `stable` pointing at package `package_id` + group `Stable` with track `stable` and
+/// `policy`. Returns (group id, channel id).
+pub async fn channel_and_group(env: &Env, package_id: i64, policy: RolloutPolicy) -> (i64, i64) {
+    let ch = db::channels::create(&env.db, "test", APP, "stable", Some(package_id))
         .await
         .unwrap();
     let g = db::groups::create(

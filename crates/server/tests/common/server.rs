@@ -1,20 +1,12 @@
-//! Shared by the API, auth and dashboard tests: a real server on 127.0.0.1:0 over SQLite or a
-//! fresh PostgreSQL database, with one admin and one viewer token.
-#![allow(clippy::unwrap_used, dead_code)]
+//! The API, auth and dashboard tests' server: the whole router on a fresh database (see
+//! [`super::env`]) with one admin and one viewer token.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use keelson_server::auth::{Role, create_token};
 use keelson_server::db::Db;
-use keelson_server::{AppState, ServerConfig};
 
-/// Which database a test runs against.
-#[derive(Clone, Copy, Debug)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+use super::{APP, Backend};
 
 /// A running server and what a test needs to talk to it.
 pub struct TestServer {
@@ -30,89 +22,29 @@ pub struct TestServer {
 /// Upload limit used by the tests, small so the 413 path is cheap to hit.
 pub const UPLOAD_LIMIT: u64 = 256 * 1024;
 
-/// The PostgreSQL URL from the environment; the test fails (never skips) without it.
-pub fn postgres_url() -> String {
-    std::env::var("KEELSON_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "KEELSON_TEST_POSTGRES_URL is not set: run the PostgreSQL variants via `cargo xtask test` \
-             (it starts a throwaway cluster), or point the variable at a server you started"
-        )
-    })
-}
-
-/// A fresh, empty database of `backend` with the migrations applied.
-pub async fn fresh_db(backend: Backend, dir: &std::path::Path) -> Db {
-    match backend {
-        Backend::Sqlite => {
-            let url = format!("sqlite://{}", dir.join("keelson.db").display());
-            Db::connect(&url).await.unwrap()
-        }
-        Backend::Postgres => {
-            let base = postgres_url();
-            let name = format!("keelson_api_{}", uuid::Uuid::new_v4().simple());
-            {
-                sqlx::any::install_default_drivers();
-                let pool = sqlx::AnyPool::connect(&base).await.unwrap_or_else(|e| {
-                    panic!("connecting to KEELSON_TEST_POSTGRES_URL {base}: {e}")
-                });
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-            }
-            let (head, query) = match base.split_once('?') {
-                Some((h, q)) => (h.to_string(), format!("?{q}")),
-                None => (base.clone(), String::new()),
-            };
-            let after_scheme = head.find("://").map(|i| i + 3).unwrap_or(0);
-            let url = match head[after_scheme..].find('/') {
-                Some(slash) => format!("{}/{name}{query}", &head[..after_scheme + slash]),
-                None => format!("{head}/{name}{query}"),
-            };
-            Db::connect(&url).await.unwrap()
-        }
-    }
-}
-
 /// Start a server on `backend` with tokens for both roles.
 pub async fn start(backend: Backend) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let db = fresh_db(backend, dir.path()).await;
-    let data_dir = dir.path().join("data");
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let mut config = ServerConfig::new(&data_dir);
-    config.upload_limit = UPLOAD_LIMIT;
-    let admin = create_token(&db, Role::Admin, "test admin")
+    let env = super::env(backend).await;
+    let admin = create_token(&env.db, Role::Admin, "test admin")
         .await
         .unwrap()
         .token;
-    let viewer = create_token(&db, Role::Viewer, "test viewer")
+    let viewer = create_token(&env.db, Role::Viewer, "test viewer")
         .await
         .unwrap()
         .token;
-    let app = keelson_server::router(AppState::new(db.clone(), config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let base = super::serve(&env, |config| config.upload_limit = UPLOAD_LIMIT).await;
     TestServer {
-        base: format!("http://{addr}"),
+        base,
         admin,
         viewer,
-        db,
-        data_dir,
+        db: env.db,
+        data_dir: env.data_dir,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-        _dir: dir,
+        _dir: env.dir,
     }
 }
 
@@ -137,11 +69,7 @@ impl TestServer {
 
     /// Count rows of `table` (a fixed name from the test, never input).
     pub async fn count(&self, table: &str) -> i64 {
-        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(self.db.pool())
-            .await
-            .unwrap();
-        n
+        super::count(&self.db, table).await
     }
 
     /// Seed the fleet used by several tests: app `keelson` with packages 1.0.0 and 2.0.0,
@@ -220,27 +148,4 @@ impl TestServer {
             }
         }
     }
-}
-
-/// The application ID the seed uses (normalized form).
-pub const APP: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
-
-/// For each `name`, define module `name` with tests `sqlite` and `postgres` that run
-/// `name(backend)`, so both backends pass the same suite.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name($crate::api_support::Backend::Sqlite).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name($crate::api_support::Backend::Postgres).await
-                }
-            }
-        )*
-    };
 }
