@@ -4,8 +4,8 @@
 //!
 //! The stock system is what a plain Debian install of the same kernel and services looks like:
 //! one ext4 root, Debian's default initramfs-tools initrd, systemd-boot with a Type #1 entry; no
-//! dm-verity, no UKI, no repart. It is built once into `target/bench/boot/` (mmdebstrap, sharing
-//! the image build's package cache). `KEELSON_BENCH_RUNS` (default 1) boots each that many times,
+//! dm-verity, no UKI, no repart. It is built once into `target/bench/boot/` (mmdebstrap, with
+//! its own package cache there). `KEELSON_BENCH_RUNS` (default 1) boots each that many times,
 //! alternating, and reports the medians.
 
 use std::path::{Path, PathBuf};
@@ -19,14 +19,6 @@ use crate::{util, vm};
 /// for the rest.
 const DEBIAN_PACKAGES: &str = "linux-image-cloud-amd64,initramfs-tools,systemd,systemd-sysv,udev,dbus,systemd-boot-efi,e2fsprogs,containerd,runc,openssh-server,ca-certificates,iproute2,less,util-linux";
 
-fn package_cache() -> PathBuf {
-    let base = std::env::var_os("KEELSON_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/keelson")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache/keelson"));
-    base.join("apt-archives")
-}
-
 /// Build (once) a stock Debian trixie disk: ESP with systemd-boot + kernel + initrd, ext4 root.
 fn debian_image(dir: &Path) -> Result<PathBuf> {
     let img = dir.join("debian-trixie.img");
@@ -38,7 +30,8 @@ fn debian_image(dir: &Path) -> Result<PathBuf> {
     if root.exists() {
         std::fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()))?;
     }
-    let cache = package_cache();
+    // Its own package cache: sharing the image build's would need the build's cache lock.
+    let cache = dir.join("apt-archives");
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     util::step("bench boot: stock Debian trixie root (mmdebstrap)");
     util::run(
