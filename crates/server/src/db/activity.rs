@@ -90,6 +90,17 @@ pub async fn insert(tx: &mut Tx, a: &NewActivity<'_>) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Append an entry and commit the transaction holding the change it describes; `committing`
+/// names the commit in the error.
+pub async fn record_and_commit(
+    mut tx: Tx,
+    a: &NewActivity<'_>,
+    committing: &'static str,
+) -> Result<(), DbError> {
+    insert(&mut tx, a).await?;
+    tx.commit().await.map_err(DbError::query(committing))
+}
+
 /// Newest first, at most `limit` entries with id below `before` (paging), optionally for one
 /// application or group.
 pub async fn list(

@@ -111,8 +111,8 @@ pub async fn create(
     .execute(&mut *tx)
     .await
     .map_err(DbError::unique("application", &id))?;
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "application.created",
@@ -122,11 +122,9 @@ pub async fn create(
             version: None,
             message: format!("application {name:?} ({id}) created"),
         },
+        "committing application",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing application"))?;
     Ok(app)
 }
 
@@ -155,8 +153,8 @@ pub async fn update(
             key: id,
         });
     }
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "application.updated",
@@ -166,11 +164,9 @@ pub async fn update(
             version: None,
             message: format!("application {id} renamed to {name:?}"),
         },
+        "committing application",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing application"))?;
     get(db, &id).await
 }
 
@@ -212,8 +208,8 @@ pub async fn delete(db: &Db, actor: &str, id: &str) -> Result<Vec<String>, DbErr
             key: id,
         });
     }
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Warning,
             kind: "application.deleted",
@@ -223,10 +219,8 @@ pub async fn delete(db: &Db, actor: &str, id: &str) -> Result<Vec<String>, DbErr
             version: None,
             message: format!("application {id} deleted"),
         },
+        "committing application delete",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing application delete"))?;
     Ok(files.into_iter().filter_map(|(f,)| f).collect())
 }

@@ -109,8 +109,8 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await
     .map_err(DbError::unique("channel", name))?;
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "channel.created",
@@ -120,11 +120,9 @@ pub async fn create(
             version: None,
             message: format!("channel {name:?} created"),
         },
+        "committing channel",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing channel"))?;
     get(db, id).await
 }
 
@@ -154,8 +152,8 @@ pub async fn set_package(
         None => None,
     };
     let version = version.map(|(v,)| v);
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "channel.updated",
@@ -169,11 +167,9 @@ pub async fn set_package(
                 version.as_deref().unwrap_or("no package")
             ),
         },
+        "committing channel",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing channel"))?;
     get(db, id).await
 }
 
@@ -192,8 +188,8 @@ pub async fn delete(db: &Db, actor: &str, id: i64) -> Result<(), DbError> {
             .await
             .map_err(DbError::query("deleting channel"))?;
     }
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Warning,
             kind: "channel.deleted",
@@ -203,11 +199,9 @@ pub async fn delete(db: &Db, actor: &str, id: i64) -> Result<(), DbError> {
             version: None,
             message: format!("channel {:?} deleted", ch.name),
         },
+        "committing channel delete",
     )
-    .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing channel delete"))
+    .await
 }
 
 /// Floor packages of a channel: nodes below a floor get the floor before anything newer.
@@ -247,8 +241,8 @@ pub async fn set_floor(
             .await
             .map_err(DbError::query("updating floors"))?;
     }
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: if floor {
@@ -266,9 +260,7 @@ pub async fn set_floor(
                 ch.name
             ),
         },
+        "committing floors",
     )
-    .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing floors"))
+    .await
 }

@@ -104,8 +104,8 @@ pub async fn lock(db: &Db, group: &str, id: &str) -> Result<LockOutcome, DbError
     .execute(&mut *tx)
     .await
     .map_err(DbError::query("taking fleetlock slot"))?;
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "fleetlock.locked",
@@ -115,11 +115,9 @@ pub async fn lock(db: &Db, group: &str, id: &str) -> Result<LockOutcome, DbError
             version: None,
             message: format!("{id} took a reboot slot of {group} ({}/{slots})", n + 1),
         },
+        "committing fleetlock",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing fleetlock"))?;
     Ok(LockOutcome::Held {
         holders: n + 1,
         slots,

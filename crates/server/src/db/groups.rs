@@ -278,8 +278,8 @@ pub async fn create(db: &Db, actor: &str, new: &NewGroup) -> Result<Group, DbErr
     .fetch_one(&mut *tx)
     .await
     .map_err(DbError::unique("group", &format!("{} (track {})", new.name, new.track)))?;
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "group.created",
@@ -289,11 +289,9 @@ pub async fn create(db: &Db, actor: &str, new: &NewGroup) -> Result<Group, DbErr
             version: None,
             message: format!("group {:?} (track {}) created", new.name, new.track),
         },
+        "committing group",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing group"))?;
     get(db, id).await
 }
 
@@ -319,8 +317,8 @@ pub async fn update(
         .execute(&mut *tx)
         .await
         .map_err(DbError::unique("group", &format!("{name} (track {track})")))?;
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "group.updated",
@@ -330,11 +328,9 @@ pub async fn update(
             version: None,
             message: format!("group {name:?} updated (track {track}, channel {channel_id:?})"),
         },
+        "committing group",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing group"))?;
     get(db, id).await
 }
 
@@ -370,8 +366,8 @@ pub async fn update_policy(
     .await
     .map_err(DbError::query("updating group policy"))?;
     let json = serde_json::to_string(p).unwrap_or_default();
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "group.policy_updated",
@@ -381,11 +377,9 @@ pub async fn update_policy(
             version: None,
             message: format!("policy of group {:?} set to {json}", g.name),
         },
+        "committing group policy",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing group policy"))?;
     get(db, id).await
 }
 
@@ -398,8 +392,8 @@ pub async fn resume(db: &Db, actor: &str, id: i64) -> Result<Group, DbError> {
         .execute(&mut *tx)
         .await
         .map_err(DbError::query("resuming group"))?;
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "rollout.resumed",
@@ -409,11 +403,9 @@ pub async fn resume(db: &Db, actor: &str, id: i64) -> Result<Group, DbError> {
             version: g.halted_version.as_deref(),
             message: format!("rollout of group {:?} resumed", g.name),
         },
+        "committing resume",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing resume"))?;
     get(db, id).await
 }
 
@@ -432,8 +424,8 @@ pub async fn delete(db: &Db, actor: &str, id: i64) -> Result<(), DbError> {
             .await
             .map_err(DbError::query("deleting group"))?;
     }
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Warning,
             kind: "group.deleted",
@@ -443,11 +435,9 @@ pub async fn delete(db: &Db, actor: &str, id: i64) -> Result<(), DbError> {
             version: None,
             message: format!("group {:?} deleted", g.name),
         },
+        "committing group delete",
     )
-    .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing group delete"))
+    .await
 }
 
 /// Instances per version in a group.

@@ -205,8 +205,8 @@ pub async fn create(db: &Db, actor: &str, new: &NewPackage) -> Result<Package, D
     .fetch_one(&mut *tx)
     .await
     .map_err(DbError::unique("package", &format!("{app} {}", new.version)))?;
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "package.created",
@@ -216,11 +216,9 @@ pub async fn create(db: &Db, actor: &str, new: &NewPackage) -> Result<Package, D
             version: Some(&new.version),
             message: format!("package {} ({} bytes) added", new.version, new.size),
         },
+        "committing package",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing package"))?;
     get(db, id).await
 }
 
@@ -250,8 +248,8 @@ pub async fn delete(db: &Db, actor: &str, id: i64) -> Result<Package, DbError> {
             key: id.to_string(),
         });
     }
-    activity::insert(
-        &mut tx,
+    activity::record_and_commit(
+        tx,
         &NewActivity {
             severity: Severity::Warning,
             kind: "package.deleted",
@@ -261,10 +259,8 @@ pub async fn delete(db: &Db, actor: &str, id: i64) -> Result<Package, DbError> {
             version: Some(&pkg.version),
             message: format!("package {} deleted", pkg.version),
         },
+        "committing package delete",
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(DbError::query("committing package delete"))?;
     Ok(pkg)
 }
