@@ -4,17 +4,10 @@
 
 mod common;
 
-use common::{APP, Backend, UPLOAD_LIMIT, start};
+use common::{APP, Backend, UPLOAD_LIMIT, json_of, start};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-async fn json_of(r: reqwest::Response) -> Value {
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("status {status}: not JSON ({e}): {text}"))
-}
 
 /// Assert an error response: status, JSON shape and (optionally) the field it names.
 async fn expect_error(r: reqwest::Response, status: u16, field: Option<&str>) -> String {
@@ -33,7 +26,7 @@ async fn crud_flow(backend: Backend) {
     s.seed(0).await;
 
     // Applications: braces and case normalized, duplicates conflict.
-    let apps = json_of(s.viewer(Method::GET, "/api/v1/apps").send().await.unwrap()).await;
+    let apps = s.viewer_json("/api/v1/apps").await;
     assert_eq!(apps[0]["id"], APP);
     let r = s
         .admin(Method::POST, "/api/v1/apps")
@@ -77,13 +70,7 @@ async fn crud_flow(backend: Backend) {
     let r = s.http.get(s.url(path)).send().await.unwrap();
     assert_eq!(r.status(), 200, "{path}");
     assert_eq!(r.bytes().await.unwrap().as_ref(), payload.as_slice());
-    let list = json_of(
-        s.viewer(Method::GET, &format!("/api/v1/apps/{APP}/packages"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let list = s.viewer_json(&format!("/api/v1/apps/{APP}/packages")).await;
     let versions: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -113,13 +100,9 @@ async fn crud_flow(backend: Backend) {
     expect_error(r, 409, None).await;
 
     // Groups: the rollout target follows the channel.
-    let g = json_of(
-        s.viewer(Method::GET, &format!("/api/v1/apps/{APP}/groups/prod"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let g = s
+        .viewer_json(&format!("/api/v1/apps/{APP}/groups/prod"))
+        .await;
     assert_eq!(g["channel"], "stable");
     assert_eq!(g["rollout"]["target_version"], "3.0.0");
     let r = s
@@ -152,27 +135,14 @@ async fn crud_flow(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let p = json_of(
-        s.viewer(
-            Method::GET,
-            &format!("/api/v1/apps/{APP}/groups/prod/policy"),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let p = s
+        .viewer_json(&format!("/api/v1/apps/{APP}/groups/prod/policy"))
+        .await;
     assert_eq!(p["max_updates_per_period"], 7);
     assert_eq!(p["timezone"], "Europe/Berlin");
     assert_eq!(p["pinned_version"], "2.0.0");
     assert_eq!(p["maintenance_windows"][0]["start"], "22:00");
-    let act = json_of(
-        s.viewer(Method::GET, "/api/v1/activity?limit=1")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let act = s.viewer_json("/api/v1/activity?limit=1").await;
     assert_eq!(act[0]["kind"], "group.policy_updated");
     assert!(act[0]["actor"].as_str().unwrap().starts_with("token:"));
     assert!(
@@ -187,13 +157,9 @@ async fn crud_flow(backend: Backend) {
         .execute(s.db.pool())
         .await
         .unwrap();
-    let g = json_of(
-        s.viewer(Method::GET, &format!("/api/v1/apps/{APP}/groups/prod"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let g = s
+        .viewer_json(&format!("/api/v1/apps/{APP}/groups/prod"))
+        .await;
     assert_eq!(g["rollout"]["halted"], true);
     assert_eq!(g["policy"]["halted_reason"], "failures");
     let r = s
@@ -207,13 +173,7 @@ async fn crud_flow(backend: Backend) {
         .unwrap();
     let p = json_of(r).await;
     assert_eq!(p["halted_version"], Value::Null);
-    let act = json_of(
-        s.viewer(Method::GET, "/api/v1/activity?limit=1")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let act = s.viewer_json("/api/v1/activity?limit=1").await;
     assert_eq!(act[0]["kind"], "rollout.resumed");
 
     // Deleting a channel detaches its groups.
@@ -226,13 +186,9 @@ async fn crud_flow(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let g = json_of(
-        s.viewer(Method::GET, &format!("/api/v1/apps/{APP}/groups/prod"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let g = s
+        .viewer_json(&format!("/api/v1/apps/{APP}/groups/prod"))
+        .await;
     assert_eq!(g["channel"], Value::Null);
     // Deleting the application removes everything under it.
     let r = s
@@ -249,16 +205,9 @@ async fn crud_flow(backend: Backend) {
 async fn invalid_input_is_rejected_and_writes_nothing(backend: Backend) {
     let s = start(backend).await;
     s.seed(0).await;
-    let policy_before = json_of(
-        s.viewer(
-            Method::GET,
-            &format!("/api/v1/apps/{APP}/groups/prod/policy"),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let policy_before = s
+        .viewer_json(&format!("/api/v1/apps/{APP}/groups/prod/policy"))
+        .await;
     let activity_before = s.count("activity").await;
 
     let policy_url = format!("/api/v1/apps/{APP}/groups/prod/policy");
@@ -333,7 +282,7 @@ async fn invalid_input_is_rejected_and_writes_nothing(backend: Backend) {
         .unwrap();
     expect_error(r, 413, None).await;
 
-    let policy_after = json_of(s.viewer(Method::GET, &policy_url).send().await.unwrap()).await;
+    let policy_after = s.viewer_json(&policy_url).await;
     assert_eq!(
         policy_before, policy_after,
         "a rejected change altered the policy"
@@ -465,51 +414,25 @@ async fn invalid_input_is_rejected_and_writes_nothing(backend: Backend) {
 async fn instances_and_history(backend: Backend) {
     let s = start(backend).await;
     s.seed(10).await;
-    let page = json_of(
-        s.viewer(Method::GET, &format!("/api/v1/instances?app={APP}&limit=3"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let page = s
+        .viewer_json(&format!("/api/v1/instances?app={APP}&limit=3"))
+        .await;
     assert_eq!(page["total"], 10);
     assert_eq!(page["instances"].as_array().unwrap().len(), 3);
     // Most recently seen first.
     assert_eq!(page["instances"][0]["machine_id"], "machine-0000");
-    let page = json_of(
-        s.viewer(Method::GET, "/api/v1/instances?version=1.0.0&group=prod")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let page = s
+        .viewer_json("/api/v1/instances?version=1.0.0&group=prod")
+        .await;
     assert_eq!(page["total"], 5);
-    let page = json_of(
-        s.viewer(Method::GET, "/api/v1/instances?status=error")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let page = s.viewer_json("/api/v1/instances?status=error").await;
     assert_eq!(page["total"], 1);
     let id = page["instances"][0]["id"].as_i64().unwrap();
-    let page = json_of(
-        s.viewer(Method::GET, "/api/v1/instances?q=node-7")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let page = s.viewer_json("/api/v1/instances?q=node-7").await;
     assert_eq!(page["total"], 1);
     assert_eq!(page["instances"][0]["alias"], "node-7");
 
-    let detail = json_of(
-        s.viewer(Method::GET, &format!("/api/v1/instances/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let detail = s.viewer_json(&format!("/api/v1/instances/{id}")).await;
     assert_eq!(detail["machine_id"], "machine-0000");
     assert_eq!(detail["group"], "prod");
     let history: Vec<&str> = detail["status_history"]
@@ -521,13 +444,9 @@ async fn instances_and_history(backend: Backend) {
     assert_eq!(history, ["error", "update-granted"]);
 
     // The group summary counts versions and statuses.
-    let g = json_of(
-        s.viewer(Method::GET, &format!("/api/v1/apps/{APP}/groups/prod"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let g = s
+        .viewer_json(&format!("/api/v1/apps/{APP}/groups/prod"))
+        .await;
     assert_eq!(g["rollout"]["instances"], 10);
     assert_eq!(g["rollout"]["on_target"], 5);
     assert_eq!(

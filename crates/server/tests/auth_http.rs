@@ -78,36 +78,14 @@ async fn roles_and_tokens(backend: Backend) {
     }
     assert_eq!(s.count("activity").await, before);
     let p: Value = s
-        .viewer(
-            Method::GET,
-            &format!("/api/v1/apps/{APP}/groups/prod/policy"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .viewer_json(&format!("/api/v1/apps/{APP}/groups/prod/policy"))
+        .await;
     assert_eq!(p["updates_enabled"], true);
 
     // Admin writes; whoami tells the roles apart.
-    let who: Value = s
-        .admin(Method::GET, "/api/v1/whoami")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let who: Value = s.admin_json("/api/v1/whoami").await;
     assert_eq!(who["role"], "admin");
-    let who: Value = s
-        .viewer(Method::GET, "/api/v1/whoami")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let who: Value = s.viewer_json("/api/v1/whoami").await;
     assert_eq!(who["role"], "viewer");
     let r = s
         .admin(
@@ -249,14 +227,7 @@ async fn tokens_over_the_api(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let kinds: Value = s
-        .admin(Method::GET, "/api/v1/activity?limit=2")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let kinds: Value = s.admin_json("/api/v1/activity?limit=2").await;
     assert_eq!(kinds[0]["kind"], "token.revoked");
     assert_eq!(kinds[1]["kind"], "token.created");
 }

@@ -327,16 +327,8 @@ async fn dashboard_login_policy_edit_and_screenshot() {
     d.click("#save-policy").await;
     assert!(d.text("#saved").await.contains("saved"));
     let p: Value = s
-        .viewer(
-            Method::GET,
-            &format!("/api/v1/apps/{APP}/groups/prod/policy"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .viewer_json(&format!("/api/v1/apps/{APP}/groups/prod/policy"))
+        .await;
     assert_eq!(p["max_updates_per_period"], 42);
     assert_eq!(p["timezone"], "Europe/Berlin");
     assert_eq!(p["safe_mode"], true);
@@ -353,16 +345,8 @@ async fn dashboard_login_policy_edit_and_screenshot() {
     let err = d.text("#policy-error").await;
     assert!(err.contains("max_updates_per_period"), "{err}");
     let p2: Value = s
-        .viewer(
-            Method::GET,
-            &format!("/api/v1/apps/{APP}/groups/prod/policy"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .viewer_json(&format!("/api/v1/apps/{APP}/groups/prod/policy"))
+        .await;
     assert_eq!(p, p2);
     d.goto(&s.url(&format!("/ui/apps/{APP}/groups/prod"))).await;
     d.find("#save-policy").await;
@@ -406,15 +390,7 @@ async fn dashboard_login_policy_edit_and_screenshot() {
         .unwrap();
     assert_eq!(r.status(), 403);
     let p3: Value = s
-        .viewer(
-            Method::GET,
-            &format!("/api/v1/apps/{APP}/groups/prod/policy"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .viewer_json(&format!("/api/v1/apps/{APP}/groups/prod/policy"))
+        .await;
     assert_eq!(p3["max_updates_per_period"], 42);
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{APP, Backend, start};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 async fn dashboard_pages_and_form(backend: Backend) {
     let s = start(backend).await;
@@ -101,16 +101,8 @@ async fn dashboard_pages_and_form(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 303);
     let policy = || async {
-        s.viewer(
-            Method::GET,
-            &format!("/api/v1/apps/{APP}/groups/prod/policy"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()
+        s.viewer_json(&format!("/api/v1/apps/{APP}/groups/prod/policy"))
+            .await
     };
     let p = policy().await;
     assert_eq!(p["max_updates_per_period"], 9);

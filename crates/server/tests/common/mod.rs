@@ -18,7 +18,7 @@ use sha1::Digest as _;
 mod server;
 // Each test binary uses only part of this module.
 #[allow(unused_imports)]
-pub use server::{TestServer, UPLOAD_LIMIT, start};
+pub use server::{TestServer, UPLOAD_LIMIT, json_of, start};
 
 /// Which database a test runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

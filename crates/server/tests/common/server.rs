@@ -48,6 +48,15 @@ pub async fn start(backend: Backend) -> TestServer {
     }
 }
 
+/// The JSON body of a response, whatever its status; names the status and the text if it is
+/// not JSON.
+pub async fn json_of(r: reqwest::Response) -> serde_json::Value {
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status {status}: not JSON ({e}): {text}"))
+}
+
 impl TestServer {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
@@ -58,6 +67,22 @@ impl TestServer {
         self.http
             .request(method, self.url(path))
             .bearer_auth(&self.admin)
+    }
+
+    /// The JSON body of a GET of `path` with the viewer token.
+    pub async fn viewer_json(&self, path: &str) -> serde_json::Value {
+        json_of(
+            self.viewer(reqwest::Method::GET, path)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// The JSON body of a GET of `path` with the admin token.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        json_of(self.admin(reqwest::Method::GET, path).send().await.unwrap()).await
     }
 
     /// A request with the viewer token.
