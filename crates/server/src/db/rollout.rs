@@ -293,20 +293,16 @@ async fn halt(tx: &mut Tx, group: &Group, target: &str, cause: &HaltCause) -> Re
     .rows_affected();
     if n > 0 {
         tracing::warn!(group = group.id, target, %cause, "rollout halted");
-        activity::insert(
+        log_group_event(
             tx,
-            &NewActivity {
-                severity: Severity::Error,
-                kind: "rollout.halted",
-                actor: "omaha",
-                application_id: Some(&group.application_id),
-                group_id: Some(group.id),
-                version: Some(target),
-                message: format!(
-                    "rollout of group {:?} to {target} halted: {cause}",
-                    group.name
-                ),
-            },
+            group,
+            Severity::Error,
+            "rollout.halted",
+            target,
+            format!(
+                "rollout of group {:?} to {target} halted: {cause}",
+                group.name
+            ),
         )
         .await?;
     }
@@ -344,17 +340,13 @@ async fn rollout_finished_check(tx: &mut Tx, group: &Group, grant_id: i64) -> Re
         behind += n;
     }
     if behind == 0 {
-        activity::insert(
+        log_group_event(
             tx,
-            &NewActivity {
-                severity: Severity::Info,
-                kind: "rollout.finished",
-                actor: "omaha",
-                application_id: Some(&group.application_id),
-                group_id: Some(group.id),
-                version: Some(&target),
-                message: format!("every node of group {:?} runs {target}", group.name),
-            },
+            group,
+            Severity::Info,
+            "rollout.finished",
+            &target,
+            format!("every node of group {:?} runs {target}", group.name),
         )
         .await?;
     }
@@ -700,20 +692,16 @@ async fn decide_and_apply(
             reason,
         } => {
             let Some(pkg) = packages::by_version(tx, &group.application_id, &version).await? else {
-                activity::insert(
+                log_group_event(
                     tx,
-                    &NewActivity {
-                        severity: Severity::Warning,
-                        kind: "package.missing",
-                        actor: "omaha",
-                        application_id: Some(&group.application_id),
-                        group_id: Some(group.id),
-                        version: Some(&version),
-                        message: format!(
-                            "group {:?} needs version {version} but no package has it",
-                            group.name
-                        ),
-                    },
+                    &group,
+                    Severity::Warning,
+                    "package.missing",
+                    &version,
+                    format!(
+                        "group {:?} needs version {version} but no package has it",
+                        group.name
+                    ),
                 )
                 .await?;
                 return Ok(CheckAnswer::NoUpdate {
@@ -752,20 +740,16 @@ async fn decide_and_apply(
                 .await
                 .map_err(DbError::query("recording grant"))?;
                 if earlier == 0 {
-                    activity::insert(
+                    log_group_event(
                         tx,
-                        &NewActivity {
-                            severity: Severity::Info,
-                            kind: "rollout.started",
-                            actor: "omaha",
-                            application_id: Some(&group.application_id),
-                            group_id: Some(group.id),
-                            version: Some(&rollout_version),
-                            message: format!(
-                                "rollout of group {:?} to {rollout_version} started",
-                                group.name
-                            ),
-                        },
+                        &group,
+                        Severity::Info,
+                        "rollout.started",
+                        &rollout_version,
+                        format!(
+                            "rollout of group {:?} to {rollout_version} started",
+                            group.name
+                        ),
                     )
                     .await?;
                 }
@@ -787,4 +771,29 @@ async fn decide_and_apply(
             })
         }
     }
+}
+
+/// Log a rollout event of `group` about `version` in the caller's transaction; the Omaha
+/// endpoint is the actor of every one.
+async fn log_group_event(
+    tx: &mut Tx,
+    group: &Group,
+    severity: Severity,
+    kind: &str,
+    version: &str,
+    message: String,
+) -> Result<(), DbError> {
+    activity::insert(
+        tx,
+        &NewActivity {
+            severity,
+            kind,
+            actor: "omaha",
+            application_id: Some(&group.application_id),
+            group_id: Some(group.id),
+            version: Some(version),
+            message,
+        },
+    )
+    .await
 }
