@@ -46,18 +46,8 @@ pub struct Policy {
     pub halted_reason: Option<String>,
 }
 
-/// A weekly maintenance window: on these days, from `start` to `end` local time
-/// (`end` before `start` runs past midnight).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MaintenanceWindow {
-    /// Days it starts on: `mon` ... `sun`.
-    pub days: Vec<String>,
-    /// `HH:MM`, 24-hour.
-    pub start: String,
-    /// `HH:MM`, 24-hour.
-    pub end: String,
-}
+/// A weekly maintenance window: the grant engine's type, so the API stores what it reads.
+pub use crate::grant::MaintenanceWindow;
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
@@ -217,15 +207,7 @@ impl PolicyUpdate {
             period_secs: policy.period_secs,
             update_timeout_secs: policy.update_timeout_secs,
             timezone: policy.timezone.clone(),
-            maintenance_windows: policy
-                .maintenance_windows
-                .iter()
-                .map(|w| crate::grant::MaintenanceWindow {
-                    days: w.days.clone(),
-                    start: w.start.clone(),
-                    end: w.end.clone(),
-                })
-                .collect(),
+            maintenance_windows: policy.maintenance_windows.clone(),
             rollout_percent: policy.rollout_percent,
             failure_threshold_percent: policy.failure_threshold_percent,
             pinned_version: policy.pinned_version.clone(),
