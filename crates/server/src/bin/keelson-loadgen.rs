@@ -790,7 +790,7 @@ async fn fleet(server: &str, a: FleetArgs) -> Result<()> {
             if todo.is_empty() {
                 break;
             }
-            let (changes, sent) = fleet_round(server, &a, &todo, &state, conc).await?;
+            let (changes, sent) = fleet_round(server, &a, &todo, &state, conc, deadline).await?;
             requests += sent;
             let progressed = !changes.is_empty();
             for (i, s) in changes {
@@ -919,6 +919,7 @@ async fn fleet_round(
     todo: &[usize],
     state: &[NodeState],
     conc: usize,
+    deadline: Instant,
 ) -> Result<(Vec<(usize, NodeState)>, u64)> {
     let work: std::sync::Arc<Vec<(usize, NodeState)>> =
         std::sync::Arc::new(todo.iter().map(|&i| (i, state[i])).collect());
@@ -934,6 +935,11 @@ async fn fleet_round(
             let mut sent = 0u64;
             let mut k = t;
             while k < work.len() {
+                // Checked per node: one round over 100,000 nodes can itself take minutes.
+                ensure!(
+                    Instant::now() < deadline,
+                    "fleet ran out of time in the middle of a round"
+                );
                 let (i, s) = work[k];
                 k += conc;
                 let next = node_step(&mut c, &nodes, i, s, &from, &to, &mut sent)
