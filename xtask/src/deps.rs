@@ -23,7 +23,7 @@ pub const HOST_PACKAGES: &[(&str, &str)] = &[
     ("e2fsprogs", "mkfs.ext4 for test partitions"),
     ("postgresql", "keelson-server's PostgreSQL backend tests"),
     ("chromium", "headless browser test of the dashboard"),
-    ("chromium-driver", "WebDriver for the dashboard browser test"),
+    ("chromium-driver", "WebDriver: dashboard browser test"),
     ("zstd", "payload compression reference"),
     ("ca-certificates", "TLS to the Debian mirror"),
     ("curl", "Packages index: image package check"),
