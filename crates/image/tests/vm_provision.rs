@@ -143,14 +143,10 @@ fn good_config(archive_url: &str, archive_sha256: &str, page: &str) -> String {
                     "contents": {"source": data_url("provisioned by keelson-firstboot\n")}
                 }
             ],
-            "directories": [{"path": "/var/lib/keelson-test/empty", "mode": 0o700}],
-            // `enabled` writes a preset, which systemd applies only on its own first boot
-            // (machine-id "uninitialized"); the link enables the unit on any image.
-            "links": [{
-                "path": "/etc/systemd/system/multi-user.target.wants/keelson-app.service",
-                "target": "/etc/systemd/system/keelson-app.service"
-            }]
+            "directories": [{"path": "/var/lib/keelson-test/empty", "mode": 0o700}]
         },
+        // `enabled: true` alone must start the app: the files stage creates the unit's
+        // [Install] links (systemd applies presets only on its own first boot).
         "systemd": {"units": [
             {"name": "keelson-app.service", "enabled": true, "contents": APP_UNIT}
         ]}

@@ -2,6 +2,12 @@
 //! `mask` as a symlink to `/dev/null`, `enabled` as lines of
 //! `/etc/systemd/system-preset/20-ignition.preset` (the file name Ignition uses, so
 //! Flatcar-style images that already order presets around it behave the same).
+//!
+//! systemd applies presets only on its own first boot (`/etc/machine-id` missing or
+//! `uninitialized`), which a Keelson image is not, and which would also enable every unit
+//! Debian leaves disabled. So `enabled: true` also creates the unit's `[Install]` links
+//! (`WantedBy=`, `RequiredBy=`, `UpheldBy=`) the way `systemctl enable --root` does, and
+//! `enabled: false` removes them: the unit is enabled on the first boot, whatever the image.
 
 use std::collections::BTreeMap;
 
@@ -69,6 +75,7 @@ impl Planner<'_> {
         // enable/disable lines, grouped per template as Ignition writes them.
         let mut presets: BTreeMap<(String, bool), Vec<String>> = BTreeMap::new();
         let mut order: Vec<(String, bool)> = Vec::new();
+        let mut enable_units: Vec<(&str, Option<&str>)> = Vec::new();
         for u in &config.systemd.units {
             check_unit_name(&u.name)?;
             let path = format!("{UNIT_DIR}/{}", u.name);
@@ -182,10 +189,15 @@ impl Planner<'_> {
                 if let Some(i) = instance {
                     list.push(i);
                 }
-                if !enable {
+                if enable {
+                    enable_units.push((u.name.as_str(), u.contents.as_deref()));
+                } else {
                     self.plan_disable_links(&u.name)?;
                 }
             }
+        }
+        for (name, contents) in enable_units {
+            self.plan_enable_links(name, contents)?;
         }
         if order.is_empty() {
             return Ok(());
@@ -233,6 +245,71 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// `systemctl enable`: a link in `<target>.wants/` (`.requires/`, `.upholds/`) for each
+    /// target of the unit's `[Install]` section. The unit file is the config's contents or,
+    /// without them, the first one found in the target's unit directories; a unit found
+    /// nowhere keeps only its preset line.
+    fn plan_enable_links(&mut self, name: &str, contents: Option<&str>) -> Result<(), ApplyError> {
+        let (template, instance) = split_instance(name);
+        let found = match contents {
+            Some(c) => Some((format!("{UNIT_DIR}/{name}"), c.to_string())),
+            None => self.find_unit_file(name, &template),
+        };
+        let Some((unit_path, text)) = found else {
+            return Ok(());
+        };
+        let install = InstallSection::parse(&text);
+        // A template enabled without an instance uses DefaultInstance=, as systemctl does.
+        let link_name = match (&instance, &install.default_instance) {
+            (Some(_), _) => name.to_string(),
+            (None, Some(def)) if template.contains("@.") => {
+                template.replacen("@.", &format!("@{def}."), 1)
+            }
+            (None, None) if template.contains("@.") => return Ok(()),
+            _ => name.to_string(),
+        };
+        for (dir_suffix, targets) in [
+            ("wants", &install.wanted_by),
+            ("requires", &install.required_by),
+            ("upholds", &install.upheld_by),
+        ] {
+            for t in targets {
+                let link = format!("{UNIT_DIR}/{t}.{dir_suffix}/{link_name}");
+                let host = self.target.resolve(&link)?;
+                if self.planned.contains(&host) || std::fs::symlink_metadata(&host).is_ok() {
+                    continue;
+                }
+                self.parents(&host)?;
+                self.outcome
+                    .push(&link, NodeKind::Symlink, format!("enable -> {unit_path}"));
+                self.planned.insert(host.clone());
+                self.ops.push(Op::Symlink {
+                    host,
+                    target: unit_path.clone(),
+                    owner: None,
+                    replace: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The unit file of `name` (or its template) in the target, as systemd searches.
+    fn find_unit_file(&self, name: &str, template: &str) -> Option<(String, String)> {
+        for dir in [UNIT_DIR, "/usr/lib/systemd/system", "/lib/systemd/system"] {
+            for candidate in [name, template] {
+                let path = format!("{dir}/{candidate}");
+                let Ok(host) = self.target.resolve(&path) else {
+                    continue;
+                };
+                if let Ok(text) = std::fs::read_to_string(&host) {
+                    return Some((path, text));
+                }
+            }
+        }
+        None
+    }
+
     /// `systemctl disable` removes the unit's links from `*.wants`/`*.requires`/`*.upholds`.
     fn plan_disable_links(&mut self, unit: &str) -> Result<(), ApplyError> {
         let dir = self.target.resolve(UNIT_DIR)?;
@@ -263,6 +340,51 @@ impl Planner<'_> {
     }
 }
 
+/// The parts of a unit's `[Install]` section that `systemctl enable` turns into links.
+#[derive(Debug, Default, PartialEq)]
+struct InstallSection {
+    wanted_by: Vec<String>,
+    required_by: Vec<String>,
+    upheld_by: Vec<String>,
+    default_instance: Option<String>,
+}
+
+impl InstallSection {
+    fn parse(unit: &str) -> InstallSection {
+        let mut out = InstallSection::default();
+        let mut in_install = false;
+        for line in unit.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                in_install = line == "[Install]";
+                continue;
+            }
+            if !in_install || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let list = match key.trim() {
+                "WantedBy" => &mut out.wanted_by,
+                "RequiredBy" => &mut out.required_by,
+                "UpheldBy" => &mut out.upheld_by,
+                "DefaultInstance" => {
+                    out.default_instance = Some(value.trim().to_string()).filter(|v| !v.is_empty());
+                    continue;
+                }
+                _ => continue,
+            };
+            // An empty assignment resets the list, as in systemd's unit file syntax.
+            if value.trim().is_empty() {
+                list.clear();
+            }
+            list.extend(value.split_whitespace().map(str::to_string));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +402,25 @@ mod tests {
         assert_eq!(
             split_instance("plain.service"),
             ("plain.service".into(), None)
+        );
+    }
+
+    #[test]
+    fn install_section() {
+        let unit = "[Unit]\nWantedBy=not-here.target\n[Install]\nWantedBy=multi-user.target\n\
+                    WantedBy=a.target b.target\nRequiredBy=c.target\n# UpheldBy=x.target\n\
+                    DefaultInstance=tty1\n[X-Other]\nWantedBy=nope.target\n";
+        let s = InstallSection::parse(unit);
+        assert_eq!(s.wanted_by, ["multi-user.target", "a.target", "b.target"]);
+        assert_eq!(s.required_by, ["c.target"]);
+        assert!(s.upheld_by.is_empty());
+        assert_eq!(s.default_instance.as_deref(), Some("tty1"));
+        let reset =
+            InstallSection::parse("[Install]\nWantedBy=a.target\nWantedBy=\nWantedBy=b.target\n");
+        assert_eq!(reset.wanted_by, ["b.target"]);
+        assert_eq!(
+            InstallSection::parse("[Service]\nExecStart=/bin/true\n"),
+            InstallSection::default()
         );
     }
 
