@@ -2,7 +2,7 @@
 //! this machine, and says plainly what is still missing.
 
 use std::fs;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,12 +12,17 @@ use crate::{deps, util};
 
 /// What the talk's three demos need that this tree does not do yet.
 const MISSING: &[&str] = &[
-    "update agent (keelson-agent): stage a release in slot B, reboot, bless, roll back ([5/7])",
-    "signed release payloads (manifest, chunks) published to keelson-server ([5/7])",
-    "system extensions: keelson sysext build/publish/update ([6/7])",
+    "update agent (keelson-agent): stage a release in slot B, reboot, bless, roll back",
+    "signed release payloads (manifest, chunks) published to keelson-server",
+    "system extensions: keelson sysext build/publish/update",
 ];
 
-pub fn run() -> Result<()> {
+/// Application id the demo registers (Flatcar's, so update_engine requests work unchanged).
+const DEMO_APP: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
+/// Where the demo's server listens.
+const DEMO_LISTEN: &str = "127.0.0.1:8080";
+
+pub fn run(no_vm: bool) -> Result<()> {
     deps::run(false)?;
     util::step("building keelson and keelson-server (release)");
     util::run(util::cargo().args([
@@ -35,6 +40,21 @@ pub fn run() -> Result<()> {
 
     demo_verity(&keelson, &work)?;
     demo_disk(&keelson, &work)?;
+    let record = if no_vm {
+        let record = util::workspace_root()
+            .join(crate::vm::VM_DIR)
+            .join("keelson_0.1.0.json");
+        eprintln!(
+            "\n--no-vm: no image build and no boot; using {}",
+            record.display()
+        );
+        record
+    } else {
+        let record = demo_image()?;
+        demo_provisioning(&record)?;
+        record
+    };
+    demo_server(&bin, &record, &work)?;
 
     util::step("still missing");
     for m in MISSING {
@@ -75,16 +95,18 @@ fn demo_verity(keelson: &Path, work: &Path) -> Result<()> {
     util::step("dm-verity: keelson next to veritysetup");
     let data = work.join("verity-data.img");
     pseudo_random_file(&data, 64 << 20)?;
+    // Same salt and superblock UUID for both, so the whole hash areas can be compared.
     let salt = "e48da609055204e89ae53b655ca2216dd983cf3cb829f34f63a297d106d53e2d";
+    let uuid = "5a7e1e5c-0000-4000-8000-6b656c736f6e";
     let ours = util::output(
         Command::new(keelson)
-            .args(["verity", "format", "--salt", salt])
+            .args(["verity", "format", "--salt", salt, "--uuid", uuid])
             .arg(&data)
             .arg(work.join("verity-hash.keelson")),
     )?;
     let theirs = util::output(
         Command::new("veritysetup")
-            .args(["format", "--salt", salt])
+            .args(["format", "--salt", salt, "--uuid", uuid])
             .arg(&data)
             .arg(work.join("verity-hash.veritysetup")),
     )?;
@@ -136,4 +158,152 @@ fn demo_disk(keelson: &Path, work: &Path) -> Result<()> {
     let show = util::output(Command::new(keelson).args(["disk", "show"]).arg(&img))?;
     eprintln!("{show}");
     Ok(())
+}
+
+/// The OS image: built from Debian packages, /usr on dm-verity, A/B slots (the VM tests' build).
+fn demo_image() -> Result<PathBuf> {
+    util::step("the OS image: Debian trixie -> erofs /usr -> dm-verity -> UKI -> GPT A/B");
+    let dir = util::workspace_root().join(crate::vm::VM_DIR);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let keelson = crate::vm::keelson_binary()?;
+    let record = crate::vm::build_image(&keelson, &dir, "0.1.0", &[])?;
+    let image = dir.join("keelson_0.1.0.img");
+    let show = util::output(Command::new(&keelson).args(["disk", "show"]).arg(&image))?;
+    eprintln!("{show}");
+    Ok(record)
+}
+
+/// Talk demo 1: a stock image boots with a config (fw_cfg) and comes up running a container
+/// app, fetched over HTTP in the initrd and checked by sha256; the first-boot VM test does
+/// exactly that and shows the guest's answers.
+fn demo_provisioning(record: &Path) -> Result<()> {
+    util::step(
+        "provisioning: boot the stock image with a config; it comes up running a container app",
+    );
+    let dir = util::workspace_root().join(crate::vm::VM_DIR);
+    let busybox = crate::vm::busybox(&dir)?;
+    util::run(
+        util::cargo()
+            .args([
+                "test",
+                "-p",
+                "keelson-image",
+                "--test",
+                "vm_provision",
+                "--",
+                "--ignored",
+                "--nocapture",
+                "first_boot_provisions_user_files_and_app",
+            ])
+            .env("KEELSON_VM_BUILD", record)
+            .env("KEELSON_VM_BUSYBOX", &busybox),
+    )
+    .context("the provisioning demo failed")
+}
+
+/// Fleet control: keelson-server with the image's update parts as a package, a group on the
+/// stable channel, and an update check the way Flatcar's update_engine sends it.
+fn demo_server(bin: &Path, record: &Path, work: &Path) -> Result<()> {
+    util::step("fleet control: keelson-server (Omaha, REST API, dashboard, FleetLock)");
+    let state = work.join("server");
+    let _ = fs::remove_dir_all(&state);
+    fs::create_dir_all(&state)?;
+    let db = format!("sqlite://{}", state.join("keelson.db").display());
+    let token = util::output(Command::new(bin.join("keelson-server")).args([
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--database-url",
+        &db,
+    ]))?;
+    let token = token
+        .split_whitespace()
+        .find(|w| w.starts_with("kt_"))
+        .context("keelson-server token create printed no token")?
+        .to_string();
+    let mut server = Command::new(bin.join("keelson-server"))
+        .args(["--database-url", &db, "--listen", DEMO_LISTEN, "--data-dir"])
+        .arg(state.join("data"))
+        .spawn()
+        .context("starting keelson-server")?;
+    let result = (|| -> Result<()> {
+        let base = format!("http://{DEMO_LISTEN}");
+        wait_for_http(&format!("{base}/health"))?;
+        let admin = |args: &[&str]| -> Result<String> {
+            util::output(
+                Command::new(bin.join("keelson"))
+                    .arg("admin")
+                    .args(args)
+                    .env("KEELSON_SERVER", &base)
+                    .env("KEELSON_TOKEN", &token)
+                    .env("KEELSON_APP", DEMO_APP),
+            )
+        };
+        admin(&["app", "create", "--name", "Keelson", DEMO_APP])?;
+        // The update part of the built version: its usr image.
+        let parts = record.parent().unwrap_or(Path::new("."));
+        let usr = parts.join("keelson_0.1.0.usr.erofs");
+        admin(&[
+            "package",
+            "upload",
+            "--version",
+            "0.1.0",
+            &usr.to_string_lossy(),
+        ])?;
+        admin(&["channel", "create", "stable"])?;
+        admin(&["channel", "set", "stable", "--version", "0.1.0"])?;
+        admin(&["group", "create", "stable", "--channel", "stable"])?;
+        admin(&[
+            "policy",
+            "set",
+            "stable",
+            "--rollout-percent",
+            "50",
+            "--failure-threshold",
+            "10",
+        ])?;
+        // A node on an older version asks, as update_engine does.
+        let request = include_str!("../../crates/omaha/tests/data/update_check.xml")
+            .replace("version=\"3975.2.0\"", "version=\"0.0.9\"");
+        let answer = util::output(Command::new("curl").args([
+            "-sS",
+            "--data-binary",
+            &request,
+            "-H",
+            "Content-Type: text/xml",
+            &format!("{base}/v1/update/"),
+        ]))?;
+        eprintln!("update_engine-style check from a node on 0.0.9, the server answers:\n{answer}");
+        eprintln!("{}", admin(&["group", "list"])?);
+        eprintln!("dashboard: {base}/  (admin token: {token})");
+        eprintln!(
+            "look at: Groups -> stable (version breakdown, rollout progress, policy), Instances, Activity"
+        );
+        if std::io::stdin().is_terminal() {
+            eprintln!("press Enter to stop the server");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }
+        Ok(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+/// Poll `url` with curl until it answers (10 s at most).
+fn wait_for_http(url: &str) -> Result<()> {
+    for _ in 0..100 {
+        if Command::new("curl")
+            .args(["-sSf", "-o", "/dev/null", url])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bail!("{url} did not answer within 10 s")
 }

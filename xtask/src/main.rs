@@ -32,7 +32,11 @@ enum Command {
     /// Run every check: fmt, clippy, unit and integration tests, VM tests.
     Test(test::TestArgs),
     /// The main job: build and boot what exists, and say what is still missing.
-    Demo,
+    Demo {
+        /// Skip the image build and the VM boot (the parts that take minutes).
+        #[arg(long)]
+        no_vm: bool,
+    },
     /// Benchmarks, each printed next to its peer or physical limit.
     Bench(bench::BenchArgs),
 }
@@ -43,7 +47,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Deps { check } => deps::run(check),
         Command::Test(args) => test::run(args),
-        Command::Demo => demo::run(),
+        Command::Demo { no_vm } => demo::run(no_vm),
         Command::Bench(args) => bench::run(args),
     }
 }
