@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use std::process::Command;
+
 use anyhow::{Context, Result};
 
 use crate::{util, vm};
@@ -16,6 +18,11 @@ pub fn run() -> Result<()> {
     let cache = dir.join("cache");
     let out = dir.join("out");
     let keelson = vm::keelson_binary()?;
+    // Built before the clock starts: only `keelson image build` is timed (cargo may wait for
+    // other builds' locks, which says nothing about the image build).
+    util::run(util::cargo().args(["build", "--release", "-p", "keelson-firstboot"]))
+        .context("building the keelson-firstboot binary")?;
+    let firstboot = root.join("target/release/keelson-firstboot");
     if cache.exists() {
         std::fs::remove_dir_all(&cache).with_context(|| format!("emptying {}", cache.display()))?;
     }
@@ -25,7 +32,22 @@ pub fn run() -> Result<()> {
         let mut args = vec!["--cache", cache_arg.as_str()];
         args.extend_from_slice(extra);
         let t = Instant::now();
-        vm::build_image(&keelson, &out, "0.1.0", &args)?;
+        util::run(
+            Command::new(&keelson)
+                .env("KEELSON_FIRSTBOOT_BIN", &firstboot)
+                .args([
+                    "image",
+                    "build",
+                    "--os",
+                    "os",
+                    "--version",
+                    "0.1.0",
+                    "--out",
+                ])
+                .arg(&out)
+                .args(&args),
+        )
+        .context("building the OS image")?;
         Ok(t.elapsed())
     };
     let cold = time("cold (empty cache)", &[])?;
