@@ -63,7 +63,8 @@ fn check(vm: &mut Vm, cmd: &str) -> String {
 
 /// (a) boots through OVMF and systemd-boot to multi-user.target; (b) /usr is the verity device
 /// with the built root hash, read-only; (d) containerd runs a locally built OCI image; then
-/// (c) a copy with one byte changed in a /usr file's data fails to read that file with EIO.
+/// (c) a copy with one byte changed in a /usr file's data fails to read that file with EIO;
+/// that copy is also 1 GiB larger, and its first boot grows the root partition into it.
 #[test]
 #[ignore = "needs a built image and QEMU: run by `cargo xtask test`"]
 fn boot_verity_runtime_and_tamper() {
@@ -194,6 +195,16 @@ fn boot_verity_runtime_and_tamper() {
         .status()
         .unwrap();
     assert!(st.success());
+    // The disk a cloud gives is larger than the image: grow the copy by 1 GiB, and on this
+    // first boot systemd-repart must grow the root partition into it.
+    let grow: u64 = 1 << 30;
+    let len = std::fs::metadata(&bad).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bad)
+        .unwrap()
+        .set_len(len + grow)
+        .unwrap();
     {
         use std::io::{Read, Seek, SeekFrom, Write};
         let mut f = std::fs::OpenOptions::new()
@@ -218,6 +229,26 @@ fn boot_verity_runtime_and_tamper() {
     );
     // Untouched files still read fine.
     check(&mut vm, "cat /usr/lib/os-release > /dev/null");
+
+    // Root grew to the end of the grown disk.
+    let root = rec["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"].as_str() == Some("root"))
+        .unwrap()
+        .clone();
+    let built = root["size"].as_u64().unwrap();
+    let part: u64 = check(&mut vm, "lsblk -bdno SIZE /dev/disk/by-partlabel/root")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        part >= built + grow - (4 << 20),
+        "root partition is {part} bytes; built {built}, disk grown by {grow}"
+    );
+    // The ext4 inside does not follow yet (seen: partition 1.3 GB, file system 241 MB): the
+    // grow-fs step is still to be wired for a root mounted by PARTLABEL (docs/image.md).
 }
 
 /// (e) Two builds from the same inputs give the same usr root hash. The second build runs
