@@ -23,28 +23,34 @@ pub fn keelson_binary() -> Result<PathBuf> {
     Ok(util::workspace_root().join("target/debug/keelson"))
 }
 
+/// `keelson image build` of `os/` into `out`, with the release `keelson-firstboot` in the initrd
+/// (the caller builds that binary first).
+pub fn image_build_command(keelson: &Path, out: &Path, version: &str) -> Command {
+    let mut c = Command::new(keelson);
+    c.env(
+        "KEELSON_FIRSTBOOT_BIN",
+        util::workspace_root().join("target/release/keelson-firstboot"),
+    )
+    .args([
+        "image",
+        "build",
+        "--os",
+        "os",
+        "--version",
+        version,
+        "--out",
+    ])
+    .arg(out);
+    c
+}
+
 /// Build `os/` into `out` with `keelson image build`; returns the build record path.
 pub fn build_image(keelson: &Path, out: &Path, version: &str, extra: &[&str]) -> Result<PathBuf> {
     // First-boot provisioning goes into the initrd (crates/firstboot, docs/first-boot.md).
     util::run(util::cargo().args(["build", "--release", "-p", "keelson-firstboot"]))
         .context("building the keelson-firstboot binary")?;
-    let firstboot = util::workspace_root().join("target/release/keelson-firstboot");
-    util::run(
-        Command::new(keelson)
-            .env("KEELSON_FIRSTBOOT_BIN", &firstboot)
-            .args([
-                "image",
-                "build",
-                "--os",
-                "os",
-                "--version",
-                version,
-                "--out",
-            ])
-            .arg(out)
-            .args(extra),
-    )
-    .with_context(|| format!("building the OS image into {}", out.display()))?;
+    util::run(image_build_command(keelson, out, version).args(extra))
+        .with_context(|| format!("building the OS image into {}", out.display()))?;
     let record = out.join(format!("keelson_{version}.json"));
     if !record.is_file() {
         bail!("the build finished but wrote no {}", record.display());

@@ -6,8 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use std::process::Command;
-
 use anyhow::{Context, Result};
 
 use crate::{util, vm};
@@ -22,7 +20,6 @@ pub fn run() -> Result<()> {
     // other builds' locks, which says nothing about the image build).
     util::run(util::cargo().args(["build", "--release", "-p", "keelson-firstboot"]))
         .context("building the keelson-firstboot binary")?;
-    let firstboot = root.join("target/release/keelson-firstboot");
     if cache.exists() {
         std::fs::remove_dir_all(&cache).with_context(|| format!("emptying {}", cache.display()))?;
     }
@@ -32,22 +29,8 @@ pub fn run() -> Result<()> {
         let mut args = vec!["--cache", cache_arg.as_str()];
         args.extend_from_slice(extra);
         let t = Instant::now();
-        util::run(
-            Command::new(&keelson)
-                .env("KEELSON_FIRSTBOOT_BIN", &firstboot)
-                .args([
-                    "image",
-                    "build",
-                    "--os",
-                    "os",
-                    "--version",
-                    "0.1.0",
-                    "--out",
-                ])
-                .arg(&out)
-                .args(&args),
-        )
-        .context("building the OS image")?;
+        util::run(vm::image_build_command(&keelson, &out, "0.1.0").args(&args))
+            .context("building the OS image")?;
         Ok(t.elapsed())
     };
     let cold = time("cold (empty cache)", &[])?;
