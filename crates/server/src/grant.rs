@@ -153,24 +153,30 @@ fn parse_hhmm(s: &str) -> Option<i64> {
 }
 
 impl MaintenanceWindow {
-    /// Check the window; the error names the bad part.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Check the window; the error names the bad part (`days`, `start` or `end`) and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.days.is_empty() {
-            return Err("days must not be empty".into());
+            return Err(("days", "days must not be empty".into()));
         }
         for d in &self.days {
             if parse_day(d).is_none() {
-                return Err(format!("unknown day {d:?} (use Mon..Sun)"));
+                return Err(("days", format!("unknown day {d:?} (use Mon..Sun)")));
             }
         }
         let Some(start) = parse_hhmm(&self.start) else {
-            return Err(format!("start {:?} is not HH:MM", self.start));
+            return Err((
+                "start",
+                format!("start {:?} is not a time like 02:30", self.start),
+            ));
         };
         let Some(end) = parse_hhmm(&self.end) else {
-            return Err(format!("end {:?} is not HH:MM", self.end));
+            return Err((
+                "end",
+                format!("end {:?} is not a time like 02:30", self.end),
+            ));
         };
         if start == end {
-            return Err(format!("end {:?} equals start", self.end));
+            return Err(("end", format!("end {:?} equals start", self.end)));
         }
         Ok(())
     }
@@ -289,8 +295,8 @@ impl RolloutPolicy {
             return bad("maintenance_windows", "more than 64 windows".into());
         }
         for (i, w) in self.maintenance_windows.iter().enumerate() {
-            if let Err(reason) = w.validate() {
-                return bad(&format!("maintenance_windows[{i}]"), reason);
+            if let Err((part, reason)) = w.validate() {
+                return bad(&format!("maintenance_windows[{i}].{part}"), reason);
             }
         }
         if !(0..=100).contains(&self.rollout_percent) {
@@ -735,7 +741,7 @@ mod tests {
                         end: "01:00".into(),
                     }]
                 }),
-                "maintenance_windows[0]",
+                "maintenance_windows[0].end",
             ),
             (
                 Box::new(|p| {
@@ -752,7 +758,7 @@ mod tests {
                         },
                     ]
                 }),
-                "maintenance_windows[1]",
+                "maintenance_windows[1].start",
             ),
             (
                 Box::new(|p| {
@@ -762,7 +768,7 @@ mod tests {
                         end: "02:00".into(),
                     }]
                 }),
-                "maintenance_windows[0]",
+                "maintenance_windows[0].days",
             ),
         ];
         for (edit, field) in table {

@@ -4,42 +4,24 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 use super::apps::{acquire, double_option, load_app};
 use super::{
-    Activity, ApiError, ApiJson, Severity, begin, check_name, check_version, commit, db_err,
-    db_unique, log_activity, normalize_app_id,
+    Activity, ApiError, ApiJson, Severity, begin, check_name, commit, db_err, db_unique,
+    log_activity, normalize_app_id,
 };
 use crate::auth::{RequireAdmin, RequireViewer};
-use crate::db::{Tx, now_unix};
+use crate::db::{self, Tx, now_unix};
+use crate::grant::RolloutPolicy;
 use crate::state::AppState;
 
-/// The rollout policy of a group, as stored.
+/// The rollout policy of a group as the API shows it: the grant engine's policy, flattened so
+/// the JSON stays one object, and the automatic halt, which only `resume` clears.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Policy {
-    /// Master switch: when false every check is answered `noupdate`.
-    pub updates_enabled: bool,
-    /// Grant one update at a time until the first node finishes the current version.
-    pub safe_mode: bool,
-    /// At most this many grants per `period_secs`.
-    pub max_updates_per_period: i64,
-    /// Length of the rate-limit period, seconds.
-    pub period_secs: i64,
-    /// A grant not finished within this many seconds counts as timed out.
-    pub update_timeout_secs: i64,
-    /// IANA time zone the maintenance windows are read in.
-    pub timezone: String,
-    /// Weekly windows in which updates may be granted; empty means always.
-    pub maintenance_windows: Vec<MaintenanceWindow>,
-    /// Share of the group (by machine ID) offered the current version: staged waves.
-    pub rollout_percent: i64,
-    /// Halt the rollout when failures reach this percentage of its finished updates.
-    pub failure_threshold_percent: i64,
-    /// Hold the group at this version instead of the channel's.
-    pub pinned_version: Option<String>,
-    /// FleetLock: how many nodes of the group may reboot at once.
-    pub fleetlock_slots: i64,
+    /// What the grant engine reads (validated by [`RolloutPolicy::validate`]).
+    #[serde(flatten)]
+    pub rollout: RolloutPolicy,
     /// Version whose rollout was halted automatically (read-only; clear with `resume`).
     pub halted_version: Option<String>,
     /// Why the rollout was halted (read-only).
@@ -49,173 +31,82 @@ pub struct Policy {
 /// A weekly maintenance window: the grant engine's type, so the API stores what it reads.
 pub use crate::grant::MaintenanceWindow;
 
-const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-
 /// Body of `PUT .../policy`: fields left out stay as they are.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyUpdate {
-    /// See [`Policy::updates_enabled`].
+    /// See [`RolloutPolicy::updates_enabled`].
     pub updates_enabled: Option<bool>,
-    /// See [`Policy::safe_mode`].
+    /// See [`RolloutPolicy::safe_mode`].
     pub safe_mode: Option<bool>,
-    /// See [`Policy::max_updates_per_period`].
+    /// See [`RolloutPolicy::max_updates_per_period`].
     pub max_updates_per_period: Option<i64>,
-    /// See [`Policy::period_secs`].
+    /// See [`RolloutPolicy::period_secs`].
     pub period_secs: Option<i64>,
-    /// See [`Policy::update_timeout_secs`].
+    /// See [`RolloutPolicy::update_timeout_secs`].
     pub update_timeout_secs: Option<i64>,
-    /// See [`Policy::timezone`].
+    /// See [`RolloutPolicy::timezone`].
     pub timezone: Option<String>,
-    /// See [`Policy::maintenance_windows`].
+    /// See [`RolloutPolicy::maintenance_windows`].
     pub maintenance_windows: Option<Vec<MaintenanceWindow>>,
-    /// See [`Policy::rollout_percent`].
+    /// See [`RolloutPolicy::rollout_percent`].
     pub rollout_percent: Option<i64>,
-    /// See [`Policy::failure_threshold_percent`].
+    /// See [`RolloutPolicy::failure_threshold_percent`].
     pub failure_threshold_percent: Option<i64>,
-    /// See [`Policy::pinned_version`]; `null` unpins.
+    /// See [`RolloutPolicy::pinned_version`]; `null` unpins.
     #[serde(default, deserialize_with = "double_option")]
     pub pinned_version: Option<Option<String>>,
-    /// See [`Policy::fleetlock_slots`].
+    /// See [`RolloutPolicy::fleetlock_slots`].
     pub fleetlock_slots: Option<i64>,
     /// `true` clears an automatic halt so the rollout continues.
     #[serde(default)]
     pub resume: bool,
 }
 
-fn check_range(field: &str, value: i64, min: i64, max: i64) -> Result<(), ApiError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            field,
-            format!("{field} must be between {min} and {max}, got {value}"),
-        ))
-    }
-}
-
-fn check_hhmm(field: &str, value: &str) -> Result<(), ApiError> {
-    let ok = value.len() == 5
-        && value.as_bytes()[2] == b':'
-        && value[..2].parse::<u32>().is_ok_and(|h| h < 24)
-        && value[3..].parse::<u32>().is_ok_and(|m| m < 60)
-        && value[..2]
-            .chars()
-            .chain(value[3..].chars())
-            .all(|c| c.is_ascii_digit());
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            field,
-            format!("{field} {value:?} is not a time like 02:30"),
-        ))
-    }
-}
-
 impl PolicyUpdate {
-    /// Apply to `policy`, checking every given value; the first bad one is named in a 400.
+    /// Apply to `policy` and check the result with the grant engine's own rules, so the API
+    /// never stores what the engine would refuse; the first bad field is named in a 400.
     pub fn apply(self, policy: &mut Policy) -> Result<(), ApiError> {
-        if let Some(v) = self.updates_enabled {
-            policy.updates_enabled = v;
-        }
-        if let Some(v) = self.safe_mode {
-            policy.safe_mode = v;
-        }
-        if let Some(v) = self.max_updates_per_period {
-            check_range("max_updates_per_period", v, 1, 1_000_000)?;
-            policy.max_updates_per_period = v;
-        }
-        if let Some(v) = self.period_secs {
-            check_range("period_secs", v, 60, 31 * 86_400)?;
-            policy.period_secs = v;
-        }
-        if let Some(v) = self.update_timeout_secs {
-            check_range("update_timeout_secs", v, 60, 7 * 86_400)?;
-            policy.update_timeout_secs = v;
-        }
-        if let Some(tz) = self.timezone {
-            if tz.parse::<chrono_tz::Tz>().is_err() {
-                return Err(ApiError::invalid(
-                    "timezone",
-                    format!("timezone {tz:?} is not an IANA time zone like Europe/Berlin"),
-                ));
-            }
-            policy.timezone = tz;
-        }
-        if let Some(windows) = self.maintenance_windows {
-            if windows.len() > 50 {
-                return Err(ApiError::invalid(
-                    "maintenance_windows",
-                    "at most 50 maintenance windows",
-                ));
-            }
-            for (i, w) in windows.iter().enumerate() {
-                let f = format!("maintenance_windows[{i}]");
-                if w.days.is_empty() {
-                    return Err(ApiError::invalid(
-                        &format!("{f}.days"),
-                        "days must not be empty",
-                    ));
-                }
-                for d in &w.days {
-                    if !DAYS.contains(&d.as_str()) {
-                        return Err(ApiError::invalid(
-                            &format!("{f}.days"),
-                            format!("day {d:?} is not one of {}", DAYS.join(", ")),
-                        ));
-                    }
-                }
-                check_hhmm(&format!("{f}.start"), &w.start)?;
-                check_hhmm(&format!("{f}.end"), &w.end)?;
-                if w.start == w.end {
-                    return Err(ApiError::invalid(
-                        &format!("{f}.end"),
-                        "end must differ from start",
-                    ));
-                }
-            }
-            policy.maintenance_windows = windows;
-        }
-        if let Some(v) = self.rollout_percent {
-            check_range("rollout_percent", v, 0, 100)?;
-            policy.rollout_percent = v;
-        }
-        if let Some(v) = self.failure_threshold_percent {
-            check_range("failure_threshold_percent", v, 1, 100)?;
-            policy.failure_threshold_percent = v;
-        }
-        if let Some(v) = self.pinned_version {
-            if let Some(version) = &v {
-                check_version("pinned_version", version)?;
-            }
-            policy.pinned_version = v;
-        }
-        if let Some(v) = self.fleetlock_slots {
-            check_range("fleetlock_slots", v, 1, 100_000)?;
-            policy.fleetlock_slots = v;
-        }
-        if self.resume {
+        let p = &mut policy.rollout;
+        let PolicyUpdate {
+            updates_enabled,
+            safe_mode,
+            max_updates_per_period,
+            period_secs,
+            update_timeout_secs,
+            timezone,
+            maintenance_windows,
+            rollout_percent,
+            failure_threshold_percent,
+            pinned_version,
+            fleetlock_slots,
+            resume,
+        } = self;
+        set(&mut p.updates_enabled, updates_enabled);
+        set(&mut p.safe_mode, safe_mode);
+        set(&mut p.max_updates_per_period, max_updates_per_period);
+        set(&mut p.period_secs, period_secs);
+        set(&mut p.update_timeout_secs, update_timeout_secs);
+        set(&mut p.timezone, timezone);
+        set(&mut p.maintenance_windows, maintenance_windows);
+        set(&mut p.rollout_percent, rollout_percent);
+        set(&mut p.failure_threshold_percent, failure_threshold_percent);
+        set(&mut p.pinned_version, pinned_version);
+        set(&mut p.fleetlock_slots, fleetlock_slots);
+        if resume {
             policy.halted_version = None;
             policy.halted_reason = None;
         }
-        // The grant engine's own check too, so the API never stores what it would refuse.
-        let engine = crate::grant::RolloutPolicy {
-            updates_enabled: policy.updates_enabled,
-            safe_mode: policy.safe_mode,
-            max_updates_per_period: policy.max_updates_per_period,
-            period_secs: policy.period_secs,
-            update_timeout_secs: policy.update_timeout_secs,
-            timezone: policy.timezone.clone(),
-            maintenance_windows: policy.maintenance_windows.clone(),
-            rollout_percent: policy.rollout_percent,
-            failure_threshold_percent: policy.failure_threshold_percent,
-            pinned_version: policy.pinned_version.clone(),
-            fleetlock_slots: policy.fleetlock_slots,
-        };
-        engine
+        policy
+            .rollout
             .validate()
             .map_err(|e| ApiError::invalid(&e.field, format!("{}: {}", e.field, e.reason)))
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
     }
 }
 
@@ -309,12 +200,6 @@ pub struct GroupUpdate {
     pub channel: Option<Option<String>>,
 }
 
-const GROUP_SELECT: &str = "SELECT g.id, g.application_id, g.name, g.track, c.name, \
-     g.updates_enabled, g.safe_mode, g.max_updates_per_period, g.period_secs, \
-     g.update_timeout_secs, g.timezone, g.maintenance_windows, g.rollout_percent, \
-     g.failure_threshold_percent, g.pinned_version, g.fleetlock_slots, g.halted_version, \
-     g.halted_reason, g.created_at FROM groups g LEFT JOIN channels c ON c.id = g.channel_id";
-
 /// A group row without the instance summary.
 pub(crate) struct GroupCore {
     pub id: i64,
@@ -326,45 +211,22 @@ pub(crate) struct GroupCore {
     pub created_at: i64,
 }
 
-fn core_from_row(row: &sqlx::any::AnyRow) -> Result<GroupCore, ApiError> {
-    // More columns than sqlx's tuple decoding takes, so read them by index.
-    fn get<'r, T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>>(
-        row: &'r sqlx::any::AnyRow,
-        i: usize,
-    ) -> Result<T, ApiError> {
-        row.try_get(i).map_err(db_err("decoding a group row"))
+impl GroupCore {
+    fn new((g, channel): (db::groups::Group, Option<String>)) -> GroupCore {
+        GroupCore {
+            id: g.id,
+            application_id: g.application_id,
+            name: g.name,
+            track: g.track,
+            channel,
+            policy: Policy {
+                rollout: g.policy,
+                halted_version: g.halted_version,
+                halted_reason: g.halted_reason,
+            },
+            created_at: g.created_at,
+        }
     }
-    let name: String = get(row, 2)?;
-    let windows_json: String = get(row, 11)?;
-    let windows: Vec<MaintenanceWindow> = serde_json::from_str(&windows_json).map_err(|e| {
-        ApiError::internal(
-            "reading a group",
-            format!("group {name} has unreadable maintenance_windows: {e}"),
-        )
-    })?;
-    Ok(GroupCore {
-        id: get(row, 0)?,
-        application_id: get(row, 1)?,
-        name,
-        track: get(row, 3)?,
-        channel: get(row, 4)?,
-        policy: Policy {
-            updates_enabled: get::<i64>(row, 5)? != 0,
-            safe_mode: get::<i64>(row, 6)? != 0,
-            max_updates_per_period: get(row, 7)?,
-            period_secs: get(row, 8)?,
-            update_timeout_secs: get(row, 9)?,
-            timezone: get(row, 10)?,
-            maintenance_windows: windows,
-            rollout_percent: get(row, 12)?,
-            failure_threshold_percent: get(row, 13)?,
-            pinned_version: get(row, 14)?,
-            fleetlock_slots: get(row, 15)?,
-            halted_version: get(row, 16)?,
-            halted_reason: get(row, 17)?,
-        },
-        created_at: get(row, 18)?,
-    })
 }
 
 /// Load group `name` of `app` or 404.
@@ -373,18 +235,11 @@ pub(crate) async fn load_group(
     app: &str,
     name: &str,
 ) -> Result<GroupCore, ApiError> {
-    let row = sqlx::query(&format!(
-        "{GROUP_SELECT} WHERE g.application_id = $1 AND g.name = $2"
-    ))
-    .bind(app)
-    .bind(name)
-    .fetch_optional(conn)
-    .await
-    .map_err(db_err("reading a group"))?;
-    match row {
-        Some(r) => core_from_row(&r),
-        None => Err(ApiError::not_found("group", name)),
-    }
+    db::groups::with_channel_in(conn, app, Some(name))
+        .await?
+        .pop()
+        .map(GroupCore::new)
+        .ok_or_else(|| ApiError::not_found("group", name))
 }
 
 /// All groups of `app` (without summaries), by name.
@@ -392,14 +247,8 @@ pub(crate) async fn load_groups(
     conn: &mut sqlx::AnyConnection,
     app: &str,
 ) -> Result<Vec<GroupCore>, ApiError> {
-    let rows = sqlx::query(&format!(
-        "{GROUP_SELECT} WHERE g.application_id = $1 ORDER BY g.name"
-    ))
-    .bind(app)
-    .fetch_all(conn)
-    .await
-    .map_err(db_err("listing groups"))?;
-    rows.iter().map(core_from_row).collect()
+    let groups = db::groups::with_channel_in(conn, app, None).await?;
+    Ok(groups.into_iter().map(GroupCore::new).collect())
 }
 
 /// Add the instance summary (versions, statuses, rollout progress) to a group.
@@ -437,7 +286,7 @@ pub(crate) async fn summarize(
             count,
         })
         .collect();
-    let target_version = match &core.policy.pinned_version {
+    let target_version = match &core.policy.rollout.pinned_version {
         Some(v) => Some(v.clone()),
         None => {
             let row: Option<(Option<String>,)> = sqlx::query_as(
@@ -519,37 +368,13 @@ async fn channel_id(
 }
 
 async fn store_policy(tx: &mut Tx, group_id: i64, p: &Policy) -> Result<(), ApiError> {
-    let windows = serde_json::to_string(&p.maintenance_windows)
-        .map_err(|e| ApiError::internal("encoding maintenance windows", e))?;
-    sqlx::query(
-        "UPDATE groups SET updates_enabled = $1, safe_mode = $2, max_updates_per_period = $3, \
-         period_secs = $4, update_timeout_secs = $5, timezone = $6, maintenance_windows = $7, \
-         rollout_percent = $8, failure_threshold_percent = $9, pinned_version = $10, \
-         fleetlock_slots = $11, halted_version = $12, halted_reason = $13 WHERE id = $14",
-    )
-    .bind(i64::from(p.updates_enabled))
-    .bind(i64::from(p.safe_mode))
-    .bind(p.max_updates_per_period)
-    .bind(p.period_secs)
-    .bind(p.update_timeout_secs)
-    .bind(&p.timezone)
-    .bind(windows)
-    .bind(p.rollout_percent)
-    .bind(p.failure_threshold_percent)
-    .bind(p.pinned_version.clone())
-    .bind(p.fleetlock_slots)
-    .bind(p.halted_version.clone())
-    .bind(p.halted_reason.clone())
-    .bind(group_id)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err("updating a group's policy"))?;
-    Ok(())
+    let clear_halt = p.halted_version.is_none();
+    Ok(db::groups::write_policy(tx, group_id, &p.rollout, clear_halt).await?)
 }
 
 /// Check that a pinned version names a package of the application.
 async fn check_pin(conn: &mut sqlx::AnyConnection, app: &str, p: &Policy) -> Result<(), ApiError> {
-    if let Some(v) = &p.pinned_version {
+    if let Some(v) = &p.rollout.pinned_version {
         super::apps::package_id(conn, app, v, "pinned_version").await?;
     }
     Ok(())
@@ -852,20 +677,20 @@ mod tests {
 
     fn base() -> Policy {
         Policy {
-            updates_enabled: true,
-            safe_mode: false,
-            max_updates_per_period: 10,
-            period_secs: 3600,
-            update_timeout_secs: 3600,
-            timezone: "UTC".into(),
-            maintenance_windows: vec![],
-            rollout_percent: 100,
-            failure_threshold_percent: 100,
-            pinned_version: None,
-            fleetlock_slots: 1,
+            rollout: RolloutPolicy::default(),
             halted_version: Some("2.0.0".into()),
             halted_reason: Some("failures".into()),
         }
+    }
+
+    #[test]
+    fn policy_json_is_one_flat_object_and_reads_back() {
+        let json = serde_json::to_value(base()).unwrap();
+        assert_eq!(json["rollout_percent"], 100);
+        assert_eq!(json["halted_version"], "2.0.0");
+        assert!(json.get("rollout").is_none(), "{json}");
+        let back: Policy = serde_json::from_value(json).unwrap();
+        assert_eq!(back, base());
     }
 
     #[test]
@@ -914,17 +739,17 @@ mod tests {
         .unwrap();
         let mut p = base();
         update.apply(&mut p).unwrap();
-        assert_eq!(p.max_updates_per_period, 5);
-        assert_eq!(p.timezone, "Europe/Berlin");
-        assert_eq!(p.rollout_percent, 25);
-        assert_eq!(p.maintenance_windows.len(), 1);
-        assert_eq!(p.pinned_version.as_deref(), Some("3975.2.0"));
+        assert_eq!(p.rollout.max_updates_per_period, 5);
+        assert_eq!(p.rollout.timezone, "Europe/Berlin");
+        assert_eq!(p.rollout.rollout_percent, 25);
+        assert_eq!(p.rollout.maintenance_windows.len(), 1);
+        assert_eq!(p.rollout.pinned_version.as_deref(), Some("3975.2.0"));
         assert_eq!(p.halted_version, None);
-        assert!(p.updates_enabled, "untouched fields stay");
+        assert!(p.rollout.updates_enabled, "untouched fields stay");
 
         let unpin: PolicyUpdate = serde_json::from_str(r#"{"pinned_version": null}"#).unwrap();
         unpin.apply(&mut p).unwrap();
-        assert_eq!(p.pinned_version, None);
+        assert_eq!(p.rollout.pinned_version, None);
         let changes = describe_changes(&base(), &p);
         assert!(
             changes.iter().any(|c| c.starts_with("timezone:")),

@@ -38,7 +38,7 @@ fn group_card(g: &Group) -> String {
     let target = g.rollout.target_version.as_deref();
     let state_badge = if g.rollout.halted {
         badge("halted")
-    } else if g.policy.updates_enabled {
+    } else if g.policy.rollout.updates_enabled {
         badge("enabled")
     } else {
         badge("disabled")
@@ -58,7 +58,7 @@ fn group_card(g: &Group) -> String {
         track = esc(&g.track),
         channel = esc(g.channel.as_deref().unwrap_or("none")),
         target = esc(target.unwrap_or("none")),
-        pin = if g.policy.pinned_version.is_some() {
+        pin = if g.policy.rollout.pinned_version.is_some() {
             " (pinned)"
         } else {
             ""
@@ -70,7 +70,7 @@ fn group_card(g: &Group) -> String {
         inprog = g.rollout.in_progress,
         ok = g.rollout.succeeded,
         failed = g.rollout.failed,
-        wave = g.policy.rollout_percent,
+        wave = g.policy.rollout.rollout_percent,
     )
 }
 
@@ -214,7 +214,7 @@ fn windows_text(ws: &[MaintenanceWindow]) -> String {
 }
 
 fn policy_form(app: &str, g: &Group, editable: bool) -> String {
-    let p = &g.policy;
+    let p = &g.policy.rollout;
     let dis = if editable { "" } else { " disabled" };
     let checked = |b: bool| if b { " checked" } else { "" };
     let num = |name: &str, label: &str, value: i64, hint: &str| {
@@ -280,7 +280,7 @@ fn policy_form(app: &str, g: &Group, editable: bool) -> String {
         mw = esc(&windows_text(&p.maintenance_windows)),
         pin = esc(p.pinned_version.as_deref().unwrap_or("")),
     );
-    if p.halted_version.is_some() {
+    if g.policy.halted_version.is_some() {
         let _ = write!(
             f,
             "<label for=\"resume\">Resume halted rollout</label><input type=\"checkbox\" id=\"resume\" name=\"resume\" value=\"on\"{dis}>"

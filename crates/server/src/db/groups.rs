@@ -88,14 +88,55 @@ impl TryFrom<GroupRow> for Group {
     }
 }
 
-pub(crate) const COLS: &str = "id, application_id, name, track, channel_id, updates_enabled, safe_mode, \
-    max_updates_per_period, period_secs, update_timeout_secs, timezone, maintenance_windows, rollout_percent, \
-    failure_threshold_percent, pinned_version, fleetlock_slots, halted_version, halted_reason, created_at";
+/// Every column of `groups`, read through the alias `g` (so the same list serves the join with
+/// `channels` below).
+const COLS: &str = "g.id, g.application_id, g.name, g.track, g.channel_id, g.updates_enabled, \
+    g.safe_mode, g.max_updates_per_period, g.period_secs, g.update_timeout_secs, g.timezone, \
+    g.maintenance_windows, g.rollout_percent, g.failure_threshold_percent, g.pinned_version, \
+    g.fleetlock_slots, g.halted_version, g.halted_reason, g.created_at";
+
+#[derive(FromRow)]
+struct GroupChannelRow {
+    #[sqlx(flatten)]
+    group: GroupRow,
+    channel_name: Option<String>,
+}
+
+/// Groups of `application_id` with the name of the channel each follows, by name; only the
+/// group called `name` when given. On a given connection or transaction (the REST API reads
+/// and writes a group in one transaction).
+pub async fn with_channel_in(
+    conn: &mut sqlx::AnyConnection,
+    application_id: &str,
+    name: Option<&str>,
+) -> Result<Vec<(Group, Option<String>)>, DbError> {
+    let filter = if name.is_some() {
+        "AND g.name = $2"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {COLS}, c.name AS channel_name FROM groups g \
+         LEFT JOIN channels c ON c.id = g.channel_id \
+         WHERE g.application_id = $1 {filter} ORDER BY g.name"
+    );
+    let mut query = sqlx::query_as::<_, GroupChannelRow>(&sql).bind(application_id);
+    if let Some(n) = name {
+        query = query.bind(n);
+    }
+    query
+        .fetch_all(conn)
+        .await
+        .map_err(DbError::query("reading groups"))?
+        .into_iter()
+        .map(|r| Ok((Group::try_from(r.group)?, r.channel_name)))
+        .collect()
+}
 
 /// Groups of an application, by name.
 pub async fn list(db: &Db, application_id: &str) -> Result<Vec<Group>, DbError> {
     sqlx::query_as::<_, GroupRow>(&format!(
-        "SELECT {COLS} FROM groups WHERE application_id = $1 ORDER BY name"
+        "SELECT {COLS} FROM groups g WHERE application_id = $1 ORDER BY name"
     ))
     .bind(normalize_id(application_id))
     .fetch_all(db.pool())
@@ -109,7 +150,7 @@ pub async fn list(db: &Db, application_id: &str) -> Result<Vec<Group>, DbError> 
 /// Every group of every application.
 pub async fn list_all(db: &Db) -> Result<Vec<Group>, DbError> {
     sqlx::query_as::<_, GroupRow>(&format!(
-        "SELECT {COLS} FROM groups ORDER BY application_id, name"
+        "SELECT {COLS} FROM groups g ORDER BY application_id, name"
     ))
     .fetch_all(db.pool())
     .await
@@ -131,7 +172,7 @@ pub async fn get(db: &Db, id: i64) -> Result<Group, DbError> {
 
 /// One group by id, on a given connection or transaction.
 pub async fn get_in(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Group, DbError> {
-    sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLS} FROM groups WHERE id = $1"))
+    sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLS} FROM groups g WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)
         .await
@@ -150,7 +191,7 @@ pub async fn find_by_track(
     track: &str,
 ) -> Result<Option<Group>, DbError> {
     let row = sqlx::query_as::<_, GroupRow>(&format!(
-        "SELECT {COLS} FROM groups WHERE application_id = $1 AND (track = $2 OR name = $2) \
+        "SELECT {COLS} FROM groups g WHERE application_id = $1 AND (track = $2 OR name = $2) \
          ORDER BY CASE WHEN track = $2 THEN 0 ELSE 1 END, id LIMIT 1"
     ))
     .bind(application_id)
@@ -334,22 +375,25 @@ pub async fn update(
     get(db, id).await
 }
 
-/// Replace a group's rollout policy (validated; nothing is written when invalid).
-pub async fn update_policy(
-    db: &Db,
-    actor: &str,
+/// Store `p` as group `id`'s policy inside `tx` (not validated here: callers do); with
+/// `clear_halt` also lift an automatic halt. Shared by [`update_policy`] and the REST API.
+pub(crate) async fn write_policy(
+    tx: &mut Tx,
     id: i64,
-    policy: &RolloutPolicy,
-) -> Result<Group, DbError> {
-    validate_policy(policy)?;
-    let g = get(db, id).await?;
-    let p = policy;
-    let mut tx = db.begin().await?;
-    sqlx::query(
-        "UPDATE groups SET updates_enabled = $1, safe_mode = $2, max_updates_per_period = $3, period_secs = $4, \
-         update_timeout_secs = $5, timezone = $6, maintenance_windows = $7, rollout_percent = $8, \
-         failure_threshold_percent = $9, pinned_version = $10, fleetlock_slots = $11 WHERE id = $12",
-    )
+    p: &RolloutPolicy,
+    clear_halt: bool,
+) -> Result<(), DbError> {
+    let halt = if clear_halt {
+        ", halted_version = NULL, halted_reason = NULL"
+    } else {
+        ""
+    };
+    sqlx::query(&format!(
+        "UPDATE groups SET updates_enabled = $1, safe_mode = $2, max_updates_per_period = $3, \
+         period_secs = $4, update_timeout_secs = $5, timezone = $6, maintenance_windows = $7, \
+         rollout_percent = $8, failure_threshold_percent = $9, pinned_version = $10, \
+         fleetlock_slots = $11{halt} WHERE id = $12"
+    ))
     .bind(i64::from(p.updates_enabled))
     .bind(i64::from(p.safe_mode))
     .bind(p.max_updates_per_period)
@@ -362,9 +406,24 @@ pub async fn update_policy(
     .bind(p.pinned_version.as_deref())
     .bind(p.fleetlock_slots)
     .bind(id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(DbError::query("updating group policy"))?;
+    Ok(())
+}
+
+/// Replace a group's rollout policy (validated; nothing is written when invalid).
+pub async fn update_policy(
+    db: &Db,
+    actor: &str,
+    id: i64,
+    policy: &RolloutPolicy,
+) -> Result<Group, DbError> {
+    validate_policy(policy)?;
+    let g = get(db, id).await?;
+    let p = policy;
+    let mut tx = db.begin().await?;
+    write_policy(&mut tx, id, p, false).await?;
     let json = serde_json::to_string(p).unwrap_or_default();
     activity::record_and_commit(
         tx,
