@@ -694,10 +694,10 @@ const ROOT_REPART_CONF: &str = "usr/lib/repart.d/50-root.conf";
 /// Per-node identity and secrets that a Debian install leaves in /etc and /var, relative to the
 /// factory directory. None may ship in the image: every node would share them. systemd makes a
 /// machine ID and a random seed on first boot, `keelson-ssh-keygen.service` the host keys; the
-/// host name and resolver come from the node's network (they were the build host's).
-const NODE_IDENTITY: [&str; 6] = [
+/// host name comes from the node's network (it was the build host's, as was the resolver in
+/// `etc/resolv.conf`, which is rewritten instead).
+const NODE_IDENTITY: [&str; 5] = [
     "etc/hostname",
-    "etc/resolv.conf",
     "var/lib/systemd/random-seed",
     "var/lib/systemd/credential.secret",
     "var/lib/dbus/machine-id",
@@ -706,7 +706,8 @@ const NODE_IDENTITY: [&str; 6] = [
 
 /// Remove [`NODE_IDENTITY`] under `dir` and write `etc/machine-id` as `uninitialized`, which
 /// makes systemd treat the node's first boot as such (ConditionFirstBoot=, machine ID
-/// commit). Returns what was removed, relative to `dir`.
+/// commit), and `etc/resolv.conf` without a name server. Returns what was removed, relative
+/// to `dir`.
 fn scrub_node_identity(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
     let mut removed = Vec::new();
     for pattern in NODE_IDENTITY {
@@ -737,10 +738,18 @@ fn scrub_node_identity(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
             }
         }
     }
-    let mid = dir.join("etc/machine-id");
     if dir.join("etc").is_dir() {
+        let mid = dir.join("etc/machine-id");
         let _ = fs::remove_file(&mid);
         fs::write(&mid, "uninitialized\n").map_err(io_err(&mid))?;
+        // The file must exist (containerd bind-mounts it into host-network containers), but
+        // the build host's resolver means nothing on a node.
+        let resolv = dir.join("etc/resolv.conf");
+        fs::write(
+            &resolv,
+            "# Keelson: no resolver in the image; the node's network configuration sets one.\n",
+        )
+        .map_err(io_err(&resolv))?;
     }
     removed.sort();
     Ok(removed)
@@ -1199,7 +1208,6 @@ mod tests {
             removed,
             [
                 "etc/hostname",
-                "etc/resolv.conf",
                 "etc/ssh/ssh_host_ed25519_key",
                 "etc/ssh/ssh_host_ed25519_key.pub",
                 "etc/ssh/ssh_host_rsa_key",
@@ -1213,6 +1221,9 @@ mod tests {
             fs::read_to_string(r.join("etc/machine-id")).unwrap(),
             "uninitialized\n"
         );
+        let resolv = fs::read_to_string(r.join("etc/resolv.conf")).unwrap();
+        assert!(!resolv.contains("nameserver"), "{resolv}");
+        assert!(!resolv.is_empty());
         // A second pass finds nothing more (and an empty tree is no error).
         assert!(scrub_node_identity(r).unwrap().is_empty());
         assert!(scrub_node_identity(&r.join("nothing")).unwrap().is_empty());
