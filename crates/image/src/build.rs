@@ -923,6 +923,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     check_layout(&def, &opts.os_dir)?;
     require_tools()?;
     fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
+    // The build record names its files by absolute path, so that it is usable from any
+    // working directory (the VM tests run in the crate's directory).
+    let out_dir = std::path::absolute(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
     fs::create_dir_all(&opts.cache_dir).map_err(io_err(&opts.cache_dir))?;
     {
         let step = Step::start(opts.progress, "checking packages");
@@ -933,8 +936,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     let (cached_root, rootfs_cached, cache_lock) = rootfs(&def, opts)?;
     let work = tempfile::Builder::new()
         .prefix(".keelson-build-")
-        .tempdir_in(&opts.out_dir)
-        .map_err(io_err(&opts.out_dir))?;
+        .tempdir_in(&out_dir)
+        .map_err(io_err(&out_dir))?;
     let w = work.path();
     let root = w.join("root");
     {
@@ -1041,7 +1044,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     ] {
         let sha = sha256_file(src)?;
         let size = file_size(src)?;
-        let dst = opts.out_dir.join(&name);
+        let dst = out_dir.join(&name);
         publish(src, &dst)?;
         files.push(PartFile {
             kind: kind.into(),
@@ -1050,7 +1053,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
             sha256: sha,
         });
     }
-    let image = opts.out_dir.join(format!("{stem}.img"));
+    let image = out_dir.join(format!("{stem}.img"));
     let output = BuildOutput {
         version: version.clone(),
         image,
@@ -1080,7 +1083,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
         })
         .collect();
     let json = serde_json::to_string_pretty(&output).map_err(|e| ImageError::Missing {
-        path: opts.out_dir.clone(),
+        path: out_dir.clone(),
         message: format!("serialising the build record: {e}"),
     })?;
     for (name, text) in [
@@ -1089,7 +1092,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     ] {
         let tmp = w.join(&name);
         fs::write(&tmp, text).map_err(io_err(&tmp))?;
-        publish(&tmp, &opts.out_dir.join(&name))?;
+        publish(&tmp, &out_dir.join(&name))?;
     }
     drop(work);
     Ok(output)
