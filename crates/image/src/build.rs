@@ -1,6 +1,7 @@
-//! `keelson image build`: `os/` -> Debian root (mmdebstrap, cached) -> erofs /usr -> dm-verity
-//! tree -> UKI carrying `usrhash=` -> GPT disk (ESP, usr A + verity A, empty slot B, root), plus
-//! the update parts of the version.
+//! `keelson image build`: `os/` -> Debian root (mmdebstrap, cached) -> factory copy of /etc and
+//! /var under /usr -> erofs /usr -> dm-verity tree -> UKI carrying `usrhash=` -> GPT disk (ESP,
+//! usr A + verity A, empty slot B, free space for root), plus the update parts of the version.
+//! The root partition is not in the image: systemd-repart creates it on first boot.
 //!
 //! Nothing is written under an output name until it is complete: the work happens in a temporary
 //! directory inside the output directory (same file system), and finished files are renamed into
@@ -128,8 +129,11 @@ pub struct BuildOutput {
     pub uki_name: String,
     /// The disk image and the update parts (usr image, verity tree, UKI).
     pub files: Vec<PartFile>,
-    /// The partitions of the disk image, in table order.
+    /// The partitions of the disk image, in table order. Root is not among them: the image
+    /// ends in free space that systemd-repart turns into the root partition on first boot.
     pub partitions: Vec<PartitionRecord>,
+    /// Bytes of free space the image reserves for the root partition (its minimum size).
+    pub root_min_size: u64,
     /// Whether the root file system came from the cache.
     pub rootfs_cached: bool,
 }
@@ -218,7 +222,7 @@ fn require_tools() -> Result<(), ImageError> {
         ("mkfs.vfat", "dosfstools"),
         ("mcopy", "mtools"),
         ("mmd", "mtools"),
-        ("mkfs.ext4", "e2fsprogs"),
+        ("sgdisk", "gdisk"),
         ("xz", "xz-utils"),
         ("curl", "curl"),
     ];
@@ -679,38 +683,101 @@ fn make_esp(
     Ok(())
 }
 
-/// The root partition's file system: everything of the root except /usr's contents and /boot's.
-fn make_root(
-    root: &Path,
-    work: &Path,
-    img: &Path,
-    mib: u64,
-    sde: u64,
-    seed: &str,
-) -> Result<(), ImageError> {
-    let stage = work.join("rootpart");
-    fs::create_dir_all(&stage).map_err(io_err(&stage))?;
-    for entry in fs::read_dir(root).map_err(io_err(root))? {
-        let entry = entry.map_err(io_err(root))?;
-        let name = entry.file_name();
-        let src = entry.path();
-        if name == "usr" || name == "boot" {
-            fs::create_dir_all(stage.join(&name)).map_err(io_err(stage.join(&name)))?;
-            continue;
+/// The directories of the root that systemd-repart seeds the root partition with on first boot
+/// (`CopyFiles=/usr/share/factory/<dir>:/<dir>` in `os/rootfs/usr/lib/repart.d/50-root.conf`).
+pub const FACTORY_DIRS: [&str; 3] = ["etc", "var", "root"];
+/// Where the factory copy lives inside the root (and so inside the erofs /usr).
+pub const FACTORY_DIR: &str = "usr/share/factory";
+/// The repart definition of the root partition, inside the root.
+const ROOT_REPART_CONF: &str = "usr/lib/repart.d/50-root.conf";
+
+/// Per-node identity and secrets that a Debian install leaves in /etc and /var, relative to the
+/// factory directory. None may ship in the image: every node would share them. systemd makes a
+/// machine ID and a random seed on first boot, `keelson-ssh-keygen.service` the host keys; the
+/// host name comes from the node's network (it was the build host's, as was the resolver in
+/// `etc/resolv.conf`, which is rewritten instead).
+const NODE_IDENTITY: [&str; 5] = [
+    "etc/hostname",
+    "var/lib/systemd/random-seed",
+    "var/lib/systemd/credential.secret",
+    "var/lib/dbus/machine-id",
+    "etc/ssh/ssh_host_*",
+];
+
+/// Remove [`NODE_IDENTITY`] under `dir` and write `etc/machine-id` as `uninitialized`, which
+/// makes systemd treat the node's first boot as such (ConditionFirstBoot=, machine ID
+/// commit), and `etc/resolv.conf` without a name server. Returns what was removed, relative
+/// to `dir`.
+fn scrub_node_identity(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
+    let mut removed = Vec::new();
+    for pattern in NODE_IDENTITY {
+        let rel = Path::new(pattern);
+        let (parent, name) = match (rel.parent(), rel.file_name().and_then(|n| n.to_str())) {
+            (Some(p), Some(n)) => (p, n),
+            _ => continue,
+        };
+        let d = dir.join(parent);
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&d)(e)),
+        };
+        let prefix = name.strip_suffix('*');
+        for entry in entries {
+            let entry = entry.map_err(io_err(&d))?;
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            let hit = match prefix {
+                Some(p) => file.starts_with(p),
+                None => file == name,
+            };
+            if hit {
+                let p = entry.path();
+                fs::remove_file(&p).map_err(io_err(&p))?;
+                removed.push(parent.join(&*file));
+            }
         }
-        cmd::run(
-            Command::new("cp")
-                .arg("-a")
-                .arg(&src)
-                .arg(stage.join(&name)),
-        )?;
     }
-    let tmp = stage.join("tmp/keelson-uki.efi");
-    let _ = fs::remove_file(tmp);
+    if dir.join("etc").is_dir() {
+        let mid = dir.join("etc/machine-id");
+        let _ = fs::remove_file(&mid);
+        fs::write(&mid, "uninitialized\n").map_err(io_err(&mid))?;
+        // The file must exist (containerd bind-mounts it into host-network containers), but
+        // the build host's resolver means nothing on a node.
+        let resolv = dir.join("etc/resolv.conf");
+        fs::write(
+            &resolv,
+            "# Keelson: no resolver in the image; the node's network configuration sets one.\n",
+        )
+        .map_err(io_err(&resolv))?;
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// The factory copy: the root's [`FACTORY_DIRS`] under [`FACTORY_DIR`] (so inside the erofs and
+/// covered by dm-verity), without per-node identity; and the minimum size of the root partition
+/// (`layout.root_mib`) in its repart definition. Fails, naming the field, when the copy would not
+/// fit a root partition of the minimum size.
+fn make_factory(root: &Path, mib: u64) -> Result<(), ImageError> {
+    let factory = root.join(FACTORY_DIR);
+    fs::create_dir_all(&factory).map_err(io_err(&factory))?;
+    for d in FACTORY_DIRS {
+        let dst = factory.join(d);
+        if dst.exists() {
+            fs::remove_dir_all(&dst).map_err(io_err(&dst))?;
+        }
+        let src = root.join(d);
+        if src.is_dir() {
+            cmd::run(Command::new("cp").arg("-a").arg(&src).arg(&dst))?;
+        }
+    }
+    let removed = scrub_node_identity(&factory)?;
+    tracing::info!(?removed, "per-node identity left out of the factory copy");
     let used = cmd::run(
         Command::new("du")
             .args(["-s", "-B1", "--apparent-size"])
-            .arg(&stage),
+            .arg(&factory),
     )?;
     let used: u64 = used
         .split_whitespace()
@@ -719,27 +786,35 @@ fn make_root(
         .unwrap_or(0);
     // ext4 needs room for its own metadata (inode tables, journal): ask for a quarter more.
     check_fits(
-        "the root partition contents (/etc, /var, ...)",
+        "the root partition's first contents (/etc, /var, /root)",
         used + used / 4 + 16 * MIB,
         "layout.root_mib",
         mib,
     )?;
-    let uuid = derived_uuid("root", seed);
-    cmd::run(
-        Command::new("mkfs.ext4")
-            .env("E2FSPROGS_FAKE_TIME", sde.to_string())
-            .args(["-q", "-F", "-L", "root", "-U", &uuid, "-E"])
-            .arg(format!("hash_seed={uuid},root_owner=0:0"))
-            .arg("-d")
-            .arg(&stage)
-            .arg(img)
-            .arg(format!("{mib}M")),
-    )?;
+    let conf = root.join(ROOT_REPART_CONF);
+    let text = fs::read_to_string(&conf).map_err(io_err(&conf))?;
+    if !text.lines().any(|l| l.trim() == "[Partition]") {
+        return Err(ImageError::Missing {
+            path: conf,
+            message: "no [Partition] section: the root partition would never be created".into(),
+        });
+    }
+    const NOTE: &str = "# From layout.root_mib (os.yaml), added by the image build.";
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| *l != NOTE && !l.trim_start().starts_with("SizeMinBytes="))
+        .collect();
+    let text = format!(
+        "{}\n{NOTE}\nSizeMinBytes={mib}M\n",
+        kept.join("\n").trim_end()
+    );
+    // The file may be a hard link into the cache (cp --reflink): replace it, never write into it.
+    let tmp = conf.with_extension("conf.tmp");
+    fs::write(&tmp, text).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &conf).map_err(io_err(&conf))?;
     Ok(())
 }
 
-/// Assemble the GPT disk with the disk crate: ESP, usr A + verity A (UUIDs from the root hash,
-/// labels carrying the version), empty slot B, root.
 /// The disk crate's layout for the definition's sizes: root gets exactly its minimum.
 fn disk_layout(layout: &os::Layout, seed: &str) -> keelson_disk::Layout {
     let mut l = keelson_disk::Layout::new(0);
@@ -769,9 +844,12 @@ struct DiskContents<'a> {
     esp: &'a Path,
     usr: &'a Path,
     verity: &'a Path,
-    root: &'a Path,
 }
 
+/// Assemble the GPT disk with the disk crate: ESP, usr A + verity A (UUIDs from the root hash,
+/// labels carrying the version), empty slot B, and free space for root. The disk crate plans a
+/// root partition; its entry is deleted again (sgdisk), so that systemd-repart creates root, as
+/// partition 6 in the same place, on first boot.
 fn make_disk(
     disk: &Path,
     layout: &os::Layout,
@@ -780,12 +858,7 @@ fn make_disk(
     root_hash: &str,
     c: &DiskContents<'_>,
 ) -> Result<Vec<PartitionRecord>, ImageError> {
-    let DiskContents {
-        esp,
-        usr,
-        verity,
-        root: rootpart,
-    } = *c;
+    let DiskContents { esp, usr, verity } = *c;
     let derr = |e: keelson_disk::DiskError| ImageError::Disk {
         path: disk.to_path_buf(),
         message: e.to_string(),
@@ -801,9 +874,23 @@ fn make_disk(
         .map_err(derr)?;
     d.install_usr_slot(keelson_disk::UsrSlot::A, version, &hash, usr, verity)
         .map_err(derr)?;
-    d.write_image_file(keelson_disk::ROOT_PARTITION, rootpart)
-        .map_err(derr)?;
     d.commit().map_err(derr)?;
+    drop(d);
+    cmd::run(
+        Command::new("sgdisk")
+            .arg(format!("--delete={}", keelson_disk::ROOT_PARTITION))
+            .arg(disk),
+    )?;
+    let d = keelson_disk::Disk::open(disk).map_err(derr)?;
+    if d.partitions()
+        .iter()
+        .any(|p| p.number == keelson_disk::ROOT_PARTITION)
+    {
+        return Err(ImageError::Disk {
+            path: disk.to_path_buf(),
+            message: "the root partition is still in the table after sgdisk --delete".into(),
+        });
+    }
     Ok(d.partitions()
         .into_iter()
         .map(|p| PartitionRecord {
@@ -836,6 +923,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     check_layout(&def, &opts.os_dir)?;
     require_tools()?;
     fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
+    // The build record names its files by absolute path, so that it is usable from any
+    // working directory (the VM tests run in the crate's directory).
+    let out_dir = std::path::absolute(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
     fs::create_dir_all(&opts.cache_dir).map_err(io_err(&opts.cache_dir))?;
     {
         let step = Step::start(opts.progress, "checking packages");
@@ -846,8 +936,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     let (cached_root, rootfs_cached, cache_lock) = rootfs(&def, opts)?;
     let work = tempfile::Builder::new()
         .prefix(".keelson-build-")
-        .tempdir_in(&opts.out_dir)
-        .map_err(io_err(&opts.out_dir))?;
+        .tempdir_in(&out_dir)
+        .map_err(io_err(&out_dir))?;
     let w = work.path();
     let root = w.join("root");
     {
@@ -865,6 +955,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     let _ = fs::remove_file(&os_release);
     fs::write(&os_release, def.os_release(&version)).map_err(io_err(&os_release))?;
     let (kver, _vmlinuz, _initrd) = find_kernel(&root)?;
+    // Before the initrd is made again: dracut's systemd-repart module copies repart.d into it.
+    make_factory(&root, def.layout.root_mib)?;
     add_firstboot(&root, &kver, opts.progress)?;
     let seed = format!("{}:{}", def.name, version);
 
@@ -916,19 +1008,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     )?;
 
     let esp = w.join("esp.img");
-    let rootpart = w.join("root.img");
     {
-        let step = Step::start(opts.progress, "ESP and root partition");
+        let step = Step::start(opts.progress, "ESP");
         make_esp(&root, &esp, &uki, &uki_name, def.layout.esp_mib, &seed)?;
-        make_root(
-            &root,
-            w,
-            &rootpart,
-            def.layout.root_mib,
-            opts.source_date_epoch,
-            &seed,
-        )?;
-        step.done("ESP and root partition written");
+        step.done("ESP written");
     }
 
     let disk = w.join("disk.img");
@@ -944,7 +1027,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
                 esp: &esp,
                 usr: &usr_img,
                 verity: &verity,
-                root: &rootpart,
             },
         )?;
         step.done("disk assembled");
@@ -962,7 +1044,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     ] {
         let sha = sha256_file(src)?;
         let size = file_size(src)?;
-        let dst = opts.out_dir.join(&name);
+        let dst = out_dir.join(&name);
         publish(src, &dst)?;
         files.push(PartFile {
             kind: kind.into(),
@@ -971,7 +1053,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
             sha256: sha,
         });
     }
-    let image = opts.out_dir.join(format!("{stem}.img"));
+    let image = out_dir.join(format!("{stem}.img"));
     let output = BuildOutput {
         version: version.clone(),
         image,
@@ -983,6 +1065,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
         uki_name,
         files,
         partitions,
+        root_min_size: def.layout.root_mib * MIB,
         rootfs_cached,
     };
     let sums: String = output
@@ -1000,7 +1083,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
         })
         .collect();
     let json = serde_json::to_string_pretty(&output).map_err(|e| ImageError::Missing {
-        path: opts.out_dir.clone(),
+        path: out_dir.clone(),
         message: format!("serialising the build record: {e}"),
     })?;
     for (name, text) in [
@@ -1009,7 +1092,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     ] {
         let tmp = w.join(&name);
         fs::write(&tmp, text).map_err(io_err(&tmp))?;
-        publish(&tmp, &opts.out_dir.join(&name))?;
+        publish(&tmp, &out_dir.join(&name))?;
     }
     drop(work);
     Ok(output)
@@ -1098,6 +1181,134 @@ mod tests {
         assert!(!d.path().join("a.complete").exists());
         assert!(d.path().join("b/usr").is_dir());
         assert!(d.path().join("c.complete").is_file());
+    }
+
+    #[test]
+    fn scrub_removes_node_identity_and_keeps_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for f in [
+            "etc/hostname",
+            "etc/resolv.conf",
+            "etc/machine-id",
+            "etc/ssh/ssh_host_ed25519_key",
+            "etc/ssh/ssh_host_ed25519_key.pub",
+            "etc/ssh/ssh_host_rsa_key",
+            "etc/ssh/sshd_config",
+            "etc/hosts",
+            "var/lib/systemd/random-seed",
+            "var/lib/dpkg/status",
+        ] {
+            fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            fs::write(r.join(f), "x").unwrap();
+        }
+        let removed = scrub_node_identity(r).unwrap();
+        let removed: Vec<String> = removed
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                "etc/hostname",
+                "etc/ssh/ssh_host_ed25519_key",
+                "etc/ssh/ssh_host_ed25519_key.pub",
+                "etc/ssh/ssh_host_rsa_key",
+                "var/lib/systemd/random-seed",
+            ]
+        );
+        for kept in ["etc/ssh/sshd_config", "etc/hosts", "var/lib/dpkg/status"] {
+            assert!(r.join(kept).is_file(), "{kept} was removed");
+        }
+        assert_eq!(
+            fs::read_to_string(r.join("etc/machine-id")).unwrap(),
+            "uninitialized\n"
+        );
+        let resolv = fs::read_to_string(r.join("etc/resolv.conf")).unwrap();
+        assert!(!resolv.contains("nameserver"), "{resolv}");
+        assert!(!resolv.is_empty());
+        // A second pass finds nothing more (and an empty tree is no error).
+        assert!(scrub_node_identity(r).unwrap().is_empty());
+        assert!(scrub_node_identity(&r.join("nothing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn repart_seeds_root_from_every_factory_dir() {
+        let conf = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../os/rootfs")
+            .join(ROOT_REPART_CONF);
+        let text = fs::read_to_string(&conf).unwrap();
+        let mut copies: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("CopyFiles="))
+            .map(str::to_string)
+            .collect();
+        copies.sort();
+        let mut want: Vec<String> = FACTORY_DIRS
+            .iter()
+            .map(|d| format!("/{FACTORY_DIR}/{d}:/{d}"))
+            .collect();
+        want.sort();
+        assert_eq!(copies, want, "{}", conf.display());
+        assert!(text.lines().any(|l| l.trim() == "Format=ext4"), "{text}");
+        assert!(text.lines().any(|l| l.trim() == "Type=root"), "{text}");
+        // The minimum size comes from os.yaml, not from the file.
+        assert!(
+            !text.lines().any(|l| l.trim().starts_with("SizeMinBytes=")),
+            "{text}"
+        );
+    }
+
+    fn factory_root(conf: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for f in [
+            "etc/ssh/ssh_host_rsa_key",
+            "etc/fstab",
+            "var/log/x",
+            "root/.profile",
+        ] {
+            fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            fs::write(r.join(f), "x").unwrap();
+        }
+        let c = r.join(ROOT_REPART_CONF);
+        fs::create_dir_all(c.parent().unwrap()).unwrap();
+        fs::write(&c, conf).unwrap();
+        d
+    }
+
+    #[test]
+    fn factory_copies_state_dirs_and_sets_the_minimum_size() {
+        let d = factory_root("[Partition]\nType=root\n");
+        let r = d.path();
+        make_factory(r, 64).unwrap();
+        let f = r.join(FACTORY_DIR);
+        assert!(f.join("etc/fstab").is_file());
+        assert!(f.join("var/log/x").is_file());
+        assert!(f.join("root/.profile").is_file());
+        assert!(!f.join("etc/ssh/ssh_host_rsa_key").exists());
+        // The root's own /etc is the build's business, not the image's: left alone.
+        assert!(r.join("etc/ssh/ssh_host_rsa_key").is_file());
+        let conf = fs::read_to_string(r.join(ROOT_REPART_CONF)).unwrap();
+        assert!(conf.ends_with("SizeMinBytes=64M\n"), "{conf}");
+        // A rebuild of the same work root replaces the copy instead of nesting it.
+        fs::remove_file(r.join("etc/fstab")).unwrap();
+        make_factory(r, 64).unwrap();
+        assert!(!f.join("etc/fstab").exists());
+        assert!(!f.join("etc/etc").exists());
+        let again = fs::read_to_string(r.join(ROOT_REPART_CONF)).unwrap();
+        assert_eq!(again, conf, "the minimum size is set once");
+    }
+
+    #[test]
+    fn factory_that_does_not_fit_names_the_field() {
+        let d = factory_root("[Partition]\nType=root\n");
+        let e = make_factory(d.path(), 1).unwrap_err().to_string();
+        assert!(e.contains("layout.root_mib"), "{e}");
+        let d = factory_root("# nothing\n");
+        let e = make_factory(d.path(), 64).unwrap_err().to_string();
+        assert!(e.contains("50-root.conf"), "{e}");
+        assert!(e.contains("[Partition]"), "{e}");
     }
 
     #[test]

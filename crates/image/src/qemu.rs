@@ -361,7 +361,13 @@ impl Vm {
     /// Wait for the autologin shell (credential `agetty.autologin=root`) and make it quiet:
     /// kernel messages off the console, so command output is not interleaved.
     pub fn login(&mut self, timeout: Duration) -> Result<(), ImageError> {
-        self.wait_for("(automatic login)", timeout)?;
+        self.login_from(0, timeout)
+    }
+
+    /// [`Vm::login`] to the autologin shell that appears after byte offset `from` of the console
+    /// (for example after a reboot, whose offset [`Vm::wait_for_from`] returned).
+    pub fn login_from(&mut self, from: usize, timeout: Duration) -> Result<(), ImageError> {
+        self.wait_for_from("(automatic login)", from, timeout)?;
         let deadline = Instant::now() + timeout;
         loop {
             match self.run_with_timeout("dmesg -n 1; stty -echo cols 400", Duration::from_secs(20))

@@ -59,6 +59,10 @@ fn print_human(o: &BuildOutput) {
     println!("UKI            /EFI/Linux/{}", o.uki_name);
     println!("cmdline        {}", o.cmdline);
     println!(
+        "root           created on first boot by systemd-repart (at least {} MiB free in the image)",
+        o.root_min_size >> 20
+    );
+    println!(
         "root fs        {}",
         if o.rootfs_cached {
             "from cache"

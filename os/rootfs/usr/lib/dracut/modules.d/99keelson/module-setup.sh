@@ -1,7 +1,8 @@
 #!/bin/bash
-# Keelson's initrd pieces: an emergency handler that prints why the boot failed and reboots
-# after a timeout, so that a broken slot spends its boot-counting tries and rolls back instead
-# of waiting for ever in dracut's emergency shell.
+# Keelson's initrd pieces: mkfs.ext4 for the root that systemd-repart creates on first boot,
+# and an emergency handler that prints why the boot failed and reboots after a timeout, so
+# that a broken slot spends its boot-counting tries and rolls back instead of waiting for ever
+# in dracut's emergency shell.
 
 check() {
     return 0
@@ -20,4 +21,9 @@ install() {
             "$systemdsystemunitdir/$unit.d/50-keelson.conf"
     done
     inst_multiple sleep cat
+    # systemd-repart formats the root partition it creates on first boot (Format=ext4 in
+    # /usr/lib/repart.d/50-root.conf) with mkfs.ext4, with e2fsprogs' own feature defaults.
+    # Optional only because the kernel's postinst may run dracut before e2fsprogs is
+    # unpacked; the image build runs dracut again on the finished root (add_firstboot).
+    inst_multiple -o mkfs.ext4 mke2fs /etc/mke2fs.conf
 }
