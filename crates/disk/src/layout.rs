@@ -91,6 +91,9 @@ pub struct Layout {
     pub arch: Arch,
     /// Seed of the disk GUID and partition UUIDs: same seed, same bytes.
     pub seed: String,
+    /// Leave root's space free instead of writing its table entry: systemd-repart creates the
+    /// partition (number 6, in that space) on the node's first boot.
+    pub root_at_first_boot: bool,
 }
 
 impl Layout {
@@ -115,6 +118,7 @@ impl Layout {
             root_min_size: Self::DEFAULT_ROOT_MIN,
             arch: Arch::X86_64,
             seed: Self::DEFAULT_SEED.to_string(),
+            root_at_first_boot: false,
         }
     }
 
@@ -205,6 +209,9 @@ impl Layout {
                 last_lba,
             });
             next = last_lba + 1;
+        }
+        if self.root_at_first_boot {
+            return Ok(plan);
         }
         // Root ends on an alignment boundary so its size is whole MiB.
         let root_end = (last_usable + 1) / ALIGN_LBA * ALIGN_LBA - 1;
@@ -388,6 +395,18 @@ mod tests {
         assert_eq!(plan[1].kind, types::USR_X86_64);
         assert_eq!(plan[2].kind, types::USR_VERITY_X86_64);
         assert_eq!(plan[5].kind, types::ROOT_X86_64);
+    }
+
+    #[test]
+    fn root_at_first_boot_leaves_its_space_free() {
+        let mut layout = Layout::new(4 << 30);
+        let full = layout.plan().unwrap();
+        layout.root_at_first_boot = true;
+        let plan = layout.plan().unwrap();
+        assert_eq!(plan[..], full[..5]);
+        // The size check still counts root's minimum.
+        layout.disk_size = layout.required_disk_size() - ALIGNMENT_BYTES;
+        assert!(layout.plan().is_err());
     }
 
     #[test]

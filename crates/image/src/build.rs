@@ -222,7 +222,6 @@ fn require_tools() -> Result<(), ImageError> {
         ("mkfs.vfat", "dosfstools"),
         ("mcopy", "mtools"),
         ("mmd", "mtools"),
-        ("sgdisk", "gdisk"),
         ("xz", "xz-utils"),
         ("curl", "curl"),
     ];
@@ -815,7 +814,8 @@ fn make_factory(root: &Path, mib: u64) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// The disk crate's layout for the definition's sizes: root gets exactly its minimum.
+/// The disk crate's layout for the definition's sizes: the disk ends in root's minimum size of
+/// free space, left for systemd-repart.
 fn disk_layout(layout: &os::Layout, seed: &str) -> keelson_disk::Layout {
     let mut l = keelson_disk::Layout::new(0);
     l.esp_size = layout.esp_mib * MIB;
@@ -823,6 +823,7 @@ fn disk_layout(layout: &os::Layout, seed: &str) -> keelson_disk::Layout {
     l.usr_verity_size = layout.usr_verity_mib * MIB;
     l.root_min_size = layout.root_mib * MIB;
     l.seed = seed.to_string();
+    l.root_at_first_boot = true;
     l.disk_size = l.required_disk_size();
     l
 }
@@ -847,9 +848,8 @@ struct DiskContents<'a> {
 }
 
 /// Assemble the GPT disk with the disk crate: ESP, usr A + verity A (UUIDs from the root hash,
-/// labels carrying the version), empty slot B, and free space for root. The disk crate plans a
-/// root partition; its entry is deleted again (sgdisk), so that systemd-repart creates root, as
-/// partition 6 in the same place, on first boot.
+/// labels carrying the version), empty slot B, and free space for root, where systemd-repart
+/// creates it (as partition 6) on first boot.
 fn make_disk(
     disk: &Path,
     layout: &os::Layout,
@@ -875,22 +875,6 @@ fn make_disk(
     d.install_usr_slot(keelson_disk::UsrSlot::A, version, &hash, usr, verity)
         .map_err(derr)?;
     d.commit().map_err(derr)?;
-    drop(d);
-    cmd::run(
-        Command::new("sgdisk")
-            .arg(format!("--delete={}", keelson_disk::ROOT_PARTITION))
-            .arg(disk),
-    )?;
-    let d = keelson_disk::Disk::open(disk).map_err(derr)?;
-    if d.partitions()
-        .iter()
-        .any(|p| p.number == keelson_disk::ROOT_PARTITION)
-    {
-        return Err(ImageError::Disk {
-            path: disk.to_path_buf(),
-            message: "the root partition is still in the table after sgdisk --delete".into(),
-        });
-    }
     Ok(d.partitions()
         .into_iter()
         .map(|p| PartitionRecord {

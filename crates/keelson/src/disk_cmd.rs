@@ -68,6 +68,9 @@ pub struct CreateArgs {
     /// Smallest root partition (root takes the rest of the disk).
     #[arg(long, value_parser = size_arg, default_value = "256M")]
     root_min_size: u64,
+    /// Leave root's space free: systemd-repart creates the root partition on first boot.
+    #[arg(long)]
+    root_at_first_boot: bool,
     /// Architecture of the usr and root partition types.
     #[arg(long, value_enum, default_value = "x86-64")]
     arch: ArchArg,
@@ -233,6 +236,7 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
             ArchArg::Arm64 => Arch::Arm64,
         },
         seed: a.seed,
+        root_at_first_boot: a.root_at_first_boot,
     };
     keelson_disk::create(&a.image, &layout)
         .with_context(|| format!("creating disk image {}", a.image.display()))?;
