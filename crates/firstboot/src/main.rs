@@ -388,7 +388,8 @@ mod tests {
     }
 
     const GOOD: &str = r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/hello","contents":{"source":"data:,hi"}}]}}"#;
-    const BAD_FILES: &str = r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/a","contents":{"source":"data:,a"}},{"path":"/etc/hello","contents":{"source":"data:,hi","verification":{"hash":"sha256-0000000000000000000000000000000000000000000000000000000000000000"}}}]}}"#;
+    const BAD_FILES: &str = r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/a","contents":{"source":"data:,a"}},{"path":"/etc/hello","contents":{"source":"data:,hi"},"user":{"name":"nosuchuser"}}]}}"#;
+    const BAD_FETCH: &str = r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/a","contents":{"source":"data:,a"}},{"path":"/etc/hello","contents":{"source":"data:,hi","verification":{"hash":"sha256-0000000000000000000000000000000000000000000000000000000000000000"}}}]}}"#;
 
     #[test]
     fn first_boot_runs_every_stage_and_done_removes_the_marker() {
@@ -435,6 +436,21 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_resource_fails_the_fetch_stage_and_leaves_no_config_cache() {
+        let env = Env::new(true, BAD_FETCH);
+        assert!(!env.stage(StageArg::Fetch));
+        let console = std::fs::read_to_string(env.path("console")).unwrap();
+        assert!(
+            console.contains("keelson-firstboot: stage fetch failed")
+                && console.contains("$.storage.files[1].contents (/etc/hello)")
+                && console.contains("sha256 mismatch"),
+            "{console}"
+        );
+        assert!(!env.path("state/config.json").exists());
+        assert!(env.path("esp").join(MARKER).exists());
+    }
+
+    #[test]
     fn failed_files_stage_names_stage_source_and_reason_and_keeps_the_marker() {
         let env = Env::new(true, BAD_FILES);
         assert!(env.stage(StageArg::Fetch));
@@ -443,7 +459,7 @@ mod tests {
         assert!(
             console.contains("keelson-firstboot: stage files failed (config from file): ")
                 && console.contains("/etc/hello")
-                && console.contains("sha256 mismatch"),
+                && console.contains("nosuchuser"),
             "{console}"
         );
         assert_eq!(

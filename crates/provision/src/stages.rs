@@ -115,6 +115,15 @@ pub struct StageContext<'a> {
     pub files: FilesOptions,
 }
 
+/// The directory the fetch stage caches remote resources in: `resources/` next to the
+/// config cache (`/run/keelson/resources`).
+pub fn resource_cache(config_cache: &Path) -> PathBuf {
+    config_cache
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("resources")
+}
+
 fn read_cache(cache: &Path) -> Result<keelson_config::Config, ApplyError> {
     let bytes = std::fs::read(cache).map_err(ApplyError::io(
         "reading cached config (run the fetch stage first)",
@@ -138,6 +147,11 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
                 .map(|p| p.as_ref() as &dyn Provider)
                 .collect();
             let fetched = engine::fetch_config(&providers, &ctx.fetcher)?;
+            let cached = engine::cache_resources(
+                &fetched.config,
+                &ctx.fetcher,
+                &resource_cache(&ctx.cache),
+            )?;
             let json =
                 serde_json::to_vec_pretty(&fetched.config).map_err(|e| ApplyError::Invalid {
                     field: "config".into(),
@@ -150,7 +164,8 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
                 engine::NodeKind::File,
                 format!("cache config from {}", fetched.source),
             );
-            out.warnings = fetched.warnings;
+            out.extend(cached);
+            out.warnings.extend(fetched.warnings);
             Ok(out)
         }
         Stage::Disks => engine::disks::plan_disks(&read_cache(&ctx.cache)?)?.apply(),
@@ -166,7 +181,8 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
         Stage::Files => {
             let target = TargetRoot::new(&ctx.root)?;
             let config = read_cache(&ctx.cache)?;
-            let fetcher = engine::fetcher_for(&config, &ctx.fetcher)?;
+            // Offline: everything remote was fetched (and verified) by the fetch stage.
+            let fetcher = ctx.fetcher.offline(&resource_cache(&ctx.cache));
             engine::apply_files(&config, &target, &fetcher, &ctx.files)
         }
     }

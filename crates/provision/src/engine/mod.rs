@@ -22,7 +22,9 @@ mod stage_fetch;
 mod tree;
 mod units;
 
-pub use stage_fetch::{FetchedConfig, fetch_config, fetcher_for, render_config};
+pub use stage_fetch::{
+    FetchedConfig, cache_resources, fetch_config, fetcher_for, render_config, stage_resources,
+};
 pub use tree::render_tree;
 
 /// Why a stage failed. Each variant names the path, device or config field involved.
