@@ -213,7 +213,11 @@ fn run(args: &Args) -> Result<()> {
                 fetcher,
                 root: args.root.clone(),
                 cache: args.cache(),
-                files: FilesOptions::current(),
+                files: FilesOptions {
+                    kernel_cmdline: Some(cmdline.clone()),
+                    ..FilesOptions::current()
+                },
+                cmdline,
             };
             let out = stages::run_stage(Stage::Fetch, &ctx)?;
             let source = out
@@ -238,12 +242,17 @@ fn run(args: &Args) -> Result<()> {
                 _ => Stage::Files,
             };
             let fetcher = fetcher()?;
+            let cmdline = read_cmdline(args)?;
             let ctx = StageContext {
                 providers: Vec::new(),
                 fetcher,
                 root: args.root.clone(),
                 cache: args.cache(),
-                files: FilesOptions::current(),
+                files: FilesOptions {
+                    kernel_cmdline: Some(cmdline.clone()),
+                    ..FilesOptions::current()
+                },
+                cmdline,
             };
             let out = stages::run_stage(stage, &ctx)?;
             log_outcome(&out);

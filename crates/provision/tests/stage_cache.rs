@@ -33,7 +33,9 @@ fn context(dir: &tempfile::TempDir, config: &str) -> StageContext<'static> {
             today: 1,
             chown: false,
             dry_run: false,
+            kernel_cmdline: None,
         },
+        cmdline: "console=ttyS0".into(),
     }
 }
 
@@ -170,4 +172,100 @@ fn offline_fetcher_refuses_uncached_and_rechecks_the_hash() {
         ..spec.clone()
     };
     assert_ne!(keelson_provision::fetch::cache_key(&other), key);
+}
+
+#[test]
+fn luks_key_is_cached_by_fetch_and_lands_on_the_root_with_a_crypttab_line() {
+    let server = serve(|_: &Request| Reply::new(200, "remote-luks-key"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"luks":[{{"name":"vault","device":"/dev/keelson-absent",
+          "keyFile":{{"source":"{b}/key","verification":{{"hash":"sha256-{h}"}}}}}}]}}}}"#,
+        b = server.base,
+        h = sha256(b"remote-luks-key")
+    );
+    let ctx = context(&dir, &config);
+    let out = run_stage(Stage::Fetch, &ctx).unwrap();
+    assert!(
+        out.changes
+            .iter()
+            .any(|c| c.action.contains("$.storage.luks[0].keyFile (vault)")),
+        "{out:?}"
+    );
+    // What the disks stage leaves in /run/keelson/luks (it needs the device to run).
+    let luks = keelson_provision::stages::luks_dir(&ctx.cache);
+    std::fs::create_dir_all(&luks).unwrap();
+    std::fs::write(luks.join("vault.key"), "remote-luks-key").unwrap();
+    std::fs::write(luks.join("vault.uuid"), "0a0b-uuid\n").unwrap();
+    std::fs::create_dir_all(ctx.root.join("etc")).unwrap();
+    std::fs::write(ctx.root.join("etc/crypttab"), "# existing\n").unwrap();
+    run_stage(Stage::Files, &ctx).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = ctx.root.join("etc/luks/vault");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), "remote-luks-key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::read_to_string(ctx.root.join("etc/crypttab")).unwrap(),
+        "# existing\nvault UUID=0a0b-uuid /etc/luks/vault luks\n"
+    );
+}
+
+#[test]
+fn kernel_arguments_are_checked_in_fetch_before_anything_is_fetched_or_written() {
+    let server = serve(|_: &Request| Reply::new(200, "x"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = |exist: &str, not: &str| {
+        format!(
+            r#"{{"ignition":{{"version":"3.6.0"}},"kernelArguments":{{"shouldExist":[{exist}],"shouldNotExist":[{not}]}},
+              "storage":{{"files":[{{"path":"/etc/x","contents":{{"source":"{b}/x"}}}}]}}}}"#,
+            b = server.base
+        )
+    };
+    // Already as wished (the context's command line is "console=ttyS0"): passes.
+    let ctx = context(&dir, &config(r#""console=ttyS0""#, r#""quiet""#));
+    run_stage(Stage::Fetch, &ctx).unwrap();
+    assert_eq!(server.requests().len(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(&dir, &config(r#""console=ttyS0","nomodeset""#, ""));
+    let err = run_stage(Stage::Fetch, &ctx).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "$.kernelArguments.shouldExist[1]: \"nomodeset\" is not on the kernel command line"
+        ),
+        "{err}"
+    );
+    assert!(!ctx.cache.exists());
+    assert_eq!(server.requests().len(), 1, "fetched after the check failed");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(&dir, &config("", r#""console=ttyS0""#));
+    let err = run_stage(Stage::Fetch, &ctx).unwrap_err().to_string();
+    assert!(
+        err.starts_with("$.kernelArguments.shouldNotExist[0]"),
+        "{err}"
+    );
+
+    // The files stage (and so `keelson config apply`, also with --dry-run) says the same.
+    let root = tempfile::tempdir().unwrap();
+    let target = keelson_provision::target::TargetRoot::new(root.path()).unwrap();
+    let cfg = keelson_config::parse(config("", r#""console=ttyS0""#).as_bytes())
+        .unwrap()
+        .0;
+    let opts = FilesOptions {
+        today: 1,
+        chown: false,
+        dry_run: true,
+        kernel_cmdline: Some("console=ttyS0".into()),
+    };
+    let err = keelson_provision::engine::apply_files(&cfg, &target, &fetcher(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("$.kernelArguments.shouldNotExist[0]"),
+        "{err}"
+    );
 }

@@ -68,7 +68,7 @@ fn parse(raw: &[u8], source: &str, warnings: &mut Vec<String>) -> Result<Config,
     Ok(config)
 }
 
-fn spec(r: &keelson_config::Resource) -> Option<ResourceSpec> {
+pub(crate) fn spec(r: &keelson_config::Resource) -> Option<ResourceSpec> {
     r.source.as_ref().map(|s| ResourceSpec {
         source: s.clone(),
         compression: r.compression.clone().filter(|c| !c.is_empty()),
