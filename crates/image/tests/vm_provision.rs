@@ -404,21 +404,36 @@ fn storage_config() -> String {
                 "wipeTable": true,
                 "partitions": [
                     {"number": 1, "label": "kdata", "sizeMiB": 64, "typeGuid": LINUX_FS_GUID},
-                    {"number": 2, "label": "kscratch", "sizeMiB": 32, "typeGuid": BASIC_DATA_GUID}
+                    {"number": 2, "label": "kscratch", "sizeMiB": 32, "typeGuid": BASIC_DATA_GUID},
+                    {"number": 3, "label": "ksecret", "sizeMiB": 48}
                 ]
             }],
+            "raid": [{"name": "kraid", "level": "raid1", "devices": ["/dev/vdc", "/dev/vdd"]}],
+            // A random key (kept in /etc/luks/ksecret on the root). PBKDF2 with few
+            // iterations: argon2's default cost is minutes under TCG.
+            "luks": [{"name": "ksecret", "device": "/dev/vdb3", "label": "KSECRET",
+                      "options": ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]}],
             "filesystems": [
                 {"device": "/dev/vdb1", "format": "ext4", "label": "kdata",
                  "path": "/var/lib/kdata"},
-                {"device": "/dev/vdb2", "format": "vfat", "label": "KSCRATCH"}
+                {"device": "/dev/vdb2", "format": "vfat", "label": "KSCRATCH"},
+                {"device": "/dev/md/kraid", "format": "ext4", "label": "kraid"},
+                {"device": "/dev/mapper/ksecret", "format": "ext4", "label": "ksecret",
+                 "path": "/var/lib/ksecret"}
             ],
             "files": [{"path": "/var/lib/kdata/hello",
-                       "contents": {"source": data_url("written into the new ext4\n")}}]
+                       "contents": {"source": data_url("written into the new ext4\n")}},
+                      {"path": "/var/lib/ksecret/inside",
+                       "contents": {"source": data_url("inside the LUKS volume\n")}}]
         },
         "systemd": {"units": [{
             "name": "var-lib-kdata.mount",
             "enabled": true,
             "contents": "[Unit]\nDescription=Keelson test data\n[Mount]\nWhat=/dev/disk/by-label/kdata\nWhere=/var/lib/kdata\nType=ext4\n[Install]\nWantedBy=multi-user.target\n"
+        }, {
+            "name": "var-lib-ksecret.mount",
+            "enabled": true,
+            "contents": "[Unit]\nDescription=Keelson test LUKS volume\n[Mount]\nWhat=/dev/mapper/ksecret\nWhere=/var/lib/ksecret\nType=ext4\n[Install]\nWantedBy=multi-user.target\n"
         }]}
     })
     .to_string()
@@ -427,7 +442,9 @@ fn storage_config() -> String {
 /// (c) the disks and mount stages on an extra blank disk that held another partition table:
 /// partitions with labels, sizes and type GUIDs, ext4 and vfat with labels, a file written
 /// into the ext4 file system while the mount stage had it under /sysroot, and the config's
-/// mount unit mounting it on the real root. One boot.
+/// mount unit mounting it on the real root; RAID1 over two more disks with ext4 on it; LUKS
+/// (random key) on a partition with ext4 inside, its key and crypttab line on the root.
+/// One boot.
 #[test]
 #[ignore = "needs a built image and QEMU: run by `cargo xtask test`"]
 fn first_boot_partitions_formats_and_mounts_an_extra_disk() {
@@ -445,7 +462,7 @@ fn first_boot_partitions_formats_and_mounts_an_extra_disk() {
     let extra = scratch.path().join(format!("{WRITABLE_MARK}vdb.img"));
     std::fs::File::create(&extra)
         .unwrap()
-        .set_len(128 << 20)
+        .set_len(192 << 20)
         .unwrap();
     let st = std::process::Command::new("sgdisk")
         .args(["--new=1:0:+100M", "--change-name=1:old"])
@@ -458,6 +475,15 @@ fn first_boot_partitions_formats_and_mounts_an_extra_disk() {
     o.snapshot = true;
     o.config = Some(config);
     o.extra_disks.push(extra);
+    // vdc and vdd: the RAID1 members.
+    for name in ["vdc", "vdd"] {
+        let d = scratch.path().join(format!("{WRITABLE_MARK}{name}.img"));
+        std::fs::File::create(&d)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        o.extra_disks.push(d);
+    }
     o.credentials
         .push(("agetty.autologin".into(), "root".into()));
     o.credentials.push(("login.noauth".into(), "yes".into()));
@@ -485,8 +511,11 @@ fn first_boot_partitions_formats_and_mounts_an_extra_disk() {
             "33554432",
             &BASIC_DATA_GUID.to_lowercase(),
         ],
+        // No typeGuid in the config: Linux file system data, as in Ignition.
+        ["vdb3", "ksecret", "50331648", &LINUX_FS_GUID.to_lowercase()],
     ];
-    assert_eq!(rows.len(), 2, "partitions of /dev/vdb:\n{table}");
+    // Rows of four: the partitions (the opened LUKS mapping below vdb3 has no PARTLABEL).
+    assert_eq!(rows.len(), 3, "partitions of /dev/vdb:\n{table}");
     for (row, w) in rows.iter().zip(want.iter()) {
         assert_eq!(row, &w.to_vec(), "partitions of /dev/vdb:\n{table}");
     }
@@ -521,5 +550,58 @@ fn first_boot_partitions_formats_and_mounts_an_extra_disk() {
         "mkdir -p /tmp/rootonly && mount --bind / /tmp/rootonly && ls -A /tmp/rootonly/var/lib/kdata; umount /tmp/rootonly",
     );
     assert!(!under.contains("hello"), "the file is on the root: {under}");
+
+    // RAID1 over vdc and vdd, ext4 on it.
+    let md = check(&mut vm, "mdadm --detail /dev/md/kraid");
+    assert!(
+        md.contains("Raid Level : raid1")
+            && md.contains("Raid Devices : 2")
+            && md.contains("/dev/vdc")
+            && md.contains("/dev/vdd"),
+        "{md}"
+    );
+    let probe = check(&mut vm, "blkid -p -o export /dev/md/kraid");
+    assert!(
+        probe.contains("TYPE=ext4") && probe.contains("LABEL=kraid"),
+        "{probe}"
+    );
+
+    // LUKS on vdb3 with ext4 inside, the file the files stage wrote into it, the key on
+    // the root (0600) and a crypttab line naming it; the key opens the volume.
+    let probe = check(&mut vm, "blkid -p -o export /dev/vdb3");
+    assert!(
+        probe.contains("TYPE=crypto_LUKS") && probe.contains("LABEL=KSECRET"),
+        "{probe}"
+    );
+    let status = check(&mut vm, "cryptsetup status ksecret");
+    assert!(
+        status.contains("is active") && status.contains("/dev/vdb3"),
+        "{status}"
+    );
+    assert_eq!(
+        check(&mut vm, "stat -c '%a %U' /etc/luks/ksecret").trim(),
+        "600 root"
+    );
+    let uuid = check(&mut vm, "cryptsetup luksUUID /dev/vdb3");
+    let crypttab = check(&mut vm, "cat /etc/crypttab");
+    assert!(
+        crypttab.contains(&format!(
+            "ksecret UUID={} /etc/luks/ksecret luks",
+            uuid.trim()
+        )),
+        "{crypttab}"
+    );
+    check(
+        &mut vm,
+        "cryptsetup open --test-passphrase --key-file /etc/luks/ksecret /dev/vdb3",
+    );
+    assert_eq!(
+        check(&mut vm, "systemctl is-active var-lib-ksecret.mount").trim(),
+        "active"
+    );
+    assert_eq!(
+        check(&mut vm, "cat /var/lib/ksecret/inside").trim(),
+        "inside the LUKS volume"
+    );
     println!("storage first boot to login: {boot_s:.1} s");
 }
