@@ -269,6 +269,19 @@ fn run(args: &Args) -> Result<()> {
                     args.cache().display()
                 );
             }
+            // The resource cache and the LUKS keys were for the stages only; /run survives
+            // switch-root, so do not leave them (and a copy of every download) in memory.
+            for dir in [
+                stages::resource_cache(&args.cache()),
+                stages::luks_dir(&args.cache()),
+            ] {
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", dir.display()));
+                    }
+                    _ => {}
+                }
+            }
             if forced_first_boot(&read_cmdline(args)?) {
                 // A boot told to provision (PXE, no disk marker): nothing to clear.
                 tracing::info!("provisioning complete (keelson.first_boot=1: no marker to clear)");
@@ -413,6 +426,12 @@ mod tests {
                 env.stage(s),
                 "stage {s:?}: {:?}",
                 std::fs::read_to_string(env.path("console"))
+            );
+            // The resource cache lives from fetch until done removes it.
+            assert_eq!(
+                env.path("state/resources").is_dir(),
+                !matches!(s, StageArg::Done),
+                "after {s:?}"
             );
         }
         assert_eq!(

@@ -603,5 +603,10 @@ fn first_boot_partitions_formats_and_mounts_an_extra_disk() {
         check(&mut vm, "cat /var/lib/ksecret/inside").trim(),
         "inside the LUKS volume"
     );
+    // The done stage removed the stages' copies of the key and the resources from /run.
+    check(
+        &mut vm,
+        "test ! -e /run/keelson/luks && test ! -e /run/keelson/resources",
+    );
     println!("storage first boot to login: {boot_s:.1} s");
 }
