@@ -213,7 +213,11 @@ fn run(args: &Args) -> Result<()> {
                 fetcher,
                 root: args.root.clone(),
                 cache: args.cache(),
-                files: FilesOptions::current(),
+                files: FilesOptions {
+                    kernel_cmdline: Some(cmdline.clone()),
+                    ..FilesOptions::current()
+                },
+                cmdline,
             };
             let out = stages::run_stage(Stage::Fetch, &ctx)?;
             let source = out
@@ -238,12 +242,17 @@ fn run(args: &Args) -> Result<()> {
                 _ => Stage::Files,
             };
             let fetcher = fetcher()?;
+            let cmdline = read_cmdline(args)?;
             let ctx = StageContext {
                 providers: Vec::new(),
                 fetcher,
                 root: args.root.clone(),
                 cache: args.cache(),
-                files: FilesOptions::current(),
+                files: FilesOptions {
+                    kernel_cmdline: Some(cmdline.clone()),
+                    ..FilesOptions::current()
+                },
+                cmdline,
             };
             let out = stages::run_stage(stage, &ctx)?;
             log_outcome(&out);
@@ -259,6 +268,19 @@ fn run(args: &Args) -> Result<()> {
                     "{} is missing: the earlier stages did not run",
                     args.cache().display()
                 );
+            }
+            // The resource cache and the LUKS keys were for the stages only; /run survives
+            // switch-root, so do not leave them (and a copy of every download) in memory.
+            for dir in [
+                stages::resource_cache(&args.cache()),
+                stages::luks_dir(&args.cache()),
+            ] {
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", dir.display()));
+                    }
+                    _ => {}
+                }
             }
             if forced_first_boot(&read_cmdline(args)?) {
                 // A boot told to provision (PXE, no disk marker): nothing to clear.
@@ -388,7 +410,8 @@ mod tests {
     }
 
     const GOOD: &str = r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/hello","contents":{"source":"data:,hi"}}]}}"#;
-    const BAD_FILES: &str = r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/a","contents":{"source":"data:,a"}},{"path":"/etc/hello","contents":{"source":"data:,hi","verification":{"hash":"sha256-0000000000000000000000000000000000000000000000000000000000000000"}}}]}}"#;
+    const BAD_FILES: &str = r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/a","contents":{"source":"data:,a"}},{"path":"/etc/hello","contents":{"source":"data:,hi"},"user":{"name":"nosuchuser"}}]}}"#;
+    const BAD_FETCH: &str = r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/a","contents":{"source":"data:,a"}},{"path":"/etc/hello","contents":{"source":"data:,hi","verification":{"hash":"sha256-0000000000000000000000000000000000000000000000000000000000000000"}}}]}}"#;
 
     #[test]
     fn first_boot_runs_every_stage_and_done_removes_the_marker() {
@@ -403,6 +426,12 @@ mod tests {
                 env.stage(s),
                 "stage {s:?}: {:?}",
                 std::fs::read_to_string(env.path("console"))
+            );
+            // The resource cache lives from fetch until done removes it.
+            assert_eq!(
+                env.path("state/resources").is_dir(),
+                !matches!(s, StageArg::Done),
+                "after {s:?}"
             );
         }
         assert_eq!(
@@ -435,6 +464,21 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_resource_fails_the_fetch_stage_and_leaves_no_config_cache() {
+        let env = Env::new(true, BAD_FETCH);
+        assert!(!env.stage(StageArg::Fetch));
+        let console = std::fs::read_to_string(env.path("console")).unwrap();
+        assert!(
+            console.contains("keelson-firstboot: stage fetch failed")
+                && console.contains("$.storage.files[1].contents (/etc/hello)")
+                && console.contains("sha256 mismatch"),
+            "{console}"
+        );
+        assert!(!env.path("state/config.json").exists());
+        assert!(env.path("esp").join(MARKER).exists());
+    }
+
+    #[test]
     fn failed_files_stage_names_stage_source_and_reason_and_keeps_the_marker() {
         let env = Env::new(true, BAD_FILES);
         assert!(env.stage(StageArg::Fetch));
@@ -443,7 +487,7 @@ mod tests {
         assert!(
             console.contains("keelson-firstboot: stage files failed (config from file): ")
                 && console.contains("/etc/hello")
-                && console.contains("sha256 mismatch"),
+                && console.contains("nosuchuser"),
             "{console}"
         );
         assert_eq!(

@@ -5,7 +5,7 @@
 //! computed over the *decompressed* bytes, as Ignition does (provisioning.md 1.2 and 2.4).
 
 use std::io::{self, Read, Seek, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256, Sha512};
 
@@ -101,6 +101,16 @@ pub enum FetchError {
         /// Decoder error.
         error: io::Error,
     },
+    /// An offline fetcher was asked for a resource the fetch stage did not cache.
+    #[error(
+        "{url}: not in the resource cache {path} (the fetch stage fetches every remote resource; was it run with this config?)"
+    )]
+    NotCached {
+        /// The URL (shortened).
+        url: String,
+        /// The cache file expected.
+        path: String,
+    },
     /// Writing to the destination failed.
     #[error("{url}: writing fetched data to {dest}: {error}")]
     Write {
@@ -156,12 +166,66 @@ impl HashSpec {
 pub struct Fetcher {
     http: HttpClient,
     max_size: u64,
+    /// When set, remote resources come only from this directory (see [`Fetcher::offline`]).
+    cache: Option<PathBuf>,
+}
+
+/// The cache file name of a resource: a digest of everything that decides its bytes, so two
+/// resources with one URL but different headers, compression or hash are two entries.
+pub fn cache_key(spec: &ResourceSpec) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        spec.source.as_str(),
+        spec.compression.as_deref().unwrap_or(""),
+        spec.verification.as_deref().unwrap_or(""),
+    ] {
+        h.update(part.len().to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    for (k, v) in &spec.headers {
+        h.update(k.len().to_le_bytes());
+        h.update(k.as_bytes());
+        h.update(v.len().to_le_bytes());
+        h.update(v.as_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 impl Fetcher {
     /// A fetcher using `http` and limiting every resource to `max_size` bytes.
     pub fn new(http: HttpClient, max_size: u64) -> Self {
-        Fetcher { http, max_size }
+        Fetcher {
+            http,
+            max_size,
+            cache: None,
+        }
+    }
+
+    /// This fetcher, but reading every remote (non-`data:`) resource from `dir` as
+    /// [`Fetcher::cache_into`] left it, and never from the network: the later first-boot
+    /// stages use it so a fetch cannot fail after the disks stage changed something.
+    pub fn offline(&self, dir: &Path) -> Fetcher {
+        Fetcher {
+            cache: Some(dir.to_path_buf()),
+            ..self.clone()
+        }
+    }
+
+    /// Fetch a remote resource (verified, decompressed) into `dir` under [`cache_key`];
+    /// a `data:` resource is only decoded and verified. Returns the bytes it holds.
+    pub fn cache_into(&self, spec: &ResourceSpec, dir: &Path) -> Result<u64, FetchError> {
+        if !Self::needs_network(spec) {
+            return self.fetch_bytes(spec).map(|b| b.len() as u64);
+        }
+        let tmp = self.fetch_to_temp_in(spec, dir)?;
+        let size = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+        let dest = dir.join(cache_key(spec));
+        tmp.persist(&dest).map_err(|e| FetchError::Write {
+            url: url_head(&spec.source),
+            dest: dest.display().to_string(),
+            error: e.error,
+        })?;
+        Ok(size)
     }
 
     /// The size limit per resource.
@@ -245,6 +309,19 @@ impl Fetcher {
         if scheme == "data" {
             let bytes = dataurl::decode(&spec.source)?;
             return self.pipe(spec, &bytes[..], sink, dest);
+        }
+        if let Some(dir) = &self.cache {
+            let path = dir.join(cache_key(spec));
+            let file = std::fs::File::open(&path).map_err(|_| FetchError::NotCached {
+                url: url.clone(),
+                path: path.display().to_string(),
+            })?;
+            // Stored decompressed; the hash is checked again so a changed cache is caught.
+            let stored = ResourceSpec {
+                compression: None,
+                ..spec.clone()
+            };
+            return self.pipe(&stored, file, sink, dest);
         }
         // HTTP: a body that breaks off mid-stream is retried like a connection error; a bad
         // hash or gzip stream is final.

@@ -113,6 +113,24 @@ pub struct StageContext<'a> {
     pub cache: PathBuf,
     /// Files-stage options.
     pub files: FilesOptions,
+    /// The running kernel command line (`/proc/cmdline`): `kernelArguments` are checked
+    /// against it in the fetch stage.
+    pub cmdline: String,
+}
+
+/// The directory the fetch stage caches remote resources in: `resources/` next to the
+/// config cache (`/run/keelson/resources`).
+pub fn resource_cache(config_cache: &Path) -> PathBuf {
+    config_cache
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("resources")
+}
+
+/// Where the disks stage leaves LUKS keys and UUIDs for the files stage: `luks/` next to
+/// the config cache (`/run/keelson/luks`).
+pub fn luks_dir(config_cache: &Path) -> PathBuf {
+    config_cache.parent().unwrap_or(Path::new(".")).join("luks")
 }
 
 fn read_cache(cache: &Path) -> Result<keelson_config::Config, ApplyError> {
@@ -138,6 +156,12 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
                 .map(|p| p.as_ref() as &dyn Provider)
                 .collect();
             let fetched = engine::fetch_config(&providers, &ctx.fetcher)?;
+            engine::kargs::check_kernel_arguments(&fetched.config, &ctx.cmdline)?;
+            let cached = engine::cache_resources(
+                &fetched.config,
+                &ctx.fetcher,
+                &resource_cache(&ctx.cache),
+            )?;
             let json =
                 serde_json::to_vec_pretty(&fetched.config).map_err(|e| ApplyError::Invalid {
                     field: "config".into(),
@@ -150,10 +174,19 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
                 engine::NodeKind::File,
                 format!("cache config from {}", fetched.source),
             );
-            out.warnings = fetched.warnings;
+            out.extend(cached);
+            out.warnings.extend(fetched.warnings);
             Ok(out)
         }
-        Stage::Disks => engine::disks::plan_disks(&read_cache(&ctx.cache)?)?.apply(),
+        Stage::Disks => {
+            let config = read_cache(&ctx.cache)?;
+            engine::disks::wait_for_disks(&config, engine::disks::DEVICE_WAIT)?;
+            let opts = engine::disks::DisksOptions {
+                fetcher: Some(ctx.fetcher.offline(&resource_cache(&ctx.cache))),
+                luks_dir: luks_dir(&ctx.cache),
+            };
+            engine::disks::plan_disks_with(&config, &opts)?.apply()
+        }
         Stage::Mount => {
             let target = TargetRoot::new(&ctx.root)?;
             let mounted = engine::mount::mount_filesystems(&read_cache(&ctx.cache)?, &target)?;
@@ -165,8 +198,12 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
         }
         Stage::Files => {
             let target = TargetRoot::new(&ctx.root)?;
-            let config = read_cache(&ctx.cache)?;
-            let fetcher = engine::fetcher_for(&config, &ctx.fetcher)?;
+            let mut config = read_cache(&ctx.cache)?;
+            // The LUKS keys and crypttab lines go through the same all-or-nothing plan.
+            let luks = engine::crypt::luks_files(&config, &luks_dir(&ctx.cache))?;
+            config.storage.files.extend(luks);
+            // Offline: everything remote was fetched (and verified) by the fetch stage.
+            let fetcher = ctx.fetcher.offline(&resource_cache(&ctx.cache));
             engine::apply_files(&config, &target, &fetcher, &ctx.files)
         }
     }
@@ -238,7 +275,9 @@ mod tests {
                 today: 1,
                 chown: false,
                 dry_run: false,
+                kernel_cmdline: None,
             },
+            cmdline: String::new(),
         };
         let out = run_stage(Stage::Fetch, &ctx).unwrap();
         assert!(out.changes[0].action.contains("from file"), "{out:?}");
@@ -267,7 +306,9 @@ mod tests {
                 today: 1,
                 chown: false,
                 dry_run: false,
+                kernel_cmdline: None,
             },
+            cmdline: String::new(),
         };
         let err = run_stage(Stage::Files, &ctx).unwrap_err().to_string();
         assert!(
@@ -295,7 +336,9 @@ mod tests {
                 today: 1,
                 chown: false,
                 dry_run: false,
+                kernel_cmdline: None,
             },
+            cmdline: String::new(),
         };
         let err = run_stage(Stage::Fetch, &ctx).unwrap_err().to_string();
         assert!(

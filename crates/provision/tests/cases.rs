@@ -194,6 +194,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
                 today: TODAY,
                 chown: is_root(),
                 dry_run: true,
+                kernel_cmdline: None,
             };
             let dry = apply_files(&config, &target, &fetcher, &opts);
             if listing(&root) != initial {

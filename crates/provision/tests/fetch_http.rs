@@ -225,6 +225,7 @@ fn files_stage_fetches_over_http_and_a_bad_resource_changes_nothing() {
         today: 1,
         chown: false,
         dry_run: false,
+        kernel_cmdline: None,
     };
     for (path, hash) in [("/missing", sha.as_str()), ("/motd", &"0".repeat(64))] {
         let err = apply_files(&cfg(path, hash), &target, &fetcher(), &opts)

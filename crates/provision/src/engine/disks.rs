@@ -44,7 +44,122 @@ pub struct ExistingFs {
 #[derive(Debug, Clone, Default)]
 pub struct DisksPlan {
     outcome: Outcome,
-    commands: Vec<(String, Vec<String>)>,
+    commands: Vec<Step>,
+}
+
+/// Key bytes, never printed.
+#[derive(Clone)]
+pub(crate) struct Secret(pub(crate) Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+/// One step of the disks stage.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    /// Run a command, after waiting for the devices it needs.
+    Run {
+        program: String,
+        args: Vec<String>,
+        wait: Vec<String>,
+    },
+    /// Write a key file (0600): the given bytes, or 64 random ones.
+    Key {
+        path: std::path::PathBuf,
+        bytes: Option<Secret>,
+    },
+    /// Run a command and keep its trimmed stdout in `path` (a LUKS volume's UUID).
+    Save {
+        program: String,
+        args: Vec<String>,
+        path: std::path::PathBuf,
+    },
+}
+
+impl Step {
+    /// A command, waiting for every `/dev/` argument except the ones it creates.
+    pub(crate) fn run(program: &str, args: Vec<String>, wait: Vec<String>) -> Step {
+        Step::Run {
+            program: program.into(),
+            args,
+            wait,
+        }
+    }
+
+    fn display(&self) -> String {
+        match self {
+            Step::Run { program, args, .. } | Step::Save { program, args, .. } => {
+                format!("{program} {}", args.join(" "))
+            }
+            Step::Key { path, bytes } => format!(
+                "write {} key to {}",
+                if bytes.is_some() {
+                    "the config's"
+                } else {
+                    "a random"
+                },
+                path.display()
+            ),
+        }
+    }
+
+    fn apply(&self) -> Result<(), ApplyError> {
+        match self {
+            Step::Run {
+                program,
+                args,
+                wait,
+            } => {
+                for dev in wait {
+                    wait_for_device(dev, DEVICE_WAIT)?;
+                }
+                run_command(program, args)?;
+                if program == "sgdisk" {
+                    settle();
+                }
+            }
+            Step::Key { path, bytes } => {
+                let bytes = match bytes {
+                    Some(b) => b.0.clone(),
+                    None => {
+                        let mut b = vec![0u8; 64];
+                        let mut f = std::fs::File::open("/dev/urandom")
+                            .map_err(super::ApplyError::io("opening", "/dev/urandom".as_ref()))?;
+                        std::io::Read::read_exact(&mut f, &mut b)
+                            .map_err(super::ApplyError::io("reading", "/dev/urandom".as_ref()))?;
+                        b
+                    }
+                };
+                create_private_dir(path)?;
+                crate::passwd::write_atomic(path, &bytes, 0o600)?;
+            }
+            Step::Save {
+                program,
+                args,
+                path,
+            } => {
+                let out = run_command(program, args)?;
+                create_private_dir(path)?;
+                crate::passwd::write_atomic(path, out.trim().as_bytes(), 0o600)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn create_private_dir(file: &std::path::Path) -> Result<(), ApplyError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let Some(dir) = file.parent() else {
+        return Ok(());
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(ApplyError::io("creating", dir))
 }
 
 impl DisksPlan {
@@ -53,20 +168,54 @@ impl DisksPlan {
         &self.outcome
     }
 
-    /// The command lines that will run.
+    /// The command lines that will run (key material is never shown).
     pub fn commands(&self) -> Vec<String> {
-        self.commands
-            .iter()
-            .map(|(p, a)| format!("{p} {}", a.join(" ")))
-            .collect()
+        self.commands.iter().map(Step::display).collect()
     }
 
-    /// Run the commands in order.
+    /// Run the steps in order. A command on a device another one creates (a partition, an
+    /// array, a mapping) waits for its node first; after each partition table change udev
+    /// is given time to settle, so the real root finds the new labels.
     pub fn apply(self) -> Result<Outcome, ApplyError> {
-        for (program, args) in &self.commands {
-            run_command(program, args)?;
+        for step in &self.commands {
+            step.apply()?;
         }
         Ok(self.outcome)
+    }
+}
+
+/// How long to wait for a device node (a disk the kernel is still probing, a partition
+/// just created).
+pub const DEVICE_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Wait until `device` exists, for at most `timeout`.
+pub fn wait_for_device(device: &str, timeout: std::time::Duration) -> Result<(), ApplyError> {
+    let start = std::time::Instant::now();
+    while !std::path::Path::new(device).exists() {
+        if start.elapsed() >= timeout {
+            return Err(storage_err(
+                device,
+                format!("device did not appear within {} s", timeout.as_secs()),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// Wait for the devices of `storage.disks` to appear (the disks stage can start while the
+/// kernel is still probing them; RAID and LUKS members wait in their own steps).
+pub fn wait_for_disks(config: &Config, timeout: std::time::Duration) -> Result<(), ApplyError> {
+    for d in &config.storage.disks {
+        wait_for_device(&d.device, timeout)?;
+    }
+    Ok(())
+}
+
+/// Let udev process the events of a change (best effort: there may be no udev, as in tests).
+fn settle() {
+    if let Err(e) = run_command("udevadm", &["settle".into(), "--timeout=30".into()]) {
+        tracing::debug!(error = %e, "udevadm settle");
     }
 }
 
@@ -155,23 +304,66 @@ pub fn probe_filesystem(device: &str) -> Result<Option<ExistingFs>, ApplyError> 
     }))
 }
 
-fn storage_err(device: &str, reason: impl Into<String>) -> ApplyError {
+pub(crate) fn storage_err(device: &str, reason: impl Into<String>) -> ApplyError {
     ApplyError::Storage {
         device: device.into(),
         reason: reason.into(),
     }
 }
 
-/// Plan the disks stage of `config`.
+/// Where the disks stage finds fetched key files and leaves LUKS keys for the files stage.
+#[derive(Debug, Clone)]
+pub struct DisksOptions {
+    /// Reads `storage.luks[].keyFile` (offline: from the fetch stage's cache).
+    pub fetcher: Option<crate::fetch::Fetcher>,
+    /// `<name>.key` and `<name>.uuid` of each LUKS volume (`/run/keelson/luks`).
+    pub luks_dir: std::path::PathBuf,
+}
+
+impl Default for DisksOptions {
+    fn default() -> Self {
+        DisksOptions {
+            fetcher: None,
+            luks_dir: DEFAULT_LUKS_DIR.into(),
+        }
+    }
+}
+
+/// Where the disks stage leaves LUKS keys and UUIDs for the files stage.
+pub const DEFAULT_LUKS_DIR: &str = "/run/keelson/luks";
+
+/// Plan the disks stage of `config` with the default directories.
 pub fn plan_disks(config: &Config) -> Result<DisksPlan, ApplyError> {
+    plan_disks_with(config, &DisksOptions::default())
+}
+
+/// Plan the disks stage of `config`: partitions, then RAID arrays, then LUKS volumes, then
+/// file systems (Ignition's order, so each can sit on the one before).
+pub fn plan_disks_with(config: &Config, opts: &DisksOptions) -> Result<DisksPlan, ApplyError> {
     let mut plan = DisksPlan::default();
     for disk in &config.storage.disks {
         plan_disk(disk, &mut plan)?;
+    }
+    for (i, raid) in config.storage.raid.iter().enumerate() {
+        super::crypt::plan_raid(i, raid, &mut plan)?;
+    }
+    for (i, luks) in config.storage.luks.iter().enumerate() {
+        super::crypt::plan_luks(i, luks, opts, &mut plan)?;
     }
     for fs in &config.storage.filesystems {
         plan_filesystem(fs, &mut plan)?;
     }
     Ok(plan)
+}
+
+impl DisksPlan {
+    pub(crate) fn push(&mut self, step: Step) {
+        self.commands.push(step);
+    }
+
+    pub(crate) fn note(&mut self, device: &str, action: String) {
+        self.outcome.push(device, NodeKind::Device, action);
+    }
 }
 
 fn mib_to_sectors(mib: i64, sector: u64, device: &str, field: &str) -> Result<u64, ApplyError> {
@@ -190,8 +382,11 @@ fn plan_disk(disk: &keelson_config::Disk, plan: &mut DisksPlan) -> Result<(), Ap
     let mut args: Vec<String> = Vec::new();
     let mut actions = Vec::new();
     if disk.wipe_table.unwrap_or(false) {
-        plan.commands
-            .push(("sgdisk".into(), vec!["--zap-all".into(), dev.into()]));
+        plan.commands.push(Step::run(
+            "sgdisk",
+            vec!["--zap-all".into(), dev.into()],
+            vec![],
+        ));
         actions.push("wipe partition table".to_string());
         existing.clear();
     }
@@ -208,7 +403,7 @@ fn plan_disk(disk: &keelson_config::Disk, plan: &mut DisksPlan) -> Result<(), Ap
             run_command("sgdisk", &pretend)?;
         }
         args.push(dev.into());
-        plan.commands.push(("sgdisk".into(), args));
+        plan.commands.push(Step::run("sgdisk", args, vec![]));
     }
     if !actions.is_empty() {
         plan.outcome.push(dev, NodeKind::Device, actions.join("; "));
@@ -399,8 +594,11 @@ fn plan_filesystem(fs: &Filesystem, plan: &mut DisksPlan) -> Result<(), ApplyErr
     };
     if format == "none" {
         if wipe && existing.is_some() {
-            plan.commands
-                .push(("wipefs".into(), vec!["-a".into(), dev.into()]));
+            plan.commands.push(Step::run(
+                "wipefs",
+                vec!["-a".into(), dev.into()],
+                vec![dev.into()],
+            ));
             plan.outcome
                 .push(dev, NodeKind::Device, "wipe filesystem signature");
         }
@@ -462,7 +660,8 @@ fn plan_filesystem(fs: &Filesystem, plan: &mut DisksPlan) -> Result<(), ApplyErr
     }
     args.extend(fs.options.iter().cloned());
     args.push(dev.into());
-    plan.commands.push((program.into(), args));
+    plan.commands
+        .push(Step::run(program, args, vec![dev.to_string()]));
     let label = fs
         .label
         .as_ref()

@@ -26,6 +26,8 @@ pub struct FilesOptions {
     pub chown: bool,
     /// Stage fetched data outside the target so planning leaves no trace in it.
     pub dry_run: bool,
+    /// The running kernel command line, to check `kernelArguments` against (`None`: skip).
+    pub kernel_cmdline: Option<String>,
 }
 
 impl FilesOptions {
@@ -42,6 +44,7 @@ impl FilesOptions {
             today,
             chown: root,
             dry_run: false,
+            kernel_cmdline: std::fs::read_to_string("/proc/cmdline").ok(),
         }
     }
 }

@@ -15,14 +15,18 @@ use crate::fetch::FetchError;
 use crate::passwd::PasswdError;
 use crate::target::TargetError;
 
+pub mod crypt;
 pub mod disks;
 pub mod files;
+pub mod kargs;
 pub mod mount;
-mod stage_fetch;
+pub(crate) mod stage_fetch;
 mod tree;
 mod units;
 
-pub use stage_fetch::{FetchedConfig, fetch_config, fetcher_for, render_config};
+pub use stage_fetch::{
+    FetchedConfig, cache_resources, fetch_config, fetcher_for, render_config, stage_resources,
+};
 pub use tree::render_tree;
 
 /// Why a stage failed. Each variant names the path, device or config field involved.
@@ -219,6 +223,11 @@ pub fn apply_files(
     opts: &files::FilesOptions,
 ) -> Result<Outcome, ApplyError> {
     let _span = tracing::info_span!("files", root = %target.root().display()).entered();
+    // The first-boot fetch stage checks this before anything is written; `config apply`
+    // (and its --dry-run) gets the same verdict here.
+    if let Some(cmdline) = &opts.kernel_cmdline {
+        kargs::check_kernel_arguments(config, cmdline)?;
+    }
     let plan = files::plan_files(config, target, fetcher, opts)?;
     if opts.dry_run {
         return Ok(plan.outcome().clone());

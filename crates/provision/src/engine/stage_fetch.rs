@@ -68,7 +68,7 @@ fn parse(raw: &[u8], source: &str, warnings: &mut Vec<String>) -> Result<Config,
     Ok(config)
 }
 
-fn spec(r: &keelson_config::Resource) -> Option<ResourceSpec> {
+pub(crate) fn spec(r: &keelson_config::Resource) -> Option<ResourceSpec> {
     r.source.as_ref().map(|s| ResourceSpec {
         source: s.clone(),
         compression: r.compression.clone().filter(|c| !c.is_empty()),
@@ -160,4 +160,58 @@ pub fn fetcher_for(config: &Config, base: &Fetcher) -> Result<Fetcher, ApplyErro
         reason: e.to_string(),
     })?;
     Ok(Fetcher::new(http, base.max_size()))
+}
+
+/// Every resource the later stages will read, with the config field it comes from:
+/// `storage.files[i].contents`, `storage.files[i].append[j]`, `storage.luks[i].keyFile`.
+pub fn stage_resources(config: &Config) -> Vec<(String, ResourceSpec)> {
+    let mut out = Vec::new();
+    for (i, f) in config.storage.files.iter().enumerate() {
+        if let Some(s) = spec(&f.contents) {
+            out.push((format!("$.storage.files[{i}].contents ({})", f.path), s));
+        }
+        for (j, a) in f.append.iter().enumerate() {
+            if let Some(s) = spec(a) {
+                out.push((format!("$.storage.files[{i}].append[{j}] ({})", f.path), s));
+            }
+        }
+    }
+    for (i, l) in config.storage.luks.iter().enumerate() {
+        if let Some(s) = spec(&l.key_file) {
+            out.push((format!("$.storage.luks[{i}].keyFile ({})", l.name), s));
+        }
+    }
+    out
+}
+
+/// The fetch stage's second half: fetch and verify every resource of `config` into `dir`
+/// (created 0700: key files land there), so the disks, mount and files stages never touch
+/// the network and a bad URL or hash fails the boot before any disk is changed.
+pub fn cache_resources(
+    config: &Config,
+    fetcher: &Fetcher,
+    dir: &std::path::Path,
+) -> Result<super::Outcome, ApplyError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(ApplyError::io("creating resource cache", dir))?;
+    let fetcher = fetcher_for(config, fetcher)?;
+    let mut out = super::Outcome::default();
+    for (what, s) in stage_resources(config) {
+        let size = fetcher.cache_into(&s, dir).map_err(|e| ApplyError::Fetch {
+            what: what.clone(),
+            error: Box::new(e),
+        })?;
+        if Fetcher::needs_network(&s) {
+            out.push(
+                dir.join(crate::fetch::cache_key(&s)).display().to_string(),
+                super::NodeKind::File,
+                format!("cache {size} bytes for {what}"),
+            );
+        }
+    }
+    Ok(out)
 }

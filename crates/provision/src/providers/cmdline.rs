@@ -26,7 +26,7 @@ pub fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
     found
 }
 
-fn split_cmdline(cmdline: &str) -> Vec<String> {
+pub(crate) fn split_cmdline(cmdline: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;

@@ -16,6 +16,7 @@ mod openstack;
 
 pub use aws::AwsProvider;
 pub use azure::AzureProvider;
+pub(crate) use cmdline::split_cmdline;
 pub use cmdline::{CMDLINE_URL_KEYS, CmdlineProvider, cmdline_value};
 pub use file::FileProvider;
 pub use fwcfg::{FW_CFG_KEYS, FwCfgProvider};

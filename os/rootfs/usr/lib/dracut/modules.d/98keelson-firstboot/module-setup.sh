@@ -19,13 +19,18 @@ depends() {
 installkernel() {
     # fw_cfg (the qemu provider), the virtio NIC, and vfat for the ESP's first-boot marker.
     instmods qemu_fw_cfg virtio_net af_packet vfat nls_cp437 nls_iso8859-1 nls_ascii
+    # The disks stage: file systems it formats, md RAID levels, and dm-crypt with the
+    # default LUKS2 cipher (aes-xts-plain64) for storage.luks. Missing ones are skipped.
+    instmods ext4 xfs btrfs md_mod linear raid0 raid1 raid10 raid456 \
+        dm_mod dm_crypt xts aes_generic aesni_intel sha256_generic
 }
 
 install() {
     inst_binary keelson-firstboot /usr/bin/keelson-firstboot
     inst_multiple mount umount modprobe
     # The disks stage's tools, when the root has them.
-    inst_multiple -o sgdisk blkid wipefs mkfs.ext4 mke2fs mkfs.vfat mkfs.xfs mkfs.btrfs mkswap
+    inst_multiple -o sgdisk blkid wipefs mkfs.ext4 mke2fs mkfs.vfat mkfs.xfs mkfs.btrfs mkswap \
+        mdadm cryptsetup dmsetup partx
 
     # networkd in the initrd, DHCP on every Ethernet link: remote config resources are fetched
     # before the real root is touched (as Ignition does). It stops at switch-root.
