@@ -33,6 +33,8 @@ pub struct VmOptions {
     pub credentials: Vec<(String, String)>,
     /// More raw disks, attached read-only after the image (vdb, vdc, ...).
     pub extra_disks: Vec<PathBuf>,
+    /// Raw disks the guest may write (first-boot storage tests), attached after `extra_disks`.
+    pub writable_disks: Vec<PathBuf>,
     /// Guest memory in MiB.
     pub memory_mib: u32,
     /// Guest CPUs.
@@ -50,6 +52,7 @@ impl VmOptions {
             config: None,
             credentials: Vec::new(),
             extra_disks: Vec::new(),
+            writable_disks: Vec::new(),
             memory_mib: 2048,
             cpus: 2,
             console_log: std::env::var_os("KEELSON_VM_CONSOLE_LOG").map(PathBuf::from),
@@ -74,6 +77,7 @@ fn check_inputs(opts: &VmOptions) -> Result<(), ImageError> {
     .into_iter()
     .chain(opts.config.as_deref())
     .chain(opts.extra_disks.iter().map(PathBuf::as_path))
+    .chain(opts.writable_disks.iter().map(PathBuf::as_path))
     {
         std::fs::metadata(p).map_err(io_err(p))?;
     }
@@ -117,6 +121,10 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
             "file={},format=raw,if=virtio,readonly=on",
             d.display()
         ));
+    }
+    for d in &opts.writable_disks {
+        c.arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", d.display()));
     }
     c.args(["-nic", "user,model=virtio-net-pci"]);
     if let Some(cfg) = &opts.config {

@@ -338,57 +338,6 @@ fn files_stage_failure_stops_in_emergency_mode() {
     }
 }
 
-/// `VmOptions::extra_disks` are attached read-only (crates/image/src/qemu.rs), but the disks
-/// stage must write them. Until the harness can attach a writable disk, the storage test runs
-/// itself again with a `qemu-system-x86_64` wrapper first on PATH that drops `readonly=on`
-/// from drives whose file name holds [`WRITABLE_MARK`] (and only those). Safe code cannot
-/// change this process's environment, hence the child process.
-const WRITABLE_MARK: &str = "keelson-writable-";
-
-/// Runs `test` in a child test process whose QEMU attaches [`WRITABLE_MARK`] disks writable;
-/// returns false when already in that child (the caller then does the work).
-fn rerun_with_writable_extra_disks(test: &str, dir: &Path) -> bool {
-    if std::env::var_os("KEELSON_VM_WRITABLE_EXTRA").is_some() {
-        return false;
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    let real = std::env::split_paths(&path)
-        .map(|d| d.join("qemu-system-x86_64"))
-        .find(|p| p.is_file())
-        .expect("qemu-system-x86_64 is not on PATH");
-    let bin = dir.join("qemu-wrapper");
-    std::fs::create_dir_all(&bin).unwrap();
-    let script = format!(
-        "#!/bin/sh\n# Drop readonly=on from the test's writable extra disks only.\nfor a; do\n  shift\n  case \"$a\" in\n    *{WRITABLE_MARK}*,readonly=on) a=\"${{a%,readonly=on}}\" ;;\n  esac\n  set -- \"$@\" \"$a\"\ndone\nexec {} \"$@\"\n",
-        real.display()
-    );
-    let wrapper = bin.join("qemu-system-x86_64");
-    std::fs::write(&wrapper, script).unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let st = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("KEELSON_VM_WRITABLE_EXTRA", "1")
-        .env(
-            "PATH",
-            std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(&path)))
-                .unwrap(),
-        )
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "{test} (in the child with writable extra disks) failed"
-    );
-    true
-}
-
 const LINUX_FS_GUID: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 const BASIC_DATA_GUID: &str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
 
@@ -450,16 +399,10 @@ fn storage_config() -> String {
 fn first_boot_partitions_formats_and_mounts_an_extra_disk() {
     let image = image();
     let scratch = tempfile::tempdir_in(image.parent().unwrap()).unwrap();
-    if rerun_with_writable_extra_disks(
-        "first_boot_partitions_formats_and_mounts_an_extra_disk",
-        scratch.path(),
-    ) {
-        return;
-    }
     let config = scratch.path().join("storage.ign");
     std::fs::write(&config, storage_config()).unwrap();
     // A sparse disk with an old table the config must wipe (wipeTable: true).
-    let extra = scratch.path().join(format!("{WRITABLE_MARK}vdb.img"));
+    let extra = scratch.path().join("vdb.img");
     std::fs::File::create(&extra)
         .unwrap()
         .set_len(192 << 20)
@@ -474,15 +417,15 @@ fn first_boot_partitions_formats_and_mounts_an_extra_disk() {
     let mut o = VmOptions::new(&image);
     o.snapshot = true;
     o.config = Some(config);
-    o.extra_disks.push(extra);
+    o.writable_disks.push(extra);
     // vdc and vdd: the RAID1 members.
     for name in ["vdc", "vdd"] {
-        let d = scratch.path().join(format!("{WRITABLE_MARK}{name}.img"));
+        let d = scratch.path().join(format!("{name}.img"));
         std::fs::File::create(&d)
             .unwrap()
             .set_len(64 << 20)
             .unwrap();
-        o.extra_disks.push(d);
+        o.writable_disks.push(d);
     }
     o.credentials
         .push(("agetty.autologin".into(), "root".into()));
