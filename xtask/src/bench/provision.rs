@@ -144,10 +144,12 @@ pub fn run() -> Result<()> {
         }
         Err(e) => {
             let why = format!("{e:#}");
-            let short = why.lines().next().unwrap_or_default();
             println!(
-                "  Debian trixie + cloud-init first boot               : not measured: {short}"
+                "  Debian trixie + cloud-init first boot               : not measured, because:"
             );
+            for l in why.lines() {
+                println!("      {l}");
+            }
             bail!("the cloud-init column could not be measured: {why}")
         }
     }
@@ -212,6 +214,11 @@ impl CloudInit {
         .context("building PATH with the QEMU wrapper")?;
         let log = dir.join("console-bench-cloudinit.log");
         let _ = std::fs::remove_file(&log);
+        // The example's stderr (what cloud-init fetched and when, `cloud-init analyze`) is
+        // kept for reading after the run; on failure its tail goes into the error.
+        let errlog = dir.join("cloudinit-example.log");
+        let errfile = std::fs::File::create(&errlog)
+            .with_context(|| format!("creating {}", errlog.display()))?;
         let out = util::output(
             std::process::Command::new(&self.example)
                 .arg(&self.disk)
@@ -219,9 +226,20 @@ impl CloudInit {
                 .arg(port.to_string())
                 .env("PATH", path)
                 .env(SERIAL_ENV, format!("ds=nocloud;s=http://10.0.2.2:{port}/"))
-                .env("KEELSON_VM_CONSOLE_LOG", &log),
+                .env("KEELSON_VM_CONSOLE_LOG", &log)
+                .stderr(errfile),
         )
-        .with_context(|| format!("the cloud-init boot failed (console in {})", log.display()))?;
+        .with_context(|| {
+            let text = std::fs::read_to_string(&errlog).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!(
+                "the cloud-init boot failed (console in {}, log in {}):\n{}",
+                log.display(),
+                errlog.display(),
+                tail.join("\n")
+            )
+        })?;
         value(&out, "cloudinit_app_s")
     }
 }
