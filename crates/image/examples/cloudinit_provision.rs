@@ -172,7 +172,17 @@ fn ensure(ok: bool, what: &str, got: &str) -> Result<(), Error> {
     }
 }
 
-fn main() -> Result<(), Error> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cloudinit_provision: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: cloudinit_provision IMAGE BUSYBOX SEED_PORT";
     let image = args.next().ok_or(usage)?;
