@@ -19,10 +19,50 @@ use crate::{util, vm};
 /// for the rest.
 const DEBIAN_PACKAGES: &str = "linux-image-cloud-amd64,initramfs-tools,systemd,systemd-sysv,udev,dbus,systemd-boot-efi,e2fsprogs,containerd,runc,openssh-server,ca-certificates,iproute2,less,util-linux";
 
-/// Build (once) a stock Debian trixie disk: ESP with systemd-boot + kernel + initrd, ext4 root.
+/// What differs between the stock disks of the benches: where they live, what is installed on
+/// top of [`DEBIAN_PACKAGES`], and what is set up after the install.
+pub struct StockDisk<'a> {
+    /// Directory of the disk and its scratch files (`target/bench/NAME`).
+    pub dir: &'a Path,
+    /// File name of the disk image in `dir`.
+    pub name: &'a str,
+    /// Comma-separated packages installed on top of [`DEBIAN_PACKAGES`] ("" for none).
+    pub extra_packages: &'a str,
+    /// More mmdebstrap `--customize-hook`s (shell, `$1` is the root).
+    pub hooks: &'a [&'a str],
+    /// Size of the ext4 root in MiB.
+    pub root_mib: u64,
+}
+
+/// Build (once) the stock disk of `bench boot`.
 fn debian_image(dir: &Path) -> Result<PathBuf> {
-    let img = dir.join("debian-trixie.img");
-    if img.is_file() {
+    stock_debian_image(&StockDisk {
+        dir,
+        name: "debian-trixie.img",
+        extra_packages: "",
+        hooks: &[],
+        root_mib: 1536,
+    })
+}
+
+/// Build (once) a stock Debian trixie disk: ESP with systemd-boot + kernel + initrd, ext4 root.
+/// The inputs are recorded next to the disk: a changed package list or hook rebuilds it.
+pub fn stock_debian_image(spec: &StockDisk<'_>) -> Result<PathBuf> {
+    let dir = spec.dir;
+    let img = dir.join(spec.name);
+    let stamp = dir.join(format!("{}.inputs", spec.name));
+    let inputs = format!(
+        "{DEBIAN_PACKAGES}\n{}\n{}\n{}\n",
+        spec.extra_packages,
+        spec.hooks.join("\n"),
+        spec.root_mib
+    );
+    // A disk from before the stamp existed (bench boot) counts as current when nothing was added.
+    let current = match std::fs::read_to_string(&stamp) {
+        Ok(s) => s == inputs,
+        Err(_) => spec.extra_packages.is_empty() && spec.hooks.is_empty(),
+    };
+    if img.is_file() && current {
         return Ok(img);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -33,25 +73,36 @@ fn debian_image(dir: &Path) -> Result<PathBuf> {
     // Its own package cache: sharing the image build's would need the build's cache lock.
     let cache = dir.join("apt-archives");
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    util::step("bench boot: stock Debian trixie root (mmdebstrap)");
+    let packages = if spec.extra_packages.is_empty() {
+        DEBIAN_PACKAGES.to_string()
+    } else {
+        format!("{DEBIAN_PACKAGES},{}", spec.extra_packages)
+    };
+    util::step(&format!(
+        "stock Debian trixie root for {} (mmdebstrap)",
+        img.display()
+    ));
+    let mut mm = Command::new("mmdebstrap");
+    mm.args(["--mode=root", "--variant=minbase", "--format=directory"])
+        .arg("--aptopt=APT::Install-Recommends \"false\"")
+        .arg(format!("--include={packages}"))
+        .arg("--skip=download/empty")
+        .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
+        .arg(format!(
+            "--setup-hook=sync-in {} /var/cache/apt/archives",
+            cache.display()
+        ))
+        .arg(format!(
+            "--customize-hook=sync-out /var/cache/apt/archives {}",
+            cache.display()
+        ))
+        .arg("--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb")
+        .arg("--customize-hook=echo debian > \"$1\"/etc/hostname");
+    for h in spec.hooks {
+        mm.arg(format!("--customize-hook={h}"));
+    }
     util::run(
-        Command::new("mmdebstrap")
-            .args(["--mode=root", "--variant=minbase", "--format=directory"])
-            .arg("--aptopt=APT::Install-Recommends \"false\"")
-            .arg(format!("--include={DEBIAN_PACKAGES}"))
-            .arg("--skip=download/empty")
-            .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
-            .arg(format!(
-                "--setup-hook=sync-in {} /var/cache/apt/archives",
-                cache.display()
-            ))
-            .arg(format!(
-                "--customize-hook=sync-out /var/cache/apt/archives {}",
-                cache.display()
-            ))
-            .arg("--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb")
-            .arg("--customize-hook=echo debian > \"$1\"/etc/hostname")
-            .args(["trixie"])
+        mm.args(["trixie"])
             .arg(&root)
             .arg("http://deb.debian.org/debian"),
     )?;
@@ -68,7 +119,7 @@ fn debian_image(dir: &Path) -> Result<PathBuf> {
         .next()
         .with_context(|| format!("no kernel in {}", boot.display()))?;
 
-    util::step("bench boot: stock Debian disk");
+    util::step(&format!("stock Debian disk {}", img.display()));
     let esp = dir.join("esp.img");
     let _ = std::fs::remove_file(&esp);
     util::run(
@@ -137,11 +188,11 @@ fn debian_image(dir: &Path) -> Result<PathBuf> {
             .args(["-q", "-F", "-L", "root", "-d"])
             .arg(&root)
             .arg(&rootimg)
-            .arg("1536M"),
+            .arg(format!("{}M", spec.root_mib)),
     )?;
-    let tmp = dir.join("debian-trixie.img.tmp");
+    let tmp = dir.join(format!("{}.tmp", spec.name));
     let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.set_len((2 + 128 + 1536) << 20)
+    f.set_len((2 + 128 + spec.root_mib) << 20)
         .with_context(|| format!("sizing {}", tmp.display()))?;
     drop(f);
     util::run(
@@ -167,9 +218,12 @@ fn debian_image(dir: &Path) -> Result<PathBuf> {
         )?;
     }
     std::fs::rename(&tmp, &img).with_context(|| format!("renaming to {}", img.display()))?;
+    std::fs::write(&stamp, inputs).with_context(|| format!("writing {}", stamp.display()))?;
     for f in [&esp, &rootimg] {
         let _ = std::fs::remove_file(f);
     }
+    // The tree is in the disk now; keep target/ small.
+    let _ = std::fs::remove_dir_all(&root);
     Ok(img)
 }
 
