@@ -8,11 +8,11 @@
 //! that everything was provisioned and exits non-zero if not. Used by
 //! `cargo xtask bench provision`.
 //!
-//! Usage: `cloudinit_provision IMAGE BUSYBOX SEED_PORT`
+//! Usage: `cloudinit_provision IMAGE BUSYBOX`
 //!
 //! The guest finds the seed through the SMBIOS system serial
-//! `ds=nocloud;s=http://10.0.2.2:SEED_PORT/`, which the `Vm` harness cannot set: xtask runs
-//! this with a `qemu-system-x86_64` wrapper first in PATH that adds it.
+//! `ds=nocloud;s=http://10.0.2.2:PORT/` (`VmOptions::system_serial`), PORT being the seed
+//! server this example starts.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -184,14 +184,9 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: cloudinit_provision IMAGE BUSYBOX SEED_PORT";
+    let usage = "usage: cloudinit_provision IMAGE BUSYBOX";
     let image = args.next().ok_or(usage)?;
     let busybox_path = args.next().ok_or(usage)?;
-    let seed_port: u16 = args
-        .next()
-        .ok_or(usage)?
-        .parse()
-        .map_err(|e| format!("SEED_PORT: {e}"))?;
     let busybox =
         std::fs::read(&busybox_path).map_err(|e| format!("reading {busybox_path}: {e}"))?;
     let scratch = tempfile::tempdir()?;
@@ -210,8 +205,8 @@ fn run() -> Result<(), Error> {
     let user_data = cloud_config(&url, &sha, &page)?;
     let instance = format!("keelson-bench-{}", std::process::id());
     let meta_data = format!("instance-id: {instance}\nlocal-hostname: debian\n");
-    let seed_listener = TcpListener::bind(("127.0.0.1", seed_port))
-        .map_err(|e| format!("binding the seed server to port {seed_port}: {e}"))?;
+    let seed_listener = TcpListener::bind("127.0.0.1:0")?;
+    let seed_port = seed_listener.local_addr()?.port();
     serve(
         seed_listener,
         BTreeMap::from([
@@ -230,6 +225,7 @@ fn run() -> Result<(), Error> {
     let mut o = VmOptions::new(&image);
     // Every run is the disk's first boot.
     o.snapshot = true;
+    o.system_serial = Some(format!("ds=nocloud;s=http://10.0.2.2:{seed_port}/"));
     o.credentials
         .push(("agetty.autologin".into(), "root".into()));
     o.credentials.push(("login.noauth".into(), "yes".into()));

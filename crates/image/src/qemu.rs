@@ -35,6 +35,8 @@ pub struct VmOptions {
     pub extra_disks: Vec<PathBuf>,
     /// Raw disks the guest may write (first-boot storage tests), attached after `extra_disks`.
     pub writable_disks: Vec<PathBuf>,
+    /// SMBIOS type 1 system serial (cloud-init's NoCloud seed, `ds=nocloud;s=URL`).
+    pub system_serial: Option<String>,
     /// Guest memory in MiB.
     pub memory_mib: u32,
     /// Guest CPUs.
@@ -53,6 +55,7 @@ impl VmOptions {
             credentials: Vec::new(),
             extra_disks: Vec::new(),
             writable_disks: Vec::new(),
+            system_serial: None,
             memory_mib: 2048,
             cpus: 2,
             console_log: std::env::var_os("KEELSON_VM_CONSOLE_LOG").map(PathBuf::from),
@@ -135,6 +138,11 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
         c.arg("-smbios").arg(format!(
             "type=11,value=io.systemd.credential:{name}={value}"
         ));
+    }
+    if let Some(serial) = &opts.system_serial {
+        // QEMU option values escape a comma by doubling it.
+        c.arg("-smbios")
+            .arg(format!("type=1,serial={}", serial.replace(',', ",,")));
     }
     match console {
         Console::Stdio => {
@@ -472,6 +480,8 @@ mod tests {
         o.config = Some("/tmp/c.ign".into());
         o.credentials
             .push(("agetty.autologin".into(), "root".into()));
+        o.system_serial = Some("ds=nocloud;s=http://10.0.2.2:8000/,x".into());
+        o.writable_disks.push("/tmp/w.img".into());
         let line = cmd::describe(&qemu_command(
             &o,
             Path::new("/tmp/v.fd"),
@@ -487,6 +497,14 @@ mod tests {
         );
         assert!(
             line.contains("type=11,value=io.systemd.credential:agetty.autologin=root"),
+            "{line}"
+        );
+        assert!(
+            line.contains("type=1,serial=ds=nocloud;s=http://10.0.2.2:8000/,,x"),
+            "{line}"
+        );
+        assert!(
+            line.contains("file=/tmp/w.img,format=raw,if=virtio "),
             "{line}"
         );
         assert!(line.contains("-accel tcg"), "{line}");

@@ -13,12 +13,7 @@
 //! start to the app answering a poll from inside the guest, after the autologin) and then
 //! checks the user, key, files and archive in the guest. Times include the autologin on the
 //! serial console and polling the app once a second, equally for all three.
-//!
-//! The harness cannot set an SMBIOS system serial (`VmOptions` has credentials only), so the
-//! bench puts a `qemu-system-x86_64` wrapper first in PATH for the example that adds
-//! `-smbios type=1,serial=ds=nocloud;s=http://10.0.2.2:PORT/` and runs the real QEMU.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -33,9 +28,6 @@ const CLOUD_INIT_PACKAGES: &str = "cloud-init,curl,dhcpcd-base";
 /// cloud-init renders its network config for systemd-networkd (no ifupdown or netplan here);
 /// Debian leaves networkd disabled, a cloud image enables it.
 const CLOUD_INIT_HOOKS: &[&str] = &["chroot \"$1\" systemctl enable systemd-networkd.service"];
-
-/// The SMBIOS serial the wrapper hands to QEMU (read by the wrapper from this variable).
-const SERIAL_ENV: &str = "KEELSON_BENCH_SMBIOS_SERIAL";
 
 fn value(out: &str, key: &str) -> Result<f64> {
     out.lines()
@@ -66,8 +58,8 @@ pub fn run() -> Result<()> {
     util::step("bench provision: image with first-boot provisioning");
     let record = vm::build_image(&keelson, &dir, "0.1.0", &[])?;
     let busybox = vm::busybox(&dir)?;
-    // The cloud-init side: its disk, the example, the QEMU wrapper; any failure is reported in
-    // its line instead of a number.
+    // The cloud-init side: its disk and the example; any failure is reported in its line
+    // instead of a number.
     let ci = ci_disk.and_then(|disk| {
         util::step("bench provision: the cloud-init example");
         util::run(util::cargo().args([
@@ -79,12 +71,7 @@ pub fn run() -> Result<()> {
             "cloudinit_provision",
         ]))?;
         let example = root.join("target/debug/examples/cloudinit_provision");
-        let wrapper = qemu_wrapper(&bench_dir)?;
-        Ok(CloudInit {
-            disk,
-            example,
-            wrapper,
-        })
+        Ok(CloudInit { disk, example })
     });
     // One sample is noisy on shared cores: KEELSON_BENCH_RUNS (default 1) repeats the three
     // boots and reports the medians.
@@ -237,24 +224,12 @@ fn one_run(record: &Path, busybox: &Path, dir: &Path) -> Result<(f64, f64)> {
 struct CloudInit {
     disk: PathBuf,
     example: PathBuf,
-    /// Directory holding the `qemu-system-x86_64` wrapper.
-    wrapper: PathBuf,
 }
 
 impl CloudInit {
     /// One first boot of the stock disk (snapshot, so every run is a first boot); seconds from
     /// QEMU start to the app answering.
     fn run_once(&self, busybox: &Path, dir: &Path) -> Result<f64> {
-        // The example serves the seed on this port; the wrapper tells the guest where it is.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free port for the NoCloud seed server")?
-            .port();
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let path = std::env::join_paths(
-            std::iter::once(self.wrapper.clone()).chain(std::env::split_paths(&path)),
-        )
-        .context("building PATH with the QEMU wrapper")?;
         let log = dir.join("console-bench-cloudinit.log");
         let _ = std::fs::remove_file(&log);
         // The example's stderr (what cloud-init fetched and when, `cloud-init analyze`) is
@@ -266,9 +241,6 @@ impl CloudInit {
             std::process::Command::new(&self.example)
                 .arg(&self.disk)
                 .arg(busybox)
-                .arg(port.to_string())
-                .env("PATH", path)
-                .env(SERIAL_ENV, format!("ds=nocloud;s=http://10.0.2.2:{port}/"))
                 .env("KEELSON_VM_CONSOLE_LOG", &log)
                 .stderr(errfile),
         )
@@ -285,39 +257,6 @@ impl CloudInit {
         })?;
         value(&out, "cloudinit_app_s")
     }
-}
-
-/// Write the QEMU wrapper that adds the SMBIOS system serial; returns its directory.
-fn qemu_wrapper(bench_dir: &Path) -> Result<PathBuf> {
-    let wrapper_dir = bench_dir.join("qemu-wrapper");
-    std::fs::create_dir_all(&wrapper_dir)
-        .with_context(|| format!("creating {}", wrapper_dir.display()))?;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let real = std::env::split_paths(&path)
-        .filter(|d| *d != wrapper_dir)
-        .map(|d| d.join("qemu-system-x86_64"))
-        .find(|p| p.is_file())
-        .context("qemu-system-x86_64 is not on PATH")?;
-    let script = wrapper_script(&real);
-    let target = wrapper_dir.join("qemu-system-x86_64");
-    let tmp = wrapper_dir.join(".qemu-system-x86_64.tmp");
-    std::fs::write(&tmp, script).with_context(|| format!("writing {}", tmp.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("chmod {}", tmp.display()))?;
-    std::fs::rename(&tmp, &target).with_context(|| format!("renaming to {}", target.display()))?;
-    Ok(wrapper_dir)
-}
-
-/// The wrapper: refuse to run without a serial (a boot without its seed would only time out).
-fn wrapper_script(real: &Path) -> String {
-    format!(
-        "#!/bin/sh\n\
-         # Written by `cargo xtask bench provision`: the QEMU harness has no SMBIOS type 1.\n\
-         if [ -z \"${SERIAL_ENV}\" ]; then echo \"{SERIAL_ENV} is not set\" >&2; exit 2; fi\n\
-         exec '{}' \"$@\" -smbios \"type=1,serial=${SERIAL_ENV}\"\n",
-        real.display()
-    )
 }
 
 #[cfg(test)]
@@ -341,36 +280,5 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0]), 4.0);
         assert_eq!(median(Vec::new()), 0.0);
-    }
-
-    #[test]
-    fn wrapper_adds_the_serial_and_refuses_without_it() {
-        let dir = std::env::temp_dir().join(format!("xtask-wrapper-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let fake = dir.join("fake-qemu");
-        std::fs::write(&fake, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let script = dir.join("wrapper");
-        std::fs::write(&script, wrapper_script(&fake)).unwrap();
-        let out = std::process::Command::new("sh")
-            .arg(&script)
-            .args(["-m", "2048"])
-            .env(SERIAL_ENV, "ds=nocloud;s=http://10.0.2.2:1234/")
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "-m\n2048\n-smbios\ntype=1,serial=ds=nocloud;s=http://10.0.2.2:1234/\n"
-        );
-        let out = std::process::Command::new("sh")
-            .arg(&script)
-            .env_remove(SERIAL_ENV)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2));
-        assert!(String::from_utf8_lossy(&out.stderr).contains(SERIAL_ENV));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
