@@ -307,8 +307,33 @@ fn forced_first_boot(cmdline: &str) -> bool {
 }
 
 fn fetcher() -> Result<Fetcher> {
-    let http = HttpClient::new(RetryPolicy::default()).context("creating the HTTP client")?;
+    let http = HttpClient::new(RetryPolicy::default())
+        .context("creating the HTTP client")?
+        .with_network_hook(network_up);
     Ok(Fetcher::new(http, DEFAULT_MAX_SIZE))
+}
+
+/// The initrd's network (systemd-networkd, DHCP on every Ethernet link) is started only when
+/// provisioning is about to send its first request: a config from fw_cfg without remote
+/// resources, and every boot after the first, never wait for DHCP.
+fn network_up() -> Result<(), String> {
+    tracing::info!("a remote resource is needed: bringing the network up");
+    let out = Command::new("systemctl")
+        .args([
+            "start",
+            "systemd-networkd.service",
+            "systemd-networkd-wait-online.service",
+        ])
+        .output()
+        .map_err(|e| format!("running systemctl: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "systemctl start systemd-networkd-wait-online.service: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 fn log_outcome(out: &keelson_provision::engine::Outcome) {

@@ -1,6 +1,7 @@
 //! HTTP with Ignition's retry semantics: retry on connection errors and 5xx with exponential
 //! backoff, treat any response below 500 as final, give up when the stage deadline passes.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -138,6 +139,35 @@ pub struct HttpSettings {
 pub struct HttpClient {
     client: Client,
     policy: RetryPolicy,
+    network: Option<Arc<NetworkOnce>>,
+}
+
+/// Brings the network up; run once, before the first request of any client sharing it.
+type NetworkHook = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+struct NetworkOnce {
+    hook: NetworkHook,
+    done: OnceLock<()>,
+}
+
+impl std::fmt::Debug for NetworkOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkOnce")
+            .field("done", &self.done.get().is_some())
+            .finish()
+    }
+}
+
+impl NetworkOnce {
+    fn ensure(&self) {
+        self.done.get_or_init(|| {
+            // Not fatal: without a network the request itself fails, with its own reason
+            // (and the retries Ignition's semantics ask for).
+            if let Err(reason) = (self.hook)() {
+                tracing::warn!(%reason, "bringing the network up failed; trying anyway");
+            }
+        });
+    }
 }
 
 impl HttpClient {
@@ -188,7 +218,38 @@ impl HttpClient {
             }
         }
         let client = builder.build().map_err(HttpError::Client)?;
-        Ok(HttpClient { client, policy })
+        Ok(HttpClient {
+            client,
+            policy,
+            network: None,
+        })
+    }
+
+    /// Run `hook` once, before the first request this client (or a clone, or a client made
+    /// by [`HttpClient::reconfigured`]) sends. The initrd brings its network up this way only
+    /// when provisioning really fetches something, so boots that need none never wait for it.
+    pub fn with_network_hook(
+        mut self,
+        hook: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.network = Some(Arc::new(NetworkOnce {
+            hook: Box::new(hook),
+            done: OnceLock::new(),
+        }));
+        self
+    }
+
+    /// A client with other settings (the config's proxies, CAs and timeouts) that shares this
+    /// one's network hook.
+    pub fn reconfigured(
+        &self,
+        policy: RetryPolicy,
+        settings: &HttpSettings,
+    ) -> Result<Self, HttpError> {
+        Ok(HttpClient {
+            network: self.network.clone(),
+            ..Self::with_settings(policy, settings)?
+        })
     }
 
     /// The retry policy in force.
@@ -225,6 +286,9 @@ impl HttpClient {
         url: &str,
         mut attempt: impl FnMut(u32) -> Result<T, String>,
     ) -> Result<T, HttpError> {
+        if let Some(network) = &self.network {
+            network.ensure();
+        }
         let start = Instant::now();
         let mut n = 0u32;
         loop {

@@ -248,3 +248,35 @@ fn files_stage_fetches_over_http_and_a_bad_resource_changes_nothing() {
         "1"
     );
 }
+
+/// The initrd brings its network up through this hook: once, and only when a request is about
+/// to go out (a data: URL is not one), shared with the client the config's settings make.
+#[test]
+fn network_hook_runs_once_before_the_first_request() {
+    let server = serve(|_: &Request| Reply::new(200, "x"));
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = calls.clone();
+    let http = HttpClient::new(RetryPolicy::quick(1))
+        .unwrap()
+        .with_network_hook(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Err("no link (the hook's failure is only logged)".into())
+        });
+    let f = Fetcher::new(http.clone(), 1 << 20);
+    f.fetch_bytes(&ResourceSpec::url("data:,offline")).unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "a data: URL needs no network"
+    );
+    f.fetch_bytes(&ResourceSpec::url(format!("{}/a", server.base)))
+        .unwrap();
+    let other = http
+        .reconfigured(RetryPolicy::quick(1), &Default::default())
+        .unwrap();
+    Fetcher::new(other, 1 << 20)
+        .fetch_bytes(&ResourceSpec::url(format!("{}/b", server.base)))
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(server.requests().len(), 2);
+}

@@ -5,7 +5,7 @@ use keelson_config::Config;
 
 use super::ApplyError;
 use crate::fetch::{Fetcher, ResourceSpec};
-use crate::http::{HttpClient, HttpSettings, RetryPolicy};
+use crate::http::{HttpSettings, RetryPolicy};
 use crate::providers::Provider;
 
 /// How deep `replace`/`merge` references may nest before we call it a loop.
@@ -155,10 +155,13 @@ pub fn fetcher_for(config: &Config, base: &Fetcher) -> Result<Fetcher, ApplyErro
     {
         return Ok(base.clone());
     }
-    let http = HttpClient::with_settings(policy, &settings).map_err(|e| ApplyError::Invalid {
-        field: "ignition".into(),
-        reason: e.to_string(),
-    })?;
+    let http = base
+        .http()
+        .reconfigured(policy, &settings)
+        .map_err(|e| ApplyError::Invalid {
+            field: "ignition".into(),
+            reason: e.to_string(),
+        })?;
     Ok(Fetcher::new(http, base.max_size()))
 }
 
