@@ -98,7 +98,10 @@ fn check_inputs(opts: &VmOptions) -> Result<(), ImageError> {
 }
 
 fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command {
-    let mut c = Command::new("qemu-system-x86_64");
+    // QEMU dies with the process that started it (util-linux's setpriv sets the parent-death
+    // signal): a test killed by a timeout or Ctrl-C leaves no guest running behind it.
+    let mut c = Command::new("setpriv");
+    c.args(["--pdeathsig", "KILL", "--", "qemu-system-x86_64"]);
     c.args(["-accel", "tcg", "-machine", "q35", "-no-user-config"])
         .arg("-m")
         .arg(opts.memory_mib.to_string())
@@ -508,6 +511,10 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("-accel tcg"), "{line}");
+        assert!(
+            line.starts_with("setpriv --pdeathsig KILL -- qemu-system-x86_64 "),
+            "{line}"
+        );
         assert!(
             line.contains("socket,id=con0,path=/tmp/s,server=on,wait=on"),
             "{line}"
