@@ -20,32 +20,19 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use app::{APP_UNIT, SSH_KEY};
 use keelson_image::qemu::{Vm, VmOptions};
 use sha2::{Digest, Sha256};
+
+/// The app and its unit, shared with the VM test so that both bench columns run the same app.
+#[path = "../tests/app/mod.rs"]
+mod app;
 
 type Error = Box<dyn std::error::Error>;
 
 /// cloud-init under TCG is slow: Python starts four times.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 const APP_TIMEOUT: Duration = Duration::from_secs(900);
-/// The port the container app listens on inside the guest.
-const APP_PORT: u16 = 8080;
-
-/// Same key, unit and file contents as the VM test.
-const SSH_KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeelsonTestKeyNotARealOneXXXXXXXXXXXXXXXX keelson-test";
-
-const APP_UNIT: &str = "[Unit]\n\
-Description=Keelson test app (busybox httpd in containerd)\n\
-After=containerd.service\n\
-Requires=containerd.service\n\
-[Service]\n\
-ExecStartPre=/usr/bin/ctr -n default image import /var/lib/keelson-app/app.oci.tar\n\
-ExecStartPre=-/usr/bin/ctr -n default container rm keelson-app\n\
-ExecStart=/usr/bin/ctr -n default run --rm --net-host --mount type=bind,src=/srv/www,dst=/www,options=rbind:ro docker.io/library/keelson-app:1 keelson-app\n\
-Restart=on-failure\n\
-[Install]\n\
-WantedBy=multi-user.target\n";
 
 /// NoCloud network-config (version 2): DHCP on the virtio NIC.
 const NETWORK_CONFIG: &str =
@@ -53,9 +40,9 @@ const NETWORK_CONFIG: &str =
 
 const MOTD: &str = "provisioned by keelson-firstboot\n";
 
-/// The VM test's poll of the app (bash's /dev/tcp), given more tries: cloud-init's final stage
-/// starts the app well after the login prompt.
-const FETCH_APP: &str = "for i in $(seq 900); do if exec 3<>/dev/tcp/127.0.0.1/8080; then printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3; exec 3<&-; break; fi 2>/dev/null; sleep 1; done";
+/// The VM test's poll of the app, given more tries: cloud-init's final stage starts the app
+/// well after the login prompt.
+const APP_TRIES: u32 = 900;
 
 /// Serve fixed bodies by path on the host's loopback (the guest reaches it as 10.0.2.2); 404
 /// for anything else. Logs each request to stderr, so a run shows what cloud-init asked for.
@@ -100,28 +87,6 @@ fn serve(listener: TcpListener, routes: BTreeMap<String, Vec<u8>>) {
 }
 
 /// The app's OCI archive, built exactly as the VM test builds it.
-fn app_archive(busybox: &[u8], dir: &std::path::Path) -> Result<Vec<u8>, Error> {
-    let port = APP_PORT.to_string();
-    let cmd = [
-        "/bin/busybox",
-        "httpd",
-        "-f",
-        "-p",
-        port.as_str(),
-        "-h",
-        "/www",
-    ];
-    let spec = keelson_image::oci::OciSpec {
-        name: "docker.io/library/keelson-app:1",
-        binary_path: "bin/busybox",
-        binary: busybox,
-        cmd: &cmd,
-    };
-    let path = dir.join("app.oci.tar");
-    keelson_image::oci::write_archive(&spec, &path)?;
-    Ok(std::fs::read(&path)?)
-}
-
 /// The cloud-config equivalent of the VM test's Keelson config. All or nothing where
 /// cloud-init lets us: the archive goes to a temporary name, is checked, then renamed, and the
 /// app is enabled only after that (`set -e` in runcmd).
@@ -190,7 +155,7 @@ fn run() -> Result<(), Error> {
     let busybox =
         std::fs::read(&busybox_path).map_err(|e| format!("reading {busybox_path}: {e}"))?;
     let scratch = tempfile::tempdir()?;
-    let archive = app_archive(&busybox, scratch.path())?;
+    let archive = app::app_archive(&busybox, scratch.path())?;
     let sha = hex::encode(Sha256::digest(&archive));
     let page = format!("keelson-app-ok-{}", std::process::id());
 
@@ -231,7 +196,7 @@ fn run() -> Result<(), Error> {
     o.credentials.push(("login.noauth".into(), "yes".into()));
     let mut vm = Vm::start(&o)?;
     vm.login(BOOT_TIMEOUT)?;
-    let r = vm.run_with_timeout(FETCH_APP, APP_TIMEOUT)?;
+    let r = vm.run_with_timeout(&app::fetch_app(APP_TRIES), APP_TIMEOUT)?;
     let app_s = vm.elapsed().as_secs_f64();
     if !(r.output.contains("200 OK") && r.output.contains(&page)) {
         let status = vm

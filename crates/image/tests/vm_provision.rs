@@ -12,14 +12,18 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use app::{APP_UNIT, SSH_KEY, fetch_app};
 use keelson_image::qemu::{Vm, VmOptions};
 use sha2::{Digest, Sha256};
+
+mod app;
 
 /// Generous: CI runs TCG on two shared cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 const APP_TIMEOUT: Duration = Duration::from_secs(300);
-/// The port the container app listens on inside the guest.
-const APP_PORT: u16 = 8080;
+/// How many times the test polls the app from inside the guest, a second apart (bash's
+/// /dev/tcp: the image has no HTTP client).
+const APP_TRIES: u32 = 180;
 
 fn env_path(name: &str) -> PathBuf {
     match std::env::var_os(name) {
@@ -67,25 +71,7 @@ fn app_archive(dir: &Path) -> Vec<u8> {
     let busybox_path = env_path("KEELSON_VM_BUSYBOX");
     let busybox =
         std::fs::read(&busybox_path).unwrap_or_else(|e| panic!("{}: {e}", busybox_path.display()));
-    let port = APP_PORT.to_string();
-    let cmd = [
-        "/bin/busybox",
-        "httpd",
-        "-f",
-        "-p",
-        port.as_str(),
-        "-h",
-        "/www",
-    ];
-    let spec = keelson_image::oci::OciSpec {
-        name: "docker.io/library/keelson-app:1",
-        binary_path: "bin/busybox",
-        binary: &busybox,
-        cmd: &cmd,
-    };
-    let path = dir.join("app.oci.tar");
-    keelson_image::oci::write_archive(&spec, &path).unwrap();
-    std::fs::read(&path).unwrap()
+    app::app_archive(&busybox, dir).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn data_url(text: &str) -> String {
@@ -99,21 +85,6 @@ fn data_url(text: &str) -> String {
     }
     s
 }
-
-const SSH_KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeelsonTestKeyNotARealOneXXXXXXXXXXXXXXXX keelson-test";
-
-const APP_UNIT: &str = "[Unit]\n\
-Description=Keelson test app (busybox httpd in containerd)\n\
-After=containerd.service\n\
-Requires=containerd.service\n\
-[Service]\n\
-ExecStartPre=/usr/bin/ctr -n default image import /var/lib/keelson-app/app.oci.tar\n\
-ExecStartPre=-/usr/bin/ctr -n default container rm keelson-app\n\
-ExecStart=/usr/bin/ctr -n default run --rm --net-host --mount type=bind,src=/srv/www,dst=/www,options=rbind:ro docker.io/library/keelson-app:1 keelson-app\n\
-Restart=on-failure\n\
-[Install]\n\
-WantedBy=multi-user.target\n";
 
 /// The config of test (a): a user with an SSH key, files, and the app unit whose OCI archive
 /// comes from `archive_url`, checked by sha256.
@@ -168,9 +139,6 @@ fn check(vm: &mut Vm, cmd: &str) -> String {
     vm.check(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Poll the app from inside the guest (bash's /dev/tcp; the image has no HTTP client).
-const FETCH_APP: &str = "for i in $(seq 180); do if exec 3<>/dev/tcp/127.0.0.1/8080; then printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3; exec 3<&-; break; fi 2>/dev/null; sleep 1; done";
-
 /// (a) a first boot with a config from fw_cfg: the user with its SSH key, the files, and the
 /// enabled app unit running a container whose archive was fetched over HTTP (in the initrd)
 /// and checked by sha256; the test reaches the app. A second boot of the same disk does not
@@ -203,7 +171,9 @@ fn first_boot_provisions_user_files_and_app() {
     vm.login(BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
 
     // The app answers with the page the config wrote.
-    let r = vm.run_with_timeout(FETCH_APP, APP_TIMEOUT).unwrap();
+    let r = vm
+        .run_with_timeout(&fetch_app(APP_TRIES), APP_TIMEOUT)
+        .unwrap();
     let first_boot_s = vm.elapsed().as_secs_f64();
     assert!(
         r.output.contains("200 OK") && r.output.contains(&page),
@@ -261,7 +231,9 @@ fn first_boot_provisions_user_files_and_app() {
     vm.wait_for("not the first boot", BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     vm.login(BOOT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
-    let r = vm.run_with_timeout(FETCH_APP, APP_TIMEOUT).unwrap();
+    let r = vm
+        .run_with_timeout(&fetch_app(APP_TRIES), APP_TIMEOUT)
+        .unwrap();
     let second_boot_s = vm.elapsed().as_secs_f64();
     assert!(
         r.output.contains(&page),
