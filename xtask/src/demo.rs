@@ -182,22 +182,12 @@ fn demo_provisioning(record: &Path) -> Result<()> {
     );
     let dir = util::workspace_root().join(crate::vm::VM_DIR);
     let busybox = crate::vm::busybox(&dir)?;
-    util::run(
-        util::cargo()
-            .args([
-                "test",
-                "-p",
-                "keelson-image",
-                "--test",
-                "vm_provision",
-                "--",
-                "--ignored",
-                "--nocapture",
-                "first_boot_provisions_user_files_and_app",
-            ])
-            .env("KEELSON_VM_BUILD", record)
-            .env("KEELSON_VM_BUSYBOX", &busybox),
-    )
+    util::run(&mut crate::vm::vm_test(
+        "vm_provision",
+        Some("first_boot_provisions_user_files_and_app"),
+        record,
+        &busybox,
+    ))
     .context("the provisioning demo failed")
 }
 

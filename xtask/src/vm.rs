@@ -107,21 +107,8 @@ pub fn run_tests() -> Result<()> {
 
     util::step("VM tests: booting the image");
     util::run(
-        util::cargo()
-            .args([
-                "test",
-                "-p",
-                "keelson-image",
-                "--test",
-                "vm",
-                "--",
-                "--ignored",
-                "--test-threads=1",
-                "--nocapture",
-            ])
-            .env("KEELSON_VM_BUILD", &record)
+        vm_test("vm", None, &record, &busybox)
             .env("KEELSON_VM_OS", root.join("os"))
-            .env("KEELSON_VM_BUSYBOX", &busybox)
             // The rebuild test must make the same /usr, keelson-firstboot included.
             .env(
                 "KEELSON_FIRSTBOOT_BIN",
@@ -134,22 +121,24 @@ pub fn run_tests() -> Result<()> {
     // First-boot provisioning (crates/firstboot): three boots, about 6 min under TCG.
     util::step("VM tests: first-boot provisioning");
     util::run(
-        util::cargo()
-            .args([
-                "test",
-                "-p",
-                "keelson-image",
-                "--test",
-                "vm_provision",
-                "--",
-                "--ignored",
-                "--test-threads=1",
-                "--nocapture",
-            ])
-            .env("KEELSON_VM_BUILD", &record)
-            .env("KEELSON_VM_BUSYBOX", &busybox)
+        vm_test("vm_provision", None, &record, &busybox)
             .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log")),
     )
     .context("first-boot provisioning VM tests failed")?;
     Ok(())
+}
+
+/// `cargo test` of the `#[ignore]`d VM tests in `crates/image/tests/<file>.rs` (all of them,
+/// one at a time, or only `exact`) against the build record `record`, with the test container's
+/// busybox.
+pub fn vm_test(file: &str, exact: Option<&str>, record: &Path, busybox: &Path) -> Command {
+    let mut c = util::cargo();
+    c.args(["test", "-p", "keelson-image", "--test", file, "--"])
+        .args(["--ignored", "--test-threads=1", "--nocapture"]);
+    if let Some(name) = exact {
+        c.args(["--exact", name]);
+    }
+    c.env("KEELSON_VM_BUILD", record)
+        .env("KEELSON_VM_BUSYBOX", busybox);
+    c
 }

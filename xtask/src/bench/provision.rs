@@ -193,25 +193,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// One pair of boots through the VM test; returns (first boot, second boot) seconds.
 fn one_run(record: &Path, busybox: &Path, dir: &Path) -> Result<(f64, f64)> {
     let out = util::output(
-        util::cargo()
-            .args([
-                "test",
-                "-p",
-                "keelson-image",
-                "--test",
-                "vm_provision",
-                "--",
-                "--ignored",
-                "--exact",
-                "first_boot_provisions_user_files_and_app",
-                "--nocapture",
-            ])
-            .env("KEELSON_VM_BUILD", record)
-            .env("KEELSON_VM_BUSYBOX", busybox)
-            .env(
-                "KEELSON_VM_CONSOLE_LOG",
-                dir.join("console-bench-provision.log"),
-            ),
+        vm::vm_test(
+            "vm_provision",
+            Some("first_boot_provisions_user_files_and_app"),
+            record,
+            busybox,
+        )
+        .env(
+            "KEELSON_VM_CONSOLE_LOG",
+            dir.join("console-bench-provision.log"),
+        ),
     )
     .context("the provisioning VM run failed")?;
     Ok((
