@@ -214,10 +214,9 @@ fn run(args: &Args) -> Result<()> {
                 root: args.root.clone(),
                 cache: args.cache(),
                 files: FilesOptions {
-                    kernel_cmdline: Some(cmdline.clone()),
+                    kernel_cmdline: Some(cmdline),
                     ..FilesOptions::current()
                 },
-                cmdline,
             };
             let out = stages::run_stage(Stage::Fetch, &ctx)?;
             let source = out
@@ -249,10 +248,9 @@ fn run(args: &Args) -> Result<()> {
                 root: args.root.clone(),
                 cache: args.cache(),
                 files: FilesOptions {
-                    kernel_cmdline: Some(cmdline.clone()),
+                    kernel_cmdline: Some(cmdline),
                     ..FilesOptions::current()
                 },
-                cmdline,
             };
             let out = stages::run_stage(stage, &ctx)?;
             log_outcome(&out);

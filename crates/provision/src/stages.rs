@@ -111,11 +111,9 @@ pub struct StageContext<'a> {
     pub root: PathBuf,
     /// Rendered-config cache shared by the stages.
     pub cache: PathBuf,
-    /// Files-stage options.
+    /// Files-stage options; their `kernel_cmdline` is what the fetch stage checks
+    /// `kernelArguments` against.
     pub files: FilesOptions,
-    /// The running kernel command line (`/proc/cmdline`): `kernelArguments` are checked
-    /// against it in the fetch stage.
-    pub cmdline: String,
 }
 
 /// The directory the fetch stage caches remote resources in: `resources/` next to the
@@ -156,7 +154,9 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
                 .map(|p| p.as_ref() as &dyn Provider)
                 .collect();
             let fetched = engine::fetch_config(&providers, &ctx.fetcher)?;
-            engine::kargs::check_kernel_arguments(&fetched.config, &ctx.cmdline)?;
+            if let Some(cmdline) = &ctx.files.kernel_cmdline {
+                engine::kargs::check_kernel_arguments(&fetched.config, cmdline)?;
+            }
             let cached = engine::cache_resources(
                 &fetched.config,
                 &ctx.fetcher,
@@ -277,7 +277,6 @@ mod tests {
                 dry_run: false,
                 kernel_cmdline: None,
             },
-            cmdline: String::new(),
         };
         let out = run_stage(Stage::Fetch, &ctx).unwrap();
         assert!(out.changes[0].action.contains("from file"), "{out:?}");
@@ -308,7 +307,6 @@ mod tests {
                 dry_run: false,
                 kernel_cmdline: None,
             },
-            cmdline: String::new(),
         };
         let err = run_stage(Stage::Files, &ctx).unwrap_err().to_string();
         assert!(
@@ -338,7 +336,6 @@ mod tests {
                 dry_run: false,
                 kernel_cmdline: None,
             },
-            cmdline: String::new(),
         };
         let err = run_stage(Stage::Fetch, &ctx).unwrap_err().to_string();
         assert!(

@@ -33,9 +33,8 @@ fn context(dir: &tempfile::TempDir, config: &str) -> StageContext<'static> {
             today: 1,
             chown: false,
             dry_run: false,
-            kernel_cmdline: None,
+            kernel_cmdline: Some("console=ttyS0".into()),
         },
-        cmdline: "console=ttyS0".into(),
     }
 }
 
