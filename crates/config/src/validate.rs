@@ -1,5 +1,6 @@
 //! Semantic validation of a typed config with Ignition's stable messages.
 
+use crate::gourl;
 use crate::report::{Kind, Pos, Report};
 use crate::schema::PosMap;
 use std::collections::{HashMap, HashSet};
@@ -123,10 +124,12 @@ pub mod msg {
     pub const SYSTEMD_EXT: &str = "invalid systemd unit extension";
     /// Drop-in not ending in .conf.
     pub const DROPIN_EXT: &str = "invalid systemd drop-in extension";
-    /// Unit name without any suffix.
-    pub const NO_SYSTEMD_EXT: &str = "no systemd unit extension";
-    /// Bad template instance.
-    pub const INSTANTIATED_UNIT: &str = "invalid systemd instantiated unit";
+    /// Label without a format (`ErrLabelNeedsFormat`).
+    pub const LABEL_NEEDS_FORMAT: &str = "filesystem must specify format if label is specified";
+    /// Key file source that is not a valid URL (`ErrInvalidLuksKeyFile`).
+    pub const INVALID_LUKS_KEYFILE: &str = "invalid key-file source";
+    /// Empty `versionId` on an S3 URL (`ErrInvalidS3ObjectVersionId`).
+    pub const INVALID_S3_VERSION_ID: &str = "invalid S3 object VersionId";
     /// Resource without source where one is required.
     pub const SOURCE_REQUIRED: &str = "source is required";
     /// URL scheme not allowed in this version.
@@ -143,10 +146,6 @@ pub mod msg {
     pub const HASH_WRONG_SIZE: &str = "incorrect size for hash sum";
     /// Hash function unknown.
     pub const HASH_UNRECOGNIZED: &str = "unrecognized hash function";
-    /// Required name missing.
-    pub const NAME_REQUIRED: &str = "name is required";
-    /// Required device missing.
-    pub const DEVICE_REQUIRED: &str = "device is required";
     /// RAID without level.
     pub const RAID_LEVEL_REQUIRED: &str = "raid level is required";
     /// RAID without devices.
@@ -184,10 +183,6 @@ pub mod msg {
     pub const CEX_WITH_KEYFILE: &str = "cannot use key file with cex";
     /// File/dir/link inside a unit directory the systemd section also writes.
     pub const PATH_CONFLICTS_SYSTEMD: &str = "path conflicts with systemd unit or dropin";
-    /// Negative numbers where the spec wants non-negative.
-    pub const NEGATIVE: &str = "value must not be negative";
-    /// Kernel argument in both lists.
-    pub const KARG_BOTH: &str = "kernel argument is in both shouldExist and shouldNotExist";
 }
 
 /// Ignition's `unit "X" is enabled, but has no install section so enable does nothing`.
@@ -196,28 +191,32 @@ pub fn no_install_section(name: &str) -> String {
 }
 
 /// Validate a whole config.
+///
+/// Each rule cites the Ignition function it mirrors (`config/v3_*/types/*.go`); a check that
+/// Ignition only makes while applying (negative numbers, empty names of users, groups, RAID
+/// arrays and LUKS volumes) is left to the apply engine, so this accepts what Ignition accepts.
 pub fn validate(cfg: &Config, ctx: &mut Ctx<'_>) {
     ignition(&cfg.ignition, ctx);
     storage(&cfg.storage, ctx);
     systemd(&cfg.systemd, ctx);
     passwd(&cfg.passwd, ctx);
+    // kargs.go: `KernelArguments.MergedKeys` puts both lists in one key space, so an
+    // argument listed twice (in one list or across both) is a duplicate entry.
     let mut seen = HashSet::new();
     for (list, items) in [
         ("shouldExist", &cfg.kernel_arguments.should_exist),
         ("shouldNotExist", &cfg.kernel_arguments.should_not_exist),
     ] {
         for (i, a) in items.iter().enumerate() {
-            let p = format!("$.kernelArguments.{list}.{i}");
             if !seen.insert(a.as_str()) {
-                let both = cfg.kernel_arguments.should_exist.contains(a)
-                    && cfg.kernel_arguments.should_not_exist.contains(a);
-                ctx.error(&p, if both { msg::KARG_BOTH } else { msg::DUPLICATE });
+                ctx.error(&format!("$.kernelArguments.{list}.{i}"), msg::DUPLICATE);
             }
         }
     }
     path_conflicts_systemd(cfg, ctx);
 }
 
+/// ignition.go / resource.go / tls.go / proxy.go. Timeouts are not validated by Ignition.
 fn ignition(ign: &Ignition, ctx: &mut Ctx<'_>) {
     for (i, r) in ign.config.merge.iter().enumerate() {
         let p = format!("$.ignition.config.merge.{i}");
@@ -250,111 +249,100 @@ fn ignition(ign: &Ignition, ctx: &mut Ctx<'_>) {
         "source",
         ctx,
     );
-    for (name, v) in [
-        ("httpResponseHeaders", ign.timeouts.http_response_headers),
-        ("httpTotal", ign.timeouts.http_total),
-    ] {
-        if v.is_some_and(|v| v < 0) {
-            ctx.error(&format!("$.ignition.timeouts.{name}"), msg::NEGATIVE);
-        }
-    }
+    // proxy.go `validateProxyURL`: Go's url.Parse, then http or https; http for HTTPS warns.
     let proxy = &ign.proxy;
-    for (name, v) in [
-        ("httpProxy", &proxy.http_proxy),
-        ("httpsProxy", &proxy.https_proxy),
+    for (name, v, http_ok) in [
+        ("httpProxy", &proxy.http_proxy, true),
+        ("httpsProxy", &proxy.https_proxy, false),
     ] {
-        if let Some(u) = v {
-            let scheme = u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-            if !matches!(scheme.as_deref(), Some("http" | "https")) {
-                ctx.error(&format!("$.ignition.proxy.{name}"), msg::INVALID_PROXY);
+        let Some(u) = v else { continue };
+        let p = format!("$.ignition.proxy.{name}");
+        match gourl::parse(u) {
+            Err(_) => ctx.error(&p, msg::INVALID_URL),
+            Ok(url) if url.scheme != "http" && url.scheme != "https" => {
+                ctx.error(&p, msg::INVALID_PROXY)
             }
+            Ok(url) if url.scheme == "http" && !http_ok => ctx.warn(&p, msg::INSECURE_PROXY),
+            Ok(_) => {}
         }
     }
-    if proxy
-        .https_proxy
-        .as_deref()
-        .is_some_and(|u| u.to_ascii_lowercase().starts_with("http://"))
-    {
-        ctx.warn("$.ignition.proxy.httpsProxy", msg::INSECURE_PROXY);
-    }
 }
 
-/// Scheme of a URL, or `None` when it does not parse as one.
-fn url_scheme(u: &str) -> Option<String> {
-    let (scheme, rest) = u.split_once(':')?;
-    let mut chars = scheme.chars();
-    let first = chars.next()?;
-    if !first.is_ascii_alphabetic()
-        || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    {
-        return None;
-    }
-    if u.chars().any(|c| c.is_whitespace() || c.is_control())
-        && !scheme.eq_ignore_ascii_case("data")
-    {
-        return None;
-    }
-    let scheme = scheme.to_ascii_lowercase();
-    if matches!(scheme.as_str(), "http" | "https" | "tftp" | "s3" | "gs") && !rest.starts_with("//")
-    {
-        return None;
-    }
-    Some(scheme)
-}
-
-/// `arn:PARTITION:s3:::BUCKET/KEY` or an access point
-/// `arn:PARTITION:s3:REGION:ACCOUNT:accesspoint/NAME/object/KEY`.
-fn s3_arn(u: &str) -> bool {
-    let parts: Vec<&str> = u.splitn(6, ':').collect();
-    let [arn, partition, service, region, account, resource] = parts[..] else {
-        return false;
+/// url.go `validateURL` for spec 3.`minor`: Go's url.Parse, then the scheme (gs since 3.2,
+/// arn since 3.4), the S3 `versionId` and the ARN form. Data URLs are decoded (and refused
+/// when malformed) by the fetcher.
+fn validate_url(u: &str, minor: u32) -> Result<(), String> {
+    let url = gourl::parse(u).map_err(|_| msg::INVALID_URL.to_string())?;
+    let version_id_ok = |url: &gourl::GoUrl| {
+        let q = gourl::query(&url.raw_query);
+        match q.iter().find(|(k, _)| k == "versionId") {
+            Some((_, v)) if v.is_empty() => Err(msg::INVALID_S3_VERSION_ID.to_string()),
+            _ => Ok(()),
+        }
     };
-    if arn != "arn" || partition.is_empty() || service != "s3" {
-        return false;
-    }
-    if region.is_empty() && account.is_empty() {
-        return resource
-            .split_once('/')
-            .is_some_and(|(bucket, key)| !bucket.is_empty() && !key.is_empty());
-    }
-    resource
-        .strip_prefix("accesspoint/")
-        .and_then(|r| r.split_once("/object/"))
-        .is_some_and(|(ap, key)| !ap.is_empty() && !key.is_empty())
-}
-
-fn scheme_allowed(scheme: &str, minor: u32) -> bool {
-    match scheme {
-        "http" | "https" | "tftp" | "s3" | "data" => true,
-        "gs" => minor >= 2,
-        "arn" => minor >= 4,
-        _ => false,
+    match url.scheme.as_str() {
+        "http" | "https" | "tftp" | "data" => Ok(()),
+        "gs" if minor >= 2 => Ok(()),
+        "s3" => version_id_ok(&url),
+        "arn" if minor >= 4 => {
+            s3_arn(&format!("arn:{}", url.opaque))?;
+            version_id_ok(&url)
+        }
+        _ => Err(msg::INVALID_SCHEME.to_string()),
     }
 }
 
+/// url.go's `arn` case: aws-sdk-go-v2 `arn.IsARN`/`arn.Parse` (6 `:`-sections, non-empty
+/// partition, service and resource), service `s3`, and a key after the bucket (access
+/// points: after `accesspoint/NAME/`).
+fn s3_arn(full: &str) -> Result<(), String> {
+    let invalid = || Err(msg::INVALID_S3_ARN.to_string());
+    if !full.starts_with("arn:") || full.matches(':').count() < 5 {
+        return invalid();
+    }
+    let sections: Vec<&str> = full.splitn(6, ':').collect();
+    let [_, partition, service, _, _, resource] = sections[..] else {
+        return Err("arn: not enough sections".into());
+    };
+    if partition.is_empty() {
+        return Err("arn: invalid partition".into());
+    }
+    if service.is_empty() {
+        return Err("arn: invalid service".into());
+    }
+    if resource.is_empty() {
+        return Err("arn: invalid resource".into());
+    }
+    if service != "s3" {
+        return invalid();
+    }
+    let parts = full.split('/').count();
+    if (resource.starts_with("accesspoint/") && parts < 3) || parts < 2 {
+        return invalid();
+    }
+    Ok(())
+}
+
+/// resource.go `Resource.Validate` (compression, verification, source, HTTP headers) and,
+/// for config references and CAs, `validateRequiredSource`. An empty source is no source.
 fn resource(r: &Resource, p: &str, source_required: bool, ctx: &mut Ctx<'_>) {
-    let mut scheme = None;
-    match &r.source {
-        None if source_required => ctx.error(&format!("{p}.source"), msg::SOURCE_REQUIRED),
-        None => {}
-        Some(u) => match url_scheme(u) {
-            None if u.is_empty() => ctx.error(&format!("{p}.source"), msg::INVALID_SCHEME),
-            None => ctx.error(&format!("{p}.source"), msg::INVALID_URL),
-            Some(s) if s == "arn" && scheme_allowed(&s, ctx.minor) && !s3_arn(u) => {
-                ctx.error(&format!("{p}.source"), msg::INVALID_S3_ARN)
+    match r.source.as_deref() {
+        None | Some("") if source_required => {
+            ctx.error(&format!("{p}.source"), msg::SOURCE_REQUIRED)
+        }
+        None | Some("") => {}
+        Some(u) => {
+            if let Err(m) = validate_url(u, ctx.minor) {
+                ctx.error(&format!("{p}.source"), m);
             }
-            Some(s) if !scheme_allowed(&s, ctx.minor) => {
-                ctx.error(&format!("{p}.source"), msg::INVALID_SCHEME)
-            }
-            Some(s) => scheme = Some(s),
-        },
+        }
     }
     if let Some(c) = &r.compression
         && !matches!(c.as_str(), "" | "gzip")
     {
         ctx.error(&format!("{p}.compression"), msg::COMPRESSION_INVALID);
     }
-    headers(&r.http_headers, scheme.as_deref(), p, ctx);
+    headers(&r.http_headers, r.source.as_deref(), p, ctx);
     if let Some(h) = &r.verification.hash {
         let hp = format!("{p}.verification.hash");
         if r.source.is_none() {
@@ -364,14 +352,19 @@ fn resource(r: &Resource, p: &str, source_required: bool, ctx: &mut Ctx<'_>) {
     }
 }
 
-fn headers(hs: &[HTTPHeader], scheme: Option<&str>, p: &str, ctx: &mut Ctx<'_>) {
+/// resource.go `validateSchemeForHTTPHeaders` and headers.go (`HTTPHeader.Validate`,
+/// `HTTPHeaders.Validate`).
+fn headers(hs: &[HTTPHeader], source: Option<&str>, p: &str, ctx: &mut Ctx<'_>) {
     if hs.is_empty() {
         return;
     }
-    if let Some(s) = scheme
-        && !matches!(s, "http" | "https")
-    {
-        ctx.error(&format!("{p}.httpHeaders"), msg::HEADERS_SCHEME);
+    let at = format!("{p}.httpHeaders");
+    match source.filter(|s| !s.is_empty()).map(gourl::parse) {
+        None | Some(Err(_)) => ctx.error(&at, msg::INVALID_URL),
+        Some(Ok(u)) if u.scheme != "http" && u.scheme != "https" => {
+            ctx.error(&at, msg::HEADERS_SCHEME)
+        }
+        Some(Ok(_)) => {}
     }
     for (i, h) in hs.iter().enumerate() {
         if h.name.is_empty() {
@@ -386,6 +379,8 @@ fn headers(hs: &[HTTPHeader], scheme: Option<&str>, p: &str, ctx: &mut Ctx<'_>) 
     );
 }
 
+/// verification.go `Verification.Validate`: `FUNC-SUM`, a known function (sha256 since
+/// 3.1) and a sum of the right length. Ignition checks the length only, not the digits.
 fn hash(h: &str, p: &str, ctx: &mut Ctx<'_>) {
     let Some((func, sum)) = h.split_once('-') else {
         ctx.error(p, msg::HASH_MALFORMED);
@@ -399,7 +394,7 @@ fn hash(h: &str, p: &str, ctx: &mut Ctx<'_>) {
             return;
         }
     };
-    if sum.len() != len || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if sum.len() != len {
         ctx.error(p, msg::HASH_WRONG_SIZE);
     }
 }
@@ -471,15 +466,20 @@ fn mode(m: Option<i64>, p: &str, ctx: &mut Ctx<'_>) {
     }
 }
 
+/// node.go `validateIDorName`: an id together with a non-empty name.
 fn owner(user: &NodeUser, group: &NodeGroup, p: &str, ctx: &mut Ctx<'_>) {
-    if user.id.is_some() && user.name.is_some() {
+    let both = |id: Option<i64>, name: &Option<String>| {
+        id.is_some() && name.as_deref().is_some_and(|n| !n.is_empty())
+    };
+    if both(user.id, &user.name) {
         ctx.error(&format!("{p}.user"), msg::BOTH_ID_AND_NAME);
     }
-    if group.id.is_some() && group.name.is_some() {
+    if both(group.id, &group.name) {
         ctx.error(&format!("{p}.group"), msg::BOTH_ID_AND_NAME);
     }
 }
 
+/// storage.go `Storage.Validate` plus the per-entry validations and duplicate keys.
 fn storage(s: &Storage, ctx: &mut Ctx<'_>) {
     // Files, directories and links share one key space: the path.
     let mut seen: HashMap<&str, ()> = HashMap::new();
@@ -561,6 +561,10 @@ fn storage(s: &Storage, ctx: &mut Ctx<'_>) {
     );
     for (i, f) in s.filesystems.iter().enumerate() {
         filesystem(f, &format!("$.storage.filesystems.{i}"), ctx);
+        // storage.go (3.2+): a filesystem on a disk this config partitions or wipes.
+        if ctx.minor < 2 {
+            continue;
+        }
         if let Some(disk) = s
             .disks
             .iter()
@@ -604,20 +608,24 @@ fn directory(d: &Directory, p: &str, ctx: &mut Ctx<'_>) {
     mode(d.mode, &format!("{p}.mode"), ctx);
 }
 
+/// storage.go: a link needs a target (3.4+, where `target` became optional for merging);
+/// a hard link may not point at a directory of this config, and its owner is ignored.
 fn link(l: &Link, p: &str, s: &Storage, ctx: &mut Ctx<'_>) {
     abs_path(&l.path, &format!("{p}.path"), ctx);
     owner(&l.user, &l.group, p, ctx);
-    let Some(target) = l.target.as_deref().filter(|t| !t.is_empty()) else {
+    let target = l.target.as_deref().unwrap_or("");
+    if target.is_empty() && ctx.minor >= 4 {
         ctx.error(&format!("{p}.target"), msg::LINK_TARGET_REQUIRED);
         return;
-    };
+    }
     if l.hard != Some(true) {
         return;
     }
-    let target = if target.starts_with('/') {
-        clean(target)
+    let cleaned = clean(target);
+    let target = if cleaned.starts_with('/') {
+        cleaned
     } else {
-        // Relative hard link targets are resolved against the link's own path, as Ignition does.
+        // Relative hard link targets are joined to the link's own path, as Ignition does.
         clean(&format!("{}/{target}", l.path))
     };
     if s.directories.iter().any(|d| d.path == target) {
@@ -635,8 +643,12 @@ fn link(l: &Link, p: &str, s: &Storage, ctx: &mut Ctx<'_>) {
     }
 }
 
+/// partition.go `validateGUID`: empty, or 8-4-4-4-12 hex digits of either case.
 fn guid(g: &Option<String>, p: &str, ctx: &mut Ctx<'_>) {
     let Some(g) = g else { return };
+    if g.is_empty() {
+        return;
+    }
     let groups: Vec<&str> = g.split('-').collect();
     let lens = [8, 4, 4, 4, 12];
     let ok = groups.len() == 5
@@ -649,102 +661,119 @@ fn guid(g: &Option<String>, p: &str, ctx: &mut Ctx<'_>) {
     }
 }
 
+/// disk.go `Disk.Validate`: the device, then (only when it is set) number collisions,
+/// overlaps, partitions without a number next to one that should not exist, and label
+/// collisions, each reported once per disk at the partition Ignition names.
 fn disk(d: &Disk, p: &str, ctx: &mut Ctx<'_>) {
+    // Partitions are validated on their own whatever the disk says (vcontext walks them).
+    for (i, part) in d.partitions.iter().enumerate() {
+        partition(part, &format!("{p}.partitions.{i}"), ctx);
+    }
     if d.device.is_empty() {
         ctx.error(&format!("{p}.device"), msg::DISK_DEVICE_REQUIRED);
-    } else {
-        abs_path(&d.device, &format!("{p}.device"), ctx);
+        return;
     }
-    let mut numbers: HashSet<i64> = HashSet::new();
+    abs_path(&d.device, &format!("{p}.device"), ctx);
+    let parts = &d.partitions;
+    let number = |pt: &Partition| pt.number.unwrap_or(0);
+    // partitionNumbersCollide: the second partition of a colliding number.
+    let collide = (0..parts.len()).find(|&i| {
+        number(&parts[i]) != 0 && parts[..i].iter().any(|o| number(o) == number(&parts[i]))
+    });
+    if let Some(i) = collide {
+        ctx.error(
+            &format!("{p}.partitions.{i}"),
+            msg::PARTITION_NUMBERS_COLLIDE,
+        );
+    }
+    if let Some(i) = partitions_overlap(parts) {
+        ctx.error(&format!("{p}.partitions.{i}"), msg::PARTITIONS_OVERLAP);
+    }
+    // partitionsMixZeroesAndNonexistence: Ignition's check is on the partition *number*
+    // (start and size 0 next to a deletion are resolved when the disks stage applies it).
+    if parts.iter().any(|pt| pt.should_exist == Some(false))
+        && parts.iter().any(|pt| number(pt) == 0)
+    {
+        ctx.error(
+            &format!("{p}.partitions"),
+            msg::ZEROES_WITH_SHOULD_NOT_EXIST,
+        );
+    }
+    // partitionLabelsCollide: the first label seen before.
     let mut labels: HashSet<&str> = HashSet::new();
-    for (i, part) in d.partitions.iter().enumerate() {
-        let pp = format!("{p}.partitions.{i}");
-        partition(part, &pp, ctx);
-        let n = part.number.unwrap_or(0);
-        if n != 0 && !numbers.insert(n) {
-            ctx.error(&format!("{pp}.number"), msg::PARTITION_NUMBERS_COLLIDE);
-        }
-        if let Some(l) = part.label.as_deref()
-            && !labels.insert(l)
-        {
-            ctx.error(&format!("{pp}.label"), msg::DUPLICATE_LABELS);
-        }
-    }
-    // Deleting a partition while another takes "the largest free block" makes the result
-    // depend on the order of operations, so Ignition refuses it.
-    let deletes = d.partitions.iter().any(|pt| pt.should_exist == Some(false));
-    if deletes {
-        for (i, pt) in d.partitions.iter().enumerate() {
-            if pt.should_exist != Some(false) && (pt.start_mib == Some(0) || pt.size_mib == Some(0))
-            {
-                ctx.error(
-                    &format!("{p}.partitions.{i}"),
-                    msg::ZEROES_WITH_SHOULD_NOT_EXIST,
-                );
-            }
-        }
-    }
-    // Overlap is only decidable for partitions with explicit non-zero start and size.
-    let spans: Vec<(usize, i64, i64)> = d
-        .partitions
+    if let Some(i) = parts
         .iter()
-        .enumerate()
-        .filter_map(|(i, pt)| match (pt.start_mib, pt.size_mib) {
-            (Some(st), Some(sz)) if st > 0 && sz > 0 => Some((i, st, st.saturating_add(sz))),
-            _ => None,
-        })
-        .collect();
-    for (a, (i, s1, e1)) in spans.iter().enumerate() {
-        if spans[..a].iter().any(|(_, s2, e2)| s1 < e2 && s2 < e1) {
-            ctx.error(&format!("{p}.partitions.{i}"), msg::PARTITIONS_OVERLAP);
-        }
+        .position(|pt| pt.label.as_deref().is_some_and(|l| !labels.insert(l)))
+    {
+        ctx.error(&format!("{p}.partitions.{i}"), msg::DUPLICATE_LABELS);
     }
 }
 
-fn partition(pt: &Partition, p: &str, ctx: &mut Ctx<'_>) {
-    if let Some(l) = &pt.label {
-        if l.chars().count() > 36 {
-            ctx.error(&format!("{p}.label"), msg::PART_LABEL_TOO_LONG);
+/// disk.go `partitionsOverlap`: among partitions with a start and size and a non-zero start
+/// (size 0 ends at its start), the index of the first one found overlapping another.
+fn partitions_overlap(parts: &[Partition]) -> Option<usize> {
+    let dims = |pt: &Partition| match (pt.start_mib, pt.size_mib) {
+        (Some(start), Some(size)) if start != 0 => {
+            let end = if size == 0 {
+                start
+            } else {
+                start.saturating_add(size).saturating_sub(1)
+            };
+            Some((start, end))
         }
-        if l.contains(':') {
-            ctx.warn(&format!("{p}.label"), msg::LABEL_COLON);
+        _ => None,
+    };
+    for (pi, p) in parts.iter().enumerate() {
+        let Some((ps, pe)) = dims(p) else { continue };
+        for (oi, o) in parts.iter().enumerate() {
+            if oi == pi {
+                continue;
+            }
+            let Some((os, oe)) = dims(o) else { continue };
+            if (ps >= os && ps <= oe) || (pe >= os && pe <= oe) || (ps < os && pe > oe) {
+                return Some(oi);
+            }
+        }
+    }
+    None
+}
+
+/// partition.go `Partition.Validate`. Negative numbers, starts and sizes are refused by the
+/// disks stage, as they are by Ignition's.
+fn partition(pt: &Partition, p: &str, ctx: &mut Ctx<'_>) {
+    let not_empty = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+    if pt.should_exist == Some(false)
+        && (pt.label.is_some()
+            || not_empty(&pt.type_guid)
+            || not_empty(&pt.guid)
+            || pt.start_mib.is_some()
+            || pt.size_mib.is_some())
+    {
+        ctx.error(p, msg::SHOULD_NOT_EXIST_WITH_OTHERS);
+    }
+    if pt.number.unwrap_or(0) == 0 && pt.label.is_none() {
+        ctx.error(p, msg::NEED_LABEL_OR_NUMBER);
+    }
+    // validateLabel: 36 bytes at most, and no ':' (sgdisk cannot escape it): both errors.
+    if let Some(l) = &pt.label {
+        if l.len() > 36 {
+            ctx.error(&format!("{p}.label"), msg::PART_LABEL_TOO_LONG);
+        } else if l.contains(':') {
+            ctx.error(&format!("{p}.label"), msg::LABEL_COLON);
         }
     }
     guid(&pt.guid, &format!("{p}.guid"), ctx);
     guid(&pt.type_guid, &format!("{p}.typeGuid"), ctx);
-    for (name, v) in [
-        ("number", pt.number),
-        ("sizeMiB", pt.size_mib),
-        ("startMiB", pt.start_mib),
-    ] {
-        if v.is_some_and(|v| v < 0) {
-            ctx.error(&format!("{p}.{name}"), msg::NEGATIVE);
-        }
-    }
-    if pt.should_exist == Some(false) {
-        if pt.label.is_some()
-            || pt.type_guid.is_some()
-            || pt.guid.is_some()
-            || pt.size_mib.is_some()
-            || pt.start_mib.is_some()
-        {
-            ctx.error(p, msg::SHOULD_NOT_EXIST_WITH_OTHERS);
-        }
-        if pt.number.unwrap_or(0) < 1 {
-            ctx.error(&format!("{p}.number"), msg::NEED_LABEL_OR_NUMBER);
-        }
-    }
 }
 
+/// raid.go `Raid.Validate`: a known level (spares not for linear/raid0) and some devices.
+/// The name and the device paths are checked by mdadm when the array is created.
 fn raid(r: &Raid, p: &str, ctx: &mut Ctx<'_>) {
-    if r.name.is_empty() {
-        ctx.error(&format!("{p}.name"), msg::NAME_REQUIRED);
-    }
     match r.level.as_deref() {
         None | Some("") => ctx.error(&format!("{p}.level"), msg::RAID_LEVEL_REQUIRED),
         Some("linear" | "raid0" | "0" | "stripe") => {
             if r.spares.is_some_and(|s| s != 0) {
-                ctx.error(&format!("{p}.spares"), msg::SPARES_UNSUPPORTED);
+                ctx.error(&format!("{p}.level"), msg::SPARES_UNSUPPORTED);
             }
         }
         Some(
@@ -756,9 +785,6 @@ fn raid(r: &Raid, p: &str, ctx: &mut Ctx<'_>) {
     if r.devices.is_empty() {
         ctx.error(&format!("{p}.devices"), msg::RAID_DEVICES_REQUIRED);
     }
-    for (i, d) in r.devices.iter().enumerate() {
-        abs_path(d, &format!("{p}.devices.{i}"), ctx);
-    }
     duplicates(
         r.devices.iter().map(String::as_str),
         &format!("{p}.devices"),
@@ -767,106 +793,111 @@ fn raid(r: &Raid, p: &str, ctx: &mut Ctx<'_>) {
     );
 }
 
+/// filesystem.go `Filesystem.Validate`: path, device (a path), format, label.
 fn filesystem(f: &Filesystem, p: &str, ctx: &mut Ctx<'_>) {
-    if f.device.is_empty() {
-        ctx.error(&format!("{p}.device"), msg::DEVICE_REQUIRED);
-    } else {
-        abs_path(&f.device, &format!("{p}.device"), ctx);
+    if let Some(path) = &f.path {
+        abs_path(path, &format!("{p}.path"), ctx);
     }
-    match f.format.as_deref() {
-        None | Some("") => {
-            if f.path.is_some()
-                || f.label.is_some()
-                || f.uuid.is_some()
-                || f.wipe_filesystem.is_some()
+    abs_path(&f.device, &format!("{p}.device"), ctx);
+    let not_empty = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+    let format = f.format.as_deref().filter(|s| !s.is_empty());
+    match format {
+        None => {
+            if not_empty(&f.path)
+                || not_empty(&f.label)
+                || not_empty(&f.uuid)
+                || f.wipe_filesystem == Some(true)
                 || !f.options.is_empty()
                 || !f.mount_options.is_empty()
             {
                 ctx.error(&format!("{p}.format"), msg::FORMAT_NIL_WITH_OTHERS);
             }
         }
-        Some(fmt) => {
-            let limit = match fmt {
-                "ext4" => Some(16),
-                "btrfs" => Some(256),
-                "xfs" => Some(12),
-                "swap" => Some(15),
-                "vfat" => Some(11),
-                "none" if ctx.minor >= 3 => None,
-                _ => {
-                    ctx.error(&format!("{p}.format"), msg::FS_INVALID_FORMAT);
-                    None
-                }
-            };
-            if let (Some(limit), Some(label)) = (limit, &f.label)
-                && label.chars().count() > limit
-            {
-                ctx.error(
-                    &format!("{p}.label"),
-                    format!("filesystem labels cannot be longer than {limit} characters when using {fmt}"),
-                );
-            }
-        }
+        Some("ext4" | "btrfs" | "xfs" | "swap" | "vfat") => {}
+        Some("none") if ctx.minor >= 3 => {}
+        Some(_) => ctx.error(&format!("{p}.format"), msg::FS_INVALID_FORMAT),
     }
-    if let Some(path) = &f.path {
-        abs_path(path, &format!("{p}.path"), ctx);
+    let Some(label) = f.label.as_deref().filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let Some(fmt) = format else {
+        ctx.error(&format!("{p}.label"), msg::LABEL_NEEDS_FORMAT);
+        return;
+    };
+    let limit = match fmt {
+        "ext4" => 16,
+        "btrfs" => 256,
+        "xfs" => 12,
+        "swap" => 15,
+        "vfat" => 11,
+        _ => return,
+    };
+    if label.len() > limit {
+        ctx.error(
+            &format!("{p}.label"),
+            format!("filesystem labels cannot be longer than {limit} characters when using {fmt}"),
+        );
     }
 }
 
+/// luks.go `Luks.Validate`, clevis.go `ClevisCustom.Validate`, tang.go `Tang.Validate`
+/// and cex.go. An empty name is refused by cryptsetup when the volume is opened.
 fn luks(l: &Luks, p: &str, ctx: &mut Ctx<'_>) {
-    if l.name.is_empty() {
-        ctx.error(&format!("{p}.name"), msg::NAME_REQUIRED);
-    } else if l.name.contains('/') {
+    if l.name.contains('/') {
         ctx.error(&format!("{p}.name"), msg::LUKS_NAME_SLASH);
     }
+    if l.label.as_ref().is_some_and(|s| s.len() > 47) {
+        ctx.error(&format!("{p}.label"), msg::LUKS_LABEL_TOO_LONG);
+    }
     match l.device.as_deref() {
-        None | Some("") => ctx.error(&format!("{p}.device"), msg::DEVICE_REQUIRED),
+        None | Some("") => ctx.error(&format!("{p}.device"), msg::DISK_DEVICE_REQUIRED),
         Some(d) => {
             abs_path(d, &format!("{p}.device"), ctx);
         }
     }
-    if l.label.as_ref().is_some_and(|s| s.chars().count() > 47) {
-        ctx.error(&format!("{p}.label"), msg::LUKS_LABEL_TOO_LONG);
-    }
     if !l.key_file.is_empty() {
         resource(&l.key_file, &format!("{p}.keyFile"), false, ctx);
+        if let Some(src) = l.key_file.source.as_deref().filter(|s| !s.is_empty())
+            && validate_url(src, ctx.minor).is_err()
+        {
+            ctx.error(&format!("{p}.keyFile"), msg::INVALID_LUKS_KEYFILE);
+        }
     }
     let c = &l.clevis;
-    let custom_set = !c.custom.is_empty();
-    if custom_set {
-        if c.tpm2 == Some(true) || !c.tang.is_empty() || c.threshold.is_some() {
-            ctx.error(&format!("{p}.clevis"), msg::CLEVIS_CUSTOM_WITH_OTHERS);
-        }
-        match c.custom.pin.as_deref() {
+    let not_empty = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+    let threshold_set = c.threshold.is_some_and(|t| t != 0);
+    if not_empty(&c.custom.pin) && (c.tpm2 == Some(true) || !c.tang.is_empty() || threshold_set) {
+        ctx.error(&format!("{p}.clevis"), msg::CLEVIS_CUSTOM_WITH_OTHERS);
+    }
+    let cu = &c.custom;
+    if not_empty(&cu.pin) || not_empty(&cu.config) || cu.needs_network == Some(true) {
+        match cu.pin.as_deref() {
             None | Some("") => {
                 ctx.error(&format!("{p}.clevis.custom.pin"), msg::CLEVIS_PIN_REQUIRED)
             }
             Some("tpm2" | "tang" | "sss") => {}
             Some(_) => ctx.error(&format!("{p}.clevis.custom.pin"), msg::CLEVIS_PIN),
         }
-        if c.custom.config.as_deref().is_none_or(str::is_empty) {
+        if !not_empty(&cu.config) {
             ctx.error(
                 &format!("{p}.clevis.custom.config"),
                 msg::CLEVIS_CONFIG_REQUIRED,
             );
         }
     }
-    if c.threshold.is_some_and(|t| t < 1) {
-        ctx.error(&format!("{p}.clevis.threshold"), msg::NEGATIVE);
-    }
     for (i, t) in c.tang.iter().enumerate() {
         let tp = format!("{p}.clevis.tang.{i}");
-        match url_scheme(&t.url) {
-            Some(s) if s == "http" || s == "https" => {}
-            Some(_) => ctx.error(&format!("{tp}.url"), msg::INVALID_SCHEME),
-            None => ctx.error(&format!("{tp}.url"), msg::INVALID_URL),
+        match gourl::parse(&t.url) {
+            Ok(u) if u.scheme == "http" || u.scheme == "https" => {}
+            Ok(_) => ctx.error(&format!("{tp}.url"), msg::INVALID_SCHEME),
+            Err(_) => ctx.error(&format!("{tp}.url"), msg::INVALID_URL),
         }
-        if let Some(adv) = &t.advertisement
+        if let Some(adv) = t.advertisement.as_deref().filter(|a| !a.is_empty())
             && serde_json::from_str::<serde_json::Value>(adv).is_err()
         {
             ctx.error(&format!("{tp}.advertisement"), msg::TANG_ADVERTISEMENT);
         }
-        if t.thumbprint.as_deref().is_none_or(str::is_empty) {
+        if !not_empty(&t.thumbprint) {
             ctx.error(&format!("{tp}.thumbprint"), msg::TANG_THUMBPRINT);
         }
     }
@@ -877,116 +908,177 @@ fn luks(l: &Luks, p: &str, ctx: &mut Ctx<'_>) {
         ctx,
     );
     if l.cex.enabled == Some(true) {
-        if !c.is_empty() {
+        let clevis_present =
+            not_empty(&cu.pin) || !c.tang.is_empty() || c.tpm2 == Some(true) || threshold_set;
+        if clevis_present {
             ctx.error(&format!("{p}.cex"), msg::CEX_WITH_CLEVIS);
         }
-        if !l.key_file.is_empty() {
+        if l.key_file.source.is_some() {
             ctx.error(&format!("{p}.keyFile"), msg::CEX_WITH_KEYFILE);
         }
     }
 }
 
 const UNIT_SUFFIXES: &[&str] = &[
-    "service",
-    "socket",
-    "device",
-    "mount",
-    "automount",
-    "swap",
-    "target",
-    "path",
-    "timer",
-    "snapshot",
-    "slice",
-    "scope",
+    ".service",
+    ".socket",
+    ".device",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".target",
+    ".path",
+    ".timer",
+    ".snapshot",
+    ".slice",
+    ".scope",
 ];
 
-/// Ignition's unit-name rules: a known suffix, and a sane template instance.
+/// Go's `path.Ext`: the suffix from the last `.` of the last element, or "".
+fn go_ext(name: &str) -> &str {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    last.rfind('.').map_or("", |i| &last[i..])
+}
+
+/// unit.go `validateName`: the extension (Go's `path.Ext`) is a unit type. That is all:
+/// an empty name or one without a suffix has an invalid extension, and template instances
+/// are only looked at when the unit is enabled.
 fn unit_name(name: &str, p: &str, ctx: &mut Ctx<'_>) {
-    if name.is_empty() {
-        ctx.error(p, msg::NAME_REQUIRED);
-        return;
-    }
-    let Some((stem, ext)) = name.rsplit_once('.') else {
-        ctx.error(p, msg::NO_SYSTEMD_EXT);
-        return;
-    };
-    if !UNIT_SUFFIXES.contains(&ext) {
-        ctx.error(p, msg::SYSTEMD_EXT);
-        return;
-    }
-    if let Some((prefix, _instance)) = stem.split_once('@')
-        && (prefix.is_empty() || stem.matches('@').count() > 1)
-    {
-        ctx.error(p, msg::INSTANTIATED_UNIT);
-    }
-    if stem.is_empty() || name.contains('/') {
+    if !UNIT_SUFFIXES.contains(&go_ext(name)) {
         ctx.error(p, msg::SYSTEMD_EXT);
     }
 }
 
-/// Light unit-file syntax check: sections and `Key=value` lines (continuations allowed).
-fn unit_contents(contents: &str, p: &str, ctx: &mut Ctx<'_>) -> bool {
-    let mut has_install = false;
-    let mut continued = false;
-    let mut in_section = false;
-    for (n, raw) in contents.lines().enumerate() {
-        let line = raw.trim();
-        let was_continued = continued;
-        continued = line.ends_with('\\');
-        if was_continued || line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+/// One `Key=value` of a unit file, as go-systemd's `unit.Deserialize` reads it.
+struct UnitOption {
+    section: String,
+}
+
+/// A port of the go-systemd `unit.Deserialize` lexer that Ignition's `validateUnitContent`
+/// runs (unit.go): text before the first section is skipped, `#`/`;` lines are comments, a
+/// `\` continues a value; the errors are go-systemd's, behind Ignition's prefix.
+fn deserialize_unit(contents: &str) -> Result<Vec<UnitOption>, String> {
+    let c: Vec<char> = contents.chars().collect();
+    let mut i = 0usize;
+    let mut opts = Vec::new();
+    // toEOL: the rest of the line without its "\n" / "\r\n"; "" at the end of input.
+    let to_eol = |i: &mut usize| -> String {
+        let start = *i;
+        while *i < c.len() && c[*i] != '\n' {
+            *i += 1;
+        }
+        let mut line: String = c[start..*i].iter().collect();
+        if *i < c.len() {
+            *i += 1;
+        }
+        if line.ends_with('\r') {
+            line.pop();
+        }
+        line
+    };
+    let ignore_line = |i: &mut usize| loop {
+        let line = to_eol(i);
+        let line = line.strip_suffix(' ').unwrap_or(&line);
+        if !line.ends_with('\\') {
+            break;
+        }
+    };
+    // Before the first section: skip everything but comments and '['.
+    let mut section: Option<String> = None;
+    loop {
+        let Some(&r) = c.get(i) else {
+            return Ok(opts);
+        };
+        i += 1;
+        if section.is_none() {
+            match r {
+                '[' => {}
+                '#' | ';' => {
+                    ignore_line(&mut i);
+                    continue;
+                }
+                _ => continue,
+            }
+        } else if r.is_whitespace() {
+            continue;
+        } else if r == '#' || r == ';' {
+            ignore_line(&mut i);
+            continue;
+        } else if r != '[' {
+            // An option name up to '='.
+            let start = i - 1;
+            loop {
+                match c.get(i) {
+                    None => return Err("EOF".into()),
+                    Some('\n' | '\r') => {
+                        return Err(
+                            "unexpected newline encountered while parsing option name".into()
+                        );
+                    }
+                    Some('=') => break,
+                    Some(_) => i += 1,
+                }
+            }
+            let _name: String = c[start..i].iter().collect();
+            i += 1;
+            // The value runs on while a line has a '\' (go-systemd looks for the last one).
+            while to_eol(&mut i).contains('\\') {}
+            opts.push(UnitOption {
+                section: section.clone().unwrap_or_default(),
+            });
             continue;
         }
-        if line.starts_with('[') {
-            if !line.ends_with(']') {
-                ctx.error(
-                    p,
-                    format!(
-                        "invalid unit content: line {}: section header is not closed",
-                        n + 1
-                    ),
-                );
-                return has_install;
-            }
-            in_section = true;
-            has_install |= line == "[Install]";
-        } else if !line.contains('=') {
-            ctx.error(
-                p,
-                format!("invalid unit content: line {}: expected Key=value", n + 1),
-            );
-            return has_install;
-        } else if !in_section {
-            ctx.error(
-                p,
-                format!(
-                    "invalid unit content: line {}: assignment outside of a section",
-                    n + 1
-                ),
-            );
-            return has_install;
+        // A section name up to ']', then nothing but spaces on the line.
+        let start = i;
+        while i < c.len() && c[i] != ']' {
+            i += 1;
         }
+        if i >= c.len() {
+            return Err("unable to find end of section".into());
+        }
+        let name: String = c[start..i].iter().collect();
+        i += 1;
+        let garbage = to_eol(&mut i);
+        let garbage = garbage.trim();
+        if !garbage.is_empty() {
+            let bytes: Vec<String> = garbage.bytes().map(|b| b.to_string()).collect();
+            return Err(format!(
+                "found garbage after section name : [{}]",
+                bytes.join(" ")
+            ));
+        }
+        section = Some(name);
     }
-    has_install
 }
 
+/// unit.go `validateUnitContent` plus `validations.ValidateInstallSection`: `Some(true)`
+/// when the unit has an option in `[Install]`, `None` when it does not parse.
+fn unit_contents(contents: &str, p: &str, ctx: &mut Ctx<'_>) -> Option<bool> {
+    match deserialize_unit(contents) {
+        Ok(opts) => Some(opts.iter().any(|o| o.section == "Install")),
+        Err(e) => {
+            ctx.error(p, format!("invalid unit content: {e}"));
+            None
+        }
+    }
+}
+
+/// unit.go `Unit.Validate` and `Dropin.Validate`.
 fn unit(u: &Unit, p: &str, ctx: &mut Ctx<'_>) {
     unit_name(&u.name, &format!("{p}.name"), ctx);
     if let Some(c) = &u.contents {
         let has_install = unit_contents(c, &format!("{p}.contents"), ctx);
-        if u.enabled == Some(true) && !has_install && !c.trim().is_empty() {
+        if u.enabled == Some(true) && !c.is_empty() && has_install == Some(false) {
             ctx.warn(&format!("{p}.contents"), no_install_section(&u.name));
         }
     }
     for (i, d) in u.dropins.iter().enumerate() {
         let dp = format!("{p}.dropins.{i}");
-        if d.name.is_empty() {
-            ctx.error(&format!("{dp}.name"), msg::NAME_REQUIRED);
-        } else if !d.name.ends_with(".conf") || d.name.contains('/') {
-            ctx.error(&format!("{dp}.name"), msg::DROPIN_EXT);
-        }
         if let Some(c) = &d.contents {
             unit_contents(c, &format!("{dp}.contents"), ctx);
+        }
+        if go_ext(&d.name) != ".conf" {
+            ctx.error(&format!("{dp}.name"), msg::DROPIN_EXT);
         }
     }
     duplicates(
@@ -1010,7 +1102,7 @@ fn systemd(s: &Systemd, ctx: &mut Ctx<'_>) {
             let template = format!("{prefix}@.{ext}");
             if let Some(t) = s.units.iter().find(|t| t.name == template)
                 && let Some(c) = &t.contents
-                && !c.lines().any(|l| l.trim() == "[Install]")
+                && deserialize_unit(c).is_ok_and(|o| !o.iter().any(|o| o.section == "Install"))
             {
                 ctx.warn(
                     &format!("$.systemd.units.{i}"),
@@ -1030,49 +1122,16 @@ fn systemd(s: &Systemd, ctx: &mut Ctx<'_>) {
     );
 }
 
+/// passwd: Ignition validates nothing of a user or group but the duplicate names (a user
+/// with `shouldExist: false` is deleted whatever else it says; names, ids and home
+/// directories are checked by the files stage when it applies them).
 fn passwd(pw: &Passwd, ctx: &mut Ctx<'_>) {
-    for (i, u) in pw.users.iter().enumerate() {
-        let p = format!("$.passwd.users.{i}");
-        if u.name.is_empty() {
-            ctx.error(&format!("{p}.name"), msg::NAME_REQUIRED);
-        }
-        if u.uid.is_some_and(|v| v < 0) {
-            ctx.error(&format!("{p}.uid"), msg::NEGATIVE);
-        }
-        if u.should_exist == Some(false)
-            && (u.uid.is_some()
-                || u.gecos.is_some()
-                || u.home_dir.is_some()
-                || u.password_hash.is_some()
-                || u.primary_group.is_some()
-                || u.shell.is_some()
-                || !u.groups.is_empty()
-                || !u.ssh_authorized_keys.is_empty())
-        {
-            ctx.error(&p, msg::SHOULD_NOT_EXIST_WITH_OTHERS);
-        }
-        if let Some(h) = &u.home_dir {
-            abs_path(h, &format!("{p}.homeDir"), ctx);
-        }
-    }
     duplicates(
         pw.users.iter().map(|u| u.name.as_str()),
         "$.passwd.users",
         "name",
         ctx,
     );
-    for (i, g) in pw.groups.iter().enumerate() {
-        let p = format!("$.passwd.groups.{i}");
-        if g.name.is_empty() {
-            ctx.error(&format!("{p}.name"), msg::NAME_REQUIRED);
-        }
-        if g.gid.is_some_and(|v| v < 0) {
-            ctx.error(&format!("{p}.gid"), msg::NEGATIVE);
-        }
-        if g.should_exist == Some(false) && (g.gid.is_some() || g.password_hash.is_some()) {
-            ctx.error(&p, msg::SHOULD_NOT_EXIST_WITH_OTHERS);
-        }
-    }
     duplicates(
         pw.groups.iter().map(|g| g.name.as_str()),
         "$.passwd.groups",
@@ -1081,15 +1140,17 @@ fn passwd(pw: &Passwd, ctx: &mut Ctx<'_>) {
     );
 }
 
-/// A storage node written where the systemd section also writes a unit or drop-in.
+/// config.go `Config.Validate`: a file, directory or link where the systemd section writes
+/// a unit or drop-in with (non-empty) contents.
 fn path_conflicts_systemd(cfg: &Config, ctx: &mut Ctx<'_>) {
     let mut unit_paths = HashSet::new();
+    let has = |c: &Option<String>| c.as_deref().is_some_and(|c| !c.is_empty());
     for u in &cfg.systemd.units {
-        if u.contents.is_some() || u.mask == Some(true) {
+        if has(&u.contents) {
             unit_paths.insert(format!("/etc/systemd/system/{}", u.name));
         }
         for d in &u.dropins {
-            if d.contents.is_some() {
+            if has(&d.contents) {
                 unit_paths.insert(format!("/etc/systemd/system/{}.d/{}", u.name, d.name));
             }
         }
