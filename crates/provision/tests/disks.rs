@@ -204,3 +204,64 @@ fn failing_tool_reports_command_line_and_stderr() {
         other => panic!("{other}"),
     }
 }
+
+/// Issue 15: Ignition accepts a disk that deletes one partition and lets another take "the
+/// largest free block" (start and size 0), and resolves it when it applies it: deletions go
+/// first, so the new partition fills the hole the deleted one leaves, even when the config
+/// lists the new partition before the deletion.
+#[test]
+fn should_exist_false_next_to_zero_start_and_size() {
+    assert!(tool("sgdisk"), "sgdisk is a host package (gdisk)");
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(&dir, "disk.img", 32);
+    let make = format!(
+        r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"disks":[{{"device":"{img}","partitions":[{{"number":1,"label":"BIG","sizeMiB":20}},{{"number":2,"label":"SMALL","sizeMiB":4}}]}}]}}}}"#
+    );
+    plan_disks(&config(&make)).unwrap().apply().unwrap();
+    let (_, before) = read_partitions(&img).unwrap();
+    let hole = (before[0].start, before[0].size);
+    assert_eq!(hole.1, 20 * 2048, "{before:?}");
+
+    // The new partition is listed first, the deletion second; both take defaults.
+    let cfg = config(&format!(
+        r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"disks":[{{"device":"{img}","partitions":[
+          {{"number":3,"label":"NEW","startMiB":0,"sizeMiB":0}},
+          {{"number":1,"shouldExist":false,"wipePartitionEntry":true}}]}}]}}}}"#
+    ));
+    let plan = plan_disks(&cfg).unwrap();
+    let cmd = plan.commands().last().unwrap().clone();
+    let delete_at = cmd.find("--delete=1").unwrap();
+    let new_at = cmd.find("--new=3:").unwrap();
+    assert!(delete_at < new_at, "deletions come first: {cmd}");
+    plan.apply().unwrap();
+
+    let (_, after) = read_partitions(&img).unwrap();
+    assert_eq!(
+        after.iter().map(|p| p.number).collect::<Vec<_>>(),
+        vec![2, 3],
+        "{after:?}"
+    );
+    let new = &after[1];
+    assert_eq!(new.label, "NEW");
+    // The 20 MiB hole is now the largest free block (the tail is about 7 MiB), so the new
+    // partition starts where BIG started and takes all of it.
+    assert_eq!(new.start, hole.0, "{after:?}");
+    assert_eq!(new.size, hole.1, "{after:?}");
+}
+
+/// A negative partition number is accepted by validation (as by Ignition) and refused when
+/// the disks stage plans it, before anything is written.
+#[test]
+fn negative_partition_number_is_refused_at_apply_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(&dir, "disk.img", 8);
+    let cfg = config(&format!(
+        r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"disks":[{{"device":"{img}","partitions":[{{"number":-1,"sizeMiB":1}}]}}]}}}}"#
+    ));
+    let err = plan_disks(&cfg).unwrap_err();
+    assert!(
+        matches!(err, ApplyError::Storage { .. }) && err.to_string().contains("-1"),
+        "{err}"
+    );
+    assert!(read_partitions(&img).unwrap().1.is_empty());
+}

@@ -390,9 +390,23 @@ fn plan_disk(disk: &keelson_config::Disk, plan: &mut DisksPlan) -> Result<(), Ap
         actions.push("wipe partition table".to_string());
         existing.clear();
     }
+    // Ignition's sgdisk op puts every deletion before every creation (internal/sgdisk
+    // `buildOptions`), whatever the order of the config: a partition with start or size 0
+    // next to a `shouldExist: false` one takes the largest free block *after* the deletion.
+    let mut deletes: Vec<String> = Vec::new();
     for p in &disk.partitions {
-        plan_partition(dev, sector, p, &existing, &mut args, &mut actions)?;
+        plan_partition(
+            dev,
+            sector,
+            p,
+            &existing,
+            &mut deletes,
+            &mut args,
+            &mut actions,
+        )?;
     }
+    deletes.append(&mut args);
+    let mut args = deletes;
     if !args.is_empty() {
         // Ignition's trick: let sgdisk check the whole change before doing it. On a disk we
         // are about to wipe, the check runs after the wipe (as part of apply).
@@ -416,13 +430,21 @@ fn plan_partition(
     sector: u64,
     p: &Partition,
     existing: &[ExistingPartition],
+    deletes: &mut Vec<String>,
     args: &mut Vec<String>,
     actions: &mut Vec<String>,
 ) -> Result<(), ApplyError> {
+    // Ignition does not validate the number; sgdisk refuses a negative one, so do we.
     let number = match p.number {
-        Some(n) if n > 0 => u32::try_from(n)
+        Some(n) if n < 0 => {
+            return Err(storage_err(
+                dev,
+                format!("partition number {n} is not a valid partition number"),
+            ));
+        }
+        Some(n) => u32::try_from(n)
             .map_err(|_| storage_err(dev, format!("partition number {n} is out of range")))?,
-        _ => 0,
+        None => 0,
     };
     let found = if number > 0 {
         existing.iter().find(|e| e.number == number)
@@ -446,7 +468,7 @@ fn plan_partition(
                     ),
                 ));
             }
-            args.push(format!("--delete={}", e.number));
+            deletes.push(format!("--delete={}", e.number));
             actions.push(format!("delete {name}"));
         }
         return Ok(());
@@ -497,7 +519,7 @@ fn plan_partition(
             ));
         }
         // Recreate in place: unspecified start/size/label/type/guid inherit the old values.
-        args.push(format!("--delete={}", e.number));
+        deletes.push(format!("--delete={}", e.number));
         let start = want_start.unwrap_or(e.start);
         let end = match want_size {
             Some(s) => format!("{}", start + s - 1),
