@@ -15,5 +15,6 @@ pub mod fetch;
 pub mod http;
 pub mod passwd;
 pub mod providers;
+pub mod result;
 pub mod stages;
 pub mod target;
