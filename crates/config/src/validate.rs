@@ -876,6 +876,8 @@ fn luks(l: &Luks, p: &str, ctx: &mut Ctx<'_>) {
                 ctx.error(&format!("{p}.clevis.custom.pin"), msg::CLEVIS_PIN_REQUIRED)
             }
             Some("tpm2" | "tang" | "sss") => {}
+            // v3_6 clevis.go adds the trustee pin.
+            Some("trustee") if ctx.minor >= 6 => {}
             Some(_) => ctx.error(&format!("{p}.clevis.custom.pin"), msg::CLEVIS_PIN),
         }
         if !not_empty(&cu.config) {
