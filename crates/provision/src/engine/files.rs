@@ -205,7 +205,13 @@ fn kind_of(m: &std::fs::Metadata) -> &'static str {
 
 fn spec_of(r: &Resource) -> Option<ResourceSpec> {
     r.source.as_ref().map(|s| ResourceSpec {
-        source: s.clone(),
+        // An empty source is a valid config (Ignition's validateURLNilOK) and fetches
+        // nothing, as Ignition's fetcher does for an empty URL: empty contents.
+        source: if s.is_empty() {
+            "data:,".into()
+        } else {
+            s.clone()
+        },
         compression: r.compression.clone().filter(|c| !c.is_empty()),
         headers: r
             .http_headers

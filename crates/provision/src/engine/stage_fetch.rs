@@ -70,7 +70,13 @@ fn parse(raw: &[u8], source: &str, warnings: &mut Vec<String>) -> Result<Config,
 
 pub(crate) fn spec(r: &keelson_config::Resource) -> Option<ResourceSpec> {
     r.source.as_ref().map(|s| ResourceSpec {
-        source: s.clone(),
+        // An empty source is a valid config (Ignition's validateURLNilOK) and fetches
+        // nothing, as Ignition's fetcher does for an empty URL: empty contents.
+        source: if s.is_empty() {
+            "data:,".into()
+        } else {
+            s.clone()
+        },
         compression: r.compression.clone().filter(|c| !c.is_empty()),
         headers: r
             .http_headers
