@@ -414,7 +414,7 @@ fn duplicates<'k>(keys: impl Iterator<Item = &'k str>, list: &str, field: &str, 
     }
 }
 
-/// Ignition's path rules: set, absolute, and equal to its cleaned form.
+/// path.go `validatePath`: set, absolute, and equal to its cleaned form.
 fn abs_path(path: &str, p: &str, ctx: &mut Ctx<'_>) -> bool {
     if path.is_empty() {
         ctx.error(p, msg::NO_PATH);
@@ -455,7 +455,7 @@ pub fn clean(path: &str) -> String {
     }
 }
 
-/// Mode checks. An unset mode is not reported: current Ignition made its "permissions unset"
+/// mode.go `validateMode` and (before 3.6) `validateModeSpecialBits`. An unset mode is not reported: current Ignition made its "permissions unset"
 /// warnings obsolete (the defaults 0644/0755 are documented behaviour).
 fn mode(m: Option<i64>, p: &str, ctx: &mut Ctx<'_>) {
     match m {
@@ -589,6 +589,7 @@ fn storage(s: &Storage, ctx: &mut Ctx<'_>) {
     }
 }
 
+/// file.go `File.Validate` (node path, mode, `validateOverwrite`) and its resources.
 fn file(f: &File, p: &str, ctx: &mut Ctx<'_>) {
     abs_path(&f.path, &format!("{p}.path"), ctx);
     owner(&f.user, &f.group, p, ctx);
@@ -602,6 +603,7 @@ fn file(f: &File, p: &str, ctx: &mut Ctx<'_>) {
     }
 }
 
+/// directory.go `Directory.Validate`: node path and mode.
 fn directory(d: &Directory, p: &str, ctx: &mut Ctx<'_>) {
     abs_path(&d.path, &format!("{p}.path"), ctx);
     owner(&d.user, &d.group, p, ctx);
@@ -1091,6 +1093,7 @@ fn unit(u: &Unit, p: &str, ctx: &mut Ctx<'_>) {
     );
 }
 
+/// systemd.go: every unit, unique names, and the template-instance install warning.
 fn systemd(s: &Systemd, ctx: &mut Ctx<'_>) {
     for (i, u) in s.units.iter().enumerate() {
         unit(u, &format!("$.systemd.units.{i}"), ctx);
