@@ -249,6 +249,12 @@ fn ignition(ign: &Ignition, ctx: &mut Ctx<'_>) {
         "source",
         ctx,
     );
+    duplicates(
+        ign.proxy.no_proxy.iter().map(String::as_str),
+        "$.ignition.proxy.noProxy",
+        "",
+        ctx,
+    );
     // proxy.go `validateProxyURL`: Go's url.Parse, then http or https; http for HTTPS warns.
     let proxy = &ign.proxy;
     for (name, v, http_ok) in [
@@ -399,17 +405,15 @@ fn hash(h: &str, p: &str, ctx: &mut Ctx<'_>) {
     }
 }
 
-/// Report later occurrences of a key already seen earlier in the same list.
+/// validate.go `ValidateDups`: every keyed list (strings are their own key, empty keys
+/// included) reports a key seen before at the item, `list.i`. `field` only says which field
+/// is the key; Ignition's path is the item's.
 fn duplicates<'k>(keys: impl Iterator<Item = &'k str>, list: &str, field: &str, ctx: &mut Ctx<'_>) {
+    let _ = field;
     let mut seen = HashSet::new();
     for (i, k) in keys.enumerate() {
         if !seen.insert(k) {
-            let at = if field.is_empty() {
-                format!("{list}.{i}")
-            } else {
-                format!("{list}.{i}.{field}")
-            };
-            ctx.error(&at, msg::DUPLICATE);
+            ctx.error(&format!("{list}.{i}"), msg::DUPLICATE);
         }
     }
 }
@@ -501,8 +505,8 @@ fn storage(s: &Storage, ctx: &mut Ctx<'_>) {
                 .map(|(i, l)| ("links", i, l.path.as_str())),
         );
     for (list, i, path) in nodes {
-        if !path.is_empty() && seen.insert(path, ()).is_some() {
-            ctx.error(&format!("$.storage.{list}.{i}.path"), msg::DUPLICATE);
+        if seen.insert(path, ()).is_some() {
+            ctx.error(&format!("$.storage.{list}.{i}"), msg::DUPLICATE);
         }
     }
     for (i, f) in s.files.iter().enumerate() {
@@ -667,10 +671,26 @@ fn guid(g: &Option<String>, p: &str, ctx: &mut Ctx<'_>) {
 /// overlaps, partitions without a number next to one that should not exist, and label
 /// collisions, each reported once per disk at the partition Ignition names.
 fn disk(d: &Disk, p: &str, ctx: &mut Ctx<'_>) {
-    // Partitions are validated on their own whatever the disk says (vcontext walks them).
+    // Partitions are validated on their own whatever the disk says (vcontext walks them),
+    // and keyed like partition.go `Partition.Key`: the number, else the label, else "".
     for (i, part) in d.partitions.iter().enumerate() {
         partition(part, &format!("{p}.partitions.{i}"), ctx);
     }
+    let keys: Vec<String> = d
+        .partitions
+        .iter()
+        .map(|pt| match (pt.number.unwrap_or(0), &pt.label) {
+            (0, Some(l)) => format!("label:{l}"),
+            (0, None) => String::new(),
+            (n, _) => format!("number:{n}"),
+        })
+        .collect();
+    duplicates(
+        keys.iter().map(String::as_str),
+        &format!("{p}.partitions"),
+        "",
+        ctx,
+    );
     if d.device.is_empty() {
         ctx.error(&format!("{p}.device"), msg::DISK_DEVICE_REQUIRED);
         return;
@@ -1131,6 +1151,19 @@ fn systemd(s: &Systemd, ctx: &mut Ctx<'_>) {
 /// with `shouldExist: false` is deleted whatever else it says; names, ids and home
 /// directories are checked by the files stage when it applies them).
 fn passwd(pw: &Passwd, ctx: &mut Ctx<'_>) {
+    for (i, u) in pw.users.iter().enumerate() {
+        for (list, items) in [
+            ("sshAuthorizedKeys", &u.ssh_authorized_keys),
+            ("groups", &u.groups),
+        ] {
+            duplicates(
+                items.iter().map(String::as_str),
+                &format!("$.passwd.users.{i}.{list}"),
+                "",
+                ctx,
+            );
+        }
+    }
     duplicates(
         pw.users.iter().map(|u| u.name.as_str()),
         "$.passwd.users",
