@@ -85,14 +85,25 @@ impl Fixture {
     fn build(&self, version: &str, keys: Vec<&SigningKeyFile>) -> PathBuf {
         let input = self.image(version, ROOT, ROOT);
         let out = self.dir.path().join(format!("keelson_{version}.payload"));
+        let read = std::sync::atomic::AtomicU64::new(0);
+        let progress = |n: u64| {
+            read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
         let opts = BuildOptions {
             chunk_size: CHUNK,
             created: created(),
             expires_in: Duration::days(30),
             keys,
+            progress: Some(&progress),
             ..BuildOptions::default()
         };
         build(&input, &out, &opts).unwrap();
+        // Progress counts every byte of every part once.
+        let total: u64 = [&input.usr, &input.usr_verity, &input.uki]
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum();
+        assert_eq!(read.into_inner(), total);
         out
     }
 }
