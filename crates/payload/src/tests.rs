@@ -868,3 +868,65 @@ fn docs_example_manifest_parses() {
     )
     .unwrap();
 }
+
+#[test]
+fn zstd_cli_decodes_every_stored_chunk() {
+    // The zstd command line tool (the reference implementation) reads our chunk frames.
+    let fx = fixture();
+    let path = fx.build("0.2.0", vec![]);
+    let m = manifest_of(&path);
+    let mut file = PayloadFile::open(&path).unwrap();
+    let part = m.part(PartName::Usr).unwrap();
+    let zdir = fx.dir.path().join("z");
+    fs::create_dir(&zdir).unwrap();
+    for (i, c) in part.chunks.iter().enumerate() {
+        let z = file.read_compressed(part.name, i, c).unwrap();
+        let zp = zdir.join(format!("{i}.zst"));
+        fs::write(&zp, z).unwrap();
+        keelson_cmd::run(
+            std::process::Command::new("zstd")
+                .args(["-q", "-d", "-f"])
+                .arg(&zp),
+        )
+        .unwrap();
+        let got = fs::read(zdir.join(i.to_string())).unwrap();
+        assert_eq!(
+            got,
+            fx.usr[c.offset as usize..c.end() as usize],
+            "chunk {i}"
+        );
+    }
+}
+
+#[test]
+fn usrhash_of_a_uki_made_with_objcopy_from_the_systemd_stub() {
+    // The pre-ukify way to make a UKI: objcopy adds .osrel/.cmdline to systemd's EFI stub.
+    let stub = Path::new("/usr/lib/systemd/boot/efi/linuxx64.efi.stub");
+    assert!(
+        stub.exists(),
+        "systemd-boot-efi is a host package (cargo xtask deps)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cmdline = dir.path().join("cmdline");
+    fs::write(&cmdline, format!("console=ttyS0 rw usrhash={ROOT}\n\0")).unwrap();
+    let osrel = dir.path().join("osrel");
+    fs::write(&osrel, "ID=keelson\n").unwrap();
+    let out = dir.path().join("uki.efi");
+    keelson_cmd::run(
+        std::process::Command::new("objcopy")
+            .arg(format!("--add-section=.osrel={}", osrel.display()))
+            .arg("--change-section-vma=.osrel=0x20000")
+            .arg(format!("--add-section=.cmdline={}", cmdline.display()))
+            .arg("--change-section-vma=.cmdline=0x30000")
+            .arg(stub)
+            .arg(&out),
+    )
+    .unwrap();
+    let info = read_uki(fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(info.arch, Some("x86-64"));
+    assert_eq!(info.cmdline, format!("console=ttyS0 rw usrhash={ROOT}"));
+    assert_eq!(uki_usrhash(fs::File::open(&out).unwrap()).unwrap(), ROOT);
+    // The stub alone has no command line.
+    let e = uki_usrhash(fs::File::open(stub).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("no .cmdline"), "{e}");
+}
