@@ -2,6 +2,10 @@
 //! xtask): every failure names the command line, how it ended and the tail of its stderr, and a
 //! command can be given a timeout after which it is killed.
 
+// Every public item carries a one-line doc; keep the compiler checking it.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::expect_used))]
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;

@@ -16,6 +16,10 @@
 //! # Ok(()) }
 //! ```
 
+// Every public item carries a one-line doc; keep the compiler checking it.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::expect_used))]
+
 pub mod attrs;
 mod disk;
 mod error;

@@ -13,6 +13,8 @@
 //! <reason>` to /dev/console, records it in `/run/keelson/firstboot-failed` for the emergency
 //! handler, and exits non-zero; the unit's `OnFailure=emergency.target` stops the boot.
 
+#![cfg_attr(not(test), warn(clippy::expect_used))]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;

@@ -4,6 +4,10 @@
 //! parts of one version; [`qemu`] boots an image under QEMU (TCG, OVMF, systemd-boot) and drives
 //! its serial console for tests; [`oci`] writes a tiny OCI image archive for the runtime test.
 
+// Every public item carries a one-line doc; keep the compiler checking it.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::expect_used))]
+
 pub mod build;
 pub mod oci;
 pub mod os;
