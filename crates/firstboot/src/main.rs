@@ -33,8 +33,9 @@ use keelson_provision::stages::{
 /// How long mounting or unmounting the ESP may take (a FAT partition: seconds at most).
 const ESP_MOUNT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How long bringing the network up may take: systemd-networkd-wait-online's own default
-/// limit is 2 minutes; this only guards against a hung systemctl.
+/// How long bringing the network up may take: wait-online gives up after 60 s by itself
+/// (`wait-online.conf`: `--any --timeout=60`); this only guards against a hung systemctl.
+/// The stage units are oneshot services without a start timeout, so nothing else would.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `--stage`: one of `Stage::ALL` by name.
