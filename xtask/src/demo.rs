@@ -129,19 +129,22 @@ fn demo_verity(keelson: &Path, work: &Path) -> Result<()> {
     let mut bytes = fs::read(&data)?;
     bytes[1000 * 4096 + 17] ^= 0xff;
     fs::write(&data, &bytes)?;
-    let out = Command::new(keelson)
-        .args(["verity", "verify"])
-        .arg(&data)
-        .arg(work.join("verity-hash.keelson"))
-        .arg(&a)
-        .output()
-        .context("running keelson verity verify")?;
-    eprintln!(
-        "after flipping a byte in data block 1000, verify says: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
+    let verify = util::output(
+        Command::new(keelson)
+            .args(["verity", "verify"])
+            .arg(&data)
+            .arg(work.join("verity-hash.keelson"))
+            .arg(&a),
     );
-    if out.status.success() {
-        bail!("verify accepted corrupted data");
+    match verify {
+        Ok(_) => bail!("verify accepted corrupted data"),
+        Err(e) => {
+            let said = e
+                .downcast_ref::<keelson_cmd::CmdError>()
+                .map(|c| c.stderr_tail.trim().to_string())
+                .unwrap_or_else(|| format!("{e:#}"));
+            eprintln!("after flipping a byte in data block 1000, verify says: {said}");
+        }
     }
     Ok(())
 }
@@ -285,11 +288,11 @@ fn demo_server(bin: &Path, record: &Path, work: &Path) -> Result<()> {
 /// Poll `url` with curl until it answers (10 s at most).
 fn wait_for_http(url: &str) -> Result<()> {
     for _ in 0..100 {
-        if Command::new("curl")
-            .args(["-sSf", "-o", "/dev/null", url])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        if util::output_with_timeout(
+            Command::new("curl").args(["-sSf", "-o", "/dev/null", url]),
+            std::time::Duration::from_secs(5),
+        )
+        .is_ok()
         {
             return Ok(());
         }

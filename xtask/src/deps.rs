@@ -31,14 +31,8 @@ pub const HOST_PACKAGES: &[(&str, &str)] = &[
 ];
 
 fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .map(|o| {
-            o.status.success()
-                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
-        })
-        .unwrap_or(false)
+    util::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_ok_and(|out| out.contains("install ok installed"))
 }
 
 /// Packages from [`HOST_PACKAGES`] that are not installed.

@@ -42,6 +42,9 @@ fn bin_dir() -> Result<PathBuf> {
     }
 }
 
+/// How long a best-effort `pg_ctl stop` may take (its own `-w` waits 60 s).
+const PG_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Run a command as the `postgres` user when we are root (initdb and postgres refuse root).
 fn as_postgres(bin: PathBuf) -> Command {
     if is_root() {
@@ -66,11 +69,13 @@ impl Postgres {
         let data_dir = std::env::temp_dir().join(format!("keelson-pg-{port}"));
         if data_dir.exists() {
             // A cluster left by an interrupted run: stop it if it runs, then start afresh.
-            let _ = as_postgres(bin_dir.join("pg_ctl"))
-                .args(["-D"])
-                .arg(&data_dir)
-                .args(["-m", "immediate", "stop"])
-                .output();
+            let _ = util::output_with_timeout(
+                as_postgres(bin_dir.join("pg_ctl"))
+                    .args(["-D"])
+                    .arg(&data_dir)
+                    .args(["-m", "immediate", "stop"]),
+                PG_STOP_TIMEOUT,
+            );
             std::fs::remove_dir_all(&data_dir)
                 .with_context(|| format!("removing old cluster {}", data_dir.display()))?;
         }
@@ -112,11 +117,13 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = as_postgres(self.bin_dir.join("pg_ctl"))
-            .args(["-D"])
-            .arg(&self.data_dir)
-            .args(["-m", "fast", "-w", "stop"])
-            .output();
+        let _ = util::output_with_timeout(
+            as_postgres(self.bin_dir.join("pg_ctl"))
+                .args(["-D"])
+                .arg(&self.data_dir)
+                .args(["-m", "fast", "-w", "stop"]),
+            PG_STOP_TIMEOUT,
+        );
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }

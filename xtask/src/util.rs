@@ -1,9 +1,14 @@
-//! Running commands with their command line and stderr tail in every error.
+//! Workspace paths, step headers and running commands: the subprocess runner is
+//! `keelson-cmd` (command line and stderr tail in every error); only cargo, QEMU and other
+//! long steps whose output the developer watches run with inherited stdio, and their failures
+//! still name the command line.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use keelson_cmd::describe;
 
 /// The workspace root (the parent of `xtask/`).
 pub fn workspace_root() -> PathBuf {
@@ -24,15 +29,6 @@ pub fn step(msg: &str) {
     eprintln!("\n==> {msg}");
 }
 
-fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
 /// Run a command with inherited stdio; fail with its command line if it exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<()> {
     let line = describe(cmd);
@@ -44,20 +40,16 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Run a command and capture stdout; on failure the error carries the stderr tail.
+/// Run a command and capture stdout (`keelson_cmd::run`); on failure the error carries the
+/// command line and the stderr tail.
 pub fn output(cmd: &mut Command) -> Result<String> {
-    let line = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("starting `{line}`"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!("`{line}` failed with {}:\n{}", out.status, tail.join("\n"));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(keelson_cmd::run(cmd)?)
+}
+
+/// [`output`], killing the command after `timeout` (for tools that could hang: a stuck
+/// `pg_ctl stop`, a server that does not answer).
+pub fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<String> {
+    Ok(keelson_cmd::run_with_timeout(cmd, Some(timeout))?)
 }
 
 /// Is `prog` on PATH?

@@ -273,6 +273,20 @@ pub fn derive_uuid(seed: &str, purpose: &str) -> Uuid {
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
+/// A deterministic UUID for the file systems inside an image (the erofs `/usr`, the verity
+/// superblock, the ESP volume ID): the first 16 bytes of `SHA-256("keelson:" purpose ":" seed)`
+/// with the v4 version and RFC 4122 variant bits set.
+///
+/// A separate formula from [`derive_uuid`] (which names partitions) on purpose: the erofs UUID
+/// is part of `/usr` and so of its root hash, and a reproducible build must keep giving the
+/// root hashes it gave before.
+pub fn derive_fs_uuid(seed: &str, purpose: &str) -> Uuid {
+    let digest = Sha256::digest(format!("keelson:{purpose}:{seed}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
 /// Writes a new Keelson disk image at `path` (sparse; protective MBR, primary and backup GPT).
 /// Any existing file at `path` is replaced atomically; on error nothing is left behind.
 pub fn create(path: &Path, layout: &Layout) -> Result<(), DiskError> {
@@ -363,6 +377,26 @@ fn write_layout(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn fs_uuids_are_pinned() {
+        // The image builder's erofs, verity and ESP ids for `keelson:1.2.0`: a change here
+        // changes every /usr root hash a reproducible build gives.
+        let seed = "keelson:1.2.0";
+        assert_eq!(
+            derive_fs_uuid(seed, "usr-erofs").to_string(),
+            "82f77887-d6d2-470f-9105-d74a41acef21"
+        );
+        assert_eq!(
+            derive_fs_uuid(seed, "usr-verity").to_string(),
+            "eadcd283-cb91-481e-87f1-b7004ffa33a8"
+        );
+        assert_eq!(
+            derive_fs_uuid(seed, "esp").to_string(),
+            "3aacea2f-09a0-4615-8084-cd6ffad365b1"
+        );
+        assert_ne!(derive_fs_uuid(seed, "esp"), derive_uuid(seed, "esp"));
+    }
 
     #[test]
     fn verity_tree_sizes_match_image_format_vectors() {

@@ -16,6 +16,10 @@
 //! # Ok(()) }
 //! ```
 
+// Every public item carries a one-line doc; keep the compiler checking it.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::expect_used))]
+
 pub mod attrs;
 mod disk;
 mod error;
@@ -30,7 +34,7 @@ pub use disk::{Disk, GptCopy, PartitionInfo};
 pub use error::DiskError;
 pub use layout::{
     ALIGNMENT_BYTES, ESP_PARTITION, Layout, PlannedPartition, ROOT_PARTITION, SECTOR_SIZE, UsrSlot,
-    create, derive_uuid, verity_tree_bytes,
+    create, derive_fs_uuid, derive_uuid, verity_tree_bytes,
 };
 pub use report::{DiskReport, FlatcarSlot, KeelsonSlot, SlotState};
 pub use size::{format_size, parse_size};

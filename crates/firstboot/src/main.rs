@@ -1,5 +1,8 @@
 //! `keelson-firstboot --stage fetch|disks|mount|files|done`: first-boot provisioning as the
 //! initrd runs it, one process per stage (units of the dracut module `98keelson-firstboot`).
+//! The stages themselves are `keelson_provision::stages` (`Stage`, `run_stage`); this binary
+//! adds what belongs to the initrd: the ESP marker, the platform, the network hook and the
+//! failure report.
 //!
 //! First boot is the file `keelson/first_boot` on the ESP (as Flatcar's `flatcar/first_boot`):
 //! the image ships it, `fetch` looks for it (and records a "not first boot" stamp in /run
@@ -10,48 +13,44 @@
 //! <reason>` to /dev/console, records it in `/run/keelson/firstboot-failed` for the emergency
 //! handler, and exits non-zero; the unit's `OnFailure=emergency.target` stops the boot.
 
+#![cfg_attr(not(test), warn(clippy::expect_used))]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use clap::{Parser, ValueEnum};
+use anyhow::{Context, Result};
+use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use keelson_provision::engine::files::FilesOptions;
 use keelson_provision::fetch::{DEFAULT_MAX_SIZE, Fetcher};
 use keelson_provision::http::{HttpClient, RetryPolicy};
 use keelson_provision::providers::{FileProvider, Provider};
-use keelson_provision::stages::{self, Stage, StageContext};
+use keelson_provision::stages::{
+    self, FIRST_BOOT_MARKER as MARKER, Stage, StageContext, StageOutcome,
+};
 
-/// Path of the first-boot marker inside the ESP.
-const MARKER: &str = "keelson/first_boot";
+/// How long mounting or unmounting the ESP may take (a FAT partition: seconds at most).
+const ESP_MOUNT_TIMEOUT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum StageArg {
-    Fetch,
-    Disks,
-    Mount,
-    Files,
-    Done,
-}
+/// How long bringing the network up may take: wait-online gives up after 60 s by itself
+/// (`wait-online.conf`: `--any --timeout=60`); this only guards against a hung systemctl.
+/// The stage units are oneshot services without a start timeout, so nothing else would.
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(300);
 
-impl StageArg {
-    fn name(self) -> &'static str {
-        match self {
-            StageArg::Fetch => "fetch",
-            StageArg::Disks => "disks",
-            StageArg::Mount => "mount",
-            StageArg::Files => "files",
-            StageArg::Done => "done",
-        }
-    }
+/// `--stage`: one of `Stage::ALL` by name.
+fn stage_parser() -> impl TypedValueParser<Value = Stage> {
+    PossibleValuesParser::new(Stage::ALL.map(Stage::name)).try_map(|s| s.parse::<Stage>())
 }
 
 /// First-boot provisioning, one stage per run (the initrd's keelson-firstboot-*.service units).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The stage to run.
-    #[arg(long, value_enum)]
-    stage: StageArg,
+    /// The stage to run (keelson_provision::stages::Stage, in order: fetch, disks, mount,
+    /// files, done).
+    #[arg(long, value_parser = stage_parser())]
+    stage: Stage,
     /// Target root (the real root, mounted by the initrd).
     #[arg(long, default_value = "/sysroot")]
     root: PathBuf,
@@ -85,9 +84,6 @@ impl Args {
     fn cache(&self) -> PathBuf {
         self.state.join("config.json")
     }
-    fn source_file(&self) -> PathBuf {
-        self.state.join("config-source")
-    }
     fn not_first_boot(&self) -> PathBuf {
         self.state.join("not-first-boot")
     }
@@ -100,7 +96,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
     match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             let source = config_source(&args);
             let line = failure_line(args.stage, &source, &e);
@@ -127,13 +123,10 @@ fn init_logging() {
 }
 
 /// The one line an operator sees on the console when a stage fails.
-fn failure_line(stage: StageArg, source: &str, err: &anyhow::Error) -> String {
+fn failure_line(stage: Stage, source: &str, err: &anyhow::Error) -> String {
     // One line: the console and the emergency handler show it whole.
     let reason = format!("{err:#}").replace('\n', " ");
-    format!(
-        "keelson-firstboot: stage {} failed (config {source}): {reason}",
-        stage.name()
-    )
+    format!("keelson-firstboot: stage {stage} failed (config {source}): {reason}")
 }
 
 fn report_failure(args: &Args, line: &str) {
@@ -148,11 +141,8 @@ fn report_failure(args: &Args, line: &str) {
 
 /// Where the config came from: recorded by `fetch`, else the providers that would be asked.
 fn config_source(args: &Args) -> String {
-    if let Ok(s) = std::fs::read_to_string(args.source_file()) {
-        let s = s.trim();
-        if !s.is_empty() {
-            return s.to_string();
-        }
+    if let Some(source) = stages::recorded_config_source(&args.cache()) {
+        return format!("from {source}");
     }
     if let Some(p) = &args.config_file {
         return format!("file {}", p.display());
@@ -184,124 +174,60 @@ fn platform(args: &Args) -> Result<String> {
     .into())
 }
 
-fn run(args: &Args) -> Result<()> {
+/// Run the stage `args` names; `None` when it was skipped (not the first boot).
+fn run(args: &Args) -> Result<Option<StageOutcome>> {
     std::fs::create_dir_all(&args.state)
         .with_context(|| format!("creating {}", args.state.display()))?;
-    match args.stage {
-        StageArg::Fetch => {
-            let cmdline = read_cmdline(args)?;
-            if !forced_first_boot(&cmdline)
-                && !with_esp(args, false, |esp| Ok(esp.join(MARKER).is_file()))?
-            {
-                tracing::info!("no {MARKER} on the ESP: not the first boot, nothing to provision");
-                std::fs::write(args.not_first_boot(), "")
-                    .with_context(|| format!("writing {}", args.not_first_boot().display()))?;
-                return Ok(());
-            }
-            let fetcher = fetcher()?;
-            let providers: Vec<Box<dyn Provider>> = match &args.config_file {
-                Some(path) => vec![Box::new(FileProvider { path: path.clone() })],
-                None => {
-                    let platform = platform(args)?;
-                    tracing::info!(%platform, "first boot: fetching the config");
-                    let http = fetcher.http().clone();
-                    stages::providers_for(&cmdline, &platform, &http, &fetcher)?
-                }
-            };
-            let ctx = StageContext {
-                providers,
-                fetcher,
-                root: args.root.clone(),
-                cache: args.cache(),
-                files: FilesOptions {
-                    kernel_cmdline: Some(cmdline),
-                    ..FilesOptions::current()
-                },
-            };
-            let out = stages::run_stage(Stage::Fetch, &ctx)?;
-            let source = out
-                .changes
-                .iter()
-                .find_map(|c| c.action.strip_prefix("cache config from "))
-                .unwrap_or("unknown")
-                .to_string();
-            std::fs::write(args.source_file(), format!("from {source}\n"))
-                .with_context(|| format!("writing {}", args.source_file().display()))?;
-            log_outcome(&out);
-            Ok(())
+    let cmdline = read_cmdline(args)?;
+    let forced = stages::forced_first_boot(&cmdline);
+    if args.stage == Stage::Fetch {
+        if !forced && !with_esp(args, false, |esp| Ok(esp.join(MARKER).is_file()))? {
+            tracing::info!("no {MARKER} on the ESP: not the first boot, nothing to provision");
+            std::fs::write(args.not_first_boot(), "")
+                .with_context(|| format!("writing {}", args.not_first_boot().display()))?;
+            return Ok(None);
         }
-        StageArg::Disks | StageArg::Mount | StageArg::Files => {
-            if args.not_first_boot().exists() {
-                tracing::info!("not the first boot: stage skipped");
-                return Ok(());
-            }
-            let stage = match args.stage {
-                StageArg::Disks => Stage::Disks,
-                StageArg::Mount => Stage::Mount,
-                _ => Stage::Files,
-            };
-            let fetcher = fetcher()?;
-            let cmdline = read_cmdline(args)?;
-            let ctx = StageContext {
-                providers: Vec::new(),
-                fetcher,
-                root: args.root.clone(),
-                cache: args.cache(),
-                files: FilesOptions {
-                    kernel_cmdline: Some(cmdline),
-                    ..FilesOptions::current()
-                },
-            };
-            let out = stages::run_stage(stage, &ctx)?;
-            log_outcome(&out);
-            Ok(())
+    } else if args.not_first_boot().exists() {
+        tracing::info!("not the first boot: stage skipped");
+        return Ok(None);
+    }
+    let fetcher = fetcher()?;
+    let providers: Vec<Box<dyn Provider>> = match (args.stage, &args.config_file) {
+        (Stage::Fetch, Some(path)) => vec![Box::new(FileProvider { path: path.clone() })],
+        (Stage::Fetch, None) => {
+            let platform = platform(args)?;
+            tracing::info!(%platform, "first boot: fetching the config");
+            let http = fetcher.http().clone();
+            stages::providers_for(&cmdline, &platform, &http, &fetcher)?
         }
-        StageArg::Done => {
-            if args.not_first_boot().exists() {
-                tracing::info!("not the first boot: stage skipped");
-                return Ok(());
-            }
-            if !args.cache().is_file() {
-                bail!(
-                    "{} is missing: the earlier stages did not run",
-                    args.cache().display()
-                );
-            }
-            // The resource cache and the LUKS keys were for the stages only; /run survives
-            // switch-root, so do not leave them (and a copy of every download) in memory.
-            for dir in [
-                stages::resource_cache(&args.cache()),
-                stages::luks_dir(&args.cache()),
-            ] {
-                match std::fs::remove_dir_all(&dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(e).with_context(|| format!("removing {}", dir.display()));
-                    }
-                    _ => {}
-                }
-            }
-            if forced_first_boot(&read_cmdline(args)?) {
-                // A boot told to provision (PXE, no disk marker): nothing to clear.
-                tracing::info!("provisioning complete (keelson.first_boot=1: no marker to clear)");
-                return Ok(());
-            }
+        _ => Vec::new(),
+    };
+    let ctx = StageContext {
+        providers,
+        fetcher,
+        root: args.root.clone(),
+        cache: args.cache(),
+        files: FilesOptions {
+            kernel_cmdline: Some(cmdline),
+            ..FilesOptions::current()
+        },
+    };
+    let out = stages::run_stage(args.stage, &ctx)?;
+    log_outcome(&out);
+    if args.stage == Stage::Done {
+        if forced {
+            // A boot told to provision (PXE, no disk marker): nothing to clear.
+            tracing::info!("provisioning complete (keelson.first_boot=1: no marker to clear)");
+        } else {
             with_esp(args, true, |esp| {
                 let marker = esp.join(MARKER);
                 std::fs::remove_file(&marker)
                     .with_context(|| format!("removing the first-boot marker {}", marker.display()))
             })?;
             tracing::info!("provisioning complete: first-boot marker removed");
-            Ok(())
         }
     }
-}
-
-/// `keelson.first_boot=1` (Flatcar: `flatcar.first_boot=1`) provisions without the ESP marker,
-/// for boots that have no disk marker to go by (PXE).
-fn forced_first_boot(cmdline: &str) -> bool {
-    cmdline
-        .split_whitespace()
-        .any(|a| a == "keelson.first_boot=1")
+    Ok(Some(out))
 }
 
 fn fetcher() -> Result<Fetcher> {
@@ -316,31 +242,33 @@ fn fetcher() -> Result<Fetcher> {
 /// resources, and every boot after the first, never wait for DHCP.
 fn network_up() -> Result<(), String> {
     tracing::info!("a remote resource is needed: bringing the network up");
-    let out = Command::new("systemctl")
-        .args([
+    keelson_cmd::run_with_timeout(
+        Command::new("systemctl").args([
             "start",
             "systemd-networkd.service",
             "systemd-networkd-wait-online.service",
-        ])
-        .output()
-        .map_err(|e| format!("running systemctl: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "systemctl start systemd-networkd-wait-online.service: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+        ]),
+        Some(NETWORK_TIMEOUT),
+    )
+    .map(drop)
+    .map_err(|e| e.to_string())
 }
 
-fn log_outcome(out: &keelson_provision::engine::Outcome) {
-    for c in &out.changes {
+fn log_outcome(out: &StageOutcome) {
+    let source = out.config_source.as_ref().map(|s| s.to_string());
+    for c in &out.outcome.changes {
         tracing::info!(path = %c.path, "{}", c.action);
     }
-    for w in &out.warnings {
+    for w in &out.outcome.warnings {
         tracing::warn!("{w}");
     }
+    tracing::info!(
+        stage = %out.stage,
+        config_source = source.as_deref().unwrap_or("unknown"),
+        "stage {}/{} done",
+        out.stage.order(),
+        Stage::ALL.len()
+    );
 }
 
 /// Run `f` on the ESP: the test directory, or the device mounted (read-only unless `write`)
@@ -356,26 +284,15 @@ fn with_esp<T>(args: &Args, write: bool, f: impl FnOnce(&Path) -> Result<T>) -> 
         .args(["-t", "vfat", "-o", if write { "rw" } else { "ro" }])
         .arg(&args.esp_device)
         .arg(&mnt);
-    run_cmd(&mut mount)?;
+    keelson_cmd::run_with_timeout(&mut mount, Some(ESP_MOUNT_TIMEOUT))?;
     let r = f(&mnt);
     // Unmount even when `f` failed: umount flushes the FAT, so a removed marker stays removed
     // across a reset, and a later stage can mount the ESP again.
-    let unmount = run_cmd(Command::new("umount").arg(&mnt));
+    let unmount =
+        keelson_cmd::run_with_timeout(Command::new("umount").arg(&mnt), Some(ESP_MOUNT_TIMEOUT));
     let v = r?;
     unmount?;
     Ok(v)
-}
-
-fn run_cmd(c: &mut Command) -> Result<()> {
-    let line = format!("{c:?}");
-    let out = c.output().with_context(|| format!("running {line}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!("{line} failed ({}): {}", out.status, tail.join(" | "));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -402,7 +319,7 @@ mod tests {
             std::fs::write(p.join("console"), "").unwrap();
             Env { dir }
         }
-        fn args(&self, stage: StageArg) -> Args {
+        fn args(&self, stage: Stage) -> Args {
             let p = self.dir.path();
             Args {
                 stage,
@@ -417,10 +334,10 @@ mod tests {
             }
         }
         /// Run a stage as `main` does (failure line to the console file).
-        fn stage(&self, stage: StageArg) -> bool {
+        fn stage(&self, stage: Stage) -> bool {
             let args = self.args(stage);
             match run(&args) {
-                Ok(()) => true,
+                Ok(_) => true,
                 Err(e) => {
                     report_failure(&args, &failure_line(stage, &config_source(&args), &e));
                     false
@@ -439,12 +356,7 @@ mod tests {
     #[test]
     fn first_boot_runs_every_stage_and_done_removes_the_marker() {
         let env = Env::new(true, GOOD);
-        for s in [
-            StageArg::Fetch,
-            StageArg::Disks,
-            StageArg::Files,
-            StageArg::Done,
-        ] {
+        for s in [Stage::Fetch, Stage::Disks, Stage::Files, Stage::Done] {
             assert!(
                 env.stage(s),
                 "stage {s:?}: {:?}",
@@ -453,7 +365,7 @@ mod tests {
             // The resource cache lives from fetch until done removes it.
             assert_eq!(
                 env.path("state/resources").is_dir(),
-                !matches!(s, StageArg::Done),
+                !matches!(s, Stage::Done),
                 "after {s:?}"
             );
         }
@@ -473,12 +385,7 @@ mod tests {
     #[test]
     fn second_boot_skips_every_stage() {
         let env = Env::new(false, GOOD);
-        for s in [
-            StageArg::Fetch,
-            StageArg::Disks,
-            StageArg::Files,
-            StageArg::Done,
-        ] {
+        for s in [Stage::Fetch, Stage::Disks, Stage::Files, Stage::Done] {
             assert!(env.stage(s), "stage {s:?}");
         }
         assert!(env.path("state/not-first-boot").exists());
@@ -489,7 +396,7 @@ mod tests {
     #[test]
     fn a_bad_resource_fails_the_fetch_stage_and_leaves_no_config_cache() {
         let env = Env::new(true, BAD_FETCH);
-        assert!(!env.stage(StageArg::Fetch));
+        assert!(!env.stage(Stage::Fetch));
         let console = std::fs::read_to_string(env.path("console")).unwrap();
         assert!(
             console.contains("keelson-firstboot: stage fetch failed")
@@ -504,8 +411,8 @@ mod tests {
     #[test]
     fn failed_files_stage_names_stage_source_and_reason_and_keeps_the_marker() {
         let env = Env::new(true, BAD_FILES);
-        assert!(env.stage(StageArg::Fetch));
-        assert!(!env.stage(StageArg::Files));
+        assert!(env.stage(Stage::Fetch));
+        assert!(!env.stage(Stage::Files));
         let console = std::fs::read_to_string(env.path("console")).unwrap();
         assert!(
             console.contains("keelson-firstboot: stage files failed (config from file): ")
@@ -528,7 +435,7 @@ mod tests {
     fn kernel_argument_forces_a_first_boot_without_the_marker() {
         let env = Env::new(false, GOOD);
         std::fs::write(env.path("cmdline"), "console=ttyS0 keelson.first_boot=1").unwrap();
-        for s in [StageArg::Fetch, StageArg::Disks, StageArg::Files] {
+        for s in [Stage::Fetch, Stage::Disks, Stage::Files] {
             assert!(env.stage(s), "stage {s:?}");
         }
         assert_eq!(
@@ -537,15 +444,15 @@ mod tests {
         );
         // Nothing to clear, and no ESP is touched (a PXE boot may have none).
         std::fs::remove_dir_all(env.path("esp")).unwrap();
-        assert!(env.stage(StageArg::Done));
+        assert!(env.stage(Stage::Done));
     }
 
     #[test]
     fn done_without_the_marker_fails() {
         let env = Env::new(true, GOOD);
-        assert!(env.stage(StageArg::Fetch));
+        assert!(env.stage(Stage::Fetch));
         std::fs::remove_file(env.path("esp").join(MARKER)).unwrap();
-        assert!(!env.stage(StageArg::Done));
+        assert!(!env.stage(Stage::Done));
         let console = std::fs::read_to_string(env.path("console")).unwrap();
         assert!(
             console.contains("stage done failed") && console.contains("first_boot"),
@@ -554,9 +461,33 @@ mod tests {
     }
 
     #[test]
+    fn every_stage_has_its_unit_and_parses_by_name() {
+        let module = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../os/rootfs/usr/lib/dracut/modules.d/98keelson-firstboot");
+        for stage in Stage::ALL {
+            let unit = module.join(format!("keelson-firstboot-{stage}.service"));
+            let text = std::fs::read_to_string(&unit).unwrap();
+            assert!(
+                text.contains(&format!(
+                    "ExecStart=/usr/bin/keelson-firstboot --stage {stage}\n"
+                )),
+                "{}",
+                unit.display()
+            );
+            let args =
+                Args::try_parse_from(["keelson-firstboot", "--stage", stage.name()]).unwrap();
+            assert_eq!(args.stage, stage);
+        }
+        let err = Args::try_parse_from(["keelson-firstboot", "--stage", "boot"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fetch") && err.contains("done"), "{err}");
+    }
+
+    #[test]
     fn failure_line_is_one_line() {
         let e = anyhow::anyhow!("a\nb").context("ctx");
-        let l = failure_line(StageArg::Mount, "from qemu", &e);
+        let l = failure_line(Stage::Mount, "from qemu", &e);
         assert_eq!(
             l,
             "keelson-firstboot: stage mount failed (config from qemu): ctx: a b"

@@ -18,7 +18,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::os::{self, OsDefinition};
-use crate::{ImageError, cmd, io_err};
+use keelson_cmd as cmd;
+use keelson_disk::derive_fs_uuid;
+
+use crate::{ImageError, io_err};
 
 /// Bump when the build steps change in a way that changes the cached root file system.
 const ROOTFS_RECIPE: &str = "keelson-rootfs-v1";
@@ -138,42 +141,19 @@ pub struct BuildOutput {
     pub rootfs_cached: bool,
 }
 
-/// The usr and usr-verity partition UUIDs derived from a root hash (DPS / systemd-repart):
-/// first and last 128 bits, as UUID strings.
-pub fn uuids_from_root_hash(root_hash_hex: &str) -> Option<(String, String)> {
-    if root_hash_hex.len() != 64 || !root_hash_hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let fmt = |h: &str| {
-        let h = h.to_ascii_lowercase();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+/// The usr and usr-verity partition UUIDs of a root hash (hex, as the verity crate gives it),
+/// by `keelson_disk::uuids_from_root_hash`: the two halves of the hash, refused when a half is
+/// all zeros (systemd could never find such a partition).
+fn partition_uuids(root_hash_hex: &str, verity: &Path) -> Result<(String, String), ImageError> {
+    let bad = |message: String| ImageError::Verity {
+        path: verity.to_path_buf(),
+        message,
     };
-    Some((fmt(&root_hash_hex[..32]), fmt(&root_hash_hex[32..])))
-}
-
-/// A UUID derived from a label and the build inputs, so that rebuilds give the same UUIDs.
-fn derived_uuid(what: &str, seed: &str) -> String {
-    let d = Sha256::digest(format!("keelson:{what}:{seed}").as_bytes());
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    b[6] = (b[6] & 0x0f) | 0x40; // version 4 layout, but deterministic
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let bytes = hex::decode(root_hash_hex)
+        .map_err(|e| bad(format!("root hash {root_hash_hex:?} is not hex: {e}")))?;
+    let (usr, verity_uuid) =
+        keelson_disk::uuids_from_root_hash(&bytes).map_err(|e| bad(e.to_string()))?;
+    Ok((usr.to_string(), verity_uuid.to_string()))
 }
 
 /// Spinner for one long step; prints a line when done.
@@ -290,6 +270,10 @@ fn rootfs_key(def: &OsDefinition, os_dir: &Path, sde: u64) -> Result<String, Ima
     Ok(hex::encode(h.finalize()))
 }
 
+/// How long one archive index download may take (a few MB): a stalled mirror fails the
+/// build's checks instead of hanging them.
+const INDEX_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Names in the archive index of `suite`/`component` (packages and what they provide).
 fn archive_names(
     def: &OsDefinition,
@@ -313,11 +297,12 @@ fn archive_names(
                 comp
             );
             let tmp = dir.join(format!(".{}_{}.tmp", def.suite, comp));
-            cmd::run(
+            cmd::run_with_timeout(
                 Command::new("curl")
                     .args(["-fsSL", "--retry", "3", "-o"])
                     .arg(&tmp)
                     .arg(&url),
+                Some(INDEX_DOWNLOAD_TIMEOUT),
             )?;
             fs::rename(&tmp, &file).map_err(io_err(&file))?;
         }
@@ -425,7 +410,7 @@ fn rootfs(
     });
     if let Err(e) = r {
         let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
+        return Err(e.into());
     }
     fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
     fs::write(&done, &key).map_err(io_err(&done))?;
@@ -526,7 +511,7 @@ fn make_usr(root: &Path, out: &Path, sde: u64, seed: &str) -> Result<(), ImageEr
         Command::new("mkfs.erofs")
             .arg("-zlz4hc")
             .arg(format!("-T{sde}"))
-            .arg(format!("-U{}", derived_uuid("usr-erofs", seed)))
+            .arg(format!("-U{}", derive_fs_uuid(seed, "usr-erofs")))
             .arg("--quiet")
             .arg(out)
             .arg(root.join("usr")),
@@ -538,12 +523,7 @@ fn make_usr(root: &Path, out: &Path, sde: u64, seed: &str) -> Result<(), ImageEr
 /// returns the root hash. Salt and superblock UUID derive from the build seed (reproducible).
 fn make_verity(data: &Path, hash: &Path, seed: &str) -> Result<String, ImageError> {
     let salt = Sha256::digest(format!("keelson:usr-verity-salt:{seed}").as_bytes()).to_vec();
-    let uuid_hex = derived_uuid("usr-verity", seed).replace('-', "");
-    let mut uuid = [0u8; 16];
-    hex::decode_to_slice(&uuid_hex, &mut uuid).map_err(|e| ImageError::Missing {
-        path: hash.to_path_buf(),
-        message: format!("derived verity UUID {uuid_hex:?}: {e}"),
-    })?;
+    let uuid = *derive_fs_uuid(seed, "usr-verity").as_bytes();
     let params = keelson_verity::VerityParams::default()
         .with_salt(salt)
         .with_uuid(uuid);
@@ -621,7 +601,8 @@ fn make_esp(
             message: "systemd-boot EFI binary missing (package systemd-boot-efi)".into(),
         });
     }
-    let volid = &derived_uuid("esp", seed)[..8];
+    let esp_uuid = derive_fs_uuid(seed, "esp").to_string();
+    let volid = &esp_uuid[..8];
     cmd::run(
         Command::new("mkfs.vfat")
             .args(["-F", "32", "-n", "ESP", "-i", volid, "--invariant", "-C"])
@@ -970,11 +951,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
         "layout.usr_verity_mib",
         def.layout.usr_verity_mib,
     )?;
-    let (usr_uuid, verity_uuid) =
-        uuids_from_root_hash(&root_hash).ok_or_else(|| ImageError::Missing {
-            path: verity.clone(),
-            message: format!("root hash {root_hash:?} is not 64 hex digits"),
-        })?;
+    let (usr_uuid, verity_uuid) = partition_uuids(&root_hash, &verity)?;
 
     let cmdline = format!("{} usrhash={root_hash}", def.cmdline.trim());
     let uki_name = format!("{}_{version}.efi", def.name);
@@ -1088,23 +1065,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uuids_split_the_root_hash() {
-        let h = "0123456789abcdef0123456789abcdefFEDCBA9876543210fedcba9876543210";
-        let (a, b) = uuids_from_root_hash(h).unwrap();
-        assert_eq!(a, "01234567-89ab-cdef-0123-456789abcdef");
-        assert_eq!(b, "fedcba98-7654-3210-fedc-ba9876543210");
-        assert!(uuids_from_root_hash("abc").is_none());
-        assert!(uuids_from_root_hash(&"g".repeat(64)).is_none());
+    fn partition_uuids_are_the_root_hash_halves() {
+        // The root hash of image-format.md section 3 (8 MiB of zeros, 4096-byte blocks).
+        let h = "e522df0f97da4febb882ac40f30b37dc0b444bf6df418929463fa25280f09d5c";
+        let (a, b) = partition_uuids(h, Path::new("usr.verity")).unwrap();
+        assert_eq!(a, "e522df0f-97da-4feb-b882-ac40f30b37dc");
+        assert_eq!(b, "0b444bf6-df41-8929-463f-a25280f09d5c");
+        // Upper-case hex gives the same (lower-case) UUIDs.
+        assert_eq!(
+            partition_uuids(&h.to_uppercase(), Path::new("usr.verity")).unwrap(),
+            (a, b)
+        );
+        for bad in [
+            "abc",
+            &"g".repeat(64),
+            &format!("{}{}", "0".repeat(32), &h[32..]),
+        ] {
+            let e = partition_uuids(bad, Path::new("usr.verity")).unwrap_err();
+            assert!(e.to_string().contains("usr.verity"), "{e}");
+        }
     }
 
     #[test]
-    fn derived_uuids_are_stable_and_distinct() {
-        assert_eq!(derived_uuid("a", "s"), derived_uuid("a", "s"));
-        assert_ne!(derived_uuid("a", "s"), derived_uuid("b", "s"));
-        assert_ne!(derived_uuid("a", "s"), derived_uuid("a", "t"));
-        let u = derived_uuid("x", "y");
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
+    fn build_uuids_are_the_ones_earlier_builds_gave() {
+        // Pinned from the formula the builder used before it called keelson-disk: the erofs
+        // UUID is inside /usr, so a different value would change the root hash.
+        let seed = "keelson:1.2.0";
+        assert_eq!(
+            derive_fs_uuid(seed, "usr-erofs").to_string(),
+            "82f77887-d6d2-470f-9105-d74a41acef21"
+        );
+        assert_eq!(
+            hex::encode(derive_fs_uuid(seed, "usr-verity").as_bytes()),
+            "eadcd283cb91481e87f1b7004ffa33a8"
+        );
+        assert_eq!(&derive_fs_uuid(seed, "esp").to_string()[..8], "3aacea2f");
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{ImageError, cmd, io_err};
+use keelson_cmd::{self as cmd, CmdError};
+
+use crate::{ImageError, io_err};
 
 /// fw_cfg name under which the provisioning config is handed to the guest.
 pub const FW_CFG_CONFIG: &str = "opt/org.keelson/config";
@@ -173,11 +175,8 @@ pub fn run_interactive(opts: &VmOptions) -> Result<ExitStatus, ImageError> {
     let mut c = qemu_command(opts, &vars, Console::Stdio);
     let line = cmd::describe(&c);
     tracing::info!(command = %line, "starting QEMU (Ctrl-A X quits)");
-    c.status().map_err(|e| ImageError::Command {
-        command: line,
-        status: format!("could not start: {e}"),
-        stderr_tail: String::new(),
-    })
+    c.status()
+        .map_err(|e| CmdError::not_started(line, &e).into())
 }
 
 /// Console text without ANSI escape sequences and carriage returns.
@@ -244,31 +243,32 @@ impl Vm {
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .map_err(|e| ImageError::Command {
-                command: line.clone(),
-                status: format!("could not start: {e}"),
-                stderr_tail: String::new(),
-            })?;
+            .map_err(|e| CmdError::not_started(&line, &e))?;
         let started = Instant::now();
         let stream = loop {
             if let Ok(s) = UnixStream::connect(&sock) {
                 break s;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(ImageError::Command {
-                    command: line,
-                    status: status.to_string(),
-                    stderr_tail: cmd::tail(&std::fs::read_to_string(&log).unwrap_or_default(), 20),
-                });
+                return Err(CmdError {
+                    code: status.code(),
+                    ..CmdError::new(
+                        line,
+                        status.to_string(),
+                        &std::fs::read_to_string(&log).unwrap_or_default(),
+                    )
+                }
+                .into());
             }
             if started.elapsed() > Duration::from_secs(30) {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(ImageError::Command {
-                    command: line,
-                    status: "console socket did not appear within 30 s".into(),
-                    stderr_tail: cmd::tail(&std::fs::read_to_string(&log).unwrap_or_default(), 20),
-                });
+                return Err(CmdError::new(
+                    line,
+                    "console socket did not appear within 30 s",
+                    &std::fs::read_to_string(&log).unwrap_or_default(),
+                )
+                .into());
             }
             std::thread::sleep(Duration::from_millis(50));
         };

@@ -6,6 +6,10 @@
 //! identity; the fuzz target and the property tests check exactly that. The subset we speak
 //! is written down in `docs/omaha.md`.
 
+// Every public item carries a one-line doc; keep the compiler checking it.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::expect_used))]
+
 mod codes;
 mod request;
 mod response;

@@ -8,6 +8,7 @@
 
 // Every public item carries a one-line doc (developer guide); keep the compiler checking it.
 #![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::expect_used))]
 
 pub mod dataurl;
 pub mod engine;

@@ -1,9 +1,17 @@
-//! Stages as the initrd will run them (`keelson-provision --stage fetch|disks|mount|files`):
-//! `fetch` finds, renders and caches the config; the later stages read that cache, so each
-//! stage is a separate process that can fail (and be reported) on its own, as in Ignition.
+//! The first-boot stages, defined once: [`Stage`] names them in order and says what each
+//! does, [`run_stage`] runs one and returns a [`StageOutcome`] (what changed, and where the
+//! config came from as a [`ConfigSource`]). `keelson-firstboot --stage <name>` (one process
+//! per stage, one initrd unit per stage) is a thin caller of this module.
+//!
+//! `fetch` finds, renders and caches the config (and records its source) next to the cache;
+//! the later stages read only that cache, so each stage can fail, and be reported, on its
+//! own, as in Ignition.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use serde::Serialize;
 
 use crate::engine::{self, ApplyError, Outcome, files::FilesOptions};
 use crate::fetch::Fetcher;
@@ -17,33 +25,169 @@ use crate::target::TargetRoot;
 /// Where the rendered config is cached between stages (Ignition: `/run/ignition.json`).
 pub const DEFAULT_CACHE: &str = "/run/keelson/config.json";
 
-/// One provisioning stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The first-boot marker, relative to the ESP (Flatcar: `flatcar/first_boot`): present until
+/// the `done` stage of a successful first boot removes it.
+pub const FIRST_BOOT_MARKER: &str = "keelson/first_boot";
+
+/// One first-boot stage; [`Stage::ALL`] lists them in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Stage {
-    /// Find the config, follow merge/replace, cache it.
+    /// Find the config, follow merge/replace, fetch every remote resource, cache it all.
     Fetch,
-    /// Partition and format.
+    /// Partition, assemble RAID, set up LUKS and format.
     Disks,
     /// Mount filesystems under the target.
     Mount,
     /// Users, files, directories, links, units.
     Files,
+    /// Drop the stage-only state (resource cache, LUKS keys); the caller then clears the
+    /// first-boot marker.
+    Done,
 }
 
-impl FromStr for Stage {
-    type Err = ApplyError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fetch" => Ok(Stage::Fetch),
-            "disks" => Ok(Stage::Disks),
-            "mount" => Ok(Stage::Mount),
-            "files" => Ok(Stage::Files),
-            other => Err(ApplyError::Invalid {
-                field: "--stage".into(),
-                reason: format!("unknown stage {other:?} (fetch, disks, mount, files)"),
-            }),
+impl Stage {
+    /// Every stage, in the order the initrd runs them.
+    pub const ALL: [Stage; 5] = [
+        Stage::Fetch,
+        Stage::Disks,
+        Stage::Mount,
+        Stage::Files,
+        Stage::Done,
+    ];
+
+    /// The stage's name on the command line, in unit names and in messages (`fetch`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Fetch => "fetch",
+            Stage::Disks => "disks",
+            Stage::Mount => "mount",
+            Stage::Files => "files",
+            Stage::Done => "done",
         }
     }
+
+    /// Its position in [`Stage::ALL`], from 1.
+    pub fn order(self) -> usize {
+        match self {
+            Stage::Fetch => 1,
+            Stage::Disks => 2,
+            Stage::Mount => 3,
+            Stage::Files => 4,
+            Stage::Done => 5,
+        }
+    }
+
+    /// What the stage does, in one line (for `--help` and the docs).
+    pub fn description(self) -> &'static str {
+        match self {
+            Stage::Fetch => {
+                "find the config (providers), render merge/replace, fetch and verify every remote resource, cache them under /run"
+            }
+            Stage::Disks => "partitions, RAID, LUKS and file systems from the cached config",
+            Stage::Mount => "mount the config's file systems under the target root",
+            Stage::Files => {
+                "accounts, files, directories, links, units and presets in the target root"
+            }
+            Stage::Done => {
+                "remove the resource cache and LUKS keys; then clear the first-boot marker"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A stage name that is not one of [`Stage::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown stage {0:?} (fetch, disks, mount, files, done)")]
+pub struct UnknownStage(pub String);
+
+impl FromStr for Stage {
+    type Err = UnknownStage;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Stage::ALL
+            .into_iter()
+            .find(|st| st.name() == s)
+            .ok_or_else(|| UnknownStage(s.to_string()))
+    }
+}
+
+/// Where the rendered config came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigSource {
+    /// The provider of that name had it (`cmdline`, `qemu`, `aws`, `gcp`, `azure`,
+    /// `openstack`, `file`).
+    Provider(String),
+    /// No provider had a config: an empty one was applied.
+    Empty,
+}
+
+impl ConfigSource {
+    /// The provider's name, or `none`.
+    pub fn name(&self) -> &str {
+        match self {
+            ConfigSource::Provider(p) => p,
+            ConfigSource::Empty => "none",
+        }
+    }
+
+    fn parse_record(text: &str) -> Option<ConfigSource> {
+        let name = text.trim().strip_prefix("from ")?.trim();
+        match name {
+            "" => None,
+            "none" => Some(ConfigSource::Empty),
+            p => Some(ConfigSource::Provider(p.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What one stage did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageOutcome {
+    /// The stage that ran.
+    pub stage: Stage,
+    /// Where the config came from: found by `fetch`, read back from its record by the later
+    /// stages; `None` when there is no record (no fetch ran against this cache).
+    pub config_source: Option<ConfigSource>,
+    /// The changes made and the warnings.
+    pub outcome: Outcome,
+}
+
+/// The file the fetch stage records the config source in: `config-source` next to the config
+/// cache (`/run/keelson/config-source`), holding `from <provider>`.
+pub fn config_source_file(config_cache: &Path) -> PathBuf {
+    state_dir(config_cache).join("config-source")
+}
+
+/// The config source the fetch stage recorded next to `config_cache`, if any.
+pub fn recorded_config_source(config_cache: &Path) -> Option<ConfigSource> {
+    let text = std::fs::read_to_string(config_source_file(config_cache)).ok()?;
+    ConfigSource::parse_record(&text)
+}
+
+/// Whether the kernel command line forces a first boot without the ESP marker
+/// (`keelson.first_boot=1`; Flatcar: `flatcar.first_boot=1`), for boots with no disk marker to
+/// go by (PXE).
+pub fn forced_first_boot(cmdline: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .any(|a| a == "keelson.first_boot=1")
+}
+
+fn state_dir(config_cache: &Path) -> &Path {
+    config_cache.parent().unwrap_or(Path::new("."))
 }
 
 /// The platform named on the kernel command line (`keelson.platform=`, Ignition's
@@ -101,7 +245,7 @@ pub fn providers_for(
     Ok(v)
 }
 
-/// What a stage needs.
+/// What a stage needs (`done` uses only `cache`).
 pub struct StageContext<'a> {
     /// Providers for the fetch stage.
     pub providers: Vec<Box<dyn Provider + 'a>>,
@@ -119,16 +263,13 @@ pub struct StageContext<'a> {
 /// The directory the fetch stage caches remote resources in: `resources/` next to the
 /// config cache (`/run/keelson/resources`).
 pub fn resource_cache(config_cache: &Path) -> PathBuf {
-    config_cache
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("resources")
+    state_dir(config_cache).join("resources")
 }
 
 /// Where the disks stage leaves LUKS keys and UUIDs for the files stage: `luks/` next to
 /// the config cache (`/run/keelson/luks`).
 pub fn luks_dir(config_cache: &Path) -> PathBuf {
-    config_cache.parent().unwrap_or(Path::new(".")).join("luks")
+    state_dir(config_cache).join("luks")
 }
 
 fn read_cache(cache: &Path) -> Result<keelson_config::Config, ApplyError> {
@@ -143,40 +284,13 @@ fn read_cache(cache: &Path) -> Result<keelson_config::Config, ApplyError> {
     Ok(config)
 }
 
-/// Run one stage; returns what it changed.
-pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyError> {
-    let _span = tracing::info_span!("stage", ?stage).entered();
-    match stage {
+/// Run one stage; returns what it changed and where the config came from.
+pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<StageOutcome, ApplyError> {
+    let _span = tracing::info_span!("stage", %stage).entered();
+    let (outcome, config_source) = match stage {
         Stage::Fetch => {
-            let providers: Vec<&dyn Provider> = ctx
-                .providers
-                .iter()
-                .map(|p| p.as_ref() as &dyn Provider)
-                .collect();
-            let fetched = engine::fetch_config(&providers, &ctx.fetcher)?;
-            if let Some(cmdline) = &ctx.files.kernel_cmdline {
-                engine::kargs::check_kernel_arguments(&fetched.config, cmdline)?;
-            }
-            let cached = engine::cache_resources(
-                &fetched.config,
-                &ctx.fetcher,
-                &resource_cache(&ctx.cache),
-            )?;
-            let json =
-                serde_json::to_vec_pretty(&fetched.config).map_err(|e| ApplyError::Invalid {
-                    field: "config".into(),
-                    reason: format!("serializing rendered config: {e}"),
-                })?;
-            crate::passwd::write_atomic(&ctx.cache, &json, 0o600)?;
-            let mut out = Outcome::default();
-            out.push(
-                ctx.cache.display().to_string(),
-                engine::NodeKind::File,
-                format!("cache config from {}", fetched.source),
-            );
-            out.extend(cached);
-            out.warnings.extend(fetched.warnings);
-            Ok(out)
+            let (outcome, source) = fetch(ctx)?;
+            (outcome, Some(source))
         }
         Stage::Disks => {
             let config = read_cache(&ctx.cache)?;
@@ -185,7 +299,8 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
                 fetcher: Some(ctx.fetcher.offline(&resource_cache(&ctx.cache))),
                 luks_dir: luks_dir(&ctx.cache),
             };
-            engine::disks::plan_disks_with(&config, &opts)?.apply()
+            let out = engine::disks::plan_disks_with(&config, &opts)?.apply()?;
+            (out, recorded_config_source(&ctx.cache))
         }
         Stage::Mount => {
             let target = TargetRoot::new(&ctx.root)?;
@@ -194,7 +309,7 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
             for m in mounted {
                 out.push(target.display(&m), engine::NodeKind::Directory, "mount");
             }
-            Ok(out)
+            (out, recorded_config_source(&ctx.cache))
         }
         Stage::Files => {
             let target = TargetRoot::new(&ctx.root)?;
@@ -204,9 +319,81 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<Outcome, ApplyE
             config.storage.files.extend(luks);
             // Offline: everything remote was fetched (and verified) by the fetch stage.
             let fetcher = ctx.fetcher.offline(&resource_cache(&ctx.cache));
-            engine::apply_files(&config, &target, &fetcher, &ctx.files)
+            let out = engine::apply_files(&config, &target, &fetcher, &ctx.files)?;
+            (out, recorded_config_source(&ctx.cache))
+        }
+        Stage::Done => (done(&ctx.cache)?, recorded_config_source(&ctx.cache)),
+    };
+    Ok(StageOutcome {
+        stage,
+        config_source,
+        outcome,
+    })
+}
+
+fn fetch(ctx: &StageContext<'_>) -> Result<(Outcome, ConfigSource), ApplyError> {
+    let providers: Vec<&dyn Provider> = ctx
+        .providers
+        .iter()
+        .map(|p| p.as_ref() as &dyn Provider)
+        .collect();
+    let fetched = engine::fetch_config(&providers, &ctx.fetcher)?;
+    if let Some(cmdline) = &ctx.files.kernel_cmdline {
+        engine::kargs::check_kernel_arguments(&fetched.config, cmdline)?;
+    }
+    let cached =
+        engine::cache_resources(&fetched.config, &ctx.fetcher, &resource_cache(&ctx.cache))?;
+    let json = serde_json::to_vec_pretty(&fetched.config).map_err(|e| ApplyError::Invalid {
+        field: "config".into(),
+        reason: format!("serializing rendered config: {e}"),
+    })?;
+    let source = if fetched.source == "none" {
+        ConfigSource::Empty
+    } else {
+        ConfigSource::Provider(fetched.source.clone())
+    };
+    crate::passwd::write_atomic(&ctx.cache, &json, 0o600)?;
+    let record = config_source_file(&ctx.cache);
+    crate::passwd::write_atomic(&record, format!("from {source}\n").as_bytes(), 0o644)?;
+    let mut out = Outcome::default();
+    out.push(
+        ctx.cache.display().to_string(),
+        engine::NodeKind::File,
+        format!("cache config from {}", fetched.source),
+    );
+    out.push(
+        record.display().to_string(),
+        engine::NodeKind::File,
+        format!("record config source {source}"),
+    );
+    out.extend(cached);
+    out.warnings.extend(fetched.warnings);
+    Ok((out, source))
+}
+
+/// The `done` stage: the earlier stages must have run; the resource cache and the LUKS keys
+/// were for them only, and /run survives switch-root, so they (and a copy of every download)
+/// do not stay in memory.
+fn done(cache: &Path) -> Result<Outcome, ApplyError> {
+    if !cache.is_file() {
+        return Err(ApplyError::Invalid {
+            field: cache.display().to_string(),
+            reason: "missing: the earlier stages did not run".into(),
+        });
+    }
+    let mut out = Outcome::default();
+    for dir in [resource_cache(cache), luks_dir(cache)] {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => out.push(
+                dir.display().to_string(),
+                engine::NodeKind::Directory,
+                "remove",
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ApplyError::io("removing", &dir)(e)),
         }
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -245,6 +432,27 @@ mod tests {
     }
 
     #[test]
+    fn stages_are_listed_once_in_order() {
+        for (i, s) in Stage::ALL.into_iter().enumerate() {
+            assert_eq!(s.order(), i + 1, "{s}");
+            assert_eq!(s.name().parse::<Stage>(), Ok(s));
+            assert!(!s.description().is_empty());
+        }
+        let err = "boot".parse::<Stage>().unwrap_err().to_string();
+        assert!(err.contains("\"boot\"") && err.contains("done"), "{err}");
+        assert!(Stage::Fetch < Stage::Done);
+        assert_eq!(
+            ConfigSource::parse_record("from qemu\n"),
+            Some(ConfigSource::Provider("qemu".into()))
+        );
+        assert_eq!(
+            ConfigSource::parse_record("from none"),
+            Some(ConfigSource::Empty)
+        );
+        assert_eq!(ConfigSource::parse_record("qemu"), None);
+    }
+
+    #[test]
     fn stages_fetch_then_files_through_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("sysroot");
@@ -279,8 +487,20 @@ mod tests {
             },
         };
         let out = run_stage(Stage::Fetch, &ctx).unwrap();
-        assert!(out.changes[0].action.contains("from file"), "{out:?}");
-        run_stage(Stage::Files, &ctx).unwrap();
+        assert!(
+            out.outcome.changes[0].action.contains("from file"),
+            "{out:?}"
+        );
+        assert_eq!(
+            out.config_source,
+            Some(ConfigSource::Provider("file".into()))
+        );
+        let out = run_stage(Stage::Files, &ctx).unwrap();
+        // Read back from the fetch stage's record, not from a message.
+        assert_eq!(
+            out.config_source,
+            Some(ConfigSource::Provider("file".into()))
+        );
         assert_eq!(
             std::fs::read_to_string(root.join("etc/parent")).unwrap(),
             "p"
@@ -314,10 +534,12 @@ mod tests {
             "{err}"
         );
         let out = run_stage(Stage::Fetch, &ctx).unwrap();
-        assert!(out.changes[0].action.contains("from none"));
-        assert!(out.warnings[0].contains("no provider had a config"));
+        assert!(out.outcome.changes[0].action.contains("from none"));
+        assert_eq!(out.config_source, Some(ConfigSource::Empty));
+        assert!(out.outcome.warnings[0].contains("no provider had a config"));
         let out = run_stage(Stage::Files, &ctx).unwrap();
-        assert!(out.changes.is_empty(), "{out:?}");
+        assert!(out.outcome.changes.is_empty(), "{out:?}");
+        assert_eq!(out.config_source, Some(ConfigSource::Empty));
     }
 
     #[test]

@@ -197,10 +197,13 @@ fn failing_tool_reports_command_line_and_stderr() {
     ));
     let err = plan_disks(&cfg).unwrap_err();
     match &err {
-        ApplyError::Command { cmdline, .. } => assert!(
-            cmdline.starts_with("sgdisk --pretend") && cmdline.contains(&img),
-            "{cmdline}"
-        ),
+        ApplyError::Command(e) => {
+            let cmdline = &e.command;
+            assert!(
+                cmdline.starts_with("sgdisk --pretend") && cmdline.contains(&img),
+                "{cmdline}"
+            )
+        }
         other => panic!("{other}"),
     }
 }

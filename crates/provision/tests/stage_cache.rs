@@ -68,6 +68,7 @@ fn files_stage_uses_only_what_the_fetch_stage_cached() {
     let out = run_stage(Stage::Fetch, &ctx).unwrap();
     assert_eq!(server.requests().len(), 2, "{:?}", server.requests());
     let cached: Vec<_> = out
+        .outcome
         .changes
         .iter()
         .filter(|c| c.action.starts_with("cache ") && c.action.contains("bytes"))
@@ -186,7 +187,8 @@ fn luks_key_is_cached_by_fetch_and_lands_on_the_root_with_a_crypttab_line() {
     let ctx = context(&dir, &config);
     let out = run_stage(Stage::Fetch, &ctx).unwrap();
     assert!(
-        out.changes
+        out.outcome
+            .changes
             .iter()
             .any(|c| c.action.contains("$.storage.luks[0].keyFile (vault)")),
         "{out:?}"

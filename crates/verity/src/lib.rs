@@ -15,6 +15,10 @@
 //! # Ok::<(), keelson_verity::VerityError>(())
 //! ```
 
+// Every public item carries a one-line doc; keep the compiler checking it.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::expect_used))]
+
 mod error;
 mod params;
 mod ser;

@@ -7,7 +7,7 @@
 
 use keelson_config::{Config, Filesystem, Partition};
 
-use super::{ApplyError, NodeKind, Outcome, run_command};
+use super::{ApplyError, NodeKind, Outcome, run_command, run_command_with_timeout};
 
 /// Default partition type: Linux filesystem data.
 pub const LINUX_FS_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
@@ -214,7 +214,11 @@ pub fn wait_for_disks(config: &Config, timeout: std::time::Duration) -> Result<(
 
 /// Let udev process the events of a change (best effort: there may be no udev, as in tests).
 fn settle() {
-    if let Err(e) = run_command("udevadm", &["settle".into(), "--timeout=30".into()]) {
+    // udevadm's own limit, and ours in case udevadm itself hangs.
+    let limit = std::time::Duration::from_secs(60);
+    if let Err(e) =
+        run_command_with_timeout("udevadm", &["settle".into(), "--timeout=30".into()], limit)
+    {
         tracing::debug!(error = %e, "udevadm settle");
     }
 }
@@ -272,28 +276,17 @@ pub fn read_partitions(device: &str) -> Result<(u64, Vec<ExistingPartition>), Ap
 
 /// Probe a device for a filesystem signature; `None` when there is none.
 pub fn probe_filesystem(device: &str) -> Result<Option<ExistingFs>, ApplyError> {
-    let out = std::process::Command::new("blkid")
-        .args(["-p", "-o", "export", device])
-        .output()
-        .map_err(|e| ApplyError::Command {
-            cmdline: format!("blkid -p -o export {device}"),
-            status: format!("could not start: {e}"),
-            stderr_tail: String::new(),
-        })?;
-    // blkid exits 2 when it finds nothing.
-    if out.status.code() == Some(2) {
-        return Ok(None);
-    }
-    if !out.status.success() {
-        return Err(ApplyError::Command {
-            cmdline: format!("blkid -p -o export {device}"),
-            status: out.status.to_string(),
-            stderr_tail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = match keelson_cmd::run_with_timeout(
+        std::process::Command::new("blkid").args(["-p", "-o", "export", device]),
+        Some(super::TOOL_TIMEOUT),
+    ) {
+        Ok(out) => out,
+        // blkid exits 2 when it finds nothing.
+        Err(e) if e.code == Some(2) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     let get = |k: &str| {
-        text.lines()
+        out.lines()
             .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
             .map(str::to_string)
     };

@@ -1,13 +1,15 @@
 //! The apply engine: a config in, a target root changed. Each Ignition stage has a library
 //! entry point ([`fetch_config`], [`disks::plan_disks`], [`mount::mount_filesystems`],
 //! [`files::plan_files`]) so the same code runs as `keelson config apply` against a directory
-//! and, later, as `keelson-provision --stage ...` in the initrd.
+//! and, through [`crate::stages`], as `keelson-firstboot --stage ...` in the initrd.
 //!
 //! Every stage plans first (validate everything, fetch everything into a staging area) and
 //! only then applies, so a bad hash, a missing group or an existing file with
 //! `overwrite: false` fails the stage before the target is touched.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -84,16 +86,9 @@ pub enum ApplyError {
         /// `/etc/passwd` or `/etc/group`.
         file: &'static str,
     },
-    /// An external tool failed.
-    #[error("{cmdline}: {status}; stderr: {stderr_tail}")]
-    Command {
-        /// The command line run.
-        cmdline: String,
-        /// Exit status.
-        status: String,
-        /// The last lines of its stderr.
-        stderr_tail: String,
-    },
+    /// An external tool failed: its command line, how it ended and the tail of its stderr.
+    #[error(transparent)]
+    Command(#[from] keelson_cmd::CmdError),
     /// The config from a provider did not parse.
     #[error("{source_name}: {error}")]
     Config {
@@ -186,32 +181,27 @@ impl Outcome {
     }
 }
 
-/// Run a command, returning stdout; failures carry the command line and stderr's tail.
+/// How long one provisioning tool (sgdisk, mkfs, mdadm, cryptsetup, blkid, mount) may run
+/// before it is killed: far more than any of them needs on a large healthy disk, but a stuck
+/// device fails the stage, with the command line in the reason, instead of hanging the boot.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Run a tool with [`TOOL_TIMEOUT`], returning stdout; failures carry the command line and
+/// the tail of its stderr (`keelson_cmd::run_with_timeout`).
 pub fn run_command(program: &str, args: &[String]) -> Result<String, ApplyError> {
-    let cmdline = std::iter::once(program.to_string())
-        .chain(args.iter().cloned())
-        .collect::<Vec<_>>()
-        .join(" ");
-    tracing::debug!(%cmdline, "running");
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| ApplyError::Command {
-            cmdline: cmdline.clone(),
-            status: format!("could not start: {e}"),
-            stderr_tail: String::new(),
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = stderr.lines().collect();
-        let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
-        return Err(ApplyError::Command {
-            cmdline,
-            status: out.status.to_string(),
-            stderr_tail: tail,
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    run_command_with_timeout(program, args, TOOL_TIMEOUT)
+}
+
+/// [`run_command`] with a timeout of its own (`udevadm settle`).
+pub fn run_command_with_timeout(
+    program: &str,
+    args: &[String],
+    timeout: Duration,
+) -> Result<String, ApplyError> {
+    Ok(keelson_cmd::run_with_timeout(
+        Command::new(program).args(args),
+        Some(timeout),
+    )?)
 }
 
 /// Everything `keelson config apply --root` does for one config: the files stage against a
