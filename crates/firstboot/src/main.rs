@@ -380,6 +380,14 @@ mod tests {
                 .trim(),
             "from file"
         );
+        // Ignition's record of this first boot, for the tools that read it.
+        let result: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(env.path("root/etc/.ignition-result.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(result["userConfigProvided"], true);
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        assert_eq!(result["provisioningBootID"], boot_id.trim());
     }
 
     #[test]
@@ -391,6 +399,7 @@ mod tests {
         assert!(env.path("state/not-first-boot").exists());
         assert!(!env.path("state/config.json").exists());
         assert!(!env.path("root/etc/hello").exists());
+        assert!(!env.path("root/etc/.ignition-result.json").exists());
     }
 
     #[test]

@@ -322,7 +322,10 @@ pub fn run_stage(stage: Stage, ctx: &StageContext<'_>) -> Result<StageOutcome, A
             let out = engine::apply_files(&config, &target, &fetcher, &ctx.files)?;
             (out, recorded_config_source(&ctx.cache))
         }
-        Stage::Done => (done(&ctx.cache)?, recorded_config_source(&ctx.cache)),
+        Stage::Done => {
+            let source = recorded_config_source(&ctx.cache);
+            (done(ctx, source.as_ref())?, source)
+        }
     };
     Ok(StageOutcome {
         stage,
@@ -371,10 +374,12 @@ fn fetch(ctx: &StageContext<'_>) -> Result<(Outcome, ConfigSource), ApplyError> 
     Ok((out, source))
 }
 
-/// The `done` stage: the earlier stages must have run; the resource cache and the LUKS keys
-/// were for them only, and /run survives switch-root, so they (and a copy of every download)
-/// do not stay in memory.
-fn done(cache: &Path) -> Result<Outcome, ApplyError> {
+/// The `done` stage: the earlier stages must have run; Ignition's result file
+/// (`/etc/.ignition-result.json`) records this first boot in the real root; the resource cache
+/// and the LUKS keys were for the earlier stages only, and /run survives switch-root, so they
+/// (and a copy of every download) do not stay in memory.
+fn done(ctx: &StageContext<'_>, source: Option<&ConfigSource>) -> Result<Outcome, ApplyError> {
+    let cache = ctx.cache.as_path();
     if !cache.is_file() {
         return Err(ApplyError::Invalid {
             field: cache.display().to_string(),
@@ -382,6 +387,18 @@ fn done(cache: &Path) -> Result<Outcome, ApplyError> {
         });
     }
     let mut out = Outcome::default();
+    let user_config_provided = matches!(source, Some(ConfigSource::Provider(_)));
+    crate::result::record_first_boot(&ctx.root, user_config_provided).map_err(|e| {
+        ApplyError::Invalid {
+            field: crate::result::RESULT_FILE.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    out.push(
+        crate::result::RESULT_FILE,
+        engine::NodeKind::File,
+        "write Ignition result",
+    );
     for dir in [resource_cache(cache), luks_dir(cache)] {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => out.push(
