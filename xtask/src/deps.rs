@@ -25,6 +25,8 @@ pub const HOST_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "headless browser test of the dashboard"),
     ("chromium-driver", "WebDriver: dashboard browser test"),
     ("zstd", "payload compression reference"),
+    ("openssl", "ed25519 reference for the payload signatures"),
+    ("binutils", "objcopy: reference UKI for the payload tests"),
     ("ca-certificates", "TLS to the Debian mirror"),
     ("curl", "Packages index: image package check"),
     ("xz-utils", "unpack Packages.xz"),
