@@ -87,7 +87,7 @@ pub enum RebootStrategy {
 }
 
 /// The reboot policy: strategy, maintenance windows and their time zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RebootSettings {
     /// The strategy.
     pub strategy: RebootStrategy,
@@ -98,7 +98,7 @@ pub struct RebootSettings {
 }
 
 /// The agent's whole configuration, validated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Omaha endpoint or disabled.
     pub server: Server,

@@ -299,7 +299,7 @@ pub fn backoff(interval: Duration, attempts: u32) -> Duration {
 /// appended to its outbox). `interval` is the check interval (the base of the backoff).
 pub fn step(record: &Record, input: &Input, now: DateTime<Utc>, interval: Duration) -> Record {
     let mut r = record.clone();
-    let mut report = |r: &mut Record, rep: Report| r.outbox.push(rep);
+    let report = |r: &mut Record, rep: Report| r.outbox.push(rep);
     match input {
         Input::Boot(facts) => assess(&mut r, facts),
         Input::Checked {
