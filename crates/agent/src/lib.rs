@@ -14,3 +14,7 @@ pub mod reboot;
 pub mod settings;
 pub mod state;
 pub mod window;
+pub mod apply;
+pub mod boot;
+pub mod omaha;
+pub mod agent;
