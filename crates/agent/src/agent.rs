@@ -320,7 +320,10 @@ impl Agent {
                 let why = reboot::lock_for(&self.settings.reboot.strategy)
                     .err()
                     .unwrap_or("lock");
-                tracing::warn!(reason = why, "staged; reboot coordination not available yet");
+                tracing::warn!(
+                    reason = why,
+                    "staged; reboot coordination not available yet"
+                );
                 Ok(rec)
             }
         }
@@ -527,12 +530,8 @@ impl std::fmt::Display for Status {
         match &self.detail {
             State::Downloading { target, .. }
             | State::Staged { target, .. }
-            | State::RebootPending { target, .. } => {
-                writeln!(f, "target:    {}", target.version)?
-            }
-            State::Failed {
-                reason, detail, ..
-            } => writeln!(f, "failed:    {reason}: {detail}")?,
+            | State::RebootPending { target, .. } => writeln!(f, "target:    {}", target.version)?,
+            State::Failed { reason, detail, .. } => writeln!(f, "failed:    {reason}: {detail}")?,
             State::RolledBack {
                 version, reason, ..
             } => writeln!(f, "rolled back from {version} ({reason})")?,
@@ -555,7 +554,11 @@ impl std::fmt::Display for Status {
             writeln!(f, "last error: {} ({}) at {}", e.reason, e.detail, e.at)?;
         }
         if !self.refused.is_empty() {
-            writeln!(f, "refused:   {} (until `keelson-agent reset`)", self.refused.join(", "))?;
+            writeln!(
+                f,
+                "refused:   {} (until `keelson-agent reset`)",
+                self.refused.join(", ")
+            )?;
         }
         writeln!(
             f,
@@ -591,6 +594,9 @@ mod tests {
         assert_eq!(next_delay(iv, Some(60), 0, 0.0), Duration::from_secs(60));
         assert_eq!(next_delay(iv, None, 1, 0.0), iv * 2);
         assert_eq!(next_delay(iv, None, 10, 0.0), Duration::from_secs(4 * 3600));
-        assert_eq!(next_delay(Duration::from_secs(100), None, 0, 0.5), Duration::from_secs(105));
+        assert_eq!(
+            next_delay(Duration::from_secs(100), None, 0, 0.5),
+            Duration::from_secs(105)
+        );
     }
 }

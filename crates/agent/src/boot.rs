@@ -245,7 +245,10 @@ mod tests {
         let p = dir.path().join("os-release");
         std::fs::write(&p, "NAME=\"Keelson\"\nID=keelson\nVERSION_ID=\"1.2.0\"\n").unwrap();
         let os = read_os_release(&p).unwrap();
-        assert_eq!((os.id.as_str(), os.version_id.as_str()), ("keelson", "1.2.0"));
+        assert_eq!(
+            (os.id.as_str(), os.version_id.as_str()),
+            ("keelson", "1.2.0")
+        );
         std::fs::write(&p, "ID=keelson\n").unwrap();
         let e = read_os_release(&p).unwrap_err().to_string();
         assert!(e.contains("VERSION_ID") && e.contains("os-release"), "{e}");

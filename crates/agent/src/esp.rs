@@ -222,8 +222,14 @@ mod tests {
             ("keelson_2.0+1-2.efi", Some(("2.0", c(1, 2)))),
             ("keelson_2.0+0-3.efi", Some(("2.0", c(0, 3)))),
             ("keelson_2.0.efi", Some(("2.0", Counter::Blessed))),
-            ("keelson_2026.11.24+git.efi", Some(("2026.11.24+git", Counter::Blessed))),
-            ("keelson_2026.11.24+git+2-1.efi", Some(("2026.11.24+git", c(2, 1)))),
+            (
+                "keelson_2026.11.24+git.efi",
+                Some(("2026.11.24+git", Counter::Blessed)),
+            ),
+            (
+                "keelson_2026.11.24+git+2-1.efi",
+                Some(("2026.11.24+git", c(2, 1))),
+            ),
             ("keelson_2.0+x-1.efi", Some(("2.0+x-1", Counter::Blessed))),
             ("keelson_.efi", None),
             ("keelson_+3.efi", None),
@@ -264,7 +270,10 @@ mod tests {
             .collect();
         assert_eq!(left, vec!["keelson_1.0.efi", "keelson_3.0+3.efi"]);
         assert!(dir.path().join("systemd-bootx64.efi").exists());
-        assert_eq!(remove_version(dir.path(), "3.0").unwrap(), vec!["keelson_3.0+3.efi"]);
+        assert_eq!(
+            remove_version(dir.path(), "3.0").unwrap(),
+            vec!["keelson_3.0+3.efi"]
+        );
         assert!(free_bytes(dir.path()).unwrap() > 0);
     }
 }

@@ -8,13 +8,13 @@
 //! [`reboot`] decide when to reboot; [`agent`] ties them together for the daemon and the CLI.
 //! Every path comes from [`paths::Paths`], so all of it runs against temp dirs in tests.
 
+pub mod agent;
+pub mod apply;
+pub mod boot;
 pub mod esp;
+pub mod omaha;
 pub mod paths;
 pub mod reboot;
 pub mod settings;
 pub mod state;
 pub mod window;
-pub mod apply;
-pub mod boot;
-pub mod omaha;
-pub mod agent;

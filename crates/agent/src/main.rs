@@ -89,7 +89,9 @@ fn main() -> anyhow::Result<()> {
                 on_demand: true,
                 reboot: RebootMode::Policy,
             };
-            runtime.block_on(agent.cycle(opts)).context("update check")?;
+            runtime
+                .block_on(agent.cycle(opts))
+                .context("update check")?;
             print!("{}", agent.status()?);
         }
         Command::Update { now } => {

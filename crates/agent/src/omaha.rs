@@ -52,7 +52,13 @@ impl OmahaError {
 
     /// Whether the server asked for backoff (HTTP 500 / 503, as update_engine treats them).
     pub fn server_busy(&self) -> bool {
-        matches!(self, OmahaError::Http { status: 500 | 503, .. })
+        matches!(
+            self,
+            OmahaError::Http {
+                status: 500 | 503,
+                ..
+            }
+        )
     }
 }
 
@@ -159,9 +165,7 @@ pub fn event_of(report: &Report) -> Event {
             None,
             None,
         ),
-        Report::Installed { .. } => {
-            ev(EventType::UpdateComplete, EventResult::Success, None, None)
-        }
+        Report::Installed { .. } => ev(EventType::UpdateComplete, EventResult::Success, None, None),
         Report::Complete {
             previous_version, ..
         } => ev(
@@ -202,10 +206,12 @@ pub fn answer_from(response: &Response, url: &str) -> Result<CheckOutcome, Omaha
         .apps
         .first()
         .ok_or_else(|| bad("no <app>".into()))?;
-    let uc = app
-        .update_check
-        .as_ref()
-        .ok_or_else(|| bad(format!("app status {:?}, no <updatecheck>", app.status.as_str())))?;
+    let uc = app.update_check.as_ref().ok_or_else(|| {
+        bad(format!(
+            "app status {:?}, no <updatecheck>",
+            app.status.as_str()
+        ))
+    })?;
     let poll_interval = uc.poll_interval;
     let answer = match &uc.status {
         UpdateStatus::NoUpdate => Answer::NoUpdate,
@@ -356,9 +362,19 @@ mod tests {
             previous_version: "1".into(),
         });
         assert!(done.is_update_success());
-        let started = event_of(&Report::DownloadStarted { version: "2".into() });
-        assert_eq!((started.event_type.code(), started.event_result.code()), (13, 1));
-        let req = event_request(&id(), &Report::Installed { version: "2".into() });
+        let started = event_of(&Report::DownloadStarted {
+            version: "2".into(),
+        });
+        assert_eq!(
+            (started.event_type.code(), started.event_result.code()),
+            (13, 1)
+        );
+        let req = event_request(
+            &id(),
+            &Report::Installed {
+                version: "2".into(),
+            },
+        );
         assert!(req.apps[0].update_check.is_none() && req.apps[0].ping.is_none());
     }
 
@@ -375,12 +391,17 @@ mod tests {
         };
         let resp = Response::new(vec![ResponseApp::update("x", true, 1, &offer)]);
         let got = answer_from(&resp, "u").unwrap();
-        let Answer::Offer(t) = got.answer else { panic!() };
+        let Answer::Offer(t) = got.answer else {
+            panic!()
+        };
         assert_eq!(t.url, "http://s/packages/7/keelson_2.0.0.payload");
         assert_eq!(t.size, 1234);
         let resp = Response::new(vec![ResponseApp::no_update("x", true, 1)]);
         assert_eq!(answer_from(&resp, "u").unwrap().answer, Answer::NoUpdate);
         let resp = Response::new(vec![]);
-        assert_eq!(answer_from(&resp, "u").unwrap_err().reason(), "bad_response");
+        assert_eq!(
+            answer_from(&resp, "u").unwrap_err().reason(),
+            "bad_response"
+        );
     }
 }

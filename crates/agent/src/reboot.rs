@@ -84,12 +84,20 @@ mod tests {
             time_zone: Tz::UTC,
             windows,
         };
-        let fl = RebootStrategy::Fleetlock { url: "http://f".into() };
+        let fl = RebootStrategy::Fleetlock {
+            url: "http://f".into(),
+        };
         let cases = [
             (s(RebootStrategy::Reboot, vec![]), RebootDecision::Now),
             (s(RebootStrategy::Reboot, win.clone()), RebootDecision::Now),
-            (s(RebootStrategy::Reboot, late), RebootDecision::Wait("outside_window")),
-            (s(RebootStrategy::Off, win.clone()), RebootDecision::Wait("strategy_off")),
+            (
+                s(RebootStrategy::Reboot, late),
+                RebootDecision::Wait("outside_window"),
+            ),
+            (
+                s(RebootStrategy::Off, win.clone()),
+                RebootDecision::Wait("strategy_off"),
+            ),
             (s(fl.clone(), win), RebootDecision::NeedLock),
         ];
         for (settings, want) in cases {

@@ -247,9 +247,8 @@ impl Settings {
                         invalid(&format!("{key}.days"), d, "not a day name (Mon or Monday)")
                     })?);
                 }
-                let start = parse_hhmm(&w.start).ok_or_else(|| {
-                    invalid(&format!("{key}.start"), &w.start, "must be HH:MM")
-                })?;
+                let start = parse_hhmm(&w.start)
+                    .ok_or_else(|| invalid(&format!("{key}.start"), &w.start, "must be HH:MM"))?;
                 if w.length_minutes == 0 || w.length_minutes > 7 * 24 * 60 {
                     return Err(invalid(
                         &format!("{key}.length_minutes"),
@@ -271,7 +270,11 @@ impl Settings {
                 "off" => RebootStrategy::Off,
                 "fleetlock" => {
                     let url = r.fleetlock_url.clone().ok_or_else(|| {
-                        invalid("reboot.fleetlock_url", "", "required with strategy fleetlock")
+                        invalid(
+                            "reboot.fleetlock_url",
+                            "",
+                            "required with strategy fleetlock",
+                        )
                     })?;
                     RebootStrategy::Fleetlock { url }
                 }
@@ -587,8 +590,11 @@ mod tests {
         s.apply_flatcar(Path::new("u.conf"), "SERVER=disabled\n")
             .unwrap();
         assert!(!s.checks_enabled());
-        s.apply_toml(Path::new("u.toml"), "[update]\nserver = \"http://h:1/v1/update/\"\n")
-            .unwrap();
+        s.apply_toml(
+            Path::new("u.toml"),
+            "[update]\nserver = \"http://h:1/v1/update/\"\n",
+        )
+        .unwrap();
         assert!(s.checks_enabled());
         s.apply_toml(Path::new("u.toml"), "[update]\nserver = \"disabled\"\n")
             .unwrap();
@@ -599,9 +605,15 @@ mod tests {
     fn errors_name_file_and_key() {
         let cases: &[(&str, &str)] = &[
             ("[update]\nserver = \"ftp://x\"\n", "update.server"),
-            ("[reboot]\ntime_zone = \"Mars/Olympus\"\n", "reboot.time_zone"),
+            (
+                "[reboot]\ntime_zone = \"Mars/Olympus\"\n",
+                "reboot.time_zone",
+            ),
             ("[reboot]\nstrategy = \"sometimes\"\n", "reboot.strategy"),
-            ("[reboot]\nstrategy = \"fleetlock\"\n", "reboot.fleetlock_url"),
+            (
+                "[reboot]\nstrategy = \"fleetlock\"\n",
+                "reboot.fleetlock_url",
+            ),
             (
                 "[[reboot.window]]\ndays = [\"Funday\"]\nstart = \"04:00\"\nlength_minutes = 5\n",
                 "reboot.window[0].days",

@@ -960,7 +960,12 @@ mod tests {
     #[test]
     fn rollback_refuses_until_reset() {
         let r = rec(staged("2.0", "1.0"));
-        let r = step(&r, &boot("1.0", Some(Counter::Counting { left: 0, done: 3 })), t0(), IV);
+        let r = step(
+            &r,
+            &boot("1.0", Some(Counter::Counting { left: 0, done: 3 })),
+            t0(),
+            IV,
+        );
         assert_eq!(r.refused, vec!["2.0".to_string()]);
         let again = step(&r, &offer("2.0", "1.0"), t0(), IV);
         assert_eq!(again.state.name(), "rolled-back");
@@ -999,7 +1004,12 @@ mod tests {
 
     #[test]
     fn delivered_reports_leave_the_outbox_in_order() {
-        let r = step(&rec(downloading("2.0", "1.0")), &Input::Applied { slot: "B".into() }, t0(), IV);
+        let r = step(
+            &rec(downloading("2.0", "1.0")),
+            &Input::Applied { slot: "B".into() },
+            t0(),
+            IV,
+        );
         assert_eq!(r.outbox.len(), 2);
         let r = step(&r, &Input::Delivered(1), t0(), IV);
         assert_eq!(

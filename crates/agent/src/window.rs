@@ -83,12 +83,42 @@ mod tests {
         let berlin = chrono_tz::Europe::Berlin;
         let cases: &[(&str, Vec<Window>, Tz, &str, bool)] = &[
             ("no windows", vec![], Tz::UTC, "2026-12-04T12:00:00Z", true),
-            ("inside daily", vec![w(&[], 4, 0, 60)], Tz::UTC, "2026-12-04T04:30:00Z", true),
-            ("at close", vec![w(&[], 4, 0, 60)], Tz::UTC, "2026-12-04T05:00:00Z", false),
-            ("before", vec![w(&[], 4, 0, 60)], Tz::UTC, "2026-12-04T03:59:00Z", false),
+            (
+                "inside daily",
+                vec![w(&[], 4, 0, 60)],
+                Tz::UTC,
+                "2026-12-04T04:30:00Z",
+                true,
+            ),
+            (
+                "at close",
+                vec![w(&[], 4, 0, 60)],
+                Tz::UTC,
+                "2026-12-04T05:00:00Z",
+                false,
+            ),
+            (
+                "before",
+                vec![w(&[], 4, 0, 60)],
+                Tz::UTC,
+                "2026-12-04T03:59:00Z",
+                false,
+            ),
             // 2026-12-04 is a Friday.
-            ("wrong day", vec![w(&[Sat], 4, 0, 60)], Tz::UTC, "2026-12-04T04:30:00Z", false),
-            ("right day", vec![w(&[Fri], 4, 0, 60)], Tz::UTC, "2026-12-04T04:30:00Z", true),
+            (
+                "wrong day",
+                vec![w(&[Sat], 4, 0, 60)],
+                Tz::UTC,
+                "2026-12-04T04:30:00Z",
+                false,
+            ),
+            (
+                "right day",
+                vec![w(&[Fri], 4, 0, 60)],
+                Tz::UTC,
+                "2026-12-04T04:30:00Z",
+                true,
+            ),
             (
                 "crosses midnight, after it",
                 vec![w(&[Thu], 23, 0, 120)],
@@ -103,7 +133,13 @@ mod tests {
                 "2026-12-04T03:30:00Z",
                 true,
             ),
-            ("zone, outside", vec![w(&[], 4, 0, 60)], berlin, "2026-12-04T04:30:00Z", false),
+            (
+                "zone, outside",
+                vec![w(&[], 4, 0, 60)],
+                berlin,
+                "2026-12-04T04:30:00Z",
+                false,
+            ),
             (
                 "DST spring forward: 02:30 does not exist, opens at 03:00 CEST",
                 vec![w(&[], 2, 30, 60)],
