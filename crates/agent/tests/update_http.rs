@@ -575,3 +575,114 @@ async fn an_older_version_is_refused() {
     )
     .await;
 }
+
+/// A node with 2.0.0 staged in slot B (UKI `keelson_2.0.0+3.efi`).
+async fn staged() -> Fixture {
+    let f = Fixture::new().await;
+    let payload = f.build("2.0.0", &f.key, |_, _| {});
+    f.publish("2.0.0", &payload).await;
+    let rec = f.cycle().await;
+    assert_eq!(rec.state.name(), "staged", "{:?}", rec.state);
+    f
+}
+
+impl Fixture {
+    /// What a reboot into `version` (root hash `hash`) looks like to the agent, with the new
+    /// version's UKI renamed as systemd-boot / systemd-bless-boot would have.
+    fn booted(&self, version: &str, hash: &str, uki_name: &str) {
+        std::fs::write(
+            self.root.join("usr/lib/os-release"),
+            format!("ID=keelson\nVERSION_ID={version}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            self.root.join("proc/cmdline"),
+            format!("console=ttyS0 usrhash={hash}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            self.root.join("proc/sys/kernel/random/boot_id"),
+            format!("{}\n", uuid::Uuid::new_v4()),
+        )
+        .unwrap();
+        let linux = self.root.join("efi/EFI/Linux");
+        std::fs::rename(linux.join("keelson_2.0.0+3.efi"), linux.join(uki_name)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blessed_boot_is_reported_complete_with_the_previous_version() {
+    let f = staged().await;
+    // First boot of 2.0.0, not yet blessed: verifying, nothing reported.
+    f.booted("2.0.0", HASH_B, "keelson_2.0.0+2-1.efi");
+    let rec = f.cycle().await;
+    assert_eq!(rec.state.name(), "verifying");
+    assert!(!f.events().await.iter().any(|e| e.3 == "1.0.0"));
+    // boot-complete.target reached: systemd-bless-boot dropped the counter.
+    std::fs::rename(
+        f.root.join("efi/EFI/Linux/keelson_2.0.0+2-1.efi"),
+        f.root.join("efi/EFI/Linux/keelson_2.0.0.efi"),
+    )
+    .unwrap();
+    let rec = f.cycle().await;
+    assert_eq!(rec.state.name(), "complete", "{:?}", rec.state);
+    assert!(rec.outbox.is_empty());
+    let events = f.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, _, prev)| (*t, *r) == (3, 2) && prev == "1.0.0"),
+        "{events:?}"
+    );
+    let status = f.agent().status().unwrap();
+    assert_eq!(status.running_version.as_deref(), Some("2.0.0"));
+    assert_eq!(status.running_slot.as_deref(), Some("B"));
+    assert_eq!(status.other_version.as_deref(), Some("1.0.0"));
+
+    // `rollback`: 1.0.0 boots from now on, 2.0.0's entry is gone and 2.0.0 is refused.
+    let agent = f.agent();
+    let rec = agent.rollback().unwrap();
+    assert_eq!(rec.state.name(), "rolled-back");
+    assert_eq!(rec.refused, vec!["2.0.0".to_string()]);
+    let (esp, _, _) = f.snapshot();
+    assert_eq!(esp, vec!["keelson_1.0.0.efi"]);
+    let rec = agent.reset().unwrap();
+    assert!(rec.refused.is_empty() && rec.state.name() == "idle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boot_never_blessed_is_a_rollback_and_never_retried() {
+    let f = staged().await;
+    // Three failed tries; systemd-boot went back to 1.0.0.
+    f.booted("1.0.0", HASH_A, "keelson_2.0.0+0-3.efi");
+    let rec = f.cycle().await;
+    let AgentState::RolledBack {
+        version, reason, ..
+    } = &rec.state
+    else {
+        panic!("{:?}", rec.state)
+    };
+    assert_eq!(
+        (version.as_str(), reason.as_str()),
+        ("2.0.0", "boot_not_blessed")
+    );
+    assert_eq!(rec.refused, vec!["2.0.0".to_string()]);
+    let events = f.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, c, _)| (*t, *r, *c) == (3, 0, Some(44))),
+        "{events:?}"
+    );
+    // The server may offer 2.0.0 again; the node does not take it.
+    let fetched = f.proxied.load(Ordering::SeqCst);
+    let rec = f.cycle().await;
+    assert_eq!(rec.state.name(), "rolled-back");
+    assert_eq!(
+        f.proxied.load(Ordering::SeqCst),
+        fetched,
+        "no download started"
+    );
+    let status = f.agent().status().unwrap();
+    assert_eq!(status.refused, vec!["2.0.0".to_string()]);
+}
