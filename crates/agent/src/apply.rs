@@ -514,3 +514,75 @@ fn install(
 pub fn discard_temp(paths: &Paths, version: &str) {
     let _ = std::fs::remove_file(uki_temp(paths, version));
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::boot::SlotView;
+    use keelson_payload::Part;
+
+    fn manifest(usr: u64, verity: u64, uki: u64) -> Manifest {
+        let part = |name, size| Part {
+            name,
+            size,
+            sha256: String::new(),
+            chunks: Vec::new(),
+        };
+        Manifest {
+            format: 1,
+            os_id: "keelson".into(),
+            arch: "x86-64".into(),
+            version: "2.0.0".into(),
+            usr_root_hash: String::new(),
+            created: Utc::now(),
+            expires: Utc::now(),
+            parts: vec![
+                part(PartName::Usr, usr),
+                part(PartName::UsrVerity, verity),
+                part(PartName::Uki, uki),
+            ],
+        }
+    }
+
+    #[test]
+    fn room_is_checked_per_target_with_its_own_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let view = |slot| SlotView {
+            slot,
+            version: None,
+            usr_offset: 0,
+            usr_size: 100,
+            verity_offset: 100,
+            verity_size: 10,
+        };
+        let layout = Layout {
+            disk: dir.path().join("disk"),
+            running: UsrSlot::A,
+            slots: vec![view(UsrSlot::A), view(UsrSlot::B)],
+        };
+        let os = OsRelease {
+            id: "keelson".into(),
+            version_id: "1.0.0".into(),
+        };
+        let node = Node {
+            paths: &paths,
+            layout: &layout,
+            os: &os,
+            now: Utc::now(),
+        };
+        check_room(&node, &manifest(100, 10, 10), UsrSlot::B).unwrap();
+        let cases = [
+            (manifest(101, 10, 10), "no_room_partition", "partition 4"),
+            (manifest(100, 11, 10), "no_room_partition", "partition 5"),
+            // Larger than any ESP: the ESP is "full" for this UKI.
+            (manifest(100, 10, u64::MAX / 2), "no_room_esp", "the ESP"),
+        ];
+        for (m, reason, names) in cases {
+            let e = check_room(&node, &m, UsrSlot::B).unwrap_err();
+            assert_eq!(e.reason(), reason, "{e}");
+            assert!(e.to_string().contains(names), "{e}");
+        }
+    }
+}
