@@ -5,6 +5,8 @@ mod config_apply;
 mod config_cmd;
 mod disk_cmd;
 mod image_cmd;
+mod key_cmd;
+mod payload_cmd;
 mod verity_cmd;
 
 use std::process::ExitCode;
@@ -39,6 +41,12 @@ enum Command {
     /// Administer a keelson-server over its REST API.
     #[command(subcommand)]
     Admin(admin_cmd::AdminCommand),
+    /// Signed release payloads: build, sign, verify, inspect.
+    #[command(subcommand)]
+    Payload(payload_cmd::PayloadCommand),
+    /// Signing keys for release payloads.
+    #[command(subcommand)]
+    Key(key_cmd::KeyCommand),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +58,8 @@ fn main() -> ExitCode {
         Command::Image(c) => image_cmd::run(c),
         Command::Config(c) => config_cmd::run(c),
         Command::Admin(c) => admin_cmd::run(c),
+        Command::Payload(c) => payload_cmd::run(c),
+        Command::Key(c) => key_cmd::run(c),
     };
     match result {
         Ok(code) => code,

@@ -67,6 +67,12 @@ impl PayloadFile {
         index: usize,
         chunk: &Chunk,
     ) -> Result<Vec<u8>, PayloadError> {
+        if chunk.data_size > crate::manifest::max_data_size(crate::MAX_CHUNK_SIZE) {
+            return Err(PayloadError::malformed(format!(
+                "{part} chunk {index}: {} compressed bytes is more than any chunk takes",
+                chunk.data_size
+            )));
+        }
         let start = self.header.data_start.checked_add(chunk.data_offset);
         let end = start.and_then(|s| s.checked_add(chunk.data_size));
         match (start, end) {

@@ -12,6 +12,8 @@ mod file;
 mod header;
 mod keys;
 mod manifest;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod uki;
 mod verify;
 
@@ -28,3 +30,5 @@ pub use uki::{UkiInfo, read_uki, uki_usrhash};
 pub use verify::{
     Expectations, PartVerifier, check_manifest, check_uki_root_hash, decode_chunk, verify_manifest,
 };
+#[cfg(test)]
+mod tests;
