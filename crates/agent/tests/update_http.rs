@@ -42,25 +42,18 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A minimal PE file with a `.cmdline` section, as ukify writes it (only what the payload
-/// crate reads: the DOS stub's e_lfanew, the COFF header and the section table).
+/// A UKI-shaped PE (keelson-payload's test helper) with a `.linux` big enough for two chunks.
 fn fake_uki(cmdline: &str) -> Vec<u8> {
-    let mut f = vec![0u8; 4096];
-    f[0..2].copy_from_slice(b"MZ");
-    f[0x3c..0x40].copy_from_slice(&64u32.to_le_bytes());
-    f[64..68].copy_from_slice(b"PE\0\0");
-    f[68..70].copy_from_slice(&0x8664u16.to_le_bytes());
-    f[70..72].copy_from_slice(&1u16.to_le_bytes());
-    // Optional header size 0: the section table follows the COFF header at 88.
-    let s = 88;
-    f[s..s + 8].copy_from_slice(b".cmdline");
-    let len = cmdline.len() as u32;
-    f[s + 8..s + 12].copy_from_slice(&len.to_le_bytes());
-    f[s + 16..s + 20].copy_from_slice(&len.to_le_bytes());
-    f[s + 20..s + 24].copy_from_slice(&512u32.to_le_bytes());
-    f[512..512 + cmdline.len()].copy_from_slice(cmdline.as_bytes());
-    f.extend(noise(9, 300_000));
-    f
+    use keelson_payload::testing::{MACHINE_X86_64, minimal_pe};
+    let cmdline = format!("{cmdline}\n");
+    minimal_pe(
+        MACHINE_X86_64,
+        &[
+            (".osrel", b"ID=keelson\n"),
+            (".cmdline", cmdline.as_bytes()),
+            (".linux", &noise(9, 300_000)),
+        ],
+    )
 }
 
 struct Fixture {
