@@ -437,8 +437,11 @@ pub async fn apply(
             0
         };
         let mut verifier = PartVerifier::new(part);
-        if let Some(first) = part.chunks.get(start) {
-            dest.replay(first.offset, &mut verifier)?;
+        // Resume: what is already written goes through the verifier too (all of the part if
+        // the power went out between its last chunk and marking it done).
+        let written = part.chunks.get(start).map_or(part.size, |c| c.offset);
+        if start > 0 {
+            dest.replay(written, &mut verifier)?;
         }
         for (i, chunk) in part.chunks.iter().enumerate().skip(start) {
             let compressed = fetcher

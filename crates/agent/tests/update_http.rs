@@ -679,3 +679,28 @@ async fn a_boot_never_blessed_is_a_rollback_and_never_retried() {
     let status = f.agent().status().unwrap();
     assert_eq!(status.refused, vec!["2.0.0".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_written_but_not_marked_done_is_verified_from_disk_on_resume() {
+    let f = Fixture::new().await;
+    let payload = f.build("2.0.0", &f.key, |_, _| {});
+    f.publish("2.0.0", &payload).await;
+    // 2 header requests + 6 usr chunks, then the first verity chunk is cut.
+    f.cut_at.store(9, Ordering::SeqCst);
+    let rec = f.cycle().await;
+    let AgentState::Downloading { progress, .. } = &rec.state else {
+        panic!("{:?}", rec.state)
+    };
+    assert_eq!(progress.parts_done, vec!["usr".to_string()]);
+    // A power cut between the last chunk's save and "usr done": the state says chunk 6 of
+    // usr is next, which is past its end.
+    let state_file = f.root.join("var/lib/keelson/agent/state.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    json["state"]["progress"]["parts_done"] = serde_json::json!([]);
+    json["state"]["progress"]["part"] = serde_json::json!("usr");
+    json["state"]["progress"]["next_chunk"] = serde_json::json!(6);
+    std::fs::write(&state_file, serde_json::to_vec(&json).unwrap()).unwrap();
+    let rec = f.cycle().await;
+    assert_eq!(rec.state.name(), "staged", "{:?}", rec.state);
+}
