@@ -384,15 +384,28 @@ pub async fn apply(
             disk: node.layout.disk.clone(),
             uuid: String::new(),
         })?;
-    if progress.slot.as_deref() != Some(slot.name()) {
+    let resuming = progress.slot.as_deref() == Some(slot.name());
+    if !resuming {
         progress = Progress {
             slot: Some(slot.name().to_owned()),
             bytes_total: manifest.parts.iter().map(|p| p.size).sum(),
             ..Progress::default()
         };
     }
-    // The slot is about to be overwritten: if it names a version, that version is gone.
-    if let Some(old) = &view.version {
+    let ours = resuming && view.version.as_deref() == Some(manifest.version.as_str());
+    let all_done = [PartName::Usr, PartName::UsrVerity, PartName::Uki]
+        .iter()
+        .all(|n| progress.parts_done.iter().any(|p| p == n.as_str()));
+    let installed = node
+        .paths
+        .esp_linux()
+        .join(esp::staged_name(&manifest.version));
+    if ours && all_done && installed.exists() {
+        // A power cut after the UKI's rename, before the state said so: already installed.
+        return Ok(slot);
+    }
+    // The slot is about to be overwritten: if it names another version, that version is gone.
+    if let Some(old) = view.version.as_ref().filter(|_| !ours) {
         let mut disk = Disk::open_rw(&node.layout.disk)?;
         disk.clear_usr_slot(slot)?;
         disk.commit()?;

@@ -704,3 +704,30 @@ async fn a_part_written_but_not_marked_done_is_verified_from_disk_on_resume() {
     let rec = f.cycle().await;
     assert_eq!(rec.state.name(), "staged", "{:?}", rec.state);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_after_the_uki_rename_resumes_to_staged() {
+    let f = staged().await;
+    // The state as saved just before `Applied`: every part done, still downloading.
+    let state_file = f.root.join("var/lib/keelson/agent/state.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let target = json["state"]["target"].clone();
+    json["state"] = serde_json::json!({
+        "state": "downloading",
+        "target": target,
+        "previous_version": "1.0.0",
+        "progress": {"slot": "B", "parts_done": ["usr", "usr-verity", "uki"], "part": null,
+                     "next_chunk": 0, "bytes_done": 0, "bytes_total": 0},
+    });
+    std::fs::write(&state_file, serde_json::to_vec(&json).unwrap()).unwrap();
+    let rec = f.cycle().await;
+    assert_eq!(rec.state.name(), "staged", "{:?}", rec.state);
+    let (esp, _, _) = f.snapshot();
+    assert_eq!(esp, vec!["keelson_1.0.0.efi", "keelson_2.0.0+3.efi"]);
+    let d = Disk::open(&f.disk).unwrap();
+    assert_eq!(
+        d.partition(UsrSlot::B.usr_partition()).unwrap().label,
+        "keelson_2.0.0"
+    );
+}
