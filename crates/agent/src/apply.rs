@@ -1,0 +1,604 @@
+//! Download and apply: the payload header by range request, every manifest check, a room
+//! check, then each part chunk by chunk (range request -> `decode_chunk` -> write at the
+//! chunk's offset -> `PartVerifier`) into the inactive usr and usr-verity partitions and a
+//! temporary UKI on the ESP; then the UKI's usrhash, the GPT UUIDs and labels, and the UKI's
+//! rename to `keelson_<version>+3.efi`. The partition table and the boot entries change only
+//! after every check passed (except that a slot holding an old version is marked empty, with
+//! that version's boot entries removed, before its first byte is overwritten).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use keelson_disk::{Disk, UsrSlot};
+use keelson_payload::{
+    Expectations, Header, Manifest, Part, PartName, PartVerifier, PayloadError, TrustedKeys,
+};
+
+use crate::boot::{self, Layout, OsRelease};
+use crate::esp;
+use crate::paths::Paths;
+use crate::state::{Progress, Target};
+
+/// Extra free space the ESP must keep besides the UKI (FAT metadata, a margin).
+pub const ESP_MARGIN: u64 = 1 << 20;
+
+/// Why an apply failed. [`ApplyError::reason`] gives the slug shown in `status`,
+/// [`ApplyError::code`] the update_engine error code reported.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A range request failed or was cut: the download resumes at the next chunk.
+    #[error("downloading {url} bytes {start}-{end}: {message}")]
+    Download {
+        /// The payload URL.
+        url: String,
+        /// First byte.
+        start: u64,
+        /// Last byte.
+        end: u64,
+        /// What happened.
+        message: String,
+    },
+    /// A payload check refused it (signature, expiry, version, hashes, root hash...).
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// The manifest is for another version than the server offered.
+    #[error("the server offered {offered} but the payload's manifest is version {manifest}")]
+    VersionMismatch {
+        /// Offered.
+        offered: String,
+        /// In the manifest.
+        manifest: String,
+    },
+    /// No trusted keys are installed.
+    #[error("no trusted update keys in {dir}")]
+    NoKeys {
+        /// The key directory.
+        dir: PathBuf,
+    },
+    /// A target is too small.
+    #[error("no room for {what} on {target}: needs {need} bytes, has {have}")]
+    NoRoom {
+        /// `usr`, `usr-verity` or `uki`.
+        what: &'static str,
+        /// The partition or the ESP directory.
+        target: String,
+        /// Bytes needed.
+        need: u64,
+        /// Bytes available.
+        have: u64,
+    },
+    /// Reading or writing a partition or file failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The device or file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The partition table could not be read or written.
+    #[error(transparent)]
+    Disk(#[from] keelson_disk::DiskError),
+    /// The running system could not be read.
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    /// A boot entry operation failed.
+    #[error(transparent)]
+    Esp(#[from] esp::EspError),
+    /// Saving progress failed.
+    #[error("saving progress: {0}")]
+    Save(String),
+}
+
+impl ApplyError {
+    /// Short stable slug for `status`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::Download { .. } => "download",
+            ApplyError::Payload(e) => e.reason(),
+            ApplyError::VersionMismatch { .. } => "version_mismatch",
+            ApplyError::NoKeys { .. } => "no_trusted_keys",
+            ApplyError::NoRoom { what: "uki", .. } => "no_room_esp",
+            ApplyError::NoRoom { .. } => "no_room_partition",
+            ApplyError::Io { .. } => "io",
+            ApplyError::Disk(_) => "disk",
+            ApplyError::Boot(_) => "boot",
+            ApplyError::Esp(_) => "esp",
+            ApplyError::Save(_) => "state",
+        }
+    }
+
+    /// A transient failure: keep the progress and resume later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApplyError::Download { .. })
+    }
+
+    /// The update_engine error code (`ActionExitCode`) reported with the 3/0 event.
+    pub fn code(&self) -> u32 {
+        use keelson_omaha::ExitCode as C;
+        let c = match self {
+            ApplyError::Download { .. } => C::DownloadTransferError,
+            ApplyError::Payload(e) => match e {
+                PayloadError::Unsigned => C::DownloadSignatureMissingInManifest,
+                PayloadError::UnknownKey { .. } => C::DownloadPayloadPubKeyVerificationError,
+                PayloadError::BadSignature { .. } => C::DownloadPayloadVerificationError,
+                PayloadError::ChunkHash { .. } | PayloadError::ChunkDecode { .. } => {
+                    C::DownloadOperationHashMismatch
+                }
+                PayloadError::ChunkSize { .. } | PayloadError::PartSize { .. } => {
+                    C::PayloadSizeMismatchError
+                }
+                PayloadError::PartHash { .. } => C::PayloadHashMismatchError,
+                PayloadError::RootHashMismatch { .. } | PayloadError::BadUki { .. } => {
+                    C::NewKernelVerificationError
+                }
+                PayloadError::Expired { .. }
+                | PayloadError::WrongOs { .. }
+                | PayloadError::WrongArch { .. }
+                | PayloadError::NotNewer { .. }
+                | PayloadError::BadVersion { .. } => C::DownloadNewPartitionInfoError,
+                _ => C::DownloadManifestParseError,
+            },
+            ApplyError::VersionMismatch { .. } => C::DownloadNewPartitionInfoError,
+            ApplyError::NoKeys { .. } => C::DownloadPayloadPubKeyVerificationError,
+            ApplyError::NoRoom { what: "uki", .. } => C::KernelDeviceOpenError,
+            ApplyError::NoRoom { .. } => C::InstallDeviceOpenError,
+            ApplyError::Io { .. } | ApplyError::Disk(_) => C::DownloadWriteError,
+            ApplyError::Boot(_) | ApplyError::Esp(_) | ApplyError::Save(_) => C::Error,
+        };
+        c.code()
+    }
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError {
+    let path = path.to_owned();
+    move |source| ApplyError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Everything an apply needs from the running node.
+#[derive(Debug)]
+pub struct Node<'a> {
+    /// All paths.
+    pub paths: &'a Paths,
+    /// Disk and slots.
+    pub layout: &'a Layout,
+    /// os-release of the running /usr.
+    pub os: &'a OsRelease,
+    /// The time (for expiry).
+    pub now: DateTime<Utc>,
+}
+
+/// Range requests against one payload URL.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Fetcher {
+    /// A fetcher for `url`.
+    pub fn new(http: reqwest::Client, url: &str) -> Fetcher {
+        Fetcher {
+            http,
+            url: url.to_owned(),
+        }
+    }
+
+    /// Bytes `start..start+len` of the payload, exactly.
+    pub async fn range(&self, start: u64, len: u64) -> Result<Vec<u8>, ApplyError> {
+        let end = start + len.max(1) - 1;
+        let fail = |message: String| ApplyError::Download {
+            url: self.url.clone(),
+            start,
+            end,
+            message,
+        };
+        let r = self
+            .http
+            .get(&self.url)
+            .header("range", format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if r.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+            return Err(fail(format!("HTTP {} (expected 206)", r.status())));
+        }
+        let body = r.bytes().await.map_err(|e| fail(format!("body: {e}")))?;
+        if body.len() as u64 != len {
+            return Err(fail(format!("got {} bytes, expected {len}", body.len())));
+        }
+        Ok(body.to_vec())
+    }
+
+    /// The header: the 24-byte prefix, then the two JSON blobs.
+    pub async fn header(&self) -> Result<Header, ApplyError> {
+        let prefix = self.range(0, 24).await?;
+        let prefix: [u8; 24] = prefix
+            .as_slice()
+            .try_into()
+            .map_err(|_| PayloadError::Truncated {
+                what: "the payload prefix".into(),
+            })
+            .map_err(ApplyError::Payload)?;
+        let len = keelson_payload::header_len(&prefix)?;
+        let bytes = self.range(0, len).await?;
+        Ok(keelson_payload::read_header(&bytes[..])?)
+    }
+}
+
+/// Fetches and verifies the manifest of `target` (every check before anything is written).
+pub async fn fetch_manifest(
+    node: &Node<'_>,
+    fetcher: &Fetcher,
+    target: &Target,
+) -> Result<(Header, Manifest), ApplyError> {
+    let header = fetcher.header().await?;
+    let dir = node.paths.update_keys();
+    let keys = TrustedKeys::load_dir(&dir)?;
+    if keys.is_empty() {
+        return Err(ApplyError::NoKeys { dir });
+    }
+    let manifest = keelson_payload::verify_manifest(
+        &header,
+        &keys,
+        &Expectations {
+            os_id: &node.os.id,
+            arch: boot::systemd_arch(),
+            running_version: &node.os.version_id,
+            now: node.now,
+        },
+    )?;
+    if manifest.version != target.version {
+        return Err(ApplyError::VersionMismatch {
+            offered: target.version.clone(),
+            manifest: manifest.version.clone(),
+        });
+    }
+    Ok((header, manifest))
+}
+
+fn part_of(m: &Manifest, name: PartName) -> Result<&Part, ApplyError> {
+    m.part(name).ok_or_else(|| {
+        ApplyError::Payload(PayloadError::Malformed {
+            what: format!("no {} part", name.as_str()),
+        })
+    })
+}
+
+/// Checks that the inactive slot and the ESP have room for the payload's parts.
+pub fn check_room(node: &Node<'_>, m: &Manifest, slot: UsrSlot) -> Result<(), ApplyError> {
+    let view = node.layout.slot(slot).ok_or(ApplyError::NoRoom {
+        what: "usr",
+        target: format!("slot {}", slot.name()),
+        need: 0,
+        have: 0,
+    })?;
+    let disk = node.layout.disk.display();
+    let usr = part_of(m, PartName::Usr)?;
+    if usr.size > view.usr_size {
+        return Err(ApplyError::NoRoom {
+            what: "usr",
+            target: format!("{disk} partition {}", slot.usr_partition()),
+            need: usr.size,
+            have: view.usr_size,
+        });
+    }
+    let verity = part_of(m, PartName::UsrVerity)?;
+    if verity.size > view.verity_size {
+        return Err(ApplyError::NoRoom {
+            what: "usr-verity",
+            target: format!("{disk} partition {}", slot.verity_partition()),
+            need: verity.size,
+            have: view.verity_size,
+        });
+    }
+    let uki = part_of(m, PartName::Uki)?;
+    let linux = node.paths.esp_linux();
+    std::fs::create_dir_all(&linux).map_err(io("creating", &linux))?;
+    let partial = std::fs::metadata(linux.join(esp::temp_name(&m.version)))
+        .map(|md| md.len())
+        .unwrap_or(0);
+    let have = esp::free_bytes(&linux)?.saturating_add(partial);
+    let need = uki.size.saturating_add(ESP_MARGIN);
+    if need > have {
+        return Err(ApplyError::NoRoom {
+            what: "uki",
+            target: format!("the ESP ({})", node.paths.esp().display()),
+            need,
+            have,
+        });
+    }
+    Ok(())
+}
+
+/// Where a part's bytes go.
+struct Dest {
+    file: File,
+    path: PathBuf,
+    base: u64,
+}
+
+impl Dest {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), ApplyError> {
+        self.file
+            .seek(SeekFrom::Start(self.base + offset))
+            .map_err(io("seeking in", &self.path))?;
+        self.file
+            .write_all(bytes)
+            .map_err(io("writing", &self.path))
+    }
+
+    /// Feeds `[0, len)` of what is already written to the verifier (resume).
+    fn replay(&mut self, len: u64, v: &mut PartVerifier) -> Result<(), ApplyError> {
+        self.file
+            .seek(SeekFrom::Start(self.base))
+            .map_err(io("seeking in", &self.path))?;
+        let mut left = len;
+        let mut buf = vec![0u8; 1 << 20];
+        while left > 0 {
+            let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            self.file
+                .read_exact(&mut buf[..n])
+                .map_err(io("reading back", &self.path))?;
+            v.update(&buf[..n]);
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), ApplyError> {
+        self.file.sync_data().map_err(io("syncing", &self.path))
+    }
+}
+
+/// The UKI's temporary path on the ESP.
+pub fn uki_temp(paths: &Paths, version: &str) -> PathBuf {
+    paths.esp_linux().join(esp::temp_name(version))
+}
+
+/// Downloads and installs `target` into the inactive slot, resuming from `progress`;
+/// `save` persists progress after each chunk. Returns the slot written.
+pub async fn apply(
+    node: &Node<'_>,
+    http: &reqwest::Client,
+    target: &Target,
+    mut progress: Progress,
+    save: &mut dyn FnMut(&Progress) -> Result<(), String>,
+) -> Result<UsrSlot, ApplyError> {
+    let fetcher = Fetcher::new(http.clone(), &target.url);
+    let (header, manifest) = fetch_manifest(node, &fetcher, target).await?;
+    let slot = node.layout.inactive();
+    check_room(node, &manifest, slot)?;
+    let view = node
+        .layout
+        .slot(slot)
+        .cloned()
+        .ok_or(boot::BootError::NoRunningSlot {
+            disk: node.layout.disk.clone(),
+            uuid: String::new(),
+        })?;
+    let resuming = progress.slot.as_deref() == Some(slot.name());
+    if !resuming {
+        progress = Progress {
+            slot: Some(slot.name().to_owned()),
+            bytes_total: manifest.parts.iter().map(|p| p.size).sum(),
+            ..Progress::default()
+        };
+    }
+    let ours = resuming && view.version.as_deref() == Some(manifest.version.as_str());
+    let all_done = [PartName::Usr, PartName::UsrVerity, PartName::Uki]
+        .iter()
+        .all(|n| progress.parts_done.iter().any(|p| p == n.as_str()));
+    let installed = node
+        .paths
+        .esp_linux()
+        .join(esp::staged_name(&manifest.version));
+    if ours && all_done && installed.exists() {
+        // A power cut after the UKI's rename, before the state said so: already installed.
+        return Ok(slot);
+    }
+    // The slot is about to be overwritten: if it names another version, that version is gone.
+    if let Some(old) = view.version.as_ref().filter(|_| !ours) {
+        let mut disk = Disk::open_rw(&node.layout.disk)?;
+        disk.clear_usr_slot(slot)?;
+        disk.commit()?;
+        esp::remove_version(&node.paths.esp_linux(), old)?;
+    }
+    let uki_tmp = uki_temp(node.paths, &manifest.version);
+    let order = [PartName::Usr, PartName::UsrVerity, PartName::Uki];
+    for name in order {
+        if progress.parts_done.iter().any(|p| p == name.as_str()) {
+            continue;
+        }
+        let part = part_of(&manifest, name)?;
+        let mut dest = match name {
+            PartName::Usr | PartName::UsrVerity => Dest {
+                file: OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&node.layout.disk)
+                    .map_err(io("opening", &node.layout.disk))?,
+                path: node.layout.disk.clone(),
+                base: if name == PartName::Usr {
+                    view.usr_offset
+                } else {
+                    view.verity_offset
+                },
+            },
+            PartName::Uki => Dest {
+                file: OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&uki_tmp)
+                    .map_err(io("opening", &uki_tmp))?,
+                path: uki_tmp.clone(),
+                base: 0,
+            },
+        };
+        let start = if progress.part.as_deref() == Some(name.as_str()) {
+            usize::try_from(progress.next_chunk).unwrap_or(0)
+        } else {
+            0
+        };
+        let mut verifier = PartVerifier::new(part);
+        // Resume: what is already written goes through the verifier too (all of the part if
+        // the power went out between its last chunk and marking it done).
+        let written = part.chunks.get(start).map_or(part.size, |c| c.offset);
+        if start > 0 {
+            dest.replay(written, &mut verifier)?;
+        }
+        for (i, chunk) in part.chunks.iter().enumerate().skip(start) {
+            let compressed = fetcher
+                .range(header.data_start + chunk.data_offset, chunk.data_size)
+                .await?;
+            let bytes = keelson_payload::decode_chunk(name, i, chunk, &compressed)?;
+            dest.write_at(chunk.offset, &bytes)?;
+            verifier.update(&bytes);
+            dest.sync()?;
+            progress.part = Some(name.as_str().to_owned());
+            progress.next_chunk = i as u64 + 1;
+            progress.bytes_done = progress.bytes_done.saturating_add(chunk.size);
+            save(&progress).map_err(ApplyError::Save)?;
+        }
+        verifier.finish()?;
+        if name == PartName::Uki {
+            dest.file
+                .set_len(part.size)
+                .map_err(io("truncating", &uki_tmp))?;
+            dest.sync()?;
+        }
+        progress.parts_done.push(name.as_str().to_owned());
+        progress.part = None;
+        progress.next_chunk = 0;
+        save(&progress).map_err(ApplyError::Save)?;
+    }
+    // Every byte verified; the UKI must pin exactly this usr.
+    let f = File::open(&uki_tmp).map_err(io("opening", &uki_tmp))?;
+    let usrhash = keelson_payload::uki_usrhash(f)?;
+    keelson_payload::check_uki_root_hash(&manifest, &usrhash)?;
+    let root_hash = hex::decode(&manifest.usr_root_hash).map_err(|_| {
+        ApplyError::Payload(PayloadError::Malformed {
+            what: format!("usr_root_hash {:?} is not hex", manifest.usr_root_hash),
+        })
+    })?;
+    install(node, slot, &manifest.version, &root_hash, &uki_tmp)?;
+    Ok(slot)
+}
+
+/// The switch, after every check: GPT UUIDs and labels of the slot, then the UKI's rename
+/// to `keelson_<version>+3.efi`, then the removal of entries no slot holds any more.
+fn install(
+    node: &Node<'_>,
+    slot: UsrSlot,
+    version: &str,
+    root_hash: &[u8],
+    uki_tmp: &Path,
+) -> Result<(), ApplyError> {
+    let (usr_uuid, verity_uuid) = keelson_disk::uuids_from_root_hash(root_hash)?;
+    let mut disk = Disk::open_rw(&node.layout.disk)?;
+    disk.set_uuid(slot.usr_partition(), usr_uuid)?;
+    disk.set_uuid(slot.verity_partition(), verity_uuid)?;
+    disk.set_label(slot.usr_partition(), &keelson_disk::usr_label(version))?;
+    disk.set_label(
+        slot.verity_partition(),
+        &keelson_disk::usr_verity_label(version),
+    )?;
+    disk.commit()?;
+    let linux = node.paths.esp_linux();
+    let final_path = linux.join(esp::staged_name(version));
+    std::fs::rename(uki_tmp, &final_path).map_err(io("renaming", uki_tmp))?;
+    esp::sync_dir(&linux)?;
+    let running = node
+        .layout
+        .slot(node.layout.running)
+        .and_then(|s| s.version.clone())
+        .unwrap_or_else(|| node.os.version_id.clone());
+    esp::remove_unused(&linux, &[running.as_str(), version, &node.os.version_id])?;
+    Ok(())
+}
+
+/// Removes a failed apply's temporary UKI (the ESP is left as it was).
+pub fn discard_temp(paths: &Paths, version: &str) {
+    let _ = std::fs::remove_file(uki_temp(paths, version));
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::boot::SlotView;
+    use keelson_payload::Part;
+
+    fn manifest(usr: u64, verity: u64, uki: u64) -> Manifest {
+        let part = |name, size| Part {
+            name,
+            size,
+            sha256: String::new(),
+            chunks: Vec::new(),
+        };
+        Manifest {
+            format: 1,
+            os_id: "keelson".into(),
+            arch: "x86-64".into(),
+            version: "2.0.0".into(),
+            usr_root_hash: String::new(),
+            created: Utc::now(),
+            expires: Utc::now(),
+            parts: vec![
+                part(PartName::Usr, usr),
+                part(PartName::UsrVerity, verity),
+                part(PartName::Uki, uki),
+            ],
+        }
+    }
+
+    #[test]
+    fn room_is_checked_per_target_with_its_own_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let view = |slot| SlotView {
+            slot,
+            version: None,
+            usr_offset: 0,
+            usr_size: 100,
+            verity_offset: 100,
+            verity_size: 10,
+        };
+        let layout = Layout {
+            disk: dir.path().join("disk"),
+            running: UsrSlot::A,
+            slots: vec![view(UsrSlot::A), view(UsrSlot::B)],
+        };
+        let os = OsRelease {
+            id: "keelson".into(),
+            version_id: "1.0.0".into(),
+        };
+        let node = Node {
+            paths: &paths,
+            layout: &layout,
+            os: &os,
+            now: Utc::now(),
+        };
+        check_room(&node, &manifest(100, 10, 10), UsrSlot::B).unwrap();
+        let cases = [
+            (manifest(101, 10, 10), "no_room_partition", "partition 4"),
+            (manifest(100, 11, 10), "no_room_partition", "partition 5"),
+            // Larger than any ESP: the ESP is "full" for this UKI.
+            (manifest(100, 10, u64::MAX / 2), "no_room_esp", "the ESP"),
+        ];
+        for (m, reason, names) in cases {
+            let e = check_room(&node, &m, UsrSlot::B).unwrap_err();
+            assert_eq!(e.reason(), reason, "{e}");
+            assert!(e.to_string().contains(names), "{e}");
+        }
+    }
+}

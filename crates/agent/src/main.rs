@@ -1,0 +1,148 @@
+//! keelson-agent: the node update agent's CLI and daemon (all logic is in the library).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use keelson_agent::agent::{Agent, CycleOptions, RebootMode};
+use keelson_agent::paths::Paths;
+use keelson_agent::settings::Settings;
+
+/// The Keelson node update agent.
+#[derive(Debug, Parser)]
+#[command(name = "keelson-agent", version)]
+struct Cli {
+    /// Root prefix for every node path (tests and images; `/` on a node).
+    #[arg(long, default_value = "/", global = true)]
+    root: PathBuf,
+    /// The disk holding the usr slots (default: the disk of the running /usr).
+    #[arg(long, global = true)]
+    disk: Option<PathBuf>,
+    /// Where the ESP is mounted.
+    #[arg(long, default_value = "/efi", global = true)]
+    esp: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The service's main loop: assess the boot, check on an interval, apply, reboot.
+    Daemon,
+    /// Running version and slot, the other slot, state, progress, last check and error.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check for an update now (and apply it, as update_engine does).
+    Check,
+    /// Check, apply and reboot into the update right away.
+    Update {
+        /// Required: this reboots the node once the update is staged.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Make the other slot's good version boot from the next boot on, for good.
+    Rollback,
+    /// Clear a failure and the versions refused after a rollback.
+    Reset,
+}
+
+fn main() -> anyhow::Result<()> {
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    if journald {
+        fmt.without_time().init();
+    } else {
+        fmt.init();
+    }
+    let cli = Cli::parse();
+    let mut paths = Paths::under(&cli.root);
+    paths.disk = cli.disk.clone();
+    paths.esp_mount = cli.esp.clone();
+    let settings = Settings::load(&paths).context("reading the agent's settings")?;
+    let agent = Agent::new(paths, settings)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Status { json } => {
+            let status = agent.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{status}");
+            }
+        }
+        Command::Daemon => runtime.block_on(daemon(&agent))?,
+        Command::Check => {
+            let _lock = agent.store().lock(true)?;
+            let opts = CycleOptions {
+                on_demand: true,
+                reboot: RebootMode::Policy,
+            };
+            runtime
+                .block_on(agent.cycle(opts))
+                .context("update check")?;
+            print!("{}", agent.status()?);
+        }
+        Command::Update { now } => {
+            if !now {
+                anyhow::bail!("`update` reboots the node when done: pass --now to confirm");
+            }
+            let _lock = agent.store().lock(true)?;
+            let opts = CycleOptions {
+                on_demand: true,
+                reboot: RebootMode::Now,
+            };
+            runtime.block_on(agent.cycle(opts)).context("update")?;
+            print!("{}", agent.status()?);
+        }
+        Command::Rollback => {
+            let _lock = agent.store().lock(true)?;
+            agent.rollback().context("rollback")?;
+            print!("{}", agent.status()?);
+            println!("The other slot boots from the next boot on; reboot to switch now.");
+        }
+        Command::Reset => {
+            let _lock = agent.store().lock(true)?;
+            agent.reset().context("reset")?;
+            print!("{}", agent.status()?);
+        }
+    }
+    Ok(())
+}
+
+async fn daemon(agent: &Agent) -> anyhow::Result<()> {
+    tracing::info!(
+        server = ?agent.settings.server,
+        group = %agent.settings.group,
+        "keelson-agent started"
+    );
+    loop {
+        let delay = {
+            let _lock = agent.store().lock(true)?;
+            let opts = CycleOptions {
+                on_demand: false,
+                reboot: RebootMode::Policy,
+            };
+            match agent.cycle(opts).await {
+                Ok((rec, poll)) => agent.next_delay(&rec, poll, rand::random::<f64>()),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cycle failed");
+                    Duration::from_secs(300)
+                }
+            }
+        };
+        tracing::info!(seconds = delay.as_secs(), "next cycle");
+        tokio::time::sleep(delay).await;
+    }
+}
