@@ -3,11 +3,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
 use super::{
     Activity, ApiError, ApiJson, Severity, begin, check_name, check_version, commit, db_err,
-    db_unique, log_activity, normalize_app_id,
+    db_unique, log_activity,
 };
 use crate::auth::{Caller, RequireAdmin, RequireViewer};
 use crate::db::{Tx, now_unix};
@@ -349,7 +350,7 @@ async fn channel_from_row(
     .await
     .map_err(db_err("reading channel floors"))?;
     let mut floors: Vec<String> = floors.into_iter().map(|(v,)| v).collect();
-    floors.sort_by(|a, b| compare_versions(a, b));
+    floors.sort_by(|a, b| keelson_version::compare(a, b));
     Ok(Channel {
         id,
         application_id,
@@ -358,16 +359,6 @@ async fn channel_from_row(
         floors,
         created_at,
     })
-}
-
-/// Order versions by their numeric dot-separated parts (3975.10.0 after 3975.9.0).
-pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
-    let key = |v: &str| -> Vec<(u64, String)> {
-        v.split(['.', '-', '+'])
-            .map(|p| (p.parse::<u64>().unwrap_or(0), p.to_string()))
-            .collect()
-    };
-    key(a).cmp(&key(b))
 }
 
 /// Load channel `name` of `app` or 404.
@@ -621,13 +612,6 @@ pub async fn delete_channel(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_sort_numerically() {
-        let mut v = vec!["3975.10.0", "3975.9.0", "100.0.0", "3975.9.1"];
-        v.sort_by(|a, b| compare_versions(a, b));
-        assert_eq!(v, ["100.0.0", "3975.9.0", "3975.9.1", "3975.10.0"]);
-    }
 
     #[test]
     fn texts_are_checked() {

@@ -3,12 +3,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
 use super::apps::{acquire, double_option, load_app};
 use super::{
     Activity, ApiError, ApiJson, Severity, begin, check_name, commit, db_err, db_unique,
-    log_activity, normalize_app_id,
+    log_activity,
 };
 use crate::auth::{RequireAdmin, RequireViewer};
 use crate::db::{self, Tx, now_unix};
@@ -270,7 +271,7 @@ pub(crate) async fn summarize(
     versions.sort_by(|a, b| {
         b.count
             .cmp(&a.count)
-            .then_with(|| super::apps::compare_versions(&b.version, &a.version))
+            .then_with(|| keelson_version::compare(&b.version, &a.version))
     });
     let statuses: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT status, COUNT(*) FROM instances WHERE group_id = $1 GROUP BY status ORDER BY status",

@@ -2,9 +2,10 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, db_err, normalize_app_id};
+use super::{ApiError, db_err};
 use crate::auth::RequireViewer;
 use crate::state::AppState;
 

@@ -319,14 +319,6 @@ fn field_from_serde_message(msg: &str) -> Option<String> {
     None
 }
 
-/// Normalize an application ID the way nodes send it: braces dropped, lowercase.
-pub fn normalize_app_id(raw: &str) -> String {
-    raw.trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .to_ascii_lowercase()
-}
-
 /// Check a short identifier (names, tracks): 1-128 chars of letters, digits, `-_.`.
 pub(crate) fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > 128 {
@@ -473,13 +465,5 @@ mod tests {
         for bad in ["", "v1", "1..2", "1 2", "1/2"] {
             assert!(check_version("version", bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn app_ids_are_normalized() {
-        assert_eq!(
-            normalize_app_id("{E96281A6-D1AF-4BDE-9A0A-97B76E56DC57}"),
-            "e96281a6-d1af-4bde-9a0a-97b76e56dc57"
-        );
     }
 }

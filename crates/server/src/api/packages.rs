@@ -6,6 +6,7 @@ use std::path::{Path as FsPath, PathBuf};
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -14,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use super::apps::{acquire, check_text, load_app};
 use super::{
     Activity, ApiError, ApiJson, Severity, begin, check_version, commit, db_err, db_unique,
-    log_activity, normalize_app_id,
+    log_activity,
 };
 use crate::auth::{RequireAdmin, RequireViewer};
 use crate::db::now_unix;
@@ -144,7 +145,7 @@ pub async fn list(
             .await
             .map_err(db_err("listing packages"))?;
     let mut out: Vec<Package> = rows.into_iter().map(package_from_row).collect();
-    out.sort_by(|a, b| super::apps::compare_versions(&b.version, &a.version));
+    out.sort_by(|a, b| keelson_version::compare(&b.version, &a.version));
     Ok(Json(out))
 }
 

@@ -145,7 +145,7 @@ async fn render_group(
 ) -> Response {
     let result = async {
         let mut conn = acquire(state).await?;
-        let app_row = load_app(&mut conn, &crate::api::normalize_app_id(app)).await?;
+        let app_row = load_app(&mut conn, &keelson_omaha::normalize_app_id(app)).await?;
         let core = load_group(&mut conn, &app_row.id, group).await?;
         let g = summarize(&mut conn, core).await?;
         drop(conn);
@@ -384,7 +384,7 @@ pub async fn policy_submit(
     match result {
         Ok(_) => Redirect::to(&format!(
             "{}?saved=1",
-            group_url(&crate::api::normalize_app_id(&app), &group)
+            group_url(&keelson_omaha::normalize_app_id(&app), &group)
         ))
         .into_response(),
         Err(e) if e.status == StatusCode::BAD_REQUEST => {

@@ -173,7 +173,7 @@ pub async fn get_by_machine(
     sqlx::query_as::<_, Instance>(&format!(
         "SELECT {COLS} FROM instances WHERE application_id = $1 AND machine_id = $2"
     ))
-    .bind(super::applications::normalize_id(application_id))
+    .bind(keelson_omaha::normalize_app_id(application_id))
     .bind(machine_id)
     .fetch_optional(db.pool())
     .await
