@@ -15,8 +15,8 @@ use axum::http::header;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
-use crate::api::ApiError;
 use crate::db::{Db, now_unix};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Name of the dashboard cookie that carries the token.
@@ -256,41 +256,6 @@ impl FromRequestParts<AppState> for RequireAdmin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         authorize(parts, state, Role::Admin).await.map(RequireAdmin)
     }
-}
-
-/// Arguments of `keelson-server token create`.
-#[derive(Debug, clap::Args)]
-pub struct TokenArgs {
-    /// Role of the new token: admin or viewer.
-    #[arg(long, value_parser = ["admin", "viewer"])]
-    pub role: String,
-    /// A note saying who or what the token is for.
-    #[arg(long, default_value = "")]
-    pub description: String,
-    /// Print the token as JSON ({"id", "role", "token"}).
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Run `keelson-server token create`: store a new token and print it once.
-pub async fn token_cli(db: &Db, args: &TokenArgs) -> anyhow::Result<()> {
-    let role: Role = args
-        .role
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
-    let new = create_token(db, role, &args.description)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating a {role} token: {e}"))?;
-    if args.json {
-        println!("{}", serde_json::to_string(&new)?);
-    } else {
-        eprintln!(
-            "created {} token {} (shown once; only its hash is stored):",
-            new.role, new.id
-        );
-        println!("{}", new.token);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

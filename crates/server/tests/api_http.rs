@@ -465,7 +465,7 @@ async fn every_route_is_documented_and_guarded(backend: Backend) {
     let s = start(backend).await;
     let doc = json_of(s.http.get(s.url("/api/openapi.json")).send().await.unwrap()).await;
     assert_eq!(doc["openapi"], "3.1.0");
-    for (path, methods) in keelson_server::api::openapi::ROUTES {
+    for (path, methods) in keelson_server::openapi::ROUTES {
         let concrete = path
             .replace("{app}", APP)
             .replace("{channel}", "c")
@@ -587,7 +587,7 @@ fn sorted(v: &Value) -> Value {
 fn openapi_document_matches_golden_file() {
     let golden =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api_openapi.golden.json");
-    let current = sorted(&keelson_server::api::openapi::document());
+    let current = sorted(&keelson_server::openapi::document());
     if std::env::var_os("KEELSON_UPDATE_GOLDEN").is_some() {
         std::fs::write(
             &golden,

@@ -6,14 +6,14 @@ use axum::http::StatusCode;
 use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
-use super::apps::{acquire, double_option, load_app};
-use super::{
-    Activity, ApiError, ApiJson, Severity, begin, check_name, commit, db_err, db_unique,
-    log_activity,
-};
 use crate::auth::{RequireAdmin, RequireViewer};
 use crate::db::{self, Tx, now_unix};
+use crate::error::{ApiError, db_err, db_unique};
 use crate::grant::RolloutPolicy;
+use crate::request::{
+    Activity, ApiJson, Severity, acquire, begin, check_name, commit, double_option, load_app,
+    log_activity,
+};
 use crate::state::AppState;
 
 /// The rollout policy of a group as the API shows it: the grant engine's policy, flattened so
@@ -376,7 +376,7 @@ async fn store_policy(tx: &mut Tx, group_id: i64, p: &Policy) -> Result<(), ApiE
 /// Check that a pinned version names a package of the application.
 async fn check_pin(conn: &mut sqlx::AnyConnection, app: &str, p: &Policy) -> Result<(), ApiError> {
     if let Some(v) = &p.rollout.pinned_version {
-        super::apps::package_id(conn, app, v, "pinned_version").await?;
+        crate::request::package_id(conn, app, v, "pinned_version").await?;
     }
     Ok(())
 }

@@ -5,8 +5,8 @@ use axum::extract::{Path, Query, State};
 use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, db_err};
 use crate::auth::RequireViewer;
+use crate::error::{ApiError, db_err};
 use crate::state::AppState;
 
 /// Instance status codes as stored (Nebraska's numbering, so its users read them the same).

@@ -5,9 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::apps::check_text_opt;
-use super::{Activity, ApiError, ApiJson, Severity, begin, commit, db_err, log_activity};
 use crate::auth::{NewToken, RequireAdmin, Role, create_token_on};
+use crate::error::{ApiError, db_err};
+use crate::request::{Activity, ApiJson, Severity, begin, check_text_opt, commit, log_activity};
 use crate::state::AppState;
 
 /// A token as listed: never its secret or hash.

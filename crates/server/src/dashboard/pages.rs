@@ -8,10 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::html::error_page;
 use super::html::{Section, attr_url, badge, esc, page, progress, status_bar, time, version_bar};
-use super::{DashUser, error_page};
-use crate::api::ApiError;
-use crate::api::apps::{acquire, load_app};
+use super::user::DashUser;
 use crate::api::groups::{
     Group, MaintenanceWindow, PolicyUpdate, change_policy, load_group, load_groups, summarize,
 };
@@ -19,6 +18,8 @@ use crate::api::instances::{
     ActivityFilter, InstanceFilter, STATUSES, load_instance, query_activity, query_instances,
 };
 use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::request::{acquire, load_app};
 use crate::state::AppState;
 
 fn fail(caller: &Caller, e: ApiError) -> Response {
@@ -91,7 +92,7 @@ async fn render_overview(state: &AppState) -> Result<String, ApiError> {
         sqlx::query_as("SELECT id, name FROM applications ORDER BY name, id")
             .fetch_all(&mut *conn)
             .await
-            .map_err(crate::api::db_err("listing applications"))?;
+            .map_err(crate::error::db_err("listing applications"))?;
     if apps.is_empty() {
         return Ok("<p class=\"empty\">No applications yet: create one with <span class=\"mono\">keelson admin app create</span>.</p>".into());
     }
