@@ -87,17 +87,14 @@ pub async fn groups_overview(
 }
 
 async fn render_overview(state: &AppState) -> Result<String, ApiError> {
+    // Listed before taking a connection: SQLite's pool has one, and this call takes its own.
+    let apps = crate::db::applications::list(&state.db).await?;
     let mut conn = acquire(state).await?;
-    let apps: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, name FROM applications ORDER BY name, id")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(crate::error::db_err("listing applications"))?;
     if apps.is_empty() {
         return Ok("<p class=\"empty\">No applications yet: create one with <span class=\"mono\">keelson admin app create</span>.</p>".into());
     }
     let mut body = String::new();
-    for (id, name) in apps {
+    for crate::db::applications::Application { id, name, .. } in apps {
         let _ = write!(
             body,
             "<h3>{} <span class=\"mono\">{}</span></h3><div class=\"grid\">",
