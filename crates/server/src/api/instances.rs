@@ -358,28 +358,8 @@ pub async fn get_one(
     load_instance(&state, id).await.map(Json)
 }
 
-/// One activity-log entry.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ActivityEntry {
-    /// Numeric ID (increasing).
-    pub id: i64,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// `info`, `warning` or `error`.
-    pub severity: String,
-    /// What happened, e.g. `group.policy_updated`, `rollout.halted`.
-    pub kind: String,
-    /// Who did it: `token:ID`, `omaha`, `fleetlock`.
-    pub actor: String,
-    /// The application concerned.
-    pub application_id: Option<String>,
-    /// The group concerned.
-    pub group_id: Option<i64>,
-    /// The version concerned.
-    pub version: Option<String>,
-    /// A sentence for humans.
-    pub message: String,
-}
+/// One activity-log entry (the stored row).
+pub use crate::db::activity::Activity as ActivityEntry;
 
 /// Filters of `GET /api/v1/activity`.
 #[derive(Debug, Default, Deserialize)]
@@ -405,52 +385,8 @@ pub async fn query_activity(
             "limit must be between 1 and 500",
         ));
     }
-    let before = f.before.unwrap_or(i64::MAX);
-    type Row = (
-        i64,
-        i64,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-        String,
-    );
-    let base = "SELECT id, created_at, severity, kind, actor, application_id, group_id, version, \
-                message FROM activity WHERE id < $1";
-    let rows: Vec<Row> = match &f.app {
-        Some(app) => {
-            sqlx::query_as(&format!(
-                "{base} AND application_id = $2 ORDER BY id DESC LIMIT {limit}"
-            ))
-            .bind(before)
-            .bind(normalize_app_id(app))
-            .fetch_all(state.db.pool())
-            .await
-        }
-        None => {
-            sqlx::query_as(&format!("{base} ORDER BY id DESC LIMIT {limit}"))
-                .bind(before)
-                .fetch_all(state.db.pool())
-                .await
-        }
-    }
-    .map_err(db_err("reading the activity log"))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ActivityEntry {
-            id: r.0,
-            created_at: r.1,
-            severity: r.2,
-            kind: r.3,
-            actor: r.4,
-            application_id: r.5,
-            group_id: r.6,
-            version: r.7,
-            message: r.8,
-        })
-        .collect())
+    let app = f.app.as_deref().map(normalize_app_id);
+    Ok(crate::db::activity::list(&state.db, app.as_deref(), None, f.before, limit).await?)
 }
 
 /// `GET /api/v1/activity?app=&before=&limit=`.
