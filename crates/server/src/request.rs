@@ -241,14 +241,8 @@ pub(crate) async fn package_id(
     version: &str,
     field: &str,
 ) -> Result<i64, ApiError> {
-    let row: Option<(i64,)> =
-        sqlx::query_as("SELECT id FROM packages WHERE application_id = $1 AND version = $2")
-            .bind(app)
-            .bind(version)
-            .fetch_optional(conn)
-            .await
-            .map_err(db_err("looking up a package"))?;
-    row.map(|(id,)| id).ok_or_else(|| {
+    let row = crate::db::packages::by_version(conn, app, version).await?;
+    row.map(|p| p.id).ok_or_else(|| {
         ApiError::invalid(
             field,
             format!("{field}: application {app} has no package with version {version:?}"),
