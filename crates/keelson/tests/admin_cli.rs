@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use keelson_server::api::embedded::EmbeddedServer;
+use keelson_server::embedded::EmbeddedServer;
 use serde_json::Value;
 
 const APP: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";

@@ -15,8 +15,8 @@ use axum::http::header;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
-use crate::api::ApiError;
-use crate::db::{Db, now_unix};
+use crate::db::{Db, DbError, now_unix, tokens};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Name of the dashboard cookie that carries the token.
@@ -78,14 +78,9 @@ impl Caller {
 /// Errors of token management.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// A query on the tokens table failed.
-    #[error("tokens table: {what}: {source}")]
-    Db {
-        /// What was being done.
-        what: &'static str,
-        /// The driver error.
-        source: sqlx::Error,
-    },
+    /// Reading or writing the tokens table failed.
+    #[error("tokens table: {0}")]
+    Db(#[from] DbError),
     /// A token row holds a role this version does not know.
     #[error("token {id} has unknown role {role:?} in the database")]
     BadRole {
@@ -112,20 +107,27 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Create a token with `role` and store its hash.
+/// Create a token with `role` and store its hash (not logged: the CLI and test harnesses).
 pub async fn create_token(db: &Db, role: Role, description: &str) -> Result<NewToken, AuthError> {
-    let mut conn = db.pool().acquire().await.map_err(|source| AuthError::Db {
-        what: "getting a connection",
-        source,
-    })?;
-    create_token_on(&mut conn, role, description).await
+    store_token(db, role, description, None).await
 }
 
-/// Like [`create_token`], on a given connection or transaction.
-pub async fn create_token_on(
-    conn: &mut sqlx::AnyConnection,
+/// Create a token with `role` and store its hash, logging the change as done by `actor` in the
+/// same transaction (`POST /api/v1/tokens`).
+pub async fn create_token_by(
+    db: &Db,
+    actor: &str,
     role: Role,
     description: &str,
+) -> Result<NewToken, AuthError> {
+    store_token(db, role, description, Some(actor)).await
+}
+
+async fn store_token(
+    db: &Db,
+    role: Role,
+    description: &str,
+    actor: Option<&str>,
 ) -> Result<NewToken, AuthError> {
     let a = uuid::Uuid::new_v4().simple().to_string();
     let b = uuid::Uuid::new_v4().simple().to_string();
@@ -133,35 +135,20 @@ pub async fn create_token_on(
     // The ID is derived from the hash, so it reveals nothing about the secret.
     let hash = hash_token(&token);
     let id = hash[..12].to_string();
-    sqlx::query(
-        "INSERT INTO tokens (id, role, hash, description, created_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&id)
-    .bind(role.as_str())
-    .bind(&hash)
-    .bind(description)
-    .bind(now_unix())
-    .execute(conn)
-    .await
-    .map_err(|source| AuthError::Db {
-        what: "inserting a token",
-        source,
-    })?;
+    let row = tokens::NewTokenRow {
+        id: &id,
+        role: role.as_str(),
+        hash: &hash,
+        description,
+    };
+    tokens::create(db, &row, actor).await?;
     Ok(NewToken { id, role, token })
 }
 
 /// Find the caller a token belongs to, or `None` when no such token exists.
 pub async fn lookup(db: &Db, token: &str) -> Result<Option<Caller>, AuthError> {
     let hash = hash_token(token);
-    let row: Option<(String, String, Option<i64>)> =
-        sqlx::query_as("SELECT id, role, last_used FROM tokens WHERE hash = $1")
-            .bind(&hash)
-            .fetch_optional(db.pool())
-            .await
-            .map_err(|source| AuthError::Db {
-                what: "looking up a token",
-                source,
-            })?;
+    let row = tokens::find_by_hash(db, &hash).await?;
     let Some((id, role, last_used)) = row else {
         return Ok(None);
     };
@@ -172,15 +159,7 @@ pub async fn lookup(db: &Db, token: &str) -> Result<Option<Caller>, AuthError> {
     let now = now_unix();
     // Record use at most once a minute: a write per request would serialize reads on SQLite.
     if last_used.is_none_or(|t| now - t >= 60) {
-        sqlx::query("UPDATE tokens SET last_used = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&id)
-            .execute(db.pool())
-            .await
-            .map_err(|source| AuthError::Db {
-                what: "recording token use",
-                source,
-            })?;
+        tokens::touch(db, &id, now).await?;
     }
     Ok(Some(Caller { token_id: id, role }))
 }
@@ -256,41 +235,6 @@ impl FromRequestParts<AppState> for RequireAdmin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         authorize(parts, state, Role::Admin).await.map(RequireAdmin)
     }
-}
-
-/// Arguments of `keelson-server token create`.
-#[derive(Debug, clap::Args)]
-pub struct TokenArgs {
-    /// Role of the new token: admin or viewer.
-    #[arg(long, value_parser = ["admin", "viewer"])]
-    pub role: String,
-    /// A note saying who or what the token is for.
-    #[arg(long, default_value = "")]
-    pub description: String,
-    /// Print the token as JSON ({"id", "role", "token"}).
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Run `keelson-server token create`: store a new token and print it once.
-pub async fn token_cli(db: &Db, args: &TokenArgs) -> anyhow::Result<()> {
-    let role: Role = args
-        .role
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
-    let new = create_token(db, role, &args.description)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating a {role} token: {e}"))?;
-    if args.json {
-        println!("{}", serde_json::to_string(&new)?);
-    } else {
-        eprintln!(
-            "created {} token {} (shown once; only its hash is stored):",
-            new.role, new.id
-        );
-        println!("{}", new.token);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

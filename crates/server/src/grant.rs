@@ -7,107 +7,12 @@
 //! in an IANA time zone) plus staged waves, an automatic halt on failures, floors and pinning.
 //! A node that policy holds back is always answered `noupdate`, never an `error-*` status.
 
-use std::cmp::Ordering;
 use std::fmt;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
+use keelson_version::Version;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-/// A version made of dot-separated numbers, optionally followed by `-prerelease`
-/// (`4081.2.0`, `1.2`, `2.0.0-rc1`). Missing trailing parts count as zero.
-#[derive(Clone, Debug)]
-pub struct Version {
-    parts: Vec<u64>,
-    pre: Option<String>,
-    text: String,
-}
-
-/// A version string that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid version {value:?}: expected dot-separated numbers like 4081.2.0")]
-pub struct VersionError {
-    /// The rejected text.
-    pub value: String,
-}
-
-impl Version {
-    /// Parse `text`; at most 8 numeric parts, each fitting in u64.
-    pub fn parse(text: &str) -> Result<Version, VersionError> {
-        let err = || VersionError {
-            value: text.to_string(),
-        };
-        let (nums, pre) = match text.split_once('-') {
-            Some((n, p)) if !p.is_empty() => (n, Some(p.to_string())),
-            Some(_) => return Err(err()),
-            None => (text, None),
-        };
-        if nums.is_empty() {
-            return Err(err());
-        }
-        let mut parts = Vec::new();
-        for p in nums.split('.') {
-            if p.is_empty() || p.len() > 19 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(err());
-            }
-            parts.push(p.parse::<u64>().map_err(|_| err())?);
-        }
-        if parts.len() > 8 {
-            return Err(err());
-        }
-        Ok(Version {
-            parts,
-            pre,
-            text: text.to_string(),
-        })
-    }
-
-    /// The text this version was parsed from.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl Ord for Version {
-    fn cmp(&self, other: &Self) -> Ordering {
-        let n = self.parts.len().max(other.parts.len());
-        for i in 0..n {
-            let a = self.parts.get(i).copied().unwrap_or(0);
-            let b = other.parts.get(i).copied().unwrap_or(0);
-            match a.cmp(&b) {
-                Ordering::Equal => {}
-                o => return o,
-            }
-        }
-        // A release sorts after its pre-releases (2.0.0-rc1 < 2.0.0).
-        match (&self.pre, &other.pre) {
-            (None, None) => Ordering::Equal,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(_), None) => Ordering::Less,
-            (Some(a), Some(b)) => a.cmp(b),
-        }
-    }
-}
-
-impl PartialOrd for Version {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Version {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Version {}
 
 /// A weekly maintenance window in the policy's time zone: on each of `days` it opens at
 /// `start` and closes at `end` (wall-clock `HH:MM`); an `end` before `start` runs past midnight
@@ -621,6 +526,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use chrono::TimeZone;
+    use std::cmp::Ordering;
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()

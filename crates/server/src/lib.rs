@@ -3,17 +3,24 @@
 //! Layout: [`db`] owns storage (one SQL dialect for SQLite and PostgreSQL), [`grant`] the
 //! rollout decision, [`omaha_endpoint`] the node-facing Omaha protocol, [`packages`] payload
 //! storage and range serving, [`fleetlock`] reboot coordination, [`metrics`] Prometheus text;
-//! [`api`] and [`dashboard`] are the admin-facing parts.
+//! [`api`] and [`dashboard`] are the admin-facing parts, sharing [`error`] (the error type),
+//! [`request`] (body extraction, input checks, lookups) and [`auth`]; [`openapi`] documents the
+//! REST API. With the `test-support` feature, `embedded` runs a whole server on a thread.
 
 pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod db;
+#[cfg(feature = "test-support")]
+pub mod embedded;
+pub mod error;
 pub mod fleetlock;
 pub mod grant;
 pub mod metrics;
 pub mod omaha_endpoint;
+pub mod openapi;
 pub mod packages;
+pub mod request;
 pub mod state;
 
 use axum::Router;

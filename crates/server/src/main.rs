@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use keelson_server::auth::{Role, create_token};
 use keelson_server::db::{Db, redact_url};
-use keelson_server::{AppState, ServerConfig, auth};
+use keelson_server::{AppState, ServerConfig};
 
 /// Omaha update server with rollout control, REST API, dashboard and FleetLock.
 #[derive(Debug, Parser)]
@@ -51,7 +52,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Create a token and print it once.
-    Create(auth::TokenArgs),
+    Create(TokenArgs),
 }
 
 #[tokio::main]
@@ -66,10 +67,45 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("opening database {}", redact_url(&cli.database_url)))?;
     match cli.command {
-        Some(Command::Token(TokenCommand::Create(args))) => auth::token_cli(&db, &args).await,
+        Some(Command::Token(TokenCommand::Create(args))) => token_create(&db, &args).await,
         Some(Command::Serve(args)) => serve(db, args).await,
         None => serve(db, cli.serve).await,
     }
+}
+
+/// Arguments of `keelson-server token create`.
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// Role of the new token: admin or viewer.
+    #[arg(long, value_parser = ["admin", "viewer"])]
+    role: String,
+    /// A note saying who or what the token is for.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Print the token as JSON ({"id", "role", "token"}).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `keelson-server token create`: store a new token and print it once.
+async fn token_create(db: &Db, args: &TokenArgs) -> Result<()> {
+    let role: Role = args
+        .role
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
+    let new = create_token(db, role, &args.description)
+        .await
+        .with_context(|| format!("creating a {role} token"))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&new)?);
+    } else {
+        eprintln!(
+            "created {} token {} (shown once; only its hash is stored):",
+            new.role, new.id
+        );
+        println!("{}", new.token);
+    }
+    Ok(())
 }
 
 async fn serve(db: Db, args: ServeArgs) -> Result<()> {

@@ -56,24 +56,17 @@ impl Family<'_> {
 
 /// Render every metric.
 pub async fn render(db: &Db) -> Result<String, DbError> {
-    let pool = db.pool();
+    let snap = crate::db::metrics::snapshot(db).await?;
     let mut out = String::new();
     let mut f = Family { out: &mut out };
 
-    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT i.application_id, COALESCE(c.name, ''), i.version, COUNT(*) FROM instances i \
-         LEFT JOIN groups g ON g.id = i.group_id LEFT JOIN channels c ON c.id = g.channel_id \
-         GROUP BY i.application_id, COALESCE(c.name, ''), i.version ORDER BY 1, 2, 3",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(DbError::query("counting instances per version"))?;
+    let rows = &snap.per_version;
     f.header(
         "keelson_instances",
         "gauge",
         "Instances per application, channel and version.",
     );
-    for (app, channel, version, n) in &rows {
+    for (app, channel, version, n) in rows {
         f.sample(
             "keelson_instances",
             &[
@@ -85,19 +78,13 @@ pub async fn render(db: &Db) -> Result<String, DbError> {
         );
     }
 
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT i.application_id, COALESCE(g.track, ''), i.status, COUNT(*) FROM instances i \
-         LEFT JOIN groups g ON g.id = i.group_id GROUP BY i.application_id, COALESCE(g.track, ''), i.status ORDER BY 1, 2, 3",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(DbError::query("counting instances per status"))?;
+    let rows = &snap.per_status;
     f.header(
         "keelson_instances_by_status",
         "gauge",
         "Instances per application, group track and update status.",
     );
-    for (app, track, status, n) in &rows {
+    for (app, track, status, n) in rows {
         let s = InstanceStatus::from_code(*status).as_str();
         f.sample(
             "keelson_instances_by_status",
@@ -106,20 +93,13 @@ pub async fn render(db: &Db) -> Result<String, DbError> {
         );
     }
 
-    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT g.application_id, g.track, COUNT(r.id), COUNT(CASE WHEN r.outcome IN (2, 3) THEN 1 END), \
-         COUNT(CASE WHEN r.outcome = 1 THEN 1 END) FROM groups g LEFT JOIN grants r ON r.group_id = g.id \
-         GROUP BY g.application_id, g.track ORDER BY 1, 2",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(DbError::query("counting grants"))?;
+    let rows = &snap.grants;
     f.header(
         "keelson_update_grants_total",
         "counter",
         "Updates granted per application and group.",
     );
-    for (app, track, grants, _, _) in &rows {
+    for (app, track, grants, _, _) in rows {
         f.sample(
             "keelson_update_grants_total",
             &[("application", app), ("group", track)],
@@ -131,7 +111,7 @@ pub async fn render(db: &Db) -> Result<String, DbError> {
         "counter",
         "Granted updates that failed (error events, rollbacks, timeouts closed by a re-grant).",
     );
-    for (app, track, _, failed, _) in &rows {
+    for (app, track, _, failed, _) in rows {
         f.sample(
             "keelson_update_failures_total",
             &[("application", app), ("group", track)],
@@ -143,7 +123,7 @@ pub async fn render(db: &Db) -> Result<String, DbError> {
         "counter",
         "Granted updates that completed.",
     );
-    for (app, track, _, _, ok) in &rows {
+    for (app, track, _, _, ok) in rows {
         f.sample(
             "keelson_update_successes_total",
             &[("application", app), ("group", track)],
@@ -151,18 +131,13 @@ pub async fn render(db: &Db) -> Result<String, DbError> {
         );
     }
 
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT application_id, track, CASE WHEN halted_version IS NULL THEN 0 ELSE 1 END FROM groups ORDER BY 1, 2",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(DbError::query("reading halted groups"))?;
+    let rows = &snap.halted;
     f.header(
         "keelson_rollout_halted",
         "gauge",
         "1 when the group's rollout is halted automatically.",
     );
-    for (app, track, halted) in &rows {
+    for (app, track, halted) in rows {
         f.sample(
             "keelson_rollout_halted",
             &[("application", app), ("group", track)],
@@ -170,19 +145,13 @@ pub async fn render(db: &Db) -> Result<String, DbError> {
         );
     }
 
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT g.track, MAX(g.fleetlock_slots), (SELECT COUNT(*) FROM fleetlock_holders h WHERE h.lock_group = g.track) \
-         FROM groups g GROUP BY g.track ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(DbError::query("counting fleetlock holders"))?;
+    let rows = &snap.fleetlock;
     f.header(
         "keelson_fleetlock_holders",
         "gauge",
         "Nodes holding a FleetLock reboot slot, per group.",
     );
-    for (group, _, holders) in &rows {
+    for (group, _, holders) in rows {
         f.sample("keelson_fleetlock_holders", &[("group", group)], *holders);
     }
     f.header(
@@ -190,7 +159,7 @@ pub async fn render(db: &Db) -> Result<String, DbError> {
         "gauge",
         "FleetLock reboot slots per group.",
     );
-    for (group, slots, _) in &rows {
+    for (group, slots, _) in rows {
         f.sample("keelson_fleetlock_slots", &[("group", group)], *slots);
     }
     Ok(out)

@@ -465,7 +465,7 @@ async fn every_route_is_documented_and_guarded(backend: Backend) {
     let s = start(backend).await;
     let doc = json_of(s.http.get(s.url("/api/openapi.json")).send().await.unwrap()).await;
     assert_eq!(doc["openapi"], "3.1.0");
-    for (path, methods) in keelson_server::api::openapi::ROUTES {
+    for (path, methods) in keelson_server::openapi::ROUTES {
         let concrete = path
             .replace("{app}", APP)
             .replace("{channel}", "c")
@@ -493,11 +493,74 @@ async fn every_route_is_documented_and_guarded(backend: Backend) {
     }
 }
 
+/// Lists sort by semver precedence (keelson-version): numeric parts as numbers, a pre-release
+/// before its release (the old API order put 2.0.0 before 2.0.0-rc1), pre-release identifiers
+/// numerically, and build metadata not changing precedence.
+async fn lists_sort_by_version_precedence(backend: Backend) {
+    let s = start(backend).await;
+    s.seed(0).await;
+    for v in [
+        "2.0.0-rc1",
+        "2.0.0-rc.10",
+        "2.0.0-rc.2",
+        "2.0.0+build5",
+        "10.0.0",
+        "9.10.0",
+        "9.9.1",
+    ] {
+        let r = s
+            .admin(Method::POST, &format!("/api/v1/apps/{APP}/packages"))
+            .json(&json!({
+                "version": v, "filename": "keelson_update.gz",
+                "url": format!("https://updates.example.com/{v}"),
+                "size": 1000, "sha256_hex": "ab".repeat(32)
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{v}: {}", r.text().await.unwrap());
+    }
+    let list = s.viewer_json(&format!("/api/v1/apps/{APP}/packages")).await;
+    let versions: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            "10.0.0",
+            "9.10.0",
+            "9.9.1",
+            "2.0.0+build5",
+            "2.0.0",
+            "2.0.0-rc1",
+            "2.0.0-rc.10",
+            "2.0.0-rc.2",
+            "1.0.0"
+        ]
+    );
+    // Channel floors are listed ascending by the same order.
+    let r = s
+        .admin(Method::PUT, &format!("/api/v1/apps/{APP}/channels/stable"))
+        .json(&json!({"floors": ["2.0.0", "9.10.0", "2.0.0-rc1", "9.9.1", "2.0.0-rc.2"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        json_of(r).await["floors"],
+        json!(["2.0.0-rc.2", "2.0.0-rc1", "2.0.0", "9.9.1", "9.10.0"])
+    );
+}
+
 both!(
     crud_flow,
     invalid_input_is_rejected_and_writes_nothing,
     instances_and_history,
     every_route_is_documented_and_guarded,
+    lists_sort_by_version_precedence,
 );
 
 /// Keys sorted at every level, so the golden file does not depend on whether serde_json's
@@ -524,7 +587,7 @@ fn sorted(v: &Value) -> Value {
 fn openapi_document_matches_golden_file() {
     let golden =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api_openapi.golden.json");
-    let current = sorted(&keelson_server::api::openapi::document());
+    let current = sorted(&keelson_server::openapi::document());
     if std::env::var_os("KEELSON_UPDATE_GOLDEN").is_some() {
         std::fs::write(
             &golden,

@@ -172,6 +172,8 @@ pub(super) fn build_release() -> Result<Bins> {
         "keelson-server",
         "--bin",
         "keelson-server",
+        "-p",
+        "keelson-loadgen",
         "--bin",
         "keelson-loadgen",
         "--bin",

@@ -3,28 +3,19 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Activity, ApiError, ApiJson, Severity, begin, check_name, check_version, commit, db_err,
-    db_unique, log_activity, normalize_app_id,
-};
 use crate::auth::{Caller, RequireAdmin, RequireViewer};
 use crate::db::{Tx, now_unix};
+use crate::error::{ApiError, db_err, db_unique};
+use crate::request::{
+    Activity, ApiJson, Severity, acquire, begin, check_name, check_text, check_text_opt,
+    check_version, commit, double_option, load_app, log_activity, package_id,
+};
 use crate::state::AppState;
 
-/// An application (an updatable product, e.g. the OS itself).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Application {
-    /// Lowercase ID without braces (a UUID for Omaha clients).
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Free text.
-    pub description: String,
-    /// Unix seconds.
-    pub created_at: i64,
-}
+pub use crate::db::applications::Application;
 
 /// Body of `POST /api/v1/apps`.
 #[derive(Debug, Deserialize)]
@@ -91,44 +82,9 @@ pub struct ChannelUpdate {
     pub floors: Option<Vec<String>>,
 }
 
-/// Tell a missing field (`None`) from an explicit `null` (`Some(None)`).
-pub(crate) fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// `GET /api/v1/whoami`: the caller's token ID and role.
 pub async fn whoami(RequireViewer(caller): RequireViewer) -> Json<Caller> {
     Json(caller)
-}
-
-type AppRow = (String, String, String, i64);
-
-fn app_from_row((id, name, description, created_at): AppRow) -> Application {
-    Application {
-        id,
-        name,
-        description,
-        created_at,
-    }
-}
-
-/// Load application `id` (already normalized) or 404.
-pub(crate) async fn load_app(
-    conn: &mut sqlx::AnyConnection,
-    id: &str,
-) -> Result<Application, ApiError> {
-    let row: Option<AppRow> =
-        sqlx::query_as("SELECT id, name, description, created_at FROM applications WHERE id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await
-            .map_err(db_err("reading an application"))?;
-    row.map(app_from_row)
-        .ok_or_else(|| ApiError::not_found("application", id))
 }
 
 /// `GET /api/v1/apps`.
@@ -136,13 +92,7 @@ pub async fn list(
     State(state): State<AppState>,
     _: RequireViewer,
 ) -> Result<Json<Vec<Application>>, ApiError> {
-    let rows: Vec<AppRow> = sqlx::query_as(
-        "SELECT id, name, description, created_at FROM applications ORDER BY name, id",
-    )
-    .fetch_all(state.db.pool())
-    .await
-    .map_err(db_err("listing applications"))?;
-    Ok(Json(rows.into_iter().map(app_from_row).collect()))
+    Ok(Json(crate::db::applications::list(&state.db).await?))
 }
 
 /// `GET /api/v1/apps/{app}`.
@@ -153,18 +103,6 @@ pub async fn get_one(
 ) -> Result<Json<Application>, ApiError> {
     let mut conn = acquire(&state).await?;
     load_app(&mut conn, &normalize_app_id(&app)).await.map(Json)
-}
-
-/// A pooled connection for a multi-query read.
-pub(crate) async fn acquire(
-    state: &AppState,
-) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, ApiError> {
-    state
-        .db
-        .pool()
-        .acquire()
-        .await
-        .map_err(db_err("getting a database connection"))
 }
 
 /// `POST /api/v1/apps`.
@@ -303,34 +241,6 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Check a required display text: non-empty, at most `max` bytes, no control characters.
-pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    if value.trim().is_empty() {
-        return Err(ApiError::invalid(
-            field,
-            format!("{field} must not be empty"),
-        ));
-    }
-    check_text_opt(field, value, max)
-}
-
-/// Like [`check_text`] but empty is allowed.
-pub(crate) fn check_text_opt(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    if value.len() > max {
-        return Err(ApiError::invalid(
-            field,
-            format!("{field} is longer than {max} bytes"),
-        ));
-    }
-    if value.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ApiError::invalid(
-            field,
-            format!("{field} contains control characters"),
-        ));
-    }
-    Ok(())
-}
-
 type ChannelRow = (i64, String, String, Option<String>, i64);
 
 const CHANNEL_SELECT: &str = "SELECT c.id, c.application_id, c.name, p.version, c.created_at \
@@ -349,7 +259,7 @@ async fn channel_from_row(
     .await
     .map_err(db_err("reading channel floors"))?;
     let mut floors: Vec<String> = floors.into_iter().map(|(v,)| v).collect();
-    floors.sort_by(|a, b| compare_versions(a, b));
+    floors.sort_by(|a, b| keelson_version::compare(a, b));
     Ok(Channel {
         id,
         application_id,
@@ -358,16 +268,6 @@ async fn channel_from_row(
         floors,
         created_at,
     })
-}
-
-/// Order versions by their numeric dot-separated parts (3975.10.0 after 3975.9.0).
-pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
-    let key = |v: &str| -> Vec<(u64, String)> {
-        v.split(['.', '-', '+'])
-            .map(|p| (p.parse::<u64>().unwrap_or(0), p.to_string()))
-            .collect()
-    };
-    key(a).cmp(&key(b))
 }
 
 /// Load channel `name` of `app` or 404.
@@ -388,28 +288,6 @@ pub(crate) async fn load_channel(
         Some(row) => channel_from_row(conn, row).await,
         None => Err(ApiError::not_found("channel", name)),
     }
-}
-
-/// ID of package `version` of `app`, or 400 naming `field`.
-pub(crate) async fn package_id(
-    conn: &mut sqlx::AnyConnection,
-    app: &str,
-    version: &str,
-    field: &str,
-) -> Result<i64, ApiError> {
-    let row: Option<(i64,)> =
-        sqlx::query_as("SELECT id FROM packages WHERE application_id = $1 AND version = $2")
-            .bind(app)
-            .bind(version)
-            .fetch_optional(conn)
-            .await
-            .map_err(db_err("looking up a package"))?;
-    row.map(|(id,)| id).ok_or_else(|| {
-        ApiError::invalid(
-            field,
-            format!("{field}: application {app} has no package with version {version:?}"),
-        )
-    })
 }
 
 /// `GET /api/v1/apps/{app}/channels`.
@@ -616,28 +494,4 @@ pub async fn delete_channel(
     .await?;
     commit(tx).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_sort_numerically() {
-        let mut v = vec!["3975.10.0", "3975.9.0", "100.0.0", "3975.9.1"];
-        v.sort_by(|a, b| compare_versions(a, b));
-        assert_eq!(v, ["100.0.0", "3975.9.0", "3975.9.1", "3975.10.0"]);
-    }
-
-    #[test]
-    fn texts_are_checked() {
-        assert!(check_text("name", "Keelson OS", 200).is_ok());
-        assert_eq!(
-            check_text("name", " ", 200).map_err(|e| e.field),
-            Err(Some("name".into()))
-        );
-        assert!(check_text("name", "a\u{7}b", 200).is_err());
-        assert!(check_text_opt("description", "", 10).is_ok());
-        assert!(check_text_opt("description", "12345678901", 10).is_err());
-    }
 }

@@ -3,16 +3,17 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
-use super::apps::{acquire, double_option, load_app};
-use super::{
-    Activity, ApiError, ApiJson, Severity, begin, check_name, commit, db_err, db_unique,
-    log_activity, normalize_app_id,
-};
 use crate::auth::{RequireAdmin, RequireViewer};
 use crate::db::{self, Tx, now_unix};
+use crate::error::{ApiError, db_err, db_unique};
 use crate::grant::RolloutPolicy;
+use crate::request::{
+    Activity, ApiJson, Severity, acquire, begin, check_name, commit, double_option, load_app,
+    log_activity,
+};
 use crate::state::AppState;
 
 /// The rollout policy of a group as the API shows it: the grant engine's policy, flattened so
@@ -270,7 +271,7 @@ pub(crate) async fn summarize(
     versions.sort_by(|a, b| {
         b.count
             .cmp(&a.count)
-            .then_with(|| super::apps::compare_versions(&b.version, &a.version))
+            .then_with(|| keelson_version::compare(&b.version, &a.version))
     });
     let statuses: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT status, COUNT(*) FROM instances WHERE group_id = $1 GROUP BY status ORDER BY status",
@@ -375,7 +376,7 @@ async fn store_policy(tx: &mut Tx, group_id: i64, p: &Policy) -> Result<(), ApiE
 /// Check that a pinned version names a package of the application.
 async fn check_pin(conn: &mut sqlx::AnyConnection, app: &str, p: &Policy) -> Result<(), ApiError> {
     if let Some(v) = &p.rollout.pinned_version {
-        super::apps::package_id(conn, app, v, "pinned_version").await?;
+        crate::request::package_id(conn, app, v, "pinned_version").await?;
     }
     Ok(())
 }

@@ -2,10 +2,11 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, db_err, normalize_app_id};
 use crate::auth::RequireViewer;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Instance status codes as stored (Nebraska's numbering, so its users read them the same).
@@ -134,23 +135,7 @@ pub struct InstanceFilter {
     pub offset: Option<i64>,
 }
 
-type InstanceRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-);
-
-const INSTANCE_COLUMNS: &str = "i.id, i.machine_id, i.application_id, g.name, i.version, \
-     i.status, i.ip, i.alias, i.oem, i.aleph_version, i.last_check, i.created_at";
+use crate::db::instances::ListRow as InstanceRow;
 
 fn instance_from_row(r: InstanceRow) -> Instance {
     Instance {
@@ -185,22 +170,6 @@ pub async fn query_instances(
     if offset < 0 {
         return Err(ApiError::invalid("offset", "offset must not be negative"));
     }
-    // Build the WHERE clause from fixed fragments; every value goes in as a bind parameter.
-    let mut clauses: Vec<String> = Vec::new();
-    let mut binds: Vec<String> = Vec::new();
-    let mut push = |clause: &str, value: String| {
-        binds.push(value);
-        clauses.push(clause.replace('?', &format!("${}", binds.len())));
-    };
-    if let Some(app) = &f.app {
-        push("i.application_id = ?", normalize_app_id(app));
-    }
-    if let Some(group) = &f.group {
-        push("g.name = ?", group.clone());
-    }
-    if let Some(v) = &f.version {
-        push("i.version = ?", v.clone());
-    }
     let status = match &f.status {
         Some(s) => Some(status_code(s).ok_or_else(|| {
             ApiError::invalid(
@@ -217,52 +186,16 @@ pub async fn query_instances(
         })?),
         None => None,
     };
-    if let Some(q) = &f.q {
-        let n = binds.len();
-        binds.push(format!("%{}%", q.replace(['%', '_'], "")));
-        clauses.push(format!(
-            "(i.machine_id LIKE ${} OR i.alias LIKE ${})",
-            n + 1,
-            n + 1
-        ));
-    }
-    let mut where_sql = if clauses.is_empty() {
-        String::from("WHERE 1 = 1")
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
+    let search = crate::db::instances::Search {
+        app: f.app.as_deref().map(normalize_app_id),
+        group: f.group.clone(),
+        version: f.version.clone(),
+        status,
+        q: f.q.clone(),
+        limit,
+        offset,
     };
-    let status_idx = binds.len() + 1;
-    if status.is_some() {
-        where_sql.push_str(&format!(" AND i.status = ${status_idx}"));
-    }
-    let from = "FROM instances i LEFT JOIN groups g ON g.id = i.group_id";
-    let count_sql = format!("SELECT COUNT(*) {from} {where_sql}");
-    let mut count_q = sqlx::query_as::<_, (i64,)>(&count_sql);
-    for b in &binds {
-        count_q = count_q.bind(b.clone());
-    }
-    if let Some(s) = status {
-        count_q = count_q.bind(s);
-    }
-    let (total,) = count_q
-        .fetch_one(state.db.pool())
-        .await
-        .map_err(db_err("counting instances"))?;
-    let page_sql = format!(
-        "SELECT {INSTANCE_COLUMNS} {from} {where_sql} ORDER BY i.last_check DESC, i.id \
-         LIMIT {limit} OFFSET {offset}"
-    );
-    let mut page_q = sqlx::query_as::<_, InstanceRow>(&page_sql);
-    for b in &binds {
-        page_q = page_q.bind(b.clone());
-    }
-    if let Some(s) = status {
-        page_q = page_q.bind(s);
-    }
-    let rows = page_q
-        .fetch_all(state.db.pool())
-        .await
-        .map_err(db_err("listing instances"))?;
+    let (total, rows) = crate::db::instances::search(&state.db, &search).await?;
     Ok(InstancePage {
         total,
         instances: rows.into_iter().map(instance_from_row).collect(),
@@ -271,33 +204,10 @@ pub async fn query_instances(
 
 /// Load one instance with its history.
 pub async fn load_instance(state: &AppState, id: i64) -> Result<InstanceDetail, ApiError> {
-    let row: Option<InstanceRow> = sqlx::query_as(&format!(
-        "SELECT {INSTANCE_COLUMNS} FROM instances i LEFT JOIN groups g ON g.id = i.group_id \
-         WHERE i.id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(state.db.pool())
-    .await
-    .map_err(db_err("reading an instance"))?;
-    let instance = row
-        .map(instance_from_row)
+    let (row, history, events) = crate::db::instances::detail(&state.db, id)
+        .await?
         .ok_or_else(|| ApiError::not_found("instance", &id.to_string()))?;
-    let history: Vec<(i64, String, String, i64)> = sqlx::query_as(
-        "SELECT status, version, message, created_at FROM instance_status_history \
-         WHERE instance_id = $1 ORDER BY id DESC LIMIT 100",
-    )
-    .bind(id)
-    .fetch_all(state.db.pool())
-    .await
-    .map_err(db_err("reading status history"))?;
-    let events: Vec<(i64, i64, Option<i64>, String, String, i64)> = sqlx::query_as(
-        "SELECT event_type, event_result, error_code, version, previous_version, created_at \
-         FROM events WHERE instance_id = $1 ORDER BY id DESC LIMIT 100",
-    )
-    .bind(id)
-    .fetch_all(state.db.pool())
-    .await
-    .map_err(db_err("reading events"))?;
+    let instance = instance_from_row(row);
     Ok(InstanceDetail {
         instance,
         status_history: history
@@ -357,28 +267,8 @@ pub async fn get_one(
     load_instance(&state, id).await.map(Json)
 }
 
-/// One activity-log entry.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ActivityEntry {
-    /// Numeric ID (increasing).
-    pub id: i64,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// `info`, `warning` or `error`.
-    pub severity: String,
-    /// What happened, e.g. `group.policy_updated`, `rollout.halted`.
-    pub kind: String,
-    /// Who did it: `token:ID`, `omaha`, `fleetlock`.
-    pub actor: String,
-    /// The application concerned.
-    pub application_id: Option<String>,
-    /// The group concerned.
-    pub group_id: Option<i64>,
-    /// The version concerned.
-    pub version: Option<String>,
-    /// A sentence for humans.
-    pub message: String,
-}
+/// One activity-log entry (the stored row).
+pub use crate::db::activity::Activity as ActivityEntry;
 
 /// Filters of `GET /api/v1/activity`.
 #[derive(Debug, Default, Deserialize)]
@@ -404,52 +294,8 @@ pub async fn query_activity(
             "limit must be between 1 and 500",
         ));
     }
-    let before = f.before.unwrap_or(i64::MAX);
-    type Row = (
-        i64,
-        i64,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-        String,
-    );
-    let base = "SELECT id, created_at, severity, kind, actor, application_id, group_id, version, \
-                message FROM activity WHERE id < $1";
-    let rows: Vec<Row> = match &f.app {
-        Some(app) => {
-            sqlx::query_as(&format!(
-                "{base} AND application_id = $2 ORDER BY id DESC LIMIT {limit}"
-            ))
-            .bind(before)
-            .bind(normalize_app_id(app))
-            .fetch_all(state.db.pool())
-            .await
-        }
-        None => {
-            sqlx::query_as(&format!("{base} ORDER BY id DESC LIMIT {limit}"))
-                .bind(before)
-                .fetch_all(state.db.pool())
-                .await
-        }
-    }
-    .map_err(db_err("reading the activity log"))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ActivityEntry {
-            id: r.0,
-            created_at: r.1,
-            severity: r.2,
-            kind: r.3,
-            actor: r.4,
-            application_id: r.5,
-            group_id: r.6,
-            version: r.7,
-            message: r.8,
-        })
-        .collect())
+    let app = f.app.as_deref().map(normalize_app_id);
+    Ok(crate::db::activity::list(&state.db, app.as_deref(), None, f.before, limit).await?)
 }
 
 /// `GET /api/v1/activity?app=&before=&limit=`.

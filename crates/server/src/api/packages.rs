@@ -6,18 +6,19 @@ use std::path::{Path as FsPath, PathBuf};
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::apps::{acquire, check_text, load_app};
-use super::{
-    Activity, ApiError, ApiJson, Severity, begin, check_version, commit, db_err, db_unique,
-    log_activity, normalize_app_id,
-};
 use crate::auth::{RequireAdmin, RequireViewer};
 use crate::db::now_unix;
+use crate::error::{ApiError, db_err, db_unique};
+use crate::request::{
+    Activity, ApiJson, Severity, acquire, begin, check_text, check_version, commit, load_app,
+    log_activity,
+};
 use crate::state::AppState;
 
 /// A package of an application at one version.
@@ -144,7 +145,7 @@ pub async fn list(
             .await
             .map_err(db_err("listing packages"))?;
     let mut out: Vec<Package> = rows.into_iter().map(package_from_row).collect();
-    out.sort_by(|a, b| super::apps::compare_versions(&b.version, &a.version));
+    out.sort_by(|a, b| keelson_version::compare(&b.version, &a.version));
     Ok(Json(out))
 }
 
@@ -287,7 +288,7 @@ async fn stream_to_file(req: Request, path: &FsPath, limit: u64) -> Result<Strea
         })?;
         size += chunk.len() as u64;
         if size > limit {
-            super::drain(stream).await;
+            crate::request::drain(stream).await;
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("upload is larger than the limit of {limit} bytes"),
@@ -340,7 +341,7 @@ pub async fn upload(
         .and_then(|v| v.parse::<u64>().ok());
     let limit = state.config.upload_limit;
     if declared.is_some_and(|n| n > limit) {
-        super::drain(req.into_body().into_data_stream()).await;
+        crate::request::drain(req.into_body().into_data_stream()).await;
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("upload is larger than the limit of {limit} bytes"),

@@ -3,27 +3,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::apps::check_text_opt;
-use super::{Activity, ApiError, ApiJson, Severity, begin, commit, db_err, log_activity};
-use crate::auth::{NewToken, RequireAdmin, Role, create_token_on};
+use crate::auth::{NewToken, RequireAdmin, Role, create_token_by};
+use crate::error::ApiError;
+use crate::request::{ApiJson, check_text_opt};
 use crate::state::AppState;
 
-/// A token as listed: never its secret or hash.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TokenInfo {
-    /// The token's ID.
-    pub id: String,
-    /// `admin` or `viewer`.
-    pub role: String,
-    /// Who or what it is for.
-    pub description: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds of the last use (recorded at most once a minute).
-    pub last_used: Option<i64>,
-}
+pub use crate::db::tokens::TokenInfo;
 
 /// Body of `POST /api/v1/tokens`.
 #[derive(Debug, Deserialize)]
@@ -41,23 +28,7 @@ pub async fn list(
     State(state): State<AppState>,
     _: RequireAdmin,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    let rows: Vec<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT id, role, description, created_at, last_used FROM tokens ORDER BY created_at, id",
-    )
-    .fetch_all(state.db.pool())
-    .await
-    .map_err(db_err("listing tokens"))?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|(id, role, description, created_at, last_used)| TokenInfo {
-                id,
-                role,
-                description,
-                created_at,
-                last_used,
-            })
-            .collect(),
-    ))
+    Ok(Json(crate::db::tokens::list(&state.db).await?))
 }
 
 /// `POST /api/v1/tokens`: the response is the only time the secret is shown.
@@ -71,24 +42,9 @@ pub async fn create(
         .parse()
         .map_err(|e: String| ApiError::invalid("role", e))?;
     check_text_opt("description", &body.description, 500)?;
-    let mut tx = begin(&state).await?;
-    let new = create_token_on(&mut tx, role, &body.description)
+    let new = create_token_by(&state.db, &caller.actor(), role, &body.description)
         .await
         .map_err(|e| ApiError::internal("creating a token", e))?;
-    log_activity(
-        &mut tx,
-        Activity {
-            severity: Severity::Warning,
-            kind: "token.created",
-            actor: &caller.actor(),
-            application_id: None,
-            group_id: None,
-            version: None,
-            message: format!("{role} token {} created ({})", new.id, body.description),
-        },
-    )
-    .await?;
-    commit(tx).await?;
     Ok((StatusCode::CREATED, Json(new)))
 }
 
@@ -98,28 +54,6 @@ pub async fn revoke(
     RequireAdmin(caller): RequireAdmin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = begin(&state).await?;
-    let done = sqlx::query("DELETE FROM tokens WHERE id = $1")
-        .bind(&id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("revoking a token"))?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::not_found("token", &id));
-    }
-    log_activity(
-        &mut tx,
-        Activity {
-            severity: Severity::Warning,
-            kind: "token.revoked",
-            actor: &caller.actor(),
-            application_id: None,
-            group_id: None,
-            version: None,
-            message: format!("token {id} revoked"),
-        },
-    )
-    .await?;
-    commit(tx).await?;
+    crate::db::tokens::revoke(&state.db, &caller.actor(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

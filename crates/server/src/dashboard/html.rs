@@ -7,6 +7,9 @@
 
 use std::fmt::Write;
 
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
 use crate::auth::Caller;
 
 const LAYOUT: &str = include_str!("../../templates/layout.html");
@@ -190,6 +193,24 @@ pub fn badge(name: &str) -> String {
         _ => "info",
     };
     format!("<span class=\"badge {class}\">{}</span>", esc(name))
+}
+
+/// A full error page with `status`.
+pub fn error_page(caller: Option<&Caller>, status: StatusCode, message: &str) -> Response {
+    let body = format!(
+        "<div class=\"flash bad\">{}</div><p><a href=\"/ui\">Back to the dashboard</a></p>",
+        esc(message)
+    );
+    (
+        status,
+        Html(page(
+            status.canonical_reason().unwrap_or("Error"),
+            Section::Groups,
+            caller,
+            &body,
+        )),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -7,16 +7,19 @@
 
 pub mod html;
 pub mod pages;
+pub mod user;
+
+pub use html::error_page;
+pub use user::DashUser;
 
 use axum::Router;
-use axum::extract::{Form, FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::{Form, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::auth::{COOKIE_NAME, Caller, Role, authorize, lookup};
+use crate::auth::{COOKIE_NAME, lookup};
 use crate::state::AppState;
 use html::{Section, esc, page};
 
@@ -47,40 +50,6 @@ async fn css() -> Response {
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
         CSS,
-    )
-        .into_response()
-}
-
-/// A logged-in dashboard user; without a valid cookie the browser is sent to `/login`.
-pub struct DashUser(pub Caller);
-
-impl FromRequestParts<AppState> for DashUser {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        match authorize(parts, state, Role::Viewer).await {
-            Ok(c) => Ok(DashUser(c)),
-            Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-                Err(Redirect::to("/login").into_response())
-            }
-            Err(e) => Err(error_page(None, e.status, &e.message)),
-        }
-    }
-}
-
-/// A full error page with `status`.
-pub fn error_page(caller: Option<&Caller>, status: StatusCode, message: &str) -> Response {
-    let body = format!(
-        "<div class=\"flash bad\">{}</div><p><a href=\"/ui\">Back to the dashboard</a></p>",
-        esc(message)
-    );
-    (
-        status,
-        Html(page(
-            status.canonical_reason().unwrap_or("Error"),
-            Section::Groups,
-            caller,
-            &body,
-        )),
     )
         .into_response()
 }

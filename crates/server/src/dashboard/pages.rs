@@ -8,10 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::html::error_page;
 use super::html::{Section, attr_url, badge, esc, page, progress, status_bar, time, version_bar};
-use super::{DashUser, error_page};
-use crate::api::ApiError;
-use crate::api::apps::{acquire, load_app};
+use super::user::DashUser;
 use crate::api::groups::{
     Group, MaintenanceWindow, PolicyUpdate, change_policy, load_group, load_groups, summarize,
 };
@@ -19,6 +18,8 @@ use crate::api::instances::{
     ActivityFilter, InstanceFilter, STATUSES, load_instance, query_activity, query_instances,
 };
 use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::request::{acquire, load_app};
 use crate::state::AppState;
 
 fn fail(caller: &Caller, e: ApiError) -> Response {
@@ -86,17 +87,14 @@ pub async fn groups_overview(
 }
 
 async fn render_overview(state: &AppState) -> Result<String, ApiError> {
+    // Listed before taking a connection: SQLite's pool has one, and this call takes its own.
+    let apps = crate::db::applications::list(&state.db).await?;
     let mut conn = acquire(state).await?;
-    let apps: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, name FROM applications ORDER BY name, id")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(crate::api::db_err("listing applications"))?;
     if apps.is_empty() {
         return Ok("<p class=\"empty\">No applications yet: create one with <span class=\"mono\">keelson admin app create</span>.</p>".into());
     }
     let mut body = String::new();
-    for (id, name) in apps {
+    for crate::db::applications::Application { id, name, .. } in apps {
         let _ = write!(
             body,
             "<h3>{} <span class=\"mono\">{}</span></h3><div class=\"grid\">",
@@ -145,7 +143,7 @@ async fn render_group(
 ) -> Response {
     let result = async {
         let mut conn = acquire(state).await?;
-        let app_row = load_app(&mut conn, &crate::api::normalize_app_id(app)).await?;
+        let app_row = load_app(&mut conn, &keelson_omaha::normalize_app_id(app)).await?;
         let core = load_group(&mut conn, &app_row.id, group).await?;
         let g = summarize(&mut conn, core).await?;
         drop(conn);
@@ -384,7 +382,7 @@ pub async fn policy_submit(
     match result {
         Ok(_) => Redirect::to(&format!(
             "{}?saved=1",
-            group_url(&crate::api::normalize_app_id(&app), &group)
+            group_url(&keelson_omaha::normalize_app_id(&app), &group)
         ))
         .into_response(),
         Err(e) if e.status == StatusCode::BAD_REQUEST => {

@@ -5,6 +5,7 @@ use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
 use super::{Db, DbError, now_unix};
+use keelson_omaha::normalize_app_id as normalize_id;
 
 /// A stored application.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
@@ -17,14 +18,6 @@ pub struct Application {
     pub description: String,
     /// Unix seconds.
     pub created_at: i64,
-}
-
-/// Normalise an Omaha app id: braces removed, lowercase (Nebraska matches both spellings).
-pub fn normalize_id(raw: &str) -> String {
-    raw.trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .to_ascii_lowercase()
 }
 
 /// Check an application id (after normalising): 1..=128 of `[a-z0-9._-]`.
@@ -80,6 +73,20 @@ pub async fn get(db: &Db, id: &str) -> Result<Application, DbError> {
         .ok_or(DbError::NotFound {
             what: "application",
             key: id,
+        })
+}
+
+/// One application by its normalized id, on a given connection or transaction (so a handler
+/// can read it inside the transaction that changes it).
+pub async fn get_on(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Application, DbError> {
+    sqlx::query_as::<_, Application>(&format!("SELECT {COLS} FROM applications WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(DbError::query("reading application"))?
+        .ok_or_else(|| DbError::NotFound {
+            what: "application",
+            key: id.to_string(),
         })
 }
 

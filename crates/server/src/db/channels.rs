@@ -4,9 +4,10 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
-use super::applications::{normalize_id, validate_name};
+use super::applications::validate_name;
 use super::packages::Package;
 use super::{Db, DbError, Tx, now_unix};
+use keelson_omaha::normalize_app_id as normalize_id;
 
 /// A stored channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]

@@ -173,7 +173,7 @@ pub async fn get_by_machine(
     sqlx::query_as::<_, Instance>(&format!(
         "SELECT {COLS} FROM instances WHERE application_id = $1 AND machine_id = $2"
     ))
-    .bind(super::applications::normalize_id(application_id))
+    .bind(keelson_omaha::normalize_app_id(application_id))
     .bind(machine_id)
     .fetch_optional(db.pool())
     .await
@@ -238,4 +238,161 @@ pub async fn events(db: &Db, id: i64, limit: i64) -> Result<Vec<Event>, DbError>
     .fetch_all(db.pool())
     .await
     .map_err(DbError::query("reading events"))
+}
+
+/// An instance as the API lists it: id, machine id, application, group name, version, status
+/// code, ip, alias, oem, aleph version, last check, created at.
+pub type ListRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+);
+
+/// A status change as the API shows it: status code, version, message, created at.
+pub type HistoryRow = (i64, String, String, i64);
+
+/// An event as the API shows it: type, result, error code, version, previous version, created at.
+pub type EventRow = (i64, i64, Option<i64>, String, String, i64);
+
+/// The instance search of the REST API and the dashboard; values are checked by the caller.
+#[derive(Clone, Debug, Default)]
+pub struct Search {
+    /// Normalized application id.
+    pub app: Option<String>,
+    /// Group name.
+    pub group: Option<String>,
+    /// Exact version.
+    pub version: Option<String>,
+    /// Status code.
+    pub status: Option<i64>,
+    /// Substring of the machine id or alias (`%` and `_` are dropped).
+    pub q: Option<String>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+const LIST_COLUMNS: &str = "i.id, i.machine_id, i.application_id, g.name, i.version, \
+     i.status, i.ip, i.alias, i.oem, i.aleph_version, i.last_check, i.created_at";
+
+/// Instances matching `f`, most recently seen first: the total and one page, read in one
+/// transaction.
+pub async fn search(db: &Db, f: &Search) -> Result<(i64, Vec<ListRow>), DbError> {
+    // Build the WHERE clause from fixed fragments; every value goes in as a bind parameter.
+    let mut clauses: Vec<String> = Vec::new();
+    let mut binds: Vec<String> = Vec::new();
+    let mut push = |clause: &str, value: String| {
+        binds.push(value);
+        clauses.push(clause.replace('?', &format!("${}", binds.len())));
+    };
+    if let Some(app) = &f.app {
+        push("i.application_id = ?", app.clone());
+    }
+    if let Some(group) = &f.group {
+        push("g.name = ?", group.clone());
+    }
+    if let Some(v) = &f.version {
+        push("i.version = ?", v.clone());
+    }
+    if let Some(q) = &f.q {
+        let n = binds.len();
+        binds.push(format!("%{}%", q.replace(['%', '_'], "")));
+        clauses.push(format!(
+            "(i.machine_id LIKE ${} OR i.alias LIKE ${})",
+            n + 1,
+            n + 1
+        ));
+    }
+    let mut where_sql = if clauses.is_empty() {
+        String::from("WHERE 1 = 1")
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let status_idx = binds.len() + 1;
+    if f.status.is_some() {
+        where_sql.push_str(&format!(" AND i.status = ${status_idx}"));
+    }
+    let from = "FROM instances i LEFT JOIN groups g ON g.id = i.group_id";
+    let mut tx = db.begin().await?;
+    let count_sql = format!("SELECT COUNT(*) {from} {where_sql}");
+    let mut count_q = sqlx::query_as::<_, (i64,)>(&count_sql);
+    for b in &binds {
+        count_q = count_q.bind(b.clone());
+    }
+    if let Some(s) = f.status {
+        count_q = count_q.bind(s);
+    }
+    let (total,) = count_q
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(DbError::query("counting instances"))?;
+    let page_sql = format!(
+        "SELECT {LIST_COLUMNS} {from} {where_sql} ORDER BY i.last_check DESC, i.id \
+         LIMIT {} OFFSET {}",
+        f.limit, f.offset
+    );
+    let mut page_q = sqlx::query_as::<_, ListRow>(&page_sql);
+    for b in &binds {
+        page_q = page_q.bind(b.clone());
+    }
+    if let Some(s) = f.status {
+        page_q = page_q.bind(s);
+    }
+    let rows = page_q
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(DbError::query("listing instances"))?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("finishing the instance search"))?;
+    Ok((total, rows))
+}
+
+/// One instance with its newest 100 status changes and events, or `None`.
+pub async fn detail(
+    db: &Db,
+    id: i64,
+) -> Result<Option<(ListRow, Vec<HistoryRow>, Vec<EventRow>)>, DbError> {
+    let mut tx = db.begin().await?;
+    let row: Option<ListRow> = sqlx::query_as(&format!(
+        "SELECT {LIST_COLUMNS} FROM instances i LEFT JOIN groups g ON g.id = i.group_id \
+         WHERE i.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(DbError::query("reading an instance"))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let history: Vec<HistoryRow> = sqlx::query_as(
+        "SELECT status, version, message, created_at FROM instance_status_history \
+         WHERE instance_id = $1 ORDER BY id DESC LIMIT 100",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(DbError::query("reading status history"))?;
+    let events: Vec<EventRow> = sqlx::query_as(
+        "SELECT event_type, event_result, error_code, version, previous_version, created_at \
+         FROM events WHERE instance_id = $1 ORDER BY id DESC LIMIT 100",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(DbError::query("reading events"))?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("finishing the instance read"))?;
+    Ok(Some((row, history, events)))
 }

@@ -13,8 +13,10 @@ pub mod channels;
 pub mod fleetlock;
 pub mod groups;
 pub mod instances;
+pub mod metrics;
 pub mod packages;
 pub mod rollout;
+pub mod tokens;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -4,9 +4,9 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
-use super::applications::normalize_id;
 use super::{Db, DbError, now_unix};
-use crate::grant::Version;
+use keelson_omaha::normalize_app_id as normalize_id;
+use keelson_version::Version;
 
 /// A stored package.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]

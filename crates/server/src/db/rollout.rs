@@ -15,12 +15,11 @@ use super::instances::InstanceStatus;
 use super::packages::{self, Package};
 use super::{Db, DbError, Tx};
 use crate::grant::{
-    self, GrantDecision, GrantInput, GrantReason, HaltCause, HoldReason, PendingGrant,
-    RolloutStats, Version,
+    self, GrantDecision, GrantInput, GrantReason, HaltCause, HoldReason, PendingGrant, RolloutStats,
 };
+use keelson_omaha::{ErrorCode, EventResult, EventType};
+use keelson_version::Version;
 
-/// update_engine's error code for a detected rollback (kActionCodeRollbackError).
-pub const ERROR_ROLLBACK: i64 = 44;
 /// `max_updates_per_period` at or above this is "no rate limit" (the API's maximum), so the
 /// period count is skipped.
 pub const UNLIMITED_UPDATES: i64 = 1_000_000;
@@ -32,12 +31,19 @@ pub const OUTCOME_SUCCEEDED: i64 = 1;
 pub const OUTCOME_FAILED: i64 = 2;
 /// `grants.outcome`: the node rolled back (error code 44); never offered that version again.
 pub const OUTCOME_ROLLED_BACK: i64 = 3;
-/// Flag bits update_engine ORs onto error codes (dev mode, resumed, test image, non-prod URL).
-pub const ERROR_FLAG_MASK: i64 = 0xF000_0000;
+/// The event type of a stored number (numbers outside u32 are kept as unknown ones).
+fn event_type(n: i64) -> EventType {
+    u32::try_from(n).map_or(EventType::Other(u32::MAX), EventType::from_code)
+}
 
-/// The error code without its flag bits.
-pub fn base_error_code(code: i64) -> i64 {
-    code & !ERROR_FLAG_MASK & 0xFFFF_FFFF
+/// The event result of a stored number (numbers outside u32 are kept as unknown ones).
+fn event_result(n: i64) -> EventResult {
+    u32::try_from(n).map_or(EventResult::Other(u32::MAX), EventResult::from_code)
+}
+
+/// The error code of a stored number: the low 32 bits, as update_engine sends them.
+fn error_code(n: i64) -> ErrorCode {
+    ErrorCode(u32::try_from(n & 0xFFFF_FFFF).unwrap_or_default())
 }
 
 /// One `<event>` of a report.
@@ -366,7 +372,7 @@ pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbE
 /// Handle one node report inside the caller's transaction (the Omaha endpoint puts every
 /// `<app>` of a request in one). An unknown application writes nothing.
 pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutcome, DbError> {
-    let app = super::applications::normalize_id(&r.application_id);
+    let app = keelson_omaha::normalize_app_id(&r.application_id);
     let now = r.now.timestamp();
     // The group lookup proves the application exists in the common case; only without a group
     // do we ask separately (an unknown application must not write anything).
@@ -438,8 +444,8 @@ pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutco
         // update_engine attaches 3/2 with previousversion "" (or 0.0.0.0) to every scheduled
         // check: it says nothing, and storing it would grow the events table by one row per
         // check per node. Everything else is kept, error codes raw.
-        let no_news = e.event_type == 3
-            && e.event_result == 2
+        let kind = (event_type(e.event_type), event_result(e.event_result));
+        let no_news = kind == (EventType::UpdateComplete, EventResult::SuccessReboot)
             && (e.previous_version.is_empty() || e.previous_version == "0.0.0.0");
         if !no_news {
             sqlx::query(
@@ -457,14 +463,18 @@ pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutco
         .await
         .map_err(DbError::query("recording event"))?;
         }
-        let next = match (e.event_type, e.event_result) {
-            (13, 1) => Some((InstanceStatus::Downloading, "download started".to_string())),
-            (14, 1) => Some((InstanceStatus::Downloaded, "download finished".to_string())),
-            (3, 1) => Some((
+        let next = match kind {
+            (EventType::UpdateDownloadStarted, EventResult::Success) => {
+                Some((InstanceStatus::Downloading, "download started".to_string()))
+            }
+            (EventType::UpdateDownloadFinished, EventResult::Success) => {
+                Some((InstanceStatus::Downloaded, "download finished".to_string()))
+            }
+            (EventType::UpdateComplete, EventResult::Success) => Some((
                 InstanceStatus::Installed,
                 "installed, reboot pending".to_string(),
             )),
-            (3, 2)
+            (EventType::UpdateComplete, EventResult::SuccessReboot)
                 if !e.previous_version.is_empty()
                     && e.previous_version != "0.0.0.0"
                     && e.previous_version != r.version =>
@@ -474,10 +484,10 @@ pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutco
                     format!("updated from {} to {}", e.previous_version, r.version),
                 ))
             }
-            (3, 0) => {
+            (EventType::UpdateComplete, EventResult::Error) => {
                 let code = e.error_code.unwrap_or(0);
-                let base = base_error_code(code);
-                let rollback = base == ERROR_ROLLBACK;
+                let base = error_code(code).base();
+                let rollback = base == ErrorCode::ROLLBACK.base();
                 // A rollback is reported after the reboot, when the grant may already look
                 // complete: the newest grant of the node fails either way.
                 let target: Option<(i64, String)> = if rollback {

@@ -1,4 +1,4 @@
-//! A whole server on a background thread with its own runtime, for tests and tools in crates
+//! (feature `test-support`) A whole server on a background thread with its own runtime, for tests and tools in crates
 //! that do not use tokio themselves (e.g. the `keelson admin` end-to-end test).
 
 use std::net::SocketAddr;

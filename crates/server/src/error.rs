@@ -1,0 +1,136 @@
+//! The error every REST handler, the auth extractors and the dashboard return: an HTTP status,
+//! a message for humans and the request field it concerns, sent as
+//! `{"error": "...", "field": "..."}`.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::db::DbError;
+
+/// An API failure: the HTTP status, a message for humans and the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status code.
+    pub status: StatusCode,
+    /// What went wrong, naming the object or value.
+    pub message: String,
+    /// The request field the error is about, as the API spells it.
+    pub field: Option<String>,
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// The request field the error is about, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// An error with `status` and `message` and no field.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 400 about one field of the request.
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: Some(field.to_string()),
+        }
+    }
+
+    /// 404 for `what` named `key`.
+    pub fn not_found(what: &str, key: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("{what} {key:?} not found"))
+    }
+
+    /// 409 because `what` named `key` already exists.
+    pub fn conflict(what: &str, key: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{what} {key:?} already exists"),
+        )
+    }
+
+    /// 500 for a failure that is ours, not the caller's; the details go to the log.
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %err, "{context}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error while {context}"),
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            axum::Json(ErrorBody {
+                error: self.message,
+                field: self.field,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"keelson\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> ApiError {
+        match err {
+            DbError::NotFound { what, key } => ApiError::not_found(what, &key),
+            DbError::Conflict { what, key } => ApiError::conflict(what, &key),
+            DbError::Invalid {
+                field,
+                value,
+                reason,
+            } => ApiError::invalid(field, format!("invalid {field} {value:?}: {reason}")),
+            other => ApiError::internal("accessing the database", other),
+        }
+    }
+}
+
+/// Map a driver error from one of this module's own queries.
+pub(crate) fn db_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> ApiError {
+    move |e| ApiError::internal(what, e)
+}
+
+/// Like [`db_err`], but a unique-key violation becomes 409 for `kind` `key`.
+pub(crate) fn db_unique(
+    what: &'static str,
+    kind: &'static str,
+    key: &str,
+) -> impl FnOnce(sqlx::Error) -> ApiError {
+    let key = key.to_string();
+    move |e| {
+        if e.as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+        {
+            ApiError::conflict(kind, &key)
+        } else {
+            ApiError::internal(what, e)
+        }
+    }
+}
