@@ -195,7 +195,13 @@ fn passing_checks_bless_the_boot() {
     let state = vm
         .run_with_timeout("systemctl is-system-running --wait", BOOT_TIMEOUT)
         .unwrap();
-    eprintln!("system state: {}", state.output.trim());
+    if state.output.trim() != "running" {
+        let failed = check(&mut vm, "systemctl --failed --no-legend --no-pager");
+        eprintln!(
+            "system state {:?}; failed units: {failed}",
+            state.output.trim()
+        );
+    }
 
     // Booted with boot counting: systemd-boot counted the try down before starting the UKI.
     let count_path = check(
