@@ -3,8 +3,8 @@
 //!
 //! `run_tests` builds `os/` into `target/vm/` with the `keelson` binary (the package and root
 //! file system caches under `~/.cache/keelson` make a rebuild of unchanged inputs quick), then
-//! runs the `#[ignore]`d tests of `crates/image/tests/vm.rs` one at a time, pointing them at
-//! the build through environment variables.
+//! runs the `#[ignore]`d tests of `crates/image/tests/vm.rs`, `vm_provision.rs` and
+//! `vm_health.rs` one at a time, pointing them at the build through environment variables.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,15 +23,27 @@ pub fn keelson_binary() -> Result<PathBuf> {
     Ok(util::workspace_root().join("target/debug/keelson"))
 }
 
+/// The release `keelson-agent` binary, when the workspace has the agent crate (crates/agent);
+/// the image build installs it into /usr/bin (`KEELSON_AGENT_BIN`).
+pub fn agent_binary() -> Option<PathBuf> {
+    let root = util::workspace_root();
+    root.join("crates/agent/Cargo.toml")
+        .is_file()
+        .then(|| root.join("target/release/keelson-agent"))
+}
+
 /// `keelson image build` of `os/` into `out`, with the release `keelson-firstboot` in the initrd
-/// (the caller builds that binary first).
+/// and the release `keelson-agent` in /usr/bin (the caller builds those binaries first).
 pub fn image_build_command(keelson: &Path, out: &Path, version: &str) -> Command {
     let mut c = Command::new(keelson);
     c.env(
         "KEELSON_FIRSTBOOT_BIN",
         util::workspace_root().join("target/release/keelson-firstboot"),
-    )
-    .args([
+    );
+    if let Some(agent) = agent_binary() {
+        c.env("KEELSON_AGENT_BIN", agent);
+    }
+    c.args([
         "image",
         "build",
         "--os",
@@ -49,6 +61,13 @@ pub fn build_image(keelson: &Path, out: &Path, version: &str, extra: &[&str]) ->
     // First-boot provisioning goes into the initrd (crates/firstboot, docs/first-boot.md).
     util::run(util::cargo().args(["build", "--release", "-p", "keelson-firstboot"]))
         .context("building the keelson-firstboot binary")?;
+    // The update agent goes into /usr/bin (crates/agent, docs/agent.md).
+    if agent_binary().is_some() {
+        util::run(util::cargo().args(["build", "--release", "-p", "keelson-agent"]))
+            .context("building the keelson-agent binary")?;
+    } else {
+        util::step("no crates/agent in the workspace: the image is built without keelson-agent");
+    }
     util::run(image_build_command(keelson, out, version).args(extra))
         .with_context(|| format!("building the OS image into {}", out.display()))?;
     let record = out.join(format!("keelson_{version}.json"));
@@ -106,17 +125,18 @@ pub fn run_tests() -> Result<()> {
     let _ = std::fs::remove_file(dir.join("console.log"));
 
     util::step("VM tests: booting the image");
-    util::run(
-        vm_test("vm", None, &record, &busybox)
-            .env("KEELSON_VM_OS", root.join("os"))
-            // The rebuild test must make the same /usr, keelson-firstboot included.
-            .env(
-                "KEELSON_FIRSTBOOT_BIN",
-                root.join("target/release/keelson-firstboot"),
-            )
-            .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log")),
-    )
-    .context("VM tests failed")?;
+    let mut c = vm_test("vm", None, &record, &busybox);
+    c.env("KEELSON_VM_OS", root.join("os"))
+        // The rebuild test must make the same /usr, keelson-firstboot and keelson-agent included.
+        .env(
+            "KEELSON_FIRSTBOOT_BIN",
+            root.join("target/release/keelson-firstboot"),
+        )
+        .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log"));
+    if let Some(agent) = agent_binary() {
+        c.env("KEELSON_AGENT_BIN", agent);
+    }
+    util::run(&mut c).context("VM tests failed")?;
 
     // First-boot provisioning (crates/firstboot): three boots, about 6 min under TCG.
     util::step("VM tests: first-boot provisioning");
@@ -125,6 +145,15 @@ pub fn run_tests() -> Result<()> {
             .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log")),
     )
     .context("first-boot provisioning VM tests failed")?;
+
+    // Health-gated boots (os/rootfs keelson-health*): four boots (one blessed, two failing
+    // trial boots that reboot by themselves, one fallback), a few minutes under TCG.
+    util::step("VM tests: health-gated boots");
+    util::run(
+        vm_test("vm_health", None, &record, &busybox)
+            .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log")),
+    )
+    .context("health-gate VM tests failed")?;
     Ok(())
 }
 

@@ -107,6 +107,14 @@ pub enum ImageError {
         /// The disk crate's error.
         message: String,
     },
+    /// A trusted update key (os.yaml `update_keys`, `--update-key`) is unusable.
+    #[error("update key {path}: {message}")]
+    UpdateKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why it is refused.
+        message: String,
+    },
     /// The VM did not do what was expected; carries the console tail.
     #[error("{message}\n--- console tail ---\n{console_tail}")]
     Vm {

@@ -12,6 +12,9 @@ use crate::ImageError;
 pub const OS_FILE: &str = "os.yaml";
 /// Overlay directory inside `os/`, copied over the root before packages are installed.
 pub const OVERLAY_DIR: &str = "rootfs";
+/// Directory inside `os/` holding the trusted update keys (public keys only) that
+/// `update_keys` names.
+pub const KEYS_DIR: &str = "keys";
 
 /// Partition sizes of the disk image, in MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +56,10 @@ pub struct OsDefinition {
     pub cmdline: String,
     /// Partition sizes.
     pub layout: Layout,
+    /// Trusted update keys: file names (`*.pem`, ed25519 public keys) under `os/keys/`, copied
+    /// read-only into `/usr/share/keelson/update-keys/`. Empty when absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub update_keys: Vec<String>,
 }
 
 /// The characters Debian allows in a package name (policy 5.6.7), lower-case only.
@@ -62,6 +69,17 @@ fn valid_package_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
+
+/// A key file name: a plain file name (no directory part) ending in `.pem`.
+pub fn valid_key_file_name(name: &str) -> bool {
+    name.len() > ".pem".len()
+        && name.len() <= 64
+        && name.ends_with(".pem")
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// A version usable in file names, partition labels and os-release.
@@ -209,6 +227,26 @@ impl OsDefinition {
                 "must not carry usrhash=: the build adds it",
             ));
         }
+        let mut keys = BTreeSet::new();
+        for (i, k) in self.update_keys.iter().enumerate() {
+            let field = format!("update_keys[{i}]");
+            if !valid_key_file_name(k) {
+                return Err(Self::invalid(
+                    path,
+                    &field,
+                    format!(
+                        "{k:?} is not a key file name under {KEYS_DIR}/ (letters, digits, . _ -, ending in .pem)"
+                    ),
+                ));
+            }
+            if !keys.insert(k.as_str()) {
+                return Err(Self::invalid(
+                    path,
+                    &field,
+                    format!("{k:?} is listed twice"),
+                ));
+            }
+        }
         let l = &self.layout;
         for (field, v, min) in [
             ("layout.esp_mib", l.esp_mib, 32),
@@ -232,6 +270,14 @@ impl OsDefinition {
             }
         }
         Ok(())
+    }
+
+    /// The files of [`OsDefinition::update_keys`], under `os_dir/keys/`.
+    pub fn update_key_paths(&self, os_dir: &Path) -> Vec<PathBuf> {
+        self.update_keys
+            .iter()
+            .map(|k| os_dir.join(KEYS_DIR).join(k))
+            .collect()
     }
 
     /// Every package mmdebstrap installs: the kernel first, then the list.
@@ -331,6 +377,21 @@ mod tests {
                 "cmdline: usrhash=ab console=ttyS0",
                 "usrhash",
             ),
+            (
+                "update_keys: []",
+                "update_keys: [../secret.pem]",
+                "update_keys[0]",
+            ),
+            (
+                "update_keys: []",
+                "update_keys: [release.key]",
+                "update_keys[0]",
+            ),
+            (
+                "update_keys: []",
+                "update_keys: [a.pem, b.pem, a.pem]",
+                "update_keys[2]",
+            ),
         ];
         for (from, to, want) in cases {
             let err = with(from, to).unwrap_err().to_string();
@@ -350,6 +411,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("suit"), "{err}");
+    }
+
+    #[test]
+    fn update_keys_resolve_under_os_keys() {
+        let d = with(
+            "update_keys: []",
+            "update_keys: [release-2026.pem, dev_1.pem]",
+        )
+        .unwrap();
+        assert_eq!(
+            d.update_key_paths(Path::new("/src/os")),
+            [
+                PathBuf::from("/src/os/keys/release-2026.pem"),
+                PathBuf::from("/src/os/keys/dev_1.pem")
+            ]
+        );
+        let none = OsDefinition::parse(Path::new("os/os.yaml"), GOOD).unwrap();
+        assert!(none.update_key_paths(Path::new("os")).is_empty());
+        for bad in [
+            "",
+            ".pem",
+            "a/b.pem",
+            "..pem",
+            "key.pub",
+            "k y.pem",
+            ".hidden.pem",
+        ] {
+            assert!(!valid_key_file_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum ImageCommand {
         /// Rebuild the root file system even if a cached one matches the inputs.
         #[arg(long)]
         fresh: bool,
+        /// Also trust this update key (ed25519 public key, PEM), e.g. a development key;
+        /// repeatable. It goes into /usr/share/keelson/update-keys/ with os.yaml's `update_keys`.
+        #[arg(long = "update-key", value_name = "FILE.pem")]
+        update_keys: Vec<PathBuf>,
         /// Print the build record as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -70,6 +74,17 @@ fn print_human(o: &BuildOutput) {
             "built"
         }
     );
+    println!(
+        "agent          {}",
+        if o.agent {
+            "/usr/bin/keelson-agent"
+        } else {
+            "not in the image (KEELSON_AGENT_BIN unset)"
+        }
+    );
+    for k in &o.update_keys {
+        println!("update key     {}  key id {}", k.name, k.key_id);
+    }
     for f in &o.files {
         println!(
             "{:<14} {}  {:>11} bytes  sha256 {}",
@@ -89,11 +104,13 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             out,
             cache,
             fresh,
+            update_keys,
             json,
         } => {
             let mut opts = BuildOptions::new(&os, &out);
             opts.version = version;
             opts.fresh_rootfs = fresh;
+            opts.update_keys = update_keys;
             if let Some(c) = cache {
                 opts.cache_dir = c;
             }
