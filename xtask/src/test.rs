@@ -16,13 +16,21 @@ pub struct TestArgs {
     #[arg(long)]
     no_lint: bool,
     /// Skip the VM tests (they build an image and boot it under QEMU).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "vm_only")]
     no_vm: bool,
+    /// Only the VM tests (after a `--no-vm` run, or to re-run them alone).
+    #[arg(long)]
+    vm_only: bool,
 }
 
 pub fn run(args: TestArgs) -> Result<()> {
     let started = Instant::now();
     deps::run(false)?;
+    if args.vm_only {
+        crate::vm::run_tests()?;
+        eprintln!("\nVM tests passed in {:.0?}", started.elapsed());
+        return Ok(());
+    }
     if !args.no_lint {
         util::step("cargo fmt --check");
         util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
