@@ -647,61 +647,24 @@ fn add_agent(root: &Path, bin: Option<&Path>) -> Result<bool, ImageError> {
 /// Where the trusted update keys go inside the root (read-only in the erofs /usr).
 pub const UPDATE_KEYS_DIR: &str = "usr/share/keelson/update-keys";
 
-/// The DER prefix of an ed25519 `SubjectPublicKeyInfo` (RFC 8410): SEQUENCE, AlgorithmIdentifier
-/// with OID 1.3.101.112, BIT STRING of 33 bytes; the 32-byte key follows.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
-
 /// Check that `text` (the contents of `path`) is one ed25519 public key in PEM (SPKI) and
-/// return its key id. A private key is refused: it must never reach an image.
+/// return its key id, with the payload crate's own parser, so that a key the image accepts is
+/// exactly a key the agent trusts. A private key is refused: it must never reach an image.
 pub fn parse_update_key(path: &Path, text: &str) -> Result<String, ImageError> {
-    use base64::Engine as _;
-    let bad = |message: String| ImageError::UpdateKey {
-        path: path.to_path_buf(),
-        message,
-    };
-    if text.contains("PRIVATE KEY") {
-        return Err(bad(
-            "is a private key; only public keys go into the image (keep the private key \
-             out of the repository and the image)"
-                .into(),
-        ));
-    }
-    const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
-    const END: &str = "-----END PUBLIC KEY-----";
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    if lines.next() != Some(BEGIN) {
-        return Err(bad(format!("does not start with {BEGIN}")));
-    }
-    let mut b64 = String::new();
-    let mut ended = false;
-    for l in lines.by_ref() {
-        if l == END {
-            ended = true;
-            break;
-        }
-        b64.push_str(l);
-    }
-    if !ended {
-        return Err(bad(format!("no {END} line")));
-    }
-    if lines.next().is_some() {
-        return Err(bad(format!("text after {END}: one key per file")));
-    }
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64.as_bytes())
-        .map_err(|e| bad(format!("bad base64: {e}")))?;
-    let key = der
-        .strip_prefix(&ED25519_SPKI_PREFIX[..])
-        .filter(|k| k.len() == 32)
-        .ok_or_else(|| {
-            bad(format!(
-                "not an ed25519 public key ({} bytes of DER; an ed25519 SubjectPublicKeyInfo has 44)",
-                der.len()
-            ))
+    let keys =
+        keelson_payload::TrustedKeys::from_pem(text, &path.display().to_string()).map_err(|e| {
+            ImageError::UpdateKey {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
         })?;
-    Ok(hex::encode(&Sha256::digest(key)[..8]))
+    keys.key_ids()
+        .into_iter()
+        .next()
+        .ok_or_else(|| ImageError::UpdateKey {
+            path: path.to_path_buf(),
+            message: "holds no key".into(),
+        })
 }
 
 /// A checked update key: its record and its PEM text.
@@ -1500,15 +1463,14 @@ mod tests {
         assert!(e.contains("[Partition]"), "{e}");
     }
 
-    /// A PEM public key for the 32 bytes `raw`, as `openssl pkey -pubout` writes one.
-    fn public_pem(raw: [u8; 32]) -> String {
-        use base64::Engine as _;
-        let mut der = ED25519_SPKI_PREFIX.to_vec();
-        der.extend_from_slice(&raw);
-        format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(der)
-        )
+    /// The PEM public key of the ed25519 key with seed `[n; 32]`, as `openssl pkey -pubout`
+    /// writes one (the same `n` gives the same key).
+    fn public_pem(n: u8) -> String {
+        use ed25519_dalek::pkcs8::EncodePublicKey as _;
+        ed25519_dalek::SigningKey::from_bytes(&[n; 32])
+            .verifying_key()
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap()
     }
 
     #[test]
@@ -1522,8 +1484,9 @@ mod tests {
         .unwrap();
         assert_eq!(id, hex::encode(&Sha256::digest(&raw)[..8]));
         assert_eq!(id.len(), 16);
-        let id2 = parse_update_key(Path::new("k.pem"), &public_pem([7; 32])).unwrap();
-        assert_eq!(id2, hex::encode(&Sha256::digest([7u8; 32])[..8]));
+        let seven = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let id2 = parse_update_key(Path::new("k.pem"), &public_pem(7)).unwrap();
+        assert_eq!(id2, hex::encode(&Sha256::digest(seven.as_bytes())[..8]));
     }
 
     #[test]
@@ -1532,25 +1495,19 @@ mod tests {
             "-----BEGIN {} KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END {} KEY-----\n",
             "PRIVATE", "PRIVATE"
         );
-        let good = public_pem([1; 32]);
+        let good = public_pem(1);
         let cases: Vec<(String, &str)> = vec![
             (private, "private key"),
-            ("hello".into(), "does not start with"),
+            ("hello".into(), "not an ed25519 public key"),
             (
                 good.replace("-----END PUBLIC KEY-----\n", ""),
-                "no -----END",
+                "not an ed25519 public key",
             ),
-            (format!("{good}{good}"), "one key per file"),
-            (good.replace("MCow", "M!ow"), "base64"),
+            (format!("{good}{good}"), "not an ed25519 public key"),
+            (good.replace("MCow", "M!ow"), "not an ed25519 public key"),
             // An RSA-sized blob: valid PEM, not ed25519.
             (
-                {
-                    use base64::Engine as _;
-                    format!(
-                        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-                        base64::engine::general_purpose::STANDARD.encode([0x30u8; 64])
-                    )
-                },
+                "-----BEGIN PUBLIC KEY-----\nMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA==\n-----END PUBLIC KEY-----\n".into(),
                 "not an ed25519 public key",
             ),
         ];
@@ -1570,8 +1527,8 @@ mod tests {
         fs::create_dir_all(&src).unwrap();
         let a = src.join("release-a.pem");
         let b = src.join("dev.pem");
-        fs::write(&a, public_pem([1; 32])).unwrap();
-        fs::write(&b, public_pem([2; 32])).unwrap();
+        fs::write(&a, public_pem(1)).unwrap();
+        fs::write(&b, public_pem(2)).unwrap();
         let root = d.path().join("root");
         // Whatever the cached root had there is replaced.
         fs::create_dir_all(root.join(UPDATE_KEYS_DIR)).unwrap();
@@ -1589,7 +1546,7 @@ mod tests {
         assert_eq!(on_disk, ["dev.pem", "release-a.pem"]);
         assert_eq!(
             fs::read_to_string(dir.join("dev.pem")).unwrap(),
-            public_pem([2; 32])
+            public_pem(2)
         );
         #[cfg(unix)]
         {
@@ -1602,7 +1559,7 @@ mod tests {
         }
         // The same key under two names, or two files of the same name, are refused.
         let c = src.join("copy.pem");
-        fs::write(&c, public_pem([1; 32])).unwrap();
+        fs::write(&c, public_pem(1)).unwrap();
         let e = load_update_keys(&[a.clone(), c.clone()])
             .err()
             .unwrap()
@@ -1610,7 +1567,7 @@ mod tests {
         assert!(e.contains("copy.pem") && e.contains("release-a.pem"), "{e}");
         let other = d.path().join("other");
         fs::create_dir_all(&other).unwrap();
-        fs::write(other.join("dev.pem"), public_pem([3; 32])).unwrap();
+        fs::write(other.join("dev.pem"), public_pem(3)).unwrap();
         let e = load_update_keys(&[b.clone(), other.join("dev.pem")])
             .err()
             .unwrap()
@@ -1618,7 +1575,7 @@ mod tests {
         assert!(e.contains("same file name"), "{e}");
         // A name that is not *.pem, and a missing file, are named.
         let n = src.join("key.pub");
-        fs::write(&n, public_pem([4; 32])).unwrap();
+        fs::write(&n, public_pem(4)).unwrap();
         let e = load_update_keys(&[n]).err().unwrap().to_string();
         assert!(e.contains("key.pub") && e.contains(".pem"), "{e}");
         let e = load_update_keys(&[src.join("nope.pem")])
