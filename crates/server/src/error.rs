@@ -107,6 +107,7 @@ impl From<DbError> for ApiError {
                 value,
                 reason,
             } => ApiError::invalid(field, format!("invalid {field} {value:?}: {reason}")),
+            e @ DbError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             other => ApiError::internal("accessing the database", other),
         }
     }
