@@ -53,6 +53,23 @@ pub async fn get(db: &Db, id: i64) -> Result<Channel, DbError> {
         })
 }
 
+/// The id of channel `name` of application `application_id` (normalized), if it exists
+/// (inside the caller's connection or transaction).
+pub async fn id_by_name(
+    conn: &mut sqlx::AnyConnection,
+    application_id: &str,
+    name: &str,
+) -> Result<Option<i64>, DbError> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT id FROM channels WHERE application_id = $1 AND name = $2")
+            .bind(application_id)
+            .bind(name)
+            .fetch_optional(conn)
+            .await
+            .map_err(DbError::query("looking up a channel"))?;
+    Ok(row.map(|(id,)| id))
+}
+
 async fn check_package(tx: &mut Tx, app: &str, package_id: Option<i64>) -> Result<(), DbError> {
     let Some(pid) = package_id else {
         return Ok(());
