@@ -7,8 +7,8 @@ use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, RequireAdmin, RequireViewer};
-use crate::db::{self, Tx, now_unix};
-use crate::error::{ApiError, db_err, db_unique};
+use crate::db::{self, Tx};
+use crate::error::ApiError;
 use crate::request::{
     Activity, ApiJson, Severity, acquire, begin, check_name, check_text, check_text_opt,
     check_version, commit, double_option, load_app, log_activity, package_id,
@@ -163,32 +163,19 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-type ChannelRow = (i64, String, String, Option<String>, i64);
-
-const CHANNEL_SELECT: &str = "SELECT c.id, c.application_id, c.name, p.version, c.created_at \
-     FROM channels c LEFT JOIN packages p ON p.id = c.package_id";
-
-async fn channel_from_row(
+/// The API's view of a stored channel: its package's version and its floors.
+async fn channel_view(
     conn: &mut sqlx::AnyConnection,
-    (id, application_id, name, version, created_at): ChannelRow,
+    ch: db::channels::Channel,
 ) -> Result<Channel, ApiError> {
-    let floors: Vec<(String,)> = sqlx::query_as(
-        "SELECT p.version FROM channel_floors f JOIN packages p ON p.id = f.package_id \
-         WHERE f.channel_id = $1",
-    )
-    .bind(id)
-    .fetch_all(conn)
-    .await
-    .map_err(db_err("reading channel floors"))?;
-    let mut floors: Vec<String> = floors.into_iter().map(|(v,)| v).collect();
-    floors.sort_by(|a, b| keelson_version::compare(a, b));
+    let floors = db::channels::floor_versions_in(conn, ch.id).await?;
     Ok(Channel {
-        id,
-        application_id,
-        name,
-        version,
+        id: ch.id,
+        application_id: ch.application_id,
+        name: ch.name,
+        version: ch.package_version,
         floors,
-        created_at,
+        created_at: ch.created_at,
     })
 }
 
@@ -198,16 +185,8 @@ pub(crate) async fn load_channel(
     app: &str,
     name: &str,
 ) -> Result<Channel, ApiError> {
-    let row: Option<ChannelRow> = sqlx::query_as(&format!(
-        "{CHANNEL_SELECT} WHERE c.application_id = $1 AND c.name = $2"
-    ))
-    .bind(app)
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err("reading a channel"))?;
-    match row {
-        Some(row) => channel_from_row(conn, row).await,
+    match db::channels::by_name_in(conn, app, name).await? {
+        Some(ch) => channel_view(conn, ch).await,
         None => Err(ApiError::not_found("channel", name)),
     }
 }
@@ -221,16 +200,10 @@ pub async fn list_channels(
     let app = normalize_app_id(&app);
     let mut conn = acquire(&state).await?;
     load_app(&mut conn, &app).await?;
-    let rows: Vec<ChannelRow> = sqlx::query_as(&format!(
-        "{CHANNEL_SELECT} WHERE c.application_id = $1 ORDER BY c.name"
-    ))
-    .bind(&app)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err("listing channels"))?;
+    let rows = db::channels::list_in(&mut conn, &app).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        out.push(channel_from_row(&mut conn, row).await?);
+        out.push(channel_view(&mut conn, row).await?);
     }
     Ok(Json(out))
 }
@@ -253,11 +226,7 @@ async fn set_floors(
     channel_id: i64,
     floors: &[String],
 ) -> Result<(), ApiError> {
-    sqlx::query("DELETE FROM channel_floors WHERE channel_id = $1")
-        .bind(channel_id)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err("clearing channel floors"))?;
+    let mut ids = Vec::with_capacity(floors.len());
     let mut seen = std::collections::BTreeSet::new();
     for (i, v) in floors.iter().enumerate() {
         let field = format!("floors[{i}]");
@@ -267,15 +236,9 @@ async fn set_floors(
                 format!("floor {v:?} is listed twice"),
             ));
         }
-        let pkg = package_id(tx, app, v, &field).await?;
-        sqlx::query("INSERT INTO channel_floors (channel_id, package_id) VALUES ($1, $2)")
-            .bind(channel_id)
-            .bind(pkg)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err("adding a channel floor"))?;
+        ids.push(package_id(tx, app, v, &field).await?);
     }
-    Ok(())
+    Ok(db::channels::replace_floors_in(tx, channel_id, &ids).await?)
 }
 
 /// `POST /api/v1/apps/{app}/channels`.
@@ -293,17 +256,7 @@ pub async fn create_channel(
         Some(v) => Some(package_id(&mut tx, &app, v, "version").await?),
         None => None,
     };
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO channels (application_id, name, package_id, created_at) \
-         VALUES ($1, $2, $3, $4) RETURNING id",
-    )
-    .bind(&app)
-    .bind(&body.name)
-    .bind(pkg)
-    .bind(now_unix())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_unique("inserting a channel", "channel", &body.name))?;
+    let id = db::channels::insert_in(&mut tx, &app, &body.name, pkg).await?;
     set_floors(&mut tx, &app, id, &body.floors).await?;
     log_activity(
         &mut tx,
@@ -347,12 +300,7 @@ pub async fn update_channel(
             Some(v) => Some(package_id(&mut tx, &app, v, "version").await?),
             None => None,
         };
-        sqlx::query("UPDATE channels SET package_id = $1 WHERE id = $2")
-            .bind(pkg)
-            .bind(current.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("updating a channel"))?;
+        db::channels::point_in(&mut tx, current.id, pkg).await?;
     }
     if let Some(floors) = &body.floors {
         set_floors(&mut tx, &app, current.id, floors).await?;
@@ -390,17 +338,7 @@ pub async fn delete_channel(
     let mut tx = begin(&state).await?;
     load_app(&mut tx, &app).await?;
     let current = load_channel(&mut tx, &app, &channel).await?;
-    for sql in [
-        "DELETE FROM channel_floors WHERE channel_id = $1",
-        "UPDATE groups SET channel_id = NULL WHERE channel_id = $1",
-        "DELETE FROM channels WHERE id = $1",
-    ] {
-        sqlx::query(sql)
-            .bind(current.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("deleting a channel"))?;
-    }
+    db::channels::delete_in(&mut tx, current.id).await?;
     log_activity(
         &mut tx,
         Activity {
