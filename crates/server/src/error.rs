@@ -117,21 +117,3 @@ impl From<DbError> for ApiError {
 pub(crate) fn db_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> ApiError {
     move |e| ApiError::internal(what, e)
 }
-
-/// Like [`db_err`], but a unique-key violation becomes 409 for `kind` `key`.
-pub(crate) fn db_unique(
-    what: &'static str,
-    kind: &'static str,
-    key: &str,
-) -> impl FnOnce(sqlx::Error) -> ApiError {
-    let key = key.to_string();
-    move |e| {
-        if e.as_database_error()
-            .is_some_and(|d| d.is_unique_violation())
-        {
-            ApiError::conflict(kind, &key)
-        } else {
-            ApiError::internal(what, e)
-        }
-    }
-}

@@ -7,8 +7,8 @@ use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{RequireAdmin, RequireViewer};
-use crate::db::{self, Tx, now_unix};
-use crate::error::{ApiError, db_err, db_unique};
+use crate::db::{self, Tx};
+use crate::error::ApiError;
 use crate::grant::RolloutPolicy;
 use crate::request::{
     Activity, ApiJson, Severity, acquire, begin, check_name, commit, double_option, load_app,
@@ -370,32 +370,14 @@ pub async fn create(
         Some(c) => Some(channel_id(&mut tx, &app, c).await?),
         None => None,
     };
-    let taken: Option<(String,)> =
-        sqlx::query_as("SELECT name FROM groups WHERE application_id = $1 AND track = $2")
-            .bind(&app)
-            .bind(&track)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err("checking tracks"))?;
-    if let Some((other,)) = taken {
+    if let Some(other) = db::groups::track_owner_in(&mut tx, &app, &track).await? {
         return Err(ApiError {
             status: StatusCode::CONFLICT,
             message: format!("track {track:?} is already used by group {other:?}"),
             field: Some("track".into()),
         });
     }
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO groups (application_id, name, track, channel_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    )
-    .bind(&app)
-    .bind(&body.name)
-    .bind(&track)
-    .bind(channel)
-    .bind(now_unix())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_unique("inserting a group", "group", &body.name))?;
+    let id = db::groups::insert_in(&mut tx, &app, &body.name, &track, channel).await?;
     if let Some(update) = body.policy {
         let mut policy = load_group(&mut tx, &app, &body.name).await?.policy;
         update.apply(&mut policy)?;
@@ -452,18 +434,7 @@ pub async fn update(
             None => None,
         },
     };
-    sqlx::query("UPDATE groups SET name = $1, track = $2, channel_id = $3 WHERE id = $4")
-        .bind(&name)
-        .bind(&track)
-        .bind(channel)
-        .bind(current.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_unique(
-            "updating a group",
-            "group name or track",
-            &format!("{name}/{track}"),
-        ))?;
+    db::groups::rename_in(&mut tx, current.id, &name, &track, channel).await?;
     log_activity(
         &mut tx,
         Activity {

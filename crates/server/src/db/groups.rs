@@ -376,6 +376,70 @@ pub async fn update(
     get(db, id).await
 }
 
+/// The name of the group of `application_id` (normalized) that already uses `track`, if
+/// any; on the caller's connection or transaction.
+pub async fn track_owner_in(
+    conn: &mut sqlx::AnyConnection,
+    application_id: &str,
+    track: &str,
+) -> Result<Option<String>, DbError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT name FROM groups WHERE application_id = $1 AND track = $2")
+            .bind(application_id)
+            .bind(track)
+            .fetch_optional(conn)
+            .await
+            .map_err(DbError::query("checking tracks"))?;
+    Ok(row.map(|(n,)| n))
+}
+
+/// Insert group `name` with the schema's default policy inside the caller's transaction,
+/// which also writes the activity row; `Conflict` (key: the name) when taken. Returns the id.
+pub async fn insert_in(
+    tx: &mut Tx,
+    application_id: &str,
+    name: &str,
+    track: &str,
+    channel_id: Option<i64>,
+) -> Result<i64, DbError> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO groups (application_id, name, track, channel_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(application_id)
+    .bind(name)
+    .bind(track)
+    .bind(channel_id)
+    .bind(now_unix())
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(DbError::unique("group", name))?;
+    Ok(id)
+}
+
+/// Set group `id`'s name, track and channel inside the caller's transaction, which also
+/// writes the activity row; `Conflict` (key `NAME/TRACK`) when either is taken.
+pub async fn rename_in(
+    tx: &mut Tx,
+    id: i64,
+    name: &str,
+    track: &str,
+    channel_id: Option<i64>,
+) -> Result<(), DbError> {
+    sqlx::query("UPDATE groups SET name = $1, track = $2, channel_id = $3 WHERE id = $4")
+        .bind(name)
+        .bind(track)
+        .bind(channel_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(DbError::unique(
+            "group name or track",
+            &format!("{name}/{track}"),
+        ))?;
+    Ok(())
+}
+
 /// Store `p` as group `id`'s policy inside `tx` (not validated here: callers do); with
 /// `clear_halt` also lift an automatic halt. Shared by [`update_policy`] and the REST API.
 pub(crate) async fn write_policy(
