@@ -107,6 +107,7 @@ impl From<DbError> for ApiError {
                 value,
                 reason,
             } => ApiError::invalid(field, format!("invalid {field} {value:?}: {reason}")),
+            e @ DbError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             other => ApiError::internal("accessing the database", other),
         }
     }
@@ -115,22 +116,4 @@ impl From<DbError> for ApiError {
 /// Map a driver error from one of this module's own queries.
 pub(crate) fn db_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> ApiError {
     move |e| ApiError::internal(what, e)
-}
-
-/// Like [`db_err`], but a unique-key violation becomes 409 for `kind` `key`.
-pub(crate) fn db_unique(
-    what: &'static str,
-    kind: &'static str,
-    key: &str,
-) -> impl FnOnce(sqlx::Error) -> ApiError {
-    let key = key.to_string();
-    move |e| {
-        if e.as_database_error()
-            .is_some_and(|d| d.is_unique_violation())
-        {
-            ApiError::conflict(kind, &key)
-        } else {
-            ApiError::internal(what, e)
-        }
-    }
 }

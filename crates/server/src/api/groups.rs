@@ -7,8 +7,8 @@ use keelson_omaha::normalize_app_id;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{RequireAdmin, RequireViewer};
-use crate::db::{self, Tx, now_unix};
-use crate::error::{ApiError, db_err, db_unique};
+use crate::db::{self, Tx};
+use crate::error::ApiError;
 use crate::grant::RolloutPolicy;
 use crate::request::{
     Activity, ApiJson, Severity, acquire, begin, check_name, commit, double_option, load_app,
@@ -111,14 +111,8 @@ fn set<T>(field: &mut T, value: Option<T>) {
     }
 }
 
-/// Instances of a group at one version.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct VersionCount {
-    /// The version.
-    pub version: String,
-    /// How many instances run it.
-    pub count: i64,
-}
+/// Instances of a group at one version (one type with the data layer's).
+pub use crate::db::groups::VersionCount;
 
 /// Instances of a group in one status.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -257,49 +251,18 @@ pub(crate) async fn summarize(
     conn: &mut sqlx::AnyConnection,
     core: GroupCore,
 ) -> Result<Group, ApiError> {
-    let versions: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT version, COUNT(*) FROM instances WHERE group_id = $1 GROUP BY version",
-    )
-    .bind(core.id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err("counting versions"))?;
-    let mut versions: Vec<VersionCount> = versions
+    let versions = db::groups::version_counts_in(conn, core.id).await?;
+    let statuses = db::groups::status_counts_in(conn, core.id)
+        .await?
         .into_iter()
-        .map(|(version, count)| VersionCount { version, count })
-        .collect();
-    versions.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| keelson_version::compare(&b.version, &a.version))
-    });
-    let statuses: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT status, COUNT(*) FROM instances WHERE group_id = $1 GROUP BY status ORDER BY status",
-    )
-    .bind(core.id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err("counting statuses"))?;
-    let statuses = statuses
-        .into_iter()
-        .map(|(s, count)| StatusCount {
-            status: super::instances::status_name(s).to_string(),
-            count,
+        .map(|s| StatusCount {
+            status: super::instances::status_name(s.status).to_string(),
+            count: s.count,
         })
         .collect();
     let target_version = match &core.policy.rollout.pinned_version {
         Some(v) => Some(v.clone()),
-        None => {
-            let row: Option<(Option<String>,)> = sqlx::query_as(
-                "SELECT p.version FROM groups g JOIN channels c ON c.id = g.channel_id \
-                 LEFT JOIN packages p ON p.id = c.package_id WHERE g.id = $1",
-            )
-            .bind(core.id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_err("reading the group's target"))?;
-            row.and_then(|(v,)| v)
-        }
+        None => db::groups::channel_version_in(conn, core.id).await?,
     };
     let instances: i64 = versions.iter().map(|v| v.count).sum();
     let mut rollout = RolloutProgress {
@@ -317,22 +280,8 @@ pub(crate) async fn summarize(
             .filter(|v| &v.version == target)
             .map(|v| v.count)
             .sum();
-        let outcomes: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT outcome, COUNT(*) FROM grants WHERE group_id = $1 AND rollout_version = $2 \
-             GROUP BY outcome",
-        )
-        .bind(core.id)
-        .bind(target)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err("counting grants"))?;
-        for (outcome, n) in outcomes {
-            match outcome {
-                0 => rollout.in_progress += n,
-                1 => rollout.succeeded += n,
-                _ => rollout.failed += n,
-            }
-        }
+        (rollout.in_progress, rollout.succeeded, rollout.failed) =
+            db::groups::grant_outcomes_in(conn, core.id, target).await?;
     }
     Ok(Group {
         id: core.id,
@@ -353,14 +302,8 @@ async fn channel_id(
     app: &str,
     name: &str,
 ) -> Result<i64, ApiError> {
-    let row: Option<(i64,)> =
-        sqlx::query_as("SELECT id FROM channels WHERE application_id = $1 AND name = $2")
-            .bind(app)
-            .bind(name)
-            .fetch_optional(conn)
-            .await
-            .map_err(db_err("looking up a channel"))?;
-    row.map(|(id,)| id).ok_or_else(|| {
+    let row = db::channels::id_by_name(conn, app, name).await?;
+    row.ok_or_else(|| {
         ApiError::invalid(
             "channel",
             format!("channel: application {app} has no channel {name:?}"),
@@ -427,32 +370,14 @@ pub async fn create(
         Some(c) => Some(channel_id(&mut tx, &app, c).await?),
         None => None,
     };
-    let taken: Option<(String,)> =
-        sqlx::query_as("SELECT name FROM groups WHERE application_id = $1 AND track = $2")
-            .bind(&app)
-            .bind(&track)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err("checking tracks"))?;
-    if let Some((other,)) = taken {
+    if let Some(other) = db::groups::track_owner_in(&mut tx, &app, &track).await? {
         return Err(ApiError {
             status: StatusCode::CONFLICT,
             message: format!("track {track:?} is already used by group {other:?}"),
             field: Some("track".into()),
         });
     }
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO groups (application_id, name, track, channel_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    )
-    .bind(&app)
-    .bind(&body.name)
-    .bind(&track)
-    .bind(channel)
-    .bind(now_unix())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_unique("inserting a group", "group", &body.name))?;
+    let id = db::groups::insert_in(&mut tx, &app, &body.name, &track, channel).await?;
     if let Some(update) = body.policy {
         let mut policy = load_group(&mut tx, &app, &body.name).await?.policy;
         update.apply(&mut policy)?;
@@ -509,18 +434,7 @@ pub async fn update(
             None => None,
         },
     };
-    sqlx::query("UPDATE groups SET name = $1, track = $2, channel_id = $3 WHERE id = $4")
-        .bind(&name)
-        .bind(&track)
-        .bind(channel)
-        .bind(current.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_unique(
-            "updating a group",
-            "group name or track",
-            &format!("{name}/{track}"),
-        ))?;
+    db::groups::rename_in(&mut tx, current.id, &name, &track, channel).await?;
     log_activity(
         &mut tx,
         Activity {
@@ -546,35 +460,7 @@ pub async fn delete(
     RequireAdmin(caller): RequireAdmin,
     Path((app, group)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let app = normalize_app_id(&app);
-    let mut tx = begin(&state).await?;
-    load_app(&mut tx, &app).await?;
-    let current = load_group(&mut tx, &app, &group).await?;
-    for sql in [
-        "UPDATE instances SET group_id = NULL WHERE group_id = $1",
-        "DELETE FROM grants WHERE group_id = $1",
-        "DELETE FROM groups WHERE id = $1",
-    ] {
-        sqlx::query(sql)
-            .bind(current.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("deleting a group"))?;
-    }
-    log_activity(
-        &mut tx,
-        Activity {
-            severity: Severity::Warning,
-            kind: "group.deleted",
-            actor: &caller.actor(),
-            application_id: Some(&app),
-            group_id: Some(current.id),
-            version: None,
-            message: format!("group {group} deleted"),
-        },
-    )
-    .await?;
-    commit(tx).await?;
+    db::groups::delete(&state.db, &caller.actor(), &app, &group).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,46 +7,19 @@ use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use keelson_omaha::normalize_app_id;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::{RequireAdmin, RequireViewer};
-use crate::db::now_unix;
-use crate::error::{ApiError, db_err, db_unique};
-use crate::request::{
-    Activity, ApiJson, Severity, acquire, begin, check_text, check_version, commit, load_app,
-    log_activity,
-};
+use crate::db::{self, DbError, packages::NewPackage};
+use crate::error::ApiError;
+use crate::request::{ApiJson, check_text, check_version};
 use crate::state::AppState;
 
-/// A package of an application at one version.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Package {
-    /// Numeric ID.
-    pub id: i64,
-    /// The application.
-    pub application_id: String,
-    /// The version this payload installs.
-    pub version: String,
-    /// File name appended to the codebase URL by the client.
-    pub filename: String,
-    /// External codebase URL (ends with `/`); `null` when the payload is stored here.
-    pub url: Option<String>,
-    /// Whether the payload file is stored on this server.
-    pub stored: bool,
-    /// Where this server serves a stored payload (with range requests); `null` if external.
-    pub download_path: Option<String>,
-    /// Payload size in bytes.
-    pub size: i64,
-    /// SHA-1 of the payload, hex (Omaha's legacy `hash`).
-    pub sha1_hex: String,
-    /// SHA-256 of the payload, hex (sent base64 in the postinstall action).
-    pub sha256_hex: String,
-    /// Unix seconds.
-    pub created_at: i64,
-}
+/// A package of an application at one version (one type with the data layer's).
+pub use crate::db::packages::Package;
 
 /// Body of `POST /api/v1/apps/{app}/packages`: a payload hosted elsewhere.
 #[derive(Debug, Deserialize)]
@@ -74,79 +47,13 @@ pub struct UploadQuery {
     pub filename: Option<String>,
 }
 
-type PackageRow = (
-    i64,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    String,
-    String,
-    i64,
-);
-
-const PACKAGE_SELECT: &str = "SELECT id, application_id, version, filename, url, stored_path, \
-     size, sha1_hex, sha256_hex, created_at FROM packages";
-
-fn package_from_row(r: PackageRow) -> Package {
-    let download_path = r.5.as_ref().map(|_| format!("/packages/{}/{}", r.0, r.3));
-    Package {
-        download_path,
-        id: r.0,
-        application_id: r.1,
-        version: r.2,
-        filename: r.3,
-        url: r.4,
-        stored: r.5.is_some(),
-        size: r.6,
-        sha1_hex: r.7,
-        sha256_hex: r.8,
-        created_at: r.9,
-    }
-}
-
-async fn load_package(
-    conn: &mut sqlx::AnyConnection,
-    app: &str,
-    version: &str,
-) -> Result<(Package, Option<String>), ApiError> {
-    let row: Option<PackageRow> = sqlx::query_as(&format!(
-        "{PACKAGE_SELECT} WHERE application_id = $1 AND version = $2"
-    ))
-    .bind(app)
-    .bind(version)
-    .fetch_optional(conn)
-    .await
-    .map_err(db_err("reading a package"))?;
-    match row {
-        Some(r) => {
-            let stored = r.5.clone();
-            Ok((package_from_row(r), stored))
-        }
-        None => Err(ApiError::not_found("package", version)),
-    }
-}
-
 /// `GET /api/v1/apps/{app}/packages`.
 pub async fn list(
     State(state): State<AppState>,
     _: RequireViewer,
     Path(app): Path<String>,
 ) -> Result<Json<Vec<Package>>, ApiError> {
-    let app = normalize_app_id(&app);
-    let mut conn = acquire(&state).await?;
-    load_app(&mut conn, &app).await?;
-    let rows: Vec<PackageRow> =
-        sqlx::query_as(&format!("{PACKAGE_SELECT} WHERE application_id = $1"))
-            .bind(&app)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_err("listing packages"))?;
-    let mut out: Vec<Package> = rows.into_iter().map(package_from_row).collect();
-    out.sort_by(|a, b| keelson_version::compare(&b.version, &a.version));
-    Ok(Json(out))
+    Ok(Json(db::packages::list(&state.db, &app).await?))
 }
 
 /// `GET /api/v1/apps/{app}/packages/{version}`.
@@ -155,10 +62,9 @@ pub async fn get_one(
     _: RequireViewer,
     Path((app, version)): Path<(String, String)>,
 ) -> Result<Json<Package>, ApiError> {
-    let app = normalize_app_id(&app);
-    let mut conn = acquire(&state).await?;
-    load_app(&mut conn, &app).await?;
-    Ok(Json(load_package(&mut conn, &app, &version).await?.0))
+    Ok(Json(
+        db::packages::get_version(&state.db, &app, &version).await?,
+    ))
 }
 
 fn check_hex(field: &str, value: &str, len: usize) -> Result<(), ApiError> {
@@ -213,38 +119,21 @@ pub async fn create_external(
     if !body.sha1_hex.is_empty() {
         check_hex("sha1_hex", &body.sha1_hex, 40)?;
     }
-    let mut tx = begin(&state).await?;
-    load_app(&mut tx, &app).await?;
-    sqlx::query(
-        "INSERT INTO packages (application_id, version, filename, url, stored_path, size, \
-         sha1_hex, sha256_hex, created_at) VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8)",
-    )
-    .bind(&app)
-    .bind(&body.version)
-    .bind(&body.filename)
-    .bind(&url)
-    .bind(body.size)
-    .bind(body.sha1_hex.to_ascii_lowercase())
-    .bind(body.sha256_hex.to_ascii_lowercase())
-    .bind(now_unix())
-    .execute(&mut *tx)
-    .await
-    .map_err(db_unique("inserting a package", "package", &body.version))?;
-    log_activity(
-        &mut tx,
-        Activity {
-            severity: Severity::Info,
-            kind: "package.created",
-            actor: &caller.actor(),
-            application_id: Some(&app),
-            group_id: None,
-            version: Some(&body.version),
-            message: format!("package {} added at {url}{}", body.version, body.filename),
+    let pkg = db::packages::create(
+        &state.db,
+        &caller.actor(),
+        &NewPackage {
+            application_id: app,
+            version: body.version,
+            filename: body.filename,
+            url: Some(url),
+            stored_path: None,
+            size: body.size,
+            sha1_hex: body.sha1_hex,
+            sha256_hex: body.sha256_hex,
         },
     )
     .await?;
-    let (pkg, _) = load_package(&mut tx, &app, &body.version).await?;
-    commit(tx).await?;
     Ok((StatusCode::CREATED, Json(pkg)))
 }
 
@@ -327,12 +216,12 @@ pub async fn upload(
         .unwrap_or_else(|| "keelson_update.gz".to_string());
     check_filename("filename", &filename)?;
     // Refuse early (before reading a possibly large body) what would fail at commit anyway.
-    {
-        let mut conn = acquire(&state).await?;
-        load_app(&mut conn, &app).await?;
-        if load_package(&mut conn, &app, &version).await.is_ok() {
-            return Err(ApiError::conflict("package", &version));
-        }
+    match db::packages::get_version(&state.db, &app, &version).await {
+        Ok(_) => return Err(ApiError::conflict("package", &version)),
+        Err(DbError::NotFound {
+            what: "package", ..
+        }) => {}
+        Err(e) => return Err(e.into()),
     }
     let declared = req
         .headers()
@@ -367,41 +256,21 @@ pub async fn upload(
     tmp_guard.disarm();
     let mut final_guard = RemoveOnDrop(Some(final_path.clone()));
 
-    let mut tx = begin(&state).await?;
-    load_app(&mut tx, &app).await?;
-    sqlx::query(
-        "INSERT INTO packages (application_id, version, filename, url, stored_path, size, \
-         sha1_hex, sha256_hex, created_at) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8)",
-    )
-    .bind(&app)
-    .bind(&version)
-    .bind(&filename)
-    .bind(&stored_name)
-    .bind(size)
-    .bind(&streamed.sha1_hex)
-    .bind(&streamed.sha256_hex)
-    .bind(now_unix())
-    .execute(&mut *tx)
-    .await
-    .map_err(db_unique("inserting a package", "package", &version))?;
-    log_activity(
-        &mut tx,
-        Activity {
-            severity: Severity::Info,
-            kind: "package.uploaded",
-            actor: &caller.actor(),
-            application_id: Some(&app),
-            group_id: None,
-            version: Some(&version),
-            message: format!(
-                "package {version} uploaded ({size} bytes, sha256 {})",
-                streamed.sha256_hex
-            ),
+    let pkg = db::packages::create(
+        &state.db,
+        &caller.actor(),
+        &NewPackage {
+            application_id: app,
+            version,
+            filename,
+            url: None,
+            stored_path: Some(stored_name),
+            size,
+            sha1_hex: streamed.sha1_hex,
+            sha256_hex: streamed.sha256_hex,
         },
     )
     .await?;
-    let (pkg, _) = load_package(&mut tx, &app, &version).await?;
-    commit(tx).await?;
     final_guard.disarm();
     Ok((StatusCode::CREATED, Json(pkg)))
 }
@@ -412,51 +281,9 @@ pub async fn delete(
     RequireAdmin(caller): RequireAdmin,
     Path((app, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let app = normalize_app_id(&app);
-    let mut tx = begin(&state).await?;
-    load_app(&mut tx, &app).await?;
-    let (pkg, stored) = load_package(&mut tx, &app, &version).await?;
-    let users: Vec<(String,)> = sqlx::query_as("SELECT name FROM channels WHERE package_id = $1")
-        .bind(pkg.id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err("finding channels of a package"))?;
-    if !users.is_empty() {
-        let names: Vec<String> = users.into_iter().map(|(n,)| n).collect();
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "package {version} is used by channel(s) {}; repoint them first",
-                names.join(", ")
-            ),
-        ));
-    }
-    for sql in [
-        "DELETE FROM channel_floors WHERE package_id = $1",
-        "DELETE FROM packages WHERE id = $1",
-    ] {
-        sqlx::query(sql)
-            .bind(pkg.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("deleting a package"))?;
-    }
-    log_activity(
-        &mut tx,
-        Activity {
-            severity: Severity::Warning,
-            kind: "package.deleted",
-            actor: &caller.actor(),
-            application_id: Some(&app),
-            group_id: None,
-            version: Some(&version),
-            message: format!("package {version} deleted"),
-        },
-    )
-    .await?;
-    commit(tx).await?;
+    let pkg = db::packages::delete(&state.db, &caller.actor(), &app, &version).await?;
     // Only after the commit: a rolled-back delete must still find its file.
-    if let Some(name) = stored {
+    if let Some(name) = pkg.stored_path {
         let path = state.config.data_dir.join(name);
         if let Err(e) = tokio::fs::remove_file(&path).await {
             tracing::warn!(path = %path.display(), error = %e, "removing a deleted package's payload");

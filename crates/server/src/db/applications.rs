@@ -40,11 +40,14 @@ pub fn validate_id(id: &str) -> Result<(), DbError> {
 }
 
 pub(crate) fn validate_name(field: &'static str, name: &str) -> Result<(), DbError> {
-    if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+    if name.trim().is_empty()
+        || name.len() > 200
+        || name.chars().any(|c| c.is_control() && c != '\n')
+    {
         return Err(DbError::Invalid {
             field,
             value: name.to_string(),
-            reason: "must be 1-200 printable characters".into(),
+            reason: "must be 1-200 printable characters (newlines allowed)".into(),
         });
     }
     Ok(())
@@ -127,7 +130,7 @@ pub async fn create(
             application_id: Some(&id),
             group_id: None,
             version: None,
-            message: format!("application {name:?} ({id}) created"),
+            message: format!("application {id} ({name}) created"),
         },
         "committing application",
     )
@@ -135,31 +138,34 @@ pub async fn create(
     Ok(app)
 }
 
-/// Rename / re-describe an application.
+/// Change an application's name and/or description (`None` keeps the value) in one
+/// transaction with its `application.updated` row; `NotFound` if it does not exist.
 pub async fn update(
     db: &Db,
     actor: &str,
     id: &str,
-    name: &str,
-    description: &str,
+    name: Option<&str>,
+    description: Option<&str>,
 ) -> Result<Application, DbError> {
     let id = normalize_id(id);
-    validate_name("name", name)?;
+    if let Some(name) = name {
+        validate_name("name", name)?;
+    }
     let mut tx = db.begin().await?;
-    let n = sqlx::query("UPDATE applications SET name = $1, description = $2 WHERE id = $3")
-        .bind(name)
-        .bind(description)
+    let mut app = get_on(&mut tx, &id).await?;
+    if let Some(name) = name {
+        app.name = name.to_string();
+    }
+    if let Some(d) = description {
+        app.description = d.to_string();
+    }
+    sqlx::query("UPDATE applications SET name = $1, description = $2 WHERE id = $3")
+        .bind(&app.name)
+        .bind(&app.description)
         .bind(&id)
         .execute(&mut *tx)
         .await
-        .map_err(DbError::query("updating application"))?
-        .rows_affected();
-    if n == 0 {
-        return Err(DbError::NotFound {
-            what: "application",
-            key: id,
-        });
-    }
+        .map_err(DbError::query("updating application"))?;
     activity::record_and_commit(
         tx,
         &NewActivity {
@@ -169,19 +175,21 @@ pub async fn update(
             application_id: Some(&id),
             group_id: None,
             version: None,
-            message: format!("application {id} renamed to {name:?}"),
+            message: format!("application {id} updated"),
         },
         "committing application",
     )
     .await?;
-    get(db, &id).await
+    Ok(app)
 }
 
-/// Delete an application and everything under it. Returns the stored payload file names that
-/// the caller should remove from the data dir after the commit.
+/// Delete an application and everything under it (floors, instances, groups, channels,
+/// packages) in one transaction with its `application.deleted` row; `NotFound` if it does
+/// not exist. Returns the stored payload file names of its packages.
 pub async fn delete(db: &Db, actor: &str, id: &str) -> Result<Vec<String>, DbError> {
     let id = normalize_id(id);
     let mut tx = db.begin().await?;
+    get_on(&mut tx, &id).await?;
     let files: Vec<(Option<String>,)> =
         sqlx::query_as("SELECT stored_path FROM packages WHERE application_id = $1")
             .bind(&id)
@@ -191,29 +199,18 @@ pub async fn delete(db: &Db, actor: &str, id: &str) -> Result<Vec<String>, DbErr
     // Children first: SQLite only cascades with foreign_keys on, and explicit deletes keep both
     // backends identical.
     for sql in [
+        "DELETE FROM channel_floors WHERE channel_id IN (SELECT id FROM channels WHERE application_id = $1)",
         "DELETE FROM instances WHERE application_id = $1",
         "DELETE FROM groups WHERE application_id = $1",
-        "DELETE FROM channel_floors WHERE channel_id IN (SELECT id FROM channels WHERE application_id = $1)",
         "DELETE FROM channels WHERE application_id = $1",
         "DELETE FROM packages WHERE application_id = $1",
+        "DELETE FROM applications WHERE id = $1",
     ] {
         sqlx::query(sql)
             .bind(&id)
             .execute(&mut *tx)
             .await
-            .map_err(DbError::query("deleting application children"))?;
-    }
-    let n = sqlx::query("DELETE FROM applications WHERE id = $1")
-        .bind(&id)
-        .execute(&mut *tx)
-        .await
-        .map_err(DbError::query("deleting application"))?
-        .rows_affected();
-    if n == 0 {
-        return Err(DbError::NotFound {
-            what: "application",
-            key: id,
-        });
+            .map_err(DbError::query("deleting application"))?;
     }
     activity::record_and_commit(
         tx,
@@ -221,7 +218,7 @@ pub async fn delete(db: &Db, actor: &str, id: &str) -> Result<Vec<String>, DbErr
             severity: Severity::Warning,
             kind: "application.deleted",
             actor,
-            application_id: None,
+            application_id: Some(&id),
             group_id: None,
             version: None,
             message: format!("application {id} deleted"),

@@ -53,6 +53,143 @@ pub async fn get(db: &Db, id: i64) -> Result<Channel, DbError> {
         })
 }
 
+/// The id of channel `name` of application `application_id` (normalized), if it exists
+/// (inside the caller's connection or transaction).
+pub async fn id_by_name(
+    conn: &mut sqlx::AnyConnection,
+    application_id: &str,
+    name: &str,
+) -> Result<Option<i64>, DbError> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT id FROM channels WHERE application_id = $1 AND name = $2")
+            .bind(application_id)
+            .bind(name)
+            .fetch_optional(conn)
+            .await
+            .map_err(DbError::query("looking up a channel"))?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// Channel `name` of application `application_id` (normalized), if it exists; on the
+/// caller's connection or transaction.
+pub async fn by_name_in(
+    conn: &mut sqlx::AnyConnection,
+    application_id: &str,
+    name: &str,
+) -> Result<Option<Channel>, DbError> {
+    sqlx::query_as::<_, Channel>(&format!(
+        "{SELECT} WHERE c.application_id = $1 AND c.name = $2"
+    ))
+    .bind(application_id)
+    .bind(name)
+    .fetch_optional(conn)
+    .await
+    .map_err(DbError::query("reading a channel"))
+}
+
+/// Channels of application `application_id` (normalized), by name; on the caller's
+/// connection or transaction.
+pub async fn list_in(
+    conn: &mut sqlx::AnyConnection,
+    application_id: &str,
+) -> Result<Vec<Channel>, DbError> {
+    sqlx::query_as::<_, Channel>(&format!(
+        "{SELECT} WHERE c.application_id = $1 ORDER BY c.name"
+    ))
+    .bind(application_id)
+    .fetch_all(conn)
+    .await
+    .map_err(DbError::query("listing channels"))
+}
+
+/// The versions of channel `id`'s floor packages, ascending ([`keelson_version::compare`]).
+pub async fn floor_versions_in(
+    conn: &mut sqlx::AnyConnection,
+    id: i64,
+) -> Result<Vec<String>, DbError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT p.version FROM channel_floors f JOIN packages p ON p.id = f.package_id \
+         WHERE f.channel_id = $1",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await
+    .map_err(DbError::query("reading channel floors"))?;
+    let mut floors: Vec<String> = rows.into_iter().map(|(v,)| v).collect();
+    floors.sort_by(|a, b| keelson_version::compare(a, b));
+    Ok(floors)
+}
+
+/// Insert channel `name` of `application_id` (normalized, checked by the caller) inside the
+/// caller's transaction, which also writes the activity row; `Conflict` when the name is
+/// taken. Returns the new id.
+pub async fn insert_in(
+    tx: &mut Tx,
+    application_id: &str,
+    name: &str,
+    package_id: Option<i64>,
+) -> Result<i64, DbError> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO channels (application_id, name, package_id, created_at) \
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(application_id)
+    .bind(name)
+    .bind(package_id)
+    .bind(now_unix())
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(DbError::unique("channel", name))?;
+    Ok(id)
+}
+
+/// Point channel `id` at `package_id` (or none) inside the caller's transaction.
+pub async fn point_in(tx: &mut Tx, id: i64, package_id: Option<i64>) -> Result<(), DbError> {
+    sqlx::query("UPDATE channels SET package_id = $1 WHERE id = $2")
+        .bind(package_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(DbError::query("updating a channel"))?;
+    Ok(())
+}
+
+/// Replace channel `id`'s floors with `package_ids` (checked by the caller) inside the
+/// caller's transaction.
+pub async fn replace_floors_in(tx: &mut Tx, id: i64, package_ids: &[i64]) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM channel_floors WHERE channel_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(DbError::query("clearing channel floors"))?;
+    for pkg in package_ids {
+        sqlx::query("INSERT INTO channel_floors (channel_id, package_id) VALUES ($1, $2)")
+            .bind(id)
+            .bind(pkg)
+            .execute(&mut **tx)
+            .await
+            .map_err(DbError::query("adding a channel floor"))?;
+    }
+    Ok(())
+}
+
+/// Delete channel `id` with its floors, detaching the groups that follow it, inside the
+/// caller's transaction.
+pub async fn delete_in(tx: &mut Tx, id: i64) -> Result<(), DbError> {
+    for sql in [
+        "DELETE FROM channel_floors WHERE channel_id = $1",
+        "UPDATE groups SET channel_id = NULL WHERE channel_id = $1",
+        "DELETE FROM channels WHERE id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(DbError::query("deleting a channel"))?;
+    }
+    Ok(())
+}
+
 async fn check_package(tx: &mut Tx, app: &str, package_id: Option<i64>) -> Result<(), DbError> {
     let Some(pid) = package_id else {
         return Ok(());

@@ -376,6 +376,70 @@ pub async fn update(
     get(db, id).await
 }
 
+/// The name of the group of `application_id` (normalized) that already uses `track`, if
+/// any; on the caller's connection or transaction.
+pub async fn track_owner_in(
+    conn: &mut sqlx::AnyConnection,
+    application_id: &str,
+    track: &str,
+) -> Result<Option<String>, DbError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT name FROM groups WHERE application_id = $1 AND track = $2")
+            .bind(application_id)
+            .bind(track)
+            .fetch_optional(conn)
+            .await
+            .map_err(DbError::query("checking tracks"))?;
+    Ok(row.map(|(n,)| n))
+}
+
+/// Insert group `name` with the schema's default policy inside the caller's transaction,
+/// which also writes the activity row; `Conflict` (key: the name) when taken. Returns the id.
+pub async fn insert_in(
+    tx: &mut Tx,
+    application_id: &str,
+    name: &str,
+    track: &str,
+    channel_id: Option<i64>,
+) -> Result<i64, DbError> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO groups (application_id, name, track, channel_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(application_id)
+    .bind(name)
+    .bind(track)
+    .bind(channel_id)
+    .bind(now_unix())
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(DbError::unique("group", name))?;
+    Ok(id)
+}
+
+/// Set group `id`'s name, track and channel inside the caller's transaction, which also
+/// writes the activity row; `Conflict` (key `NAME/TRACK`) when either is taken.
+pub async fn rename_in(
+    tx: &mut Tx,
+    id: i64,
+    name: &str,
+    track: &str,
+    channel_id: Option<i64>,
+) -> Result<(), DbError> {
+    sqlx::query("UPDATE groups SET name = $1, track = $2, channel_id = $3 WHERE id = $4")
+        .bind(name)
+        .bind(track)
+        .bind(channel_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(DbError::unique(
+            "group name or track",
+            &format!("{name}/{track}"),
+        ))?;
+    Ok(())
+}
+
 /// Store `p` as group `id`'s policy inside `tx` (not validated here: callers do); with
 /// `clear_halt` also lift an automatic halt. Shared by [`update_policy`] and the REST API.
 pub(crate) async fn write_policy(
@@ -469,17 +533,27 @@ pub async fn resume(db: &Db, actor: &str, id: i64) -> Result<Group, DbError> {
     get(db, id).await
 }
 
-/// Delete a group (its instances stay, without a group).
-pub async fn delete(db: &Db, actor: &str, id: i64) -> Result<(), DbError> {
-    let g = get(db, id).await?;
+/// Delete group `name` of application `application_id` (any spelling) in one transaction:
+/// its instances stay, without a group; its grants go. `NotFound` for a missing application
+/// (checked first) or group. Logs `group.deleted` with the group's id.
+pub async fn delete(db: &Db, actor: &str, application_id: &str, name: &str) -> Result<(), DbError> {
+    let app = normalize_id(application_id);
     let mut tx = db.begin().await?;
+    super::applications::get_on(&mut tx, &app).await?;
+    let (g, _) = with_channel_in(&mut tx, &app, Some(name))
+        .await?
+        .pop()
+        .ok_or_else(|| DbError::NotFound {
+            what: "group",
+            key: name.to_string(),
+        })?;
     for sql in [
         "UPDATE instances SET group_id = NULL WHERE group_id = $1",
         "DELETE FROM grants WHERE group_id = $1",
         "DELETE FROM groups WHERE id = $1",
     ] {
         sqlx::query(sql)
-            .bind(id)
+            .bind(g.id)
             .execute(&mut *tx)
             .await
             .map_err(DbError::query("deleting group"))?;
@@ -490,10 +564,10 @@ pub async fn delete(db: &Db, actor: &str, id: i64) -> Result<(), DbError> {
             severity: Severity::Warning,
             kind: "group.deleted",
             actor,
-            application_id: Some(&g.application_id),
-            group_id: None,
+            application_id: Some(&app),
+            group_id: Some(g.id),
             version: None,
-            message: format!("group {:?} deleted", g.name),
+            message: format!("group {name} deleted"),
         },
         "committing group delete",
     )
@@ -501,7 +575,7 @@ pub async fn delete(db: &Db, actor: &str, id: i64) -> Result<(), DbError> {
 }
 
 /// Instances per version in a group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, FromRow)]
 pub struct VersionCount {
     /// The version.
     pub version: String,
@@ -509,15 +583,35 @@ pub struct VersionCount {
     pub count: i64,
 }
 
-/// Instances per version in a group, most common first.
-pub async fn version_breakdown(db: &Db, id: i64) -> Result<Vec<VersionCount>, DbError> {
-    sqlx::query_as::<_, VersionCount>(
-        "SELECT version, COUNT(*) AS count FROM instances WHERE group_id = $1 GROUP BY version ORDER BY count DESC, version",
+/// Instances per version in a group, most common first, ties by version precedence (newest
+/// first, [`keelson_version::compare`]); on the caller's connection.
+pub async fn version_counts_in(
+    conn: &mut sqlx::AnyConnection,
+    id: i64,
+) -> Result<Vec<VersionCount>, DbError> {
+    let mut v = sqlx::query_as::<_, VersionCount>(
+        "SELECT version, COUNT(*) AS count FROM instances WHERE group_id = $1 GROUP BY version",
     )
     .bind(id)
-    .fetch_all(db.pool())
+    .fetch_all(conn)
     .await
-    .map_err(DbError::query("counting versions"))
+    .map_err(DbError::query("counting versions"))?;
+    v.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| keelson_version::compare(&b.version, &a.version))
+    });
+    Ok(v)
+}
+
+/// Instances per version in a group, most common first (see [`version_counts_in`]).
+pub async fn version_breakdown(db: &Db, id: i64) -> Result<Vec<VersionCount>, DbError> {
+    let mut conn = db
+        .pool()
+        .acquire()
+        .await
+        .map_err(DbError::query("getting a connection"))?;
+    version_counts_in(&mut conn, id).await
 }
 
 /// Instances per status code in a group.
@@ -529,13 +623,70 @@ pub struct StatusCount {
     pub count: i64,
 }
 
-/// Instances per status in a group.
-pub async fn status_breakdown(db: &Db, id: i64) -> Result<Vec<StatusCount>, DbError> {
+/// Instances per status in a group, by status code; on the caller's connection.
+pub async fn status_counts_in(
+    conn: &mut sqlx::AnyConnection,
+    id: i64,
+) -> Result<Vec<StatusCount>, DbError> {
     sqlx::query_as::<_, StatusCount>(
         "SELECT status, COUNT(*) AS count FROM instances WHERE group_id = $1 GROUP BY status ORDER BY status",
     )
     .bind(id)
-    .fetch_all(db.pool())
+    .fetch_all(conn)
     .await
     .map_err(DbError::query("counting statuses"))
+}
+
+/// Instances per status in a group.
+pub async fn status_breakdown(db: &Db, id: i64) -> Result<Vec<StatusCount>, DbError> {
+    let mut conn = db
+        .pool()
+        .acquire()
+        .await
+        .map_err(DbError::query("getting a connection"))?;
+    status_counts_in(&mut conn, id).await
+}
+
+/// The version of the package the group's channel points at, if any; on the caller's
+/// connection.
+pub async fn channel_version_in(
+    conn: &mut sqlx::AnyConnection,
+    id: i64,
+) -> Result<Option<String>, DbError> {
+    let row: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT p.version FROM groups g JOIN channels c ON c.id = g.channel_id \
+         LEFT JOIN packages p ON p.id = c.package_id WHERE g.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .map_err(DbError::query("reading the group's target"))?;
+    Ok(row.and_then(|(v,)| v))
+}
+
+/// Grants of a group towards `version`: (in progress, succeeded, failed); on the caller's
+/// connection.
+pub async fn grant_outcomes_in(
+    conn: &mut sqlx::AnyConnection,
+    id: i64,
+    version: &str,
+) -> Result<(i64, i64, i64), DbError> {
+    let outcomes: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT outcome, COUNT(*) FROM grants WHERE group_id = $1 AND rollout_version = $2 \
+         GROUP BY outcome",
+    )
+    .bind(id)
+    .bind(version)
+    .fetch_all(conn)
+    .await
+    .map_err(DbError::query("counting grants"))?;
+    let mut out = (0, 0, 0);
+    for (outcome, n) in outcomes {
+        match outcome {
+            0 => out.0 += n,
+            1 => out.1 += n,
+            _ => out.2 += n,
+        }
+    }
+    Ok(out)
 }

@@ -86,6 +86,16 @@ pub enum DbError {
         /// Why it was rejected.
         reason: String,
     },
+    /// A row cannot be deleted while others point at it.
+    #[error("{what} {key} is used by channel(s) {users}; repoint them first")]
+    InUse {
+        /// The kind of object, e.g. "package".
+        what: &'static str,
+        /// Its key, e.g. the version.
+        key: String,
+        /// The names of the channels pointing at it, comma-separated.
+        users: String,
+    },
     /// A row held a value this version cannot interpret (e.g. bad JSON in a column).
     #[error("corrupt {what} in the database: {detail}")]
     Corrupt {

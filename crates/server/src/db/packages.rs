@@ -6,10 +6,10 @@ use sqlx::FromRow;
 use super::activity::{self, NewActivity, Severity};
 use super::{Db, DbError, now_unix};
 use keelson_omaha::normalize_app_id as normalize_id;
-use keelson_version::Version;
 
-/// A stored package.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+/// A stored package. Its JSON (the REST API's `Package`) shows `stored` and `download_path`
+/// instead of the server-internal `stored_path`.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Package {
     /// Row id.
     pub id: i64,
@@ -54,6 +54,51 @@ pub struct NewPackage {
     pub sha256_hex: String,
 }
 
+/// The wire shape of a [`Package`], field order as the REST API has always sent it.
+#[derive(Serialize)]
+struct PackageJson<'a> {
+    id: i64,
+    application_id: &'a str,
+    version: &'a str,
+    filename: &'a str,
+    url: Option<&'a str>,
+    stored: bool,
+    download_path: Option<String>,
+    size: i64,
+    sha1_hex: &'a str,
+    sha256_hex: &'a str,
+    created_at: i64,
+}
+
+impl Package {
+    /// Where this server serves a stored payload (`/packages/{id}/{filename}`); `None` if
+    /// the payload is external.
+    pub fn download_path(&self) -> Option<String> {
+        self.stored_path
+            .as_ref()
+            .map(|_| format!("/packages/{}/{}", self.id, self.filename))
+    }
+}
+
+impl Serialize for Package {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PackageJson {
+            id: self.id,
+            application_id: &self.application_id,
+            version: &self.version,
+            filename: &self.filename,
+            url: self.url.as_deref(),
+            stored: self.stored_path.is_some(),
+            download_path: self.download_path(),
+            size: self.size,
+            sha1_hex: &self.sha1_hex,
+            sha256_hex: &self.sha256_hex,
+            created_at: self.created_at,
+        }
+        .serialize(s)
+    }
+}
+
 fn invalid(field: &'static str, value: &str, reason: &str) -> DbError {
     DbError::Invalid {
         field,
@@ -66,31 +111,29 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Check a payload file name: a plain name, no path parts.
+/// Check a payload file name the client appends to a URL: 1-255 bytes, no path separators,
+/// `?`, `#` or spaces, no leading dot, no control characters (the REST API's rule).
 pub fn validate_filename(name: &str) -> Result<(), DbError> {
-    let ok = !name.is_empty()
+    let ok = !name.trim().is_empty()
         && name.len() <= 255
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '?', '#', ' '])
+        && !name.chars().any(char::is_control);
     if ok {
         Ok(())
     } else {
-        Err(invalid(
-            "filename",
-            name,
-            "must be 1-255 characters of A-Z a-z 0-9 . _ - +",
-        ))
+        Err(invalid("filename", name, "must be a plain file name"))
     }
 }
 
 impl NewPackage {
-    /// Check every field; the error names the first bad one.
+    /// Check every field; the error names the first bad one. The REST API checks the same
+    /// fields first with its own messages; this keeps other callers from storing rows the
+    /// Omaha endpoint could not serve.
     pub fn validate(&self) -> Result<(), DbError> {
-        Version::parse(&self.version)
-            .map_err(|e| invalid("version", &self.version, &e.to_string()))?;
+        if self.version.is_empty() || !self.version.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(invalid("version", &self.version, "must look like 3975.2.0"));
+        }
         validate_filename(&self.filename)?;
         match (&self.url, &self.stored_path) {
             (Some(u), None) => {
@@ -114,7 +157,8 @@ impl NewPackage {
         if self.size <= 0 {
             return Err(invalid("size", &self.size.to_string(), "must be > 0"));
         }
-        if !is_hex(&self.sha1_hex, 40) {
+        // SHA-1 is optional for external payloads (today's update_engine ignores it).
+        if !(self.sha1_hex.is_empty() || is_hex(&self.sha1_hex, 40)) {
             return Err(invalid("sha1", &self.sha1_hex, "must be 40 hex digits"));
         }
         if !is_hex(&self.sha256_hex, 64) {
@@ -126,20 +170,24 @@ impl NewPackage {
 
 const COLS: &str = "id, application_id, version, filename, url, stored_path, size, sha1_hex, sha256_hex, created_at";
 
-/// Packages of an application, newest version first.
+/// Packages of application `application_id` (any spelling), newest version first
+/// ([`keelson_version::compare`]); `NotFound` if the application does not exist. One read
+/// transaction.
 pub async fn list(db: &Db, application_id: &str) -> Result<Vec<Package>, DbError> {
+    let app = normalize_id(application_id);
+    let mut tx = db.begin().await?;
+    super::applications::get_on(&mut tx, &app).await?;
     let mut v = sqlx::query_as::<_, Package>(&format!(
         "SELECT {COLS} FROM packages WHERE application_id = $1"
     ))
-    .bind(normalize_id(application_id))
-    .fetch_all(db.pool())
+    .bind(&app)
+    .fetch_all(&mut *tx)
     .await
     .map_err(DbError::query("listing packages"))?;
-    v.sort_by(|a, b| {
-        let va = Version::parse(&a.version).ok();
-        let vb = Version::parse(&b.version).ok();
-        vb.cmp(&va)
-    });
+    tx.commit()
+        .await
+        .map_err(DbError::query("ending the package list read"))?;
+    v.sort_by(|a, b| keelson_version::compare(&b.version, &a.version));
     Ok(v)
 }
 
@@ -172,23 +220,34 @@ pub async fn by_version(
     .map_err(DbError::query("reading package by version"))
 }
 
-/// Create a package (validated first).
+/// The package of application `application_id` (any spelling) at `version`: `NotFound` for
+/// a missing application (checked first) or package. One read transaction.
+pub async fn get_version(db: &Db, application_id: &str, version: &str) -> Result<Package, DbError> {
+    let app = normalize_id(application_id);
+    let mut tx = db.begin().await?;
+    super::applications::get_on(&mut tx, &app).await?;
+    let pkg = by_version(&mut tx, &app, version).await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("ending the package read"))?;
+    pkg.ok_or_else(|| DbError::NotFound {
+        what: "package",
+        key: version.to_string(),
+    })
+}
+
+/// Create a package (validated first) in one transaction with its activity row: an
+/// uploaded payload (`stored_path` set) logs `package.uploaded` with its size and SHA-256,
+/// an external one `package.created` with its URL. `NotFound` without the application,
+/// `Conflict` (key: the version) when the version exists.
 pub async fn create(db: &Db, actor: &str, new: &NewPackage) -> Result<Package, DbError> {
     new.validate()?;
     let app = normalize_id(&new.application_id);
     let mut tx = db.begin().await?;
-    let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM applications WHERE id = $1")
-        .bind(&app)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(DbError::query("reading application"))?;
-    if exists.is_none() {
-        return Err(DbError::NotFound {
-            what: "application",
-            key: app,
-        });
-    }
+    super::applications::get_on(&mut tx, &app).await?;
     let created_at = now_unix();
+    let sha1_hex = new.sha1_hex.to_ascii_lowercase();
+    let sha256_hex = new.sha256_hex.to_ascii_lowercase();
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO packages (application_id, version, filename, url, stored_path, size, sha1_hex, sha256_hex, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -199,65 +258,111 @@ pub async fn create(db: &Db, actor: &str, new: &NewPackage) -> Result<Package, D
     .bind(new.url.as_deref())
     .bind(new.stored_path.as_deref())
     .bind(new.size)
-    .bind(new.sha1_hex.to_ascii_lowercase())
-    .bind(new.sha256_hex.to_ascii_lowercase())
+    .bind(&sha1_hex)
+    .bind(&sha256_hex)
     .bind(created_at)
     .fetch_one(&mut *tx)
     .await
-    .map_err(DbError::unique("package", &format!("{app} {}", new.version)))?;
-    activity::record_and_commit(
-        tx,
+    .map_err(DbError::unique("package", &new.version))?;
+    let (kind, message) = match &new.url {
+        Some(url) => (
+            "package.created",
+            format!("package {} added at {url}{}", new.version, new.filename),
+        ),
+        None => (
+            "package.uploaded",
+            format!(
+                "package {} uploaded ({} bytes, sha256 {sha256_hex})",
+                new.version, new.size
+            ),
+        ),
+    };
+    activity::insert(
+        &mut tx,
         &NewActivity {
             severity: Severity::Info,
-            kind: "package.created",
+            kind,
             actor,
             application_id: Some(&app),
             group_id: None,
             version: Some(&new.version),
-            message: format!("package {} ({} bytes) added", new.version, new.size),
+            message,
         },
-        "committing package",
     )
     .await?;
-    get(db, id).await
+    let pkg = Package {
+        id,
+        application_id: app,
+        version: new.version.clone(),
+        filename: new.filename.clone(),
+        url: new.url.clone(),
+        stored_path: new.stored_path.clone(),
+        size: new.size,
+        sha1_hex,
+        sha256_hex,
+        created_at,
+    };
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing package"))?;
+    Ok(pkg)
 }
 
-/// Delete a package; returns it so the caller can remove a stored payload after the commit.
-pub async fn delete(db: &Db, actor: &str, id: i64) -> Result<Package, DbError> {
-    let pkg = get(db, id).await?;
+/// Delete the package of application `application_id` (any spelling) at `version`, with its
+/// channel floors, in one transaction with a `package.deleted` row. Refused with
+/// [`DbError::InUse`] while a channel points at it. Returns the package so the caller can
+/// remove a stored payload after the commit.
+pub async fn delete(
+    db: &Db,
+    actor: &str,
+    application_id: &str,
+    version: &str,
+) -> Result<Package, DbError> {
+    let app = normalize_id(application_id);
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE channels SET package_id = NULL WHERE package_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
+    super::applications::get_on(&mut tx, &app).await?;
+    let pkg = by_version(&mut tx, &app, version)
+        .await?
+        .ok_or_else(|| DbError::NotFound {
+            what: "package",
+            key: version.to_string(),
+        })?;
+    let users: Vec<(String,)> = sqlx::query_as("SELECT name FROM channels WHERE package_id = $1")
+        .bind(pkg.id)
+        .fetch_all(&mut *tx)
         .await
-        .map_err(DbError::query("detaching package from channels"))?;
+        .map_err(DbError::query("finding channels of a package"))?;
+    if !users.is_empty() {
+        return Err(DbError::InUse {
+            what: "package",
+            key: version.to_string(),
+            users: users
+                .into_iter()
+                .map(|(n,)| n)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     sqlx::query("DELETE FROM channel_floors WHERE package_id = $1")
-        .bind(id)
+        .bind(pkg.id)
         .execute(&mut *tx)
         .await
         .map_err(DbError::query("removing package floors"))?;
-    let n = sqlx::query("DELETE FROM packages WHERE id = $1")
-        .bind(id)
+    sqlx::query("DELETE FROM packages WHERE id = $1")
+        .bind(pkg.id)
         .execute(&mut *tx)
         .await
-        .map_err(DbError::query("deleting package"))?
-        .rows_affected();
-    if n == 0 {
-        return Err(DbError::NotFound {
-            what: "package",
-            key: id.to_string(),
-        });
-    }
+        .map_err(DbError::query("deleting package"))?;
     activity::record_and_commit(
         tx,
         &NewActivity {
             severity: Severity::Warning,
             kind: "package.deleted",
             actor,
-            application_id: Some(&pkg.application_id),
+            application_id: Some(&app),
             group_id: None,
-            version: Some(&pkg.version),
-            message: format!("package {} deleted", pkg.version),
+            version: Some(version),
+            message: format!("package {version} deleted"),
         },
         "committing package delete",
     )
