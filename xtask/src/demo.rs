@@ -12,8 +12,9 @@ use crate::{deps, util};
 
 /// What the talk's three demos need that this tree does not do yet.
 const MISSING: &[&str] = &[
-    "update agent (keelson-agent): stage a release in slot B, reboot, bless, roll back",
-    "signed release payloads (manifest, chunks) published to keelson-server",
+    "the update shown on a node: keelson-agent and signed payloads are built and tested \
+     against keelson-server (crates/agent/tests), but no demo step boots a node through v2 yet",
+    "reboot coordination on the node (FleetLock, etcd locks)",
     "system extensions: keelson sysext build/publish/update",
 ];
 
