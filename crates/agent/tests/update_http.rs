@@ -19,6 +19,7 @@ use keelson_agent::paths::Paths;
 use keelson_agent::settings::Settings;
 use keelson_agent::state::State as AgentState;
 use keelson_disk::{Disk, Layout, UsrSlot};
+use keelson_payload::testing::noise;
 use keelson_payload::{BuildInput, BuildOptions, SigningKeyFile};
 use keelson_server::{AppState, ServerConfig};
 
@@ -27,20 +28,6 @@ const MIB: u64 = 1 << 20;
 const HASH_A: &str = "11111111111111111111111111111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const HASH_B: &str = "22222222222222222222222222222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const CHUNK: u64 = 256 * 1024;
-
-/// Deterministic, incompressible bytes (zstd stores them raw, so a flipped byte is a hash
-/// mismatch, not a decode error).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A UKI-shaped PE (keelson-payload's test helper) with a `.linux` big enough for two chunks.
 fn fake_uki(cmdline: &str) -> Vec<u8> {
@@ -51,7 +38,7 @@ fn fake_uki(cmdline: &str) -> Vec<u8> {
         &[
             (".osrel", b"ID=keelson\n"),
             (".cmdline", cmdline.as_bytes()),
-            (".linux", &noise(9, 300_000)),
+            (".linux", &noise(300_000, 9)),
         ],
     )
 }
@@ -149,8 +136,8 @@ impl Fixture {
             ..Layout::new(16 * MIB)
         };
         keelson_disk::create(&disk, &layout).unwrap();
-        std::fs::write(work.join("a.usr"), noise(1, MIB as usize)).unwrap();
-        std::fs::write(work.join("a.verity"), noise(2, 4096)).unwrap();
+        std::fs::write(work.join("a.usr"), noise(MIB as usize, 1)).unwrap();
+        std::fs::write(work.join("a.verity"), noise(4096, 2)).unwrap();
         let mut d = Disk::open_rw(&disk).unwrap();
         d.install_usr_slot(
             UsrSlot::A,
@@ -262,8 +249,8 @@ impl Fixture {
     ) -> PathBuf {
         let d = self.work.join(version);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("usr"), noise(3, 3 * MIB as usize / 2)).unwrap();
-        std::fs::write(d.join("verity"), noise(4, 8192)).unwrap();
+        std::fs::write(d.join("usr"), noise(3 * MIB as usize / 2, 3)).unwrap();
+        std::fs::write(d.join("verity"), noise(8192, 4)).unwrap();
         std::fs::write(
             d.join("uki"),
             fake_uki(&format!("console=ttyS0 usrhash={HASH_B} ro")),

@@ -119,3 +119,17 @@ pub fn fake_image_dir(
     fs::write(&img.record, format!("{record:#}\n"))?;
     Ok(img)
 }
+
+/// Deterministic, incompressible bytes: zstd stores them as raw blocks, so a flipped byte in a
+/// stored chunk stays a flipped byte (a hash mismatch, not a decode error).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

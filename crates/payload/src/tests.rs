@@ -6,24 +6,11 @@ use std::path::{Path, PathBuf};
 
 use chrono::{Duration, TimeZone, Utc};
 
-use crate::testing::{MACHINE_ARM64, fake_image_dir, minimal_pe, minimal_uki};
+use crate::testing::{MACHINE_ARM64, fake_image_dir, minimal_pe, minimal_uki, noise};
 use crate::*;
 
 const ROOT: &str = "3f1c2a9b8e7d6c5b4a392817160504f3e2d1c0b9a8978675645342312010fedc";
 const CHUNK: u64 = 64 * 1024;
-
-/// Incompressible bytes (zstd stores them as raw blocks, so a flipped byte stays a flipped byte).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 struct Fixture {
     dir: tempfile::TempDir,
