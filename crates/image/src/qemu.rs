@@ -48,7 +48,12 @@ pub struct VmOptions {
 }
 
 impl VmOptions {
-    /// Defaults: 2 GiB, 2 CPUs, writes kept, no config.
+    /// Defaults: 2 GiB, 1 CPU, writes kept, no config.
+    ///
+    /// One CPU because QEMU 7.2's multi-threaded TCG (Debian bookworm) lets a trixie guest
+    /// kernel panic now and then with an `int3` Oops in the scheduler while it patches its own
+    /// code (static keys) on one CPU and runs it on the other; seen in CI and on loaded hosts.
+    /// A single vCPU has no such race, and on a 2-core host it costs little boot time.
     pub fn new(image: impl Into<PathBuf>) -> Self {
         VmOptions {
             image: image.into(),
@@ -59,7 +64,7 @@ impl VmOptions {
             writable_disks: Vec::new(),
             system_serial: None,
             memory_mib: 2048,
-            cpus: 2,
+            cpus: 1,
             console_log: std::env::var_os("KEELSON_VM_CONSOLE_LOG").map(PathBuf::from),
         }
     }
