@@ -31,6 +31,10 @@ pub enum ImageCommand {
         /// repeatable. It goes into /usr/share/keelson/update-keys/ with os.yaml's `update_keys`.
         #[arg(long = "update-key", value_name = "FILE.pem")]
         update_keys: Vec<PathBuf>,
+        /// Copy this directory over the root file system after the cached part (a variant of
+        /// the OS without a new root cache: site files, a test build); repeatable, in order.
+        #[arg(long = "overlay", value_name = "DIR")]
+        overlays: Vec<PathBuf>,
         /// Print the build record as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -105,12 +109,14 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             cache,
             fresh,
             update_keys,
+            overlays,
             json,
         } => {
             let mut opts = BuildOptions::new(&os, &out);
             opts.version = version;
             opts.fresh_rootfs = fresh;
             opts.update_keys = update_keys;
+            opts.overlays = overlays;
             if let Some(c) = cache {
                 opts.cache_dir = c;
             }
