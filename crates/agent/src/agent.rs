@@ -66,6 +66,10 @@ pub struct CycleOptions {
     pub on_demand: bool,
     /// Reboot handling.
     pub reboot: RebootMode,
+    /// Ask the server for an update (and go on with a download in progress). Without it the
+    /// cycle only assesses the boot and delivers pending reports: the daemon's cycles before
+    /// its first check ([`first_check_delay`]).
+    pub check: bool,
 }
 
 /// What the running node is.
@@ -201,6 +205,9 @@ impl Agent {
         };
         let client = Client::new(self.http.clone(), url, self.identity(&facts)?);
         rec = self.flush(rec, &client).await?;
+        if !opts.check {
+            return Ok((rec, None));
+        }
         let mut poll = None;
         if opts.on_demand
             && let State::Failed { .. } = rec.state
@@ -441,6 +448,14 @@ impl Agent {
         }
         next_delay(self.settings.interval, poll, rec.check_failures, jitter)
     }
+}
+
+/// The daemon's first update check after it starts, as update_engine's: 7 min, give or take
+/// 5 (`jitter` in `[0, 1)` picks the point in 2..12 min), so that a fleet that boots together
+/// does not ask together, and a boot settles before a download (also one cut by a power loss)
+/// goes on. Boots are still assessed and reports delivered from the start.
+pub fn first_check_delay(jitter: f64) -> Duration {
+    Duration::from_secs(120) + Duration::from_secs(600).mul_f64(jitter.clamp(0.0, 1.0))
 }
 
 /// The pure delay computation behind [`Agent::next_delay`]; `jitter` in `[0, 1)`.

@@ -464,6 +464,7 @@ pub async fn apply(
             dest.write_at(chunk.offset, &bytes)?;
             verifier.update(&bytes);
             dest.sync()?;
+            crate::failpoint::chunk(name.as_str(), i);
             progress.part = Some(name.as_str().to_owned());
             progress.next_chunk = i as u64 + 1;
             progress.bytes_done = progress.bytes_done.saturating_add(chunk.size);
@@ -513,10 +514,12 @@ fn install(
         &keelson_disk::usr_verity_label(version),
     )?;
     disk.commit()?;
+    crate::failpoint::hit("uki-before-rename");
     let linux = node.paths.esp_linux();
     let final_path = linux.join(esp::staged_name(version));
     std::fs::rename(uki_tmp, &final_path).map_err(io("renaming", uki_tmp))?;
     esp::sync_dir(&linux)?;
+    crate::failpoint::hit("uki-after-rename");
     let running = node
         .layout
         .slot(node.layout.running)

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod apply;
 pub mod boot;
 pub mod esp;
+pub mod failpoint;
 pub mod omaha;
 pub mod paths;
 pub mod reboot;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use keelson_agent::agent::{Agent, CycleOptions, RebootMode};
+use keelson_agent::agent::{Agent, CycleOptions, RebootMode, first_check_delay};
 use keelson_agent::paths::Paths;
 use keelson_agent::settings::Settings;
 
@@ -88,6 +88,7 @@ fn main() -> anyhow::Result<()> {
             let opts = CycleOptions {
                 on_demand: true,
                 reboot: RebootMode::Policy,
+                check: true,
             };
             runtime
                 .block_on(agent.cycle(opts))
@@ -102,6 +103,7 @@ fn main() -> anyhow::Result<()> {
             let opts = CycleOptions {
                 on_demand: true,
                 reboot: RebootMode::Now,
+                check: true,
             };
             runtime.block_on(agent.cycle(opts)).context("update")?;
             print!("{}", agent.status()?);
@@ -122,17 +124,24 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn daemon(agent: &Agent) -> anyhow::Result<()> {
+    let first_check = std::time::Instant::now() + first_check_delay(rand::random::<f64>());
     tracing::info!(
         server = ?agent.settings.server,
         group = %agent.settings.group,
+        first_check_in_secs = first_check
+            .saturating_duration_since(std::time::Instant::now())
+            .as_secs(),
         "keelson-agent started"
     );
     loop {
+        let until_check = first_check.saturating_duration_since(std::time::Instant::now());
+        let check = until_check <= Duration::from_secs(1);
         let delay = {
             let _lock = agent.store().lock(true)?;
             let opts = CycleOptions {
                 on_demand: false,
                 reboot: RebootMode::Policy,
+                check,
             };
             match agent.cycle(opts).await {
                 Ok((rec, poll)) => agent.next_delay(&rec, poll, rand::random::<f64>()),
@@ -142,6 +151,8 @@ async fn daemon(agent: &Agent) -> anyhow::Result<()> {
                 }
             }
         };
+        // Before the first check, wake for it (or sooner, to report a verified boot).
+        let delay = if check { delay } else { delay.min(until_check) };
         tracing::info!(seconds = delay.as_secs(), "next cycle");
         tokio::time::sleep(delay).await;
     }

@@ -466,6 +466,29 @@ fn accept(r: &Record, target: &Target, running: &str, now: DateTime<Utc>) -> Opt
 
 /// Boot assessment: what the running version and the target's UKI say happened.
 fn assess(r: &mut Record, facts: &BootFacts) {
+    // A power cut after the UKI's rename and before the state said `staged`: the new version
+    // booted while the record still says `downloading`. Running the target means the install
+    // was whole (the entry exists only after every check); assess it like a staged one, or
+    // the next cycle would "resume" into the other slot, over the version to fall back to.
+    if let State::Downloading {
+        target,
+        progress,
+        previous_version,
+    } = &r.state
+        && facts.running_version == target.version
+    {
+        let staged = State::Staged {
+            target: target.clone(),
+            slot: progress.slot.clone().unwrap_or_default(),
+            previous_version: previous_version.clone(),
+        };
+        let version = target.version.clone();
+        r.outbox.push(Report::Downloaded {
+            version: version.clone(),
+        });
+        r.outbox.push(Report::Installed { version });
+        r.state = staged;
+    }
     let (version, previous) = match &r.state {
         State::Staged {
             target,
@@ -817,6 +840,31 @@ mod tests {
                     version: "2.0".into(),
                     previous_version: "1.0".into(),
                 },
+                vec![],
+            ),
+            (
+                "power cut after the UKI's rename, before `staged`: the new version booted, \
+                 so the install was whole -> verifying, 14/1 and 3/1 sent late",
+                rec(downloading("2.0", "1.0")),
+                boot("2.0", counting(2, 1)),
+                State::Verifying {
+                    version: "2.0".into(),
+                    previous_version: "1.0".into(),
+                },
+                vec![
+                    Report::Downloaded {
+                        version: "2.0".into(),
+                    },
+                    Report::Installed {
+                        version: "2.0".into(),
+                    },
+                ],
+            ),
+            (
+                "still downloading on the old version: a boot changes nothing",
+                rec(downloading("2.0", "1.0")),
+                boot("1.0", None),
+                downloading("2.0", "1.0"),
                 vec![],
             ),
             (

@@ -318,6 +318,7 @@ impl Fixture {
             .cycle(CycleOptions {
                 on_demand: false,
                 reboot: RebootMode::Policy,
+                check: true,
             })
             .await
             .unwrap()
