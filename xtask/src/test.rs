@@ -21,13 +21,17 @@ pub struct TestArgs {
     /// Only the VM tests (after a `--no-vm` run, or to re-run them alone).
     #[arg(long)]
     vm_only: bool,
+    /// Only these VM test files of crates/image/tests (`vm`, `vm_provision`, `vm_update`,
+    /// `vm_health`); repeatable. Without it, all of them.
+    #[arg(long = "vm-test", value_name = "FILE")]
+    vm_tests: Vec<String>,
 }
 
 pub fn run(args: TestArgs) -> Result<()> {
     let started = Instant::now();
     deps::run(false)?;
     if args.vm_only {
-        crate::vm::run_tests()?;
+        crate::vm::run_tests(&args.vm_tests)?;
         eprintln!("\nVM tests passed in {:.0?}", started.elapsed());
         return Ok(());
     }
@@ -59,7 +63,7 @@ pub fn run(args: TestArgs) -> Result<()> {
     drop(pg);
 
     if !args.no_vm {
-        crate::vm::run_tests()?;
+        crate::vm::run_tests(&args.vm_tests)?;
     }
     eprintln!("\nall tests passed in {:.0?}", started.elapsed());
     Ok(())

@@ -113,48 +113,159 @@ pub fn busybox(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Run the VM test suite. A VM test that cannot boot fails; nothing is skipped.
-pub fn run_tests() -> Result<()> {
+pub fn run_tests(only: &[String]) -> Result<()> {
+    const FILES: [&str; 4] = ["vm", "vm_provision", "vm_update", "vm_health"];
+    if let Some(bad) = only.iter().find(|f| !FILES.contains(&f.as_str())) {
+        bail!("--vm-test {bad}: no such VM test file (one of {FILES:?})");
+    }
+    let wanted = |file: &str| only.is_empty() || only.iter().any(|f| f == file);
     util::step("VM tests: building the OS image");
     let root = util::workspace_root();
     let dir = root.join(VM_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let keelson = keelson_binary()?;
-    let record = build_image(&keelson, &dir, "0.1.0", &[])?;
+    // The development update key: every test image trusts it, the update tests sign with it.
+    let (_, dev_pem) = dev_update_key(&keelson, &dir)?;
+    let key_arg = dev_pem.to_string_lossy().into_owned();
+    let record = build_image(&keelson, &dir, "0.1.0", &["--update-key", &key_arg])?;
     let busybox = busybox(&dir)?;
     // Every console of this run, for reading after a failure (each failure also quotes the tail).
     let _ = std::fs::remove_file(dir.join("console.log"));
+    let console = dir.join("console.log");
+    // Every VM test file runs, so one CI run reports every failing one.
+    let mut failed = Vec::new();
 
-    util::step("VM tests: booting the image");
-    let mut c = vm_test("vm", None, &record, &busybox);
-    c.env("KEELSON_VM_OS", root.join("os"))
-        // The rebuild test must make the same /usr, keelson-firstboot and keelson-agent included.
-        .env(
-            "KEELSON_FIRSTBOOT_BIN",
-            root.join("target/release/keelson-firstboot"),
-        )
-        .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log"));
-    if let Some(agent) = agent_binary() {
-        c.env("KEELSON_AGENT_BIN", agent);
+    if wanted("vm") {
+        util::step("VM tests: booting the image");
+        let mut c = vm_test("vm", None, &record, &busybox);
+        c.env("KEELSON_VM_OS", root.join("os"))
+            // The rebuild test must make the same /usr, keelson-firstboot and keelson-agent included.
+            .env(
+                "KEELSON_FIRSTBOOT_BIN",
+                root.join("target/release/keelson-firstboot"),
+            )
+            .env("KEELSON_VM_UPDATE_KEY", &dev_pem)
+            .env("KEELSON_VM_CONSOLE_LOG", &console);
+        if let Some(agent) = agent_binary() {
+            c.env("KEELSON_AGENT_BIN", agent);
+        }
+        if let Err(e) = util::run(&mut c) {
+            failed.push(format!("image VM tests (vm.rs): {e:#}"));
+        }
     }
-    util::run(&mut c).context("VM tests failed")?;
 
     // First-boot provisioning (crates/firstboot): three boots, about 6 min under TCG.
-    util::step("VM tests: first-boot provisioning");
-    util::run(
-        vm_test("vm_provision", None, &record, &busybox)
-            .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log")),
-    )
-    .context("first-boot provisioning VM tests failed")?;
+    if wanted("vm_provision") {
+        util::step("VM tests: first-boot provisioning");
+        if let Err(e) = util::run(
+            vm_test("vm_provision", None, &record, &busybox)
+                .env("KEELSON_VM_CONSOLE_LOG", &console),
+        ) {
+            failed.push(format!(
+                "first-boot provisioning VM tests (vm_provision.rs): {e:#}"
+            ));
+        }
+    }
+
+    // Updates end to end (crates/agent, docs/agent.md): v2 and a v3 whose own health check
+    // fails, both signed with the development key, published on a keelson-server on the host.
+    if wanted("vm_update") {
+        util::step("VM tests: building the update images v2 and v3");
+        let updates = (|| -> Result<(PathBuf, PathBuf)> {
+            let v2 = build_image(&keelson, &dir, "0.2.0", &["--update-key", &key_arg])?;
+            let overlay = bad_release_overlay(&dir)?;
+            let v3 = build_image(
+                &keelson,
+                &dir,
+                "0.3.0",
+                &[
+                    "--update-key",
+                    &key_arg,
+                    "--overlay",
+                    &overlay.to_string_lossy(),
+                ],
+            )?;
+            util::run(util::cargo().args([
+                "build",
+                "-p",
+                "keelson-server",
+                "--bin",
+                "keelson-server",
+            ]))
+            .context("building the keelson-server binary")?;
+            Ok((v2, v3))
+        })();
+        match updates {
+            Ok((v2, v3)) => {
+                util::step("VM tests: updates (stage, bless, refuse, roll back)");
+                let mut c = vm_test("vm_update", None, &record, &busybox);
+                c.env("KEELSON_VM_V2_BUILD", v2)
+                    .env("KEELSON_VM_V3_BUILD", v3)
+                    .env("KEELSON_VM_UPDATE_KEYS", dev_pem.parent().unwrap_or(&dir))
+                    .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
+                    .env("KEELSON_VM_CONSOLE_LOG", &console);
+                if let Err(e) = util::run(&mut c) {
+                    failed.push(format!("update VM tests (vm_update.rs): {e:#}"));
+                }
+            }
+            Err(e) => failed.push(format!("building the update images: {e:#}")),
+        }
+    }
 
     // Health-gated boots (os/rootfs keelson-health*): four boots (one blessed, two failing
     // trial boots that reboot by themselves, one fallback), a few minutes under TCG.
-    util::step("VM tests: health-gated boots");
-    util::run(
-        vm_test("vm_health", None, &record, &busybox)
-            .env("KEELSON_VM_CONSOLE_LOG", dir.join("console.log")),
-    )
-    .context("health-gate VM tests failed")?;
+    if wanted("vm_health") {
+        util::step("VM tests: health-gated boots");
+        if let Err(e) = util::run(
+            vm_test("vm_health", None, &record, &busybox).env("KEELSON_VM_CONSOLE_LOG", &console),
+        ) {
+            failed.push(format!("health-gate VM tests (vm_health.rs): {e:#}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} VM test file(s) failed (consoles in {}):\n{}",
+            failed.len(),
+            console.display(),
+            failed.join("\n")
+        );
+    }
     Ok(())
+}
+
+/// The development update key pair in `dir/keys` (`dev-update.key`, `dev-update.pem`), made
+/// with `keelson key generate` the first time. Generated here, never committed.
+pub fn dev_update_key(keelson: &Path, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let keys = dir.join("keys");
+    let key = keys.join("dev-update.key");
+    let pem = keys.join("dev-update.pem");
+    if !(key.is_file() && pem.is_file()) {
+        util::run(
+            Command::new(keelson)
+                .args(["key", "generate", "--name", "dev-update", "--out"])
+                .arg(&keys),
+        )
+        .context("generating the development update key")?;
+    }
+    Ok((key, pem))
+}
+
+/// An overlay for a release whose own health check fails (`/usr/lib/keelson/health.d`): the
+/// "bad v3" of the update tests, which must never be blessed.
+pub fn bad_release_overlay(dir: &Path) -> Result<PathBuf> {
+    let overlay = dir.join("overlay-bad-release");
+    let check = overlay.join("usr/lib/keelson/health.d/50-release-check");
+    std::fs::create_dir_all(check.parent().unwrap_or(&overlay))
+        .with_context(|| format!("creating {}", overlay.display()))?;
+    std::fs::write(
+        &check,
+        "#!/bin/sh\necho 'this release is broken on purpose (keelson update tests)' >&2\nexit 7\n",
+    )
+    .with_context(|| format!("writing {}", check.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", check.display()))?;
+    Ok(overlay)
 }
 
 /// `cargo test` of the `#[ignore]`d VM tests in `crates/image/tests/<file>.rs` (all of them,

@@ -5,7 +5,8 @@
 //! (xtask/src/vm.rs), which builds the image once and points these variables at it:
 //! - `KEELSON_VM_BUILD`: the build record (`<out>/keelson_<version>.json`),
 //! - `KEELSON_VM_BUSYBOX`: a statically linked busybox, the one binary of the test container,
-//! - `KEELSON_VM_OS`: the `os/` directory the image was built from (for the rebuild test).
+//! - `KEELSON_VM_OS`: the `os/` directory the image was built from (for the rebuild test),
+//! - `KEELSON_VM_UPDATE_KEY`: the development update key the image trusts (rebuild test).
 //!
 //! A test that cannot run (variable missing, QEMU missing) fails; nothing is skipped.
 #![allow(clippy::unwrap_used)]
@@ -410,6 +411,11 @@ fn rebuild_gives_same_root_hash() {
     opts.version = Some(rec["version"].as_str().unwrap().to_string());
     opts.fresh_rootfs = true;
     opts.progress = false;
+    // The first build trusts the development update key (xtask): so must the second.
+    opts.update_keys = std::env::var_os("KEELSON_VM_UPDATE_KEY")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
     let second = keelson_image::build(&opts).unwrap_or_else(|e| panic!("{e}"));
     assert!(!second.rootfs_cached);
     assert_eq!(second.usr_root_hash, rec["usr_root_hash"].as_str().unwrap());

@@ -1,0 +1,684 @@
+//! VM tests of updates end to end (issue [6/12], docs/agent.md): keelson-server runs on the host
+//! (SQLite, reached by the guest as 10.0.2.2 through QEMU's user network), releases are signed
+//! payloads built with `keelson payload build` from real image builds, and keelson-agent on a
+//! node booted through OVMF and systemd-boot takes them:
+//!
+//! (a) v2 is published; the node downloads it into the inactive slot, reboots into it, the boot
+//!     is blessed, the server shows the instance complete on v2; a file in /etc and one in /var
+//!     written before are still there, and the container app answers again.
+//! (c) on the way to v2 the power is cut (QEMU killed) during the download, during the usr and
+//!     the verity writes, before and after the UKI's rename, and during v2's first boot; each
+//!     time a good version boots, and the update then completes.
+//! (d) on v2, a tampered chunk, a manifest signed by an unknown key, an expired manifest and an
+//!     older release are each refused with their reason in `keelson-agent status`, and the ESP
+//!     and the partition table stay as they were.
+//! (b) v3, whose own health check (`/usr/lib/keelson/health.d`) fails, is published; the node
+//!     boots it, it is never blessed, the node is back on v2 by itself within 3 boots, reports
+//!     the rollback, does not try v3 again, and the server halts the group's rollout.
+//!
+//! The scenarios share one node and its boots (CI runs TCG on two cores).
+//!
+//! `cargo xtask test` (xtask/src/vm.rs) builds the images and sets: `KEELSON_VM_BUILD` (v1, the
+//! node's image), `KEELSON_VM_V2_BUILD`, `KEELSON_VM_V3_BUILD` (build records),
+//! `KEELSON_VM_UPDATE_KEYS` (the directory of the development key `dev-update.key` that every
+//! image trusts), `KEELSON_VM_BIN_DIR` (the `keelson` and `keelson-server` binaries) and
+//! `KEELSON_VM_BUSYBOX` (the test container's binary). A test that cannot run fails.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use app::{APP_UNIT, SSH_KEY, fetch_app};
+use keelson_image::qemu::{Vm, VmOptions};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+mod app;
+
+/// Generous: CI runs TCG on two shared cores.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// A whole download and apply of a release inside the TCG guest.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(1200);
+/// The reboot delay after a failed health check (health.conf `REBOOT_AFTER_SECS`).
+const REBOOT_AFTER_SECS: u64 = 5;
+/// Flatcar's application ID, keelson-agent's default.
+const APP_ID: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
+const APP_TRIES: u32 = 180;
+
+fn env_path(name: &str) -> PathBuf {
+    match std::env::var_os(name) {
+        Some(v) => PathBuf::from(v),
+        None => panic!("{name} is not set: run the VM tests through `cargo xtask test`"),
+    }
+}
+
+fn record(var: &str) -> Value {
+    let p = env_path(var);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Run a host command that must succeed; its stdout.
+fn host(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// keelson-server on the host, SQLite, driven with `keelson admin` as an operator would.
+struct Server {
+    child: Child,
+    base: String,
+    port: u16,
+    token: String,
+    bin: PathBuf,
+}
+
+impl Server {
+    fn start(bin: &Path, dir: &Path) -> Server {
+        let db = format!("sqlite://{}", dir.join("keelson.db").display());
+        let out = host(Command::new(bin.join("keelson-server")).args([
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--json",
+            "--database-url",
+            &db,
+        ]));
+        let token = serde_json::from_str::<Value>(&out).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let port = free_port();
+        let child = Command::new(bin.join("keelson-server"))
+            .args([
+                "--database-url",
+                &db,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let s = Server {
+            child,
+            base,
+            port,
+            token,
+            bin: bin.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "keelson-server did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    /// `keelson admin ARGS` against this server.
+    fn admin(&self, args: &[&str]) -> String {
+        host(
+            Command::new(self.bin.join("keelson"))
+                .arg("admin")
+                .args(args)
+                .env("KEELSON_SERVER", &self.base)
+                .env("KEELSON_TOKEN", &self.token)
+                .env("KEELSON_APP", APP_ID),
+        )
+    }
+
+    fn admin_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.admin(&a)).unwrap()
+    }
+
+    /// Upload `payload` as `version` and point the stable channel at it.
+    fn publish(&self, version: &str, payload: &Path) {
+        self.admin(&[
+            "package",
+            "upload",
+            "--version",
+            version,
+            payload.to_str().unwrap(),
+        ]);
+        self.admin(&["channel", "set", "stable", "--version", version]);
+    }
+
+    fn group(&self) -> Value {
+        self.admin_json(&["group", "show", "stable"])
+    }
+
+    /// The one instance (the node), once it has talked to the server.
+    fn instance(&self) -> Option<Value> {
+        let page = self.admin_json(&["instance", "list"]);
+        page["instances"].as_array().unwrap().first().cloned()
+    }
+
+    /// Poll until `pred` holds for the node's instance (at most `timeout`).
+    fn wait_instance(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let i = self.instance();
+            if let Some(i) = i.as_ref().filter(|i| pred(i)) {
+                return i.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server never showed the instance {what}; last: {i:?}"
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `keelson payload build` of the build record `rec`'s version.
+fn payload(bin: &Path, rec: &Value, key: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let image = Path::new(rec["image"].as_str().unwrap());
+    host(
+        Command::new(bin.join("keelson"))
+            .args(["payload", "build", "--image-dir"])
+            .arg(image.parent().unwrap())
+            .args(["--version", rec["version"].as_str().unwrap(), "--key"])
+            .arg(key)
+            .arg("--out")
+            .arg(out)
+            .args(extra),
+    );
+    out.to_path_buf()
+}
+
+/// A signed payload of v3's parts under `version` (keelson-payload's library, as
+/// `keelson payload build` uses it), with one byte of its first usr chunk's compressed data
+/// flipped: only the chunk check can catch it.
+fn tampered(v3: &Value, version: &str, key: &Path, out: &Path) -> PathBuf {
+    let dir = Path::new(v3["image"].as_str().unwrap()).parent().unwrap();
+    let mut input =
+        keelson_payload::BuildInput::from_image_dir(dir, v3["version"].as_str().unwrap()).unwrap();
+    input.version = version.to_string();
+    let key = keelson_payload::SigningKeyFile::load(key).unwrap();
+    let opts = keelson_payload::BuildOptions {
+        keys: vec![&key],
+        ..keelson_payload::BuildOptions::default()
+    };
+    keelson_payload::build(&input, out, &opts).unwrap();
+    let header = keelson_payload::read_header_file(out).unwrap();
+    let manifest: keelson_payload::Manifest =
+        serde_json::from_slice(&header.manifest_bytes).unwrap();
+    let chunk = &manifest.parts[0].chunks[0];
+    let at = header.data_start + chunk.data_offset + chunk.data_size / 2;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(out)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x5a]).unwrap();
+    out.to_path_buf()
+}
+
+/// Serve `body` for every GET on the host's loopback; returns the port.
+fn serve(body: Vec<u8>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let mut req = Vec::new();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    port
+}
+
+fn data_url(text: &str) -> String {
+    let mut s = String::from("data:,");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+fn exe(path: &str, script: &str) -> Value {
+    serde_json::json!({"path": path, "mode": 0o755, "contents": {"source": data_url(script)}})
+}
+
+/// The node's config: the agent pointed at the host's server, a short reboot delay after a
+/// failed check, the container app, a health check that the app answers, and a check unit.
+fn node_config(server_port: u16, archive_port: u16, archive_sha256: &str) -> String {
+    let update = format!(
+        "[update]\nserver = \"http://10.0.2.2:{server_port}/v1/update/\"\ngroup = \"stable\"\n\n\
+         [reboot]\nstrategy = \"reboot\"\n"
+    );
+    // The app is part of what makes a boot good: it must answer before the boot is blessed.
+    let app_check = "#!/bin/bash\nfor i in $(seq 120); do\n  \
+         if exec 3<>/dev/tcp/127.0.0.1/8080 2>/dev/null; then\n    \
+         printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; grep -q 'HTTP/1' <&3 && exit 0\n  fi\n  \
+         sleep 1\ndone\necho 'the container app is not answering' >&2\nexit 1\n";
+    serde_json::json!({
+        "ignition": {"version": "3.4.0"},
+        "passwd": {"users": [{"name": "keel", "sshAuthorizedKeys": [SSH_KEY], "groups": ["sudo"]}]},
+        "storage": {"files": [
+            {"path": "/etc/keelson/update.toml", "contents": {"source": data_url(&update)}},
+            {
+                "path": "/etc/keelson/health.conf",
+                "contents": {"source": data_url(&format!("REBOOT_AFTER_SECS={REBOOT_AFTER_SECS}\n"))}
+            },
+            exe("/etc/keelson/health.d/20-app", app_check),
+            {
+                "path": "/var/lib/keelson-app/app.oci.tar",
+                "mode": 0o600,
+                "contents": {
+                    "source": format!("http://10.0.2.2:{archive_port}/app.oci.tar"),
+                    "verification": {"hash": format!("sha256-{archive_sha256}")}
+                }
+            },
+            {"path": "/srv/www/index.html", "contents": {"source": data_url("served across updates\n")}}
+        ]},
+        "systemd": {"units": [
+            {"name": "keelson-app.service", "enabled": true, "contents": APP_UNIT},
+            {
+                "name": "keelson-test-check.service",
+                "enabled": true,
+                "contents": "[Unit]\nDescription=test check unit\nBefore=keelson-health.target\n\
+                    [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n\
+                    [Install]\nRequiredBy=keelson-health.target\n"
+            }
+        ]}
+    })
+    .to_string()
+}
+
+/// Log in to the shell that appears after console offset `from`, then wait for the boot to end
+/// (the network is up: keelson-agent.service wants network-online.target).
+fn login(vm: &mut Vm, from: usize, what: &str) {
+    vm.login_from(from, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let state = vm
+        .run_with_timeout("systemctl is-system-running --wait", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    if state.output.trim() != "running" {
+        let failed = vm.run("systemctl --failed --no-legend --no-pager");
+        eprintln!(
+            "{what}: system {:?}; failed units: {failed:?}",
+            state.output.trim()
+        );
+    }
+}
+
+fn check(vm: &mut Vm, cmd: &str) -> String {
+    vm.check(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `keelson-agent status --json` in the guest.
+fn status(vm: &mut Vm) -> Value {
+    let out = check(vm, "keelson-agent status --json | tr -d '\\n'; echo");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
+}
+
+/// Poll the agent's status until `pred` holds.
+fn wait_status(vm: &mut Vm, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = status(vm);
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keelson-agent status never showed {what}; last:\n{s:#}"
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+/// The entry systemd-boot booted, with its counter (`LoaderBootCountPath`), read in the guest.
+/// (A 4-byte attribute header, not printable, then UTF-16LE: keep the printable ASCII.)
+const BOOT_COUNT_PATH: &str = "tr -cd '[:print:]' < /sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+
+/// What an update may not change when it refuses: the partition table and the boot entries.
+fn boot_state(vm: &mut Vm) -> String {
+    check(
+        vm,
+        "for i in 1 2 3 4 5 6; do echo \"$i: $(sgdisk -i $i /dev/vda | grep -E 'unique GUID|Partition name|First sector|Last sector' | tr '\\n' ' ')\"; done; \
+         ls -l --time-style=+%s /efi/EFI/Linux",
+    )
+}
+
+/// Publish `payload` as `version` (lifting the halt the previous refusal caused) and run
+/// `keelson-agent check`; its output.
+fn refuse(server: &Server, vm: &mut Vm, version: &str, payload: &Path) -> String {
+    server.admin(&["policy", "set", "stable", "--resume"]);
+    server.publish(version, payload);
+    vm.run_with_timeout("keelson-agent check", APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .output
+}
+
+/// Start `keelson-agent check` on the console and wait for the reboot it ends in; returns the
+/// console offset after the reboot began.
+fn check_and_reboot(vm: &mut Vm, from: usize) -> usize {
+    vm.send("keelson-agent check\n").unwrap();
+    vm.wait_for_from("reboot: Restarting system", from, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the update never rebooted the node: {e}"))
+}
+
+#[test]
+#[ignore = "needs built images, keelson-server and QEMU: run by `cargo xtask test`"]
+fn update_bless_refuse_and_roll_back() {
+    let v1 = record("KEELSON_VM_BUILD");
+    let v2 = record("KEELSON_VM_V2_BUILD");
+    let v3 = record("KEELSON_VM_V3_BUILD");
+    let keys = env_path("KEELSON_VM_UPDATE_KEYS");
+    let key = keys.join("dev-update.key");
+    let bin = env_path("KEELSON_VM_BIN_DIR");
+    let v1_image = PathBuf::from(v1["image"].as_str().unwrap());
+    let scratch = tempfile::tempdir_in(v1_image.parent().unwrap()).unwrap();
+    let work = scratch.path();
+
+    // Releases, as a release engineer makes them.
+    let t = Instant::now();
+    let p1 = payload(&bin, &v1, &key, &work.join("v1.payload"), &[]);
+    let p2 = payload(&bin, &v2, &key, &work.join("v2.payload"), &[]);
+    let p3 = payload(&bin, &v3, &key, &work.join("v3.payload"), &[]);
+    let other = work.join("other-key");
+    host(
+        Command::new(bin.join("keelson"))
+            .args(["key", "generate", "--name", "unknown", "--out"])
+            .arg(&other),
+    );
+    let p_unknown = payload(
+        &bin,
+        &v3,
+        &other.join("unknown.key"),
+        &work.join("unknown-key.payload"),
+        &[],
+    );
+    let p_expired = payload(
+        &bin,
+        &v3,
+        &key,
+        &work.join("expired.payload"),
+        &["--expires-in", "0"],
+    );
+    let p_tampered = tampered(&v3, "0.2.4", &key, &work.join("tampered.payload"));
+    eprintln!("payloads built in {:?}", t.elapsed());
+
+    let server = Server::start(&bin, work);
+    server.admin(&["app", "create", "--name", "Keelson", APP_ID]);
+    server.admin(&["channel", "create", "stable"]);
+    server.admin(&["group", "create", "stable", "--channel", "stable"]);
+    server.admin(&[
+        "policy",
+        "set",
+        "stable",
+        "--updates-enabled",
+        "true",
+        "--safe-mode",
+        "false",
+        "--rollout-percent",
+        "100",
+        "--failure-threshold",
+        "50",
+    ]);
+
+    let busybox = std::fs::read(env_path("KEELSON_VM_BUSYBOX")).unwrap();
+    let archive = app::app_archive(&busybox, work).unwrap_or_else(|e| panic!("{e}"));
+    let archive_sha = hex::encode(Sha256::digest(&archive));
+    let archive_port = serve(archive);
+    let config = work.join("node.ign");
+    std::fs::write(
+        &config,
+        node_config(server.port, archive_port, &archive_sha),
+    )
+    .unwrap();
+
+    // The node: a private copy of the v1 image.
+    let disk = work.join("node.img");
+    host(
+        Command::new("cp")
+            .args(["--sparse=always", "--reflink=auto"])
+            .arg(&v1_image)
+            .arg(&disk),
+    );
+    let mut o = VmOptions::new(&disk);
+    o.config = Some(config.clone());
+    o.credentials
+        .push(("agetty.autologin".into(), "root".into()));
+    o.credentials.push(("login.noauth".into(), "yes".into()));
+    let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
+    login(&mut vm, 0, "the first boot of v1");
+    assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
+    let s = status(&mut vm);
+    assert_eq!(s["running_version"], "0.1.0", "{s:#}");
+    check(
+        &mut vm,
+        "mkdir -p /var/lib/keelson-test && echo etc-kept > /etc/keelson-test-marker && \
+         echo var-kept > /var/lib/keelson-test/marker && sync",
+    );
+
+    // (a) + (c) v2, with the power cut five times on the way (keelson-agent's failpoints stop
+    // it at an exact point, then QEMU is killed) and once more during v2's first boot. Each
+    // time a good version boots and the update resumes; then it completes.
+    let t = Instant::now();
+    server.publish("0.2.0", &p2);
+    for point in [
+        "usr:0",
+        "usr:100",
+        "usr-verity:0",
+        "uki-before-rename",
+        "uki-after-rename",
+    ] {
+        let from = vm.console_text().len();
+        vm.send(&format!(
+            "KEELSON_AGENT_FAILPOINT={point} keelson-agent check\n"
+        ))
+        .unwrap();
+        vm.wait_for_from(&format!("failpoint {point} reached"), from, APPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("the agent never reached {point}: {e}"));
+        vm.kill();
+        eprintln!("power cut at {point} ({:?})", t.elapsed());
+        vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
+        if point == "uki-after-rename" {
+            // v2's entry is on the ESP with its tries: it boots; cut the power in the middle.
+            vm.wait_for("Welcome to Keelson 0.2.0", BOOT_TIMEOUT)
+                .unwrap_or_else(|e| panic!("v2 did not start booting after {point}: {e}"));
+            vm.kill();
+            eprintln!("power cut during v2's first boot ({:?})", t.elapsed());
+            vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
+            break;
+        }
+        login(&mut vm, 0, &format!("the boot after the cut at {point}"));
+        let s = status(&mut vm);
+        assert_eq!(
+            s["running_version"], "0.1.0",
+            "after the cut at {point}: {s:#}"
+        );
+        assert_eq!(s["state"], "downloading", "after the cut at {point}: {s:#}");
+    }
+    login(&mut vm, 0, "v2's second boot");
+    // The cut boot used one of v2's tries: this is its second.
+    let counted = check(&mut vm, &format!("{BOOT_COUNT_PATH}; echo"));
+    assert!(counted.contains("+1-2.efi"), "boot count path {counted:?}");
+    assert!(check(&mut vm, "cat /usr/lib/os-release").contains("VERSION_ID=0.2.0"));
+    assert_eq!(
+        check(&mut vm, "cat /etc/keelson-test-marker").trim(),
+        "etc-kept"
+    );
+    assert_eq!(
+        check(&mut vm, "cat /var/lib/keelson-test/marker").trim(),
+        "var-kept"
+    );
+    assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
+    let s = wait_status(&mut vm, "complete on 0.2.0", BOOT_TIMEOUT, |s| {
+        s["state"] == "complete" && s["running_version"] == "0.2.0"
+    });
+    eprintln!("v2 blessed and complete after {:?}: {s:#}", t.elapsed());
+    // Blessed: systemd-bless-boot dropped the counter from the entry's name.
+    let entries = check(&mut vm, "ls /efi/EFI/Linux");
+    assert!(entries.contains("keelson_0.2.0.efi"), "{entries}");
+    server.wait_instance("complete on 0.2.0", Duration::from_secs(120), |i| {
+        i["version"] == "0.2.0" && i["status"] == "complete"
+    });
+
+    // (d) refusals found before the first byte is written: each with its reason, nothing
+    // changed on the ESP or in the GPT.
+    let before = boot_state(&mut vm);
+    for (version, payload, reason) in [
+        ("0.2.1", &p_unknown, "unknown_key"),
+        ("0.2.2", &p_expired, "expired"),
+        ("0.2.3", &p1, "not_newer"),
+    ] {
+        let out = refuse(&server, &mut vm, version, payload);
+        let s = status(&mut vm);
+        assert_eq!(
+            s["last_error"]["reason"], reason,
+            "offer {version}:\n{out}\n{s:#}"
+        );
+        assert_eq!(
+            boot_state(&mut vm),
+            before,
+            "offer {version} ({reason}) changed the GPT or the ESP"
+        );
+        check(&mut vm, "keelson-agent reset");
+        eprintln!("offer {version} refused: {reason}");
+    }
+    // A tampered chunk is found while the inactive slot is written: the version that slot
+    // held (v1) is already partly overwritten, so the GPT says the slot is empty and v1's entry
+    // is gone; the running slot, its entry and the running version are untouched.
+    let running_slot = |state: &str| -> String {
+        state
+            .lines()
+            .filter(|l| {
+                !l.contains("keelson_0.1.0") && !l.contains("_empty") && !l.starts_with("total")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let out = refuse(&server, &mut vm, "0.2.4", &p_tampered);
+    let s = status(&mut vm);
+    let reason = s["last_error"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        ["chunk_hash", "chunk_decode"].contains(&reason),
+        "tampered chunk: status says {reason:?}:\n{out}\n{s:#}"
+    );
+    let after = boot_state(&mut vm);
+    assert_eq!(running_slot(&after), running_slot(&before), "{after}");
+    assert!(!after.contains("keelson_0.1.0"), "{after}");
+    check(&mut vm, "keelson-agent reset");
+    eprintln!("offer 0.2.4 refused: {reason}");
+
+    // (b) v3 fails its own health check: never blessed, back on v2 within 3 boots.
+    let t = Instant::now();
+    server.admin(&["policy", "set", "stable", "--resume"]);
+    server.publish("0.3.0", &p3);
+    let from = vm.console_text().len();
+    let mut at = check_and_reboot(&mut vm, from);
+    eprintln!("v3 downloaded and staged in {:?}", t.elapsed());
+    for boot in 1..=3 {
+        at = vm
+            .wait_for_from(
+                "keelson-health: FAILED: /usr/lib/keelson/health.d/50-release-check exited with status 7",
+                at,
+                BOOT_TIMEOUT,
+            )
+            .unwrap_or_else(|e| panic!("v3 boot {boot}: {e}"));
+        at = vm
+            .wait_for_from("reboot: Restarting system", at, BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("v3 boot {boot} did not reboot by itself: {e}"));
+        eprintln!(
+            "v3 boot {boot} failed its check and rebooted ({:?})",
+            t.elapsed()
+        );
+    }
+    login(&mut vm, at, "the boot after v3's tries ran out");
+    assert!(
+        check(&mut vm, "cat /usr/lib/os-release").contains("VERSION_ID=0.2.0"),
+        "not back on v2"
+    );
+    let s = wait_status(&mut vm, "rolled back from 0.3.0", BOOT_TIMEOUT, |s| {
+        s["state"] == "rolled-back"
+            && s["refused"]
+                .as_array()
+                .is_some_and(|r| r.contains(&"0.3.0".into()))
+    });
+    eprintln!("rolled back to v2 after {:?}: {s:#}", t.elapsed());
+    assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
+    // Not tried again: another check neither downloads nor reboots.
+    let before = boot_state(&mut vm);
+    check(&mut vm, "keelson-agent check");
+    let s = status(&mut vm);
+    assert_eq!(s["running_version"], "0.2.0", "{s:#}");
+    assert_eq!(boot_state(&mut vm), before, "v3 was tried again");
+    // The server saw the rollback and halted the group's rollout of v3.
+    let i = server.wait_instance(
+        "on 0.2.0 after the rollback",
+        Duration::from_secs(120),
+        |i| i["version"] == "0.2.0",
+    );
+    let id = i["id"].as_i64().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let shown = server.admin_json(&["instance", "show", &id]);
+        if shown.to_string().contains("rollback") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instance history never showed the rollback: {shown:#}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let g = server.group();
+    assert_eq!(g["policy"]["halted_version"], "0.3.0", "{g:#}");
+    assert!(g["rollout"]["failed"].as_i64().unwrap() >= 1, "{g:#}");
+    vm.kill();
+}
