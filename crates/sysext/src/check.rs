@@ -181,6 +181,23 @@ pub fn check(path: &Path, opts: &CheckOptions) -> Result<CheckReport, SysextErro
         ));
     }
 
+    if !verity_ok {
+        // systemd would not mount it: its content is not to be read, let alone trusted.
+        return Ok(CheckReport {
+            path: path.to_path_buf(),
+            name,
+            root_hash: layout.uuid_root_hash.clone(),
+            layout,
+            verity_ok,
+            signature,
+            extension_release: None,
+            release_files: Vec::new(),
+            matching: None,
+            problems,
+            ok: false,
+        });
+    }
+
     // The file system: fsck.erofs checks every file while unpacking it.
     let tree_dir = w.join("tree");
     cmd::run(
