@@ -291,6 +291,7 @@ pub fn build_from_dir(
         },
     )?;
     let (size, sha256) = size_and_sha256(&tmp_out)?;
+    publish_mode(&tmp_out)?;
     fs::rename(&tmp_out, out).map_err(SysextError::io_on("renaming the image to", out))?;
     tracing::info!(path = %out.display(), root_hash = %root_hex, "extension image written");
     Ok(BuildOutput {
@@ -305,6 +306,12 @@ pub fn build_from_dir(
         sha256,
         extension_release: text,
     })
+}
+
+/// Makes a finished output file world-readable (temporary files are created 0600).
+pub(crate) fn publish_mode(path: &Path) -> Result<(), SysextError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+        .map_err(SysextError::io_on("setting the mode of", path))
 }
 
 /// Size and SHA-256 (hex) of a file, read in chunks.
@@ -596,6 +603,7 @@ pub fn sign_image(image: &Path, key: &SigningKey, out: &Path) -> Result<BuildOut
         },
     )?;
     let (size, sha256) = size_and_sha256(&tmp_out)?;
+    publish_mode(&tmp_out)?;
     fs::rename(&tmp_out, out).map_err(SysextError::io_on("renaming the image to", out))?;
     Ok(BuildOutput {
         path: out.to_path_buf(),

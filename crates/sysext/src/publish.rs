@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::check::{self, CheckOptions};
-use crate::ddi::{parent_dir, size_and_sha256};
+use crate::ddi::{parent_dir, publish_mode, size_and_sha256};
 use crate::error::SysextError;
 
 /// Where nodes keep the downloaded versions (not a sysext search path, so the versioned names
@@ -112,6 +112,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SysextError> {
         .tempfile_in(&dir)
         .map_err(SysextError::io_on("creating a temporary file in", &dir))?;
     fs::write(tmp.path(), bytes).map_err(SysextError::io_on("writing", tmp.path()))?;
+    publish_mode(tmp.path())?;
     tmp.persist(path)
         .map_err(|e| SysextError::io("renaming into place", path, e.error))?;
     Ok(())
@@ -168,6 +169,7 @@ pub fn publish(files: &[PathBuf], opts: &PublishOptions) -> Result<Vec<Published
                 &opts.dir,
             ))?;
         fs::copy(f, tmp.path()).map_err(SysextError::io_on("copying", f))?;
+        publish_mode(tmp.path())?;
         tmp.persist(&dest)
             .map_err(|e| SysextError::io("renaming into place", &dest, e.error))?;
         let transfer = opts.dir.join(format!("{name}.transfer"));
