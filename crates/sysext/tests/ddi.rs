@@ -501,3 +501,43 @@ fn publish_writes_versions_sums_and_a_transfer() {
     // The published file is the image, byte for byte, and still checks under its link name.
     assert_eq!(fs::read(&p[0].path).unwrap(), fs::read(&images[0]).unwrap());
 }
+
+/// The extension-release example of docs/sysext.md is what the documented build writes.
+#[test]
+fn docs_example_is_what_the_build_writes() {
+    let doc =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/sysext.md"))
+            .unwrap();
+    let start = doc.find("```text extension-release.hello\n").unwrap();
+    let body = &doc[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    let body = &body[..body.find("```").unwrap()];
+    let d = tempfile::tempdir().unwrap();
+    let root = tree(d.path());
+    let out = build_from_dir(&spec("hello"), &root, &d.path().join("hello.raw")).unwrap();
+    assert_eq!(out.extension_release, body);
+    // And the defaults it names are the OS definition's.
+    let os =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../os/os.yaml")).unwrap();
+    assert!(os.contains("\nname: keelson\n") && os.contains("\nsysext_level: \"1.0\"\n"));
+}
+
+/// The transfer file of docs/sysext.md is what `publish --url` writes (without its comments).
+#[test]
+fn docs_transfer_is_what_publish_writes() {
+    use keelson_sysext::publish::{PublishOptions, transfer_file};
+    let doc =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/sysext.md"))
+            .unwrap();
+    let start = doc.find("```ini\n[Transfer]").unwrap() + "```ini\n".len();
+    let body = &doc[start..];
+    let body = &body[..body.find("```").unwrap()];
+    let mut o = PublishOptions::new("/srv/ext");
+    o.url = Some("https://updates.example/ext".into());
+    let written: String = transfer_file("jq", "x86-64", &o)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(written, body);
+}
