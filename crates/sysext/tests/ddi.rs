@@ -541,3 +541,93 @@ fn docs_transfer_is_what_publish_writes() {
         .collect();
     assert_eq!(written, body);
 }
+
+/// trixie's systemd-sysupdate (257) takes a published directory: it installs the newest
+/// version under the target path and points the symlink at it, then moves on to a newer one
+/// and keeps the older. bookworm has no systemd-sysupdate, so the test runs trixie's binary
+/// with trixie's libraries through their dynamic loader: `KEELSON_TRIXIE_ROOT` is a trixie
+/// root file system (the image build's cached root in `~/.cache/keelson/rootfs/<key>` will
+/// do), `KEELSON_SYSUPDATE` the `usr/lib/systemd/systemd-sysupdate` unpacked from trixie's
+/// systemd-container .deb. It runs in a private mount namespace with a temporary directory
+/// bound over /var/lib (root and unshare needed): with `--root=` instead, 257 follows the
+/// CurrentSymlink and replaces the previous version's file with a symlink.
+#[test]
+#[ignore = "needs trixie's systemd-sysupdate: set KEELSON_SYSUPDATE and KEELSON_TRIXIE_ROOT"]
+fn trixie_sysupdate_installs_published_versions() {
+    use keelson_sysext::publish::{PublishOptions, publish};
+    let trixie = PathBuf::from(std::env::var("KEELSON_TRIXIE_ROOT").expect("KEELSON_TRIXIE_ROOT"));
+    let sysupdate = PathBuf::from(std::env::var("KEELSON_SYSUPDATE").expect("KEELSON_SYSUPDATE"));
+    let d = tempfile::tempdir().unwrap();
+    let root = tree(d.path());
+    let var_lib = d.path().join("var-lib");
+    let defs = d.path().join("sysupdate.d");
+    fs::create_dir_all(&var_lib).unwrap();
+    fs::create_dir_all(&defs).unwrap();
+    let served = d.path().join("srv/ext");
+    let run = || {
+        let script = format!(
+            "set -e; mount --bind '{var_lib}' /var/lib; \
+             mkdir -p /var/lib/extensions /var/lib/extensions.d; \
+             exec '{loader}' --library-path '{t}/usr/lib/x86_64-linux-gnu:{t}/usr/lib/x86_64-linux-gnu/systemd' \
+             '{sysupdate}' --definitions='{defs}' update",
+            var_lib = var_lib.display(),
+            loader = trixie.join("usr/lib64/ld-linux-x86-64.so.2").display(),
+            t = trixie.display(),
+            sysupdate = sysupdate.display(),
+            defs = defs.display(),
+        );
+        let o = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "systemd-sysupdate update: {text}");
+        text
+    };
+    for v in ["1.0", "1.1"] {
+        let img = d.path().join(format!("{v}/hello-ext.raw"));
+        fs::create_dir_all(img.parent().unwrap()).unwrap();
+        build_from_dir(
+            &BuildSpec {
+                version: v.into(),
+                ..spec("hello-ext")
+            },
+            &root,
+            &img,
+        )
+        .unwrap();
+        publish(&[img], &PublishOptions::new(&served)).unwrap();
+        fs::copy(
+            served.join("hello-ext.transfer"),
+            defs.join("hello-ext.transfer"),
+        )
+        .unwrap();
+        let out = run();
+        assert!(out.contains(&format!("installed update '{v}'")), "{out}");
+        let link = fs::read_link(var_lib.join("extensions/hello-ext.raw")).unwrap();
+        assert_eq!(
+            link,
+            Path::new(&format!("../extensions.d/hello-ext-{v}-x86-64.raw")),
+            "{out}"
+        );
+    }
+    // Both versions are kept as files (InstancesMax=2), byte for byte what was published.
+    for v in ["1.0", "1.1"] {
+        let name = format!("hello-ext-{v}-x86-64.raw");
+        let installed = var_lib.join("extensions.d").join(&name);
+        assert!(
+            fs::symlink_metadata(&installed).unwrap().is_file(),
+            "{name}"
+        );
+        assert_eq!(
+            fs::read(&installed).unwrap(),
+            fs::read(served.join(&name)).unwrap()
+        );
+    }
+    let out = run();
+    assert!(out.contains("No update needed"), "{out}");
+}
