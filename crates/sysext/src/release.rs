@@ -233,35 +233,38 @@ pub fn validate(host: &ReleaseFile, ext: Option<&ReleaseFile>, host_arch: &str) 
     }
     let host_id = host.get("ID").unwrap_or("linux");
     let like = host.get("ID_LIKE").unwrap_or("");
-    if id != host_id {
-        if like.split_whitespace().any(|l| l == id) {
-            // Accepted by extension-release(5) in 257; see docs/sysext.md before relying on it.
-        } else {
-            return MatchVerdict::no(
-                "id",
-                format!(
-                    "ID={id} does not match the host's ID={host_id}{}",
-                    if like.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" nor its ID_LIKE={like:?}")
-                    }
-                ),
-            );
-        }
+    // Accepted by extension-release(5) in 257 (systemd-sysext(8) does not say so).
+    let via_like = id != host_id && like.split_whitespace().any(|l| l == id);
+    if id != host_id && !via_like {
+        return MatchVerdict::no(
+            "id",
+            format!(
+                "ID={id} does not match the host's ID={host_id}{}",
+                if like.is_empty() {
+                    String::new()
+                } else {
+                    format!(" nor its ID_LIKE={like:?}")
+                }
+            ),
+        );
     }
+    let id = if via_like {
+        format!("ID={id} (one of the host's ID_LIKE words)")
+    } else {
+        format!("ID={id}")
+    };
     let host_level = host.get("SYSEXT_LEVEL");
     let host_version = host.get("VERSION_ID");
     if host_level.is_none() && host_version.is_none() {
         return MatchVerdict::yes(
             "id",
-            format!("ID={id} matches and the host has neither SYSEXT_LEVEL nor VERSION_ID"),
+            format!("{id} matches and the host has neither SYSEXT_LEVEL nor VERSION_ID"),
         );
     }
     let ext_level = ext.get("SYSEXT_LEVEL");
     if let (Some(h), Some(e)) = (host_level, ext_level) {
         return if h == e {
-            MatchVerdict::yes("level", format!("ID={id} and SYSEXT_LEVEL={e} match"))
+            MatchVerdict::yes("level", format!("{id} and SYSEXT_LEVEL={e} match"))
         } else {
             MatchVerdict::no(
                 "level",
@@ -281,7 +284,7 @@ pub fn validate(host: &ReleaseFile, ext: Option<&ReleaseFile>, host_arch: &str) 
                 ),
             ),
             Some(e) if e == h => {
-                MatchVerdict::yes("version-id", format!("ID={id} and VERSION_ID={e} match"))
+                MatchVerdict::yes("version-id", format!("{id} and VERSION_ID={e} match"))
             }
             Some(e) => MatchVerdict::no(
                 "version-id",
@@ -291,7 +294,7 @@ pub fn validate(host: &ReleaseFile, ext: Option<&ReleaseFile>, host_arch: &str) 
     }
     MatchVerdict::yes(
         "level",
-        format!("ID={id} matches; the extension sets no SYSEXT_LEVEL and the host no VERSION_ID"),
+        format!("{id} matches; the extension sets no SYSEXT_LEVEL and the host no VERSION_ID"),
     )
 }
 
@@ -359,7 +362,7 @@ mod tests {
                 "SYSEXT_LEVEL=2.0",
             ),
             ("ID=flatcar\nSYSEXT_LEVEL=1.0\n", false, "id", "ID=flatcar"),
-            ("ID=debian\nSYSEXT_LEVEL=1.0\n", true, "level", "match"),
+            ("ID=debian\nSYSEXT_LEVEL=1.0\n", true, "level", "ID_LIKE"),
             ("ID=_any\nSYSEXT_LEVEL=9\n", true, "id", "_any"),
             ("SYSEXT_LEVEL=1.0\n", false, "id", "no ID"),
             (
