@@ -11,7 +11,14 @@ pub const HOST_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "boot images under TCG"),
     ("ovmf", "UEFI firmware for QEMU"),
     ("mmdebstrap", "build the Debian root of the image"),
-    ("erofs-utils", "mkfs.erofs for /usr"),
+    (
+        "erofs-utils",
+        "mkfs.erofs for /usr and extensions, fsck.erofs for sysext check",
+    ),
+    (
+        "systemd-container",
+        "systemd-dissect: reference for the sysext DDI tests",
+    ),
     (
         "cryptsetup-bin",
         "veritysetup: reference for the verity crate",

@@ -291,6 +291,19 @@ pub fn derive_fs_uuid(seed: &str, purpose: &str) -> Uuid {
 /// Any existing file at `path` is replaced atomically; on error nothing is left behind.
 pub fn create(path: &Path, layout: &Layout) -> Result<(), DiskError> {
     let plan = layout.plan()?;
+    create_from_plan(path, layout.disk_size, layout.disk_guid(), &plan)
+}
+
+/// Writes a new GPT disk image of `disk_size` bytes at `path` with exactly the partitions of
+/// `plan` (for images that are not a Keelson disk, such as a system extension's DDI). The
+/// caller places the partitions; each must lie inside the usable area. Any existing file at
+/// `path` is replaced atomically; on error nothing is left behind.
+pub fn create_from_plan(
+    path: &Path,
+    disk_size: u64,
+    disk_guid: Uuid,
+    plan: &[PlannedPartition],
+) -> Result<(), DiskError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -309,7 +322,7 @@ pub fn create(path: &Path, layout: &Layout) -> Result<(), DiskError> {
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(io("creating a temporary file next to"))?;
-    write_layout(tmp.as_file_mut(), layout, &plan).map_err(|e| match e {
+    write_layout(tmp.as_file_mut(), disk_size, disk_guid, plan).map_err(|e| match e {
         WriteError::Io(source) => DiskError::Io {
             action: "writing the partition table of".into(),
             path: path.to_path_buf(),
@@ -327,7 +340,7 @@ pub fn create(path: &Path, layout: &Layout) -> Result<(), DiskError> {
         path: path.to_path_buf(),
         source: e.error,
     })?;
-    info!(path = %path.display(), size = layout.disk_size, "created disk image");
+    info!(path = %path.display(), size = disk_size, "created disk image");
     Ok(())
 }
 
@@ -350,11 +363,12 @@ impl From<gptman::Error> for WriteError {
 
 fn write_layout(
     file: &mut File,
-    layout: &Layout,
+    disk_size: u64,
+    disk_guid: Uuid,
     plan: &[PlannedPartition],
 ) -> Result<(), WriteError> {
-    file.set_len(layout.disk_size)?;
-    let mut gpt = GPT::new_from(file, SECTOR_SIZE, layout.disk_guid().to_bytes_le())?;
+    file.set_len(disk_size)?;
+    let mut gpt = GPT::new_from(file, SECTOR_SIZE, disk_guid.to_bytes_le())?;
     gpt.align = ALIGN_LBA;
     for p in plan {
         gpt[p.number] = GPTPartitionEntry {

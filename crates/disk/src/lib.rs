@@ -34,7 +34,7 @@ pub use disk::{Disk, GptCopy, PartitionInfo};
 pub use error::DiskError;
 pub use layout::{
     ALIGNMENT_BYTES, ESP_PARTITION, Layout, PlannedPartition, ROOT_PARTITION, SECTOR_SIZE, UsrSlot,
-    create, derive_fs_uuid, derive_uuid, verity_tree_bytes,
+    create, create_from_plan, derive_fs_uuid, derive_uuid, verity_tree_bytes,
 };
 pub use report::{DiskReport, FlatcarSlot, KeelsonSlot, SlotState};
 pub use size::{format_size, parse_size};

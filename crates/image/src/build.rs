@@ -530,6 +530,26 @@ fn check_fits(what: &str, size: u64, field: &str, mib: u64) -> Result<(), ImageE
     Ok(())
 }
 
+/// The installed package set of `root` (`dpkg-query -W` in keelson-sysext's
+/// [`DPKG_QUERY_FORMAT`](keelson_sysext::deb::DPKG_QUERY_FORMAT)), published next to the image
+/// as `<name>_<version>.packages`: `keelson sysext build --deb` puts into an extension only
+/// what this set lacks.
+fn package_set(root: &Path) -> Result<String, ImageError> {
+    let admin = root.join("var/lib/dpkg");
+    let out = cmd::run(
+        Command::new("dpkg-query")
+            .arg(format!("--admindir={}", admin.display()))
+            .arg(format!(
+                "--showformat={}",
+                keelson_sysext::deb::DPKG_QUERY_FORMAT
+            ))
+            .arg("--show"),
+    )?;
+    let mut lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    lines.sort_unstable();
+    Ok(lines.iter().map(|l| format!("{l}\n")).collect())
+}
+
 /// Build the erofs image of `root/usr`.
 fn make_usr(root: &Path, out: &Path, sde: u64, seed: &str) -> Result<(), ImageError> {
     cmd::run(
@@ -1121,6 +1141,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     let agent = add_agent(&root, agent_bin.as_deref())?;
     let update_keys = install_update_keys(&root, &keys)?;
     let seed = format!("{}:{}", def.name, version);
+    let packages = package_set(&root)?;
 
     let usr_img = w.join("usr.erofs");
     {
@@ -1249,6 +1270,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     for (name, text) in [
         (format!("{stem}.SHA256SUMS"), sums),
         (format!("{stem}.json"), json + "\n"),
+        (format!("{stem}.packages"), packages),
     ] {
         let tmp = w.join(&name);
         fs::write(&tmp, text).map_err(io_err(&tmp))?;
@@ -1692,6 +1714,31 @@ mod tests {
             "{agent}"
         );
         assert!(agent.lines().any(|l| l == "Restart=on-failure"), "{agent}");
+    }
+
+    #[test]
+    fn package_set_is_what_sysext_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let admin = d.path().join("var/lib/dpkg");
+        fs::create_dir_all(admin.join("info")).unwrap();
+        fs::write(
+            admin.join("status"),
+            "Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.3\nArchitecture: amd64\n\
+             Multi-Arch: same\nMaintainer: m\nDescription: d\n\n\
+             Package: mawk\nStatus: install ok installed\nVersion: 1.3.4\nArchitecture: amd64\n\
+             Provides: awk\nMaintainer: m\nDescription: d\n\n\
+             Package: gone\nStatus: deinstall ok config-files\nVersion: 1\nArchitecture: amd64\n\
+             Maintainer: m\nDescription: d\n\n",
+        )
+        .unwrap();
+        let text = package_set(d.path()).unwrap();
+        let base =
+            keelson_sysext::deb::BasePackages::parse(&text, Path::new("p"), "amd64").unwrap();
+        let names: Vec<_> = base.packages.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["mawk", "zlib1g"], "{text}");
+        assert_eq!(base.packages[0].provides.as_deref(), Some("awk"));
+        assert_eq!(base.packages[1].version, "1:1.3");
+        assert_eq!(base.packages[1].multi_arch.as_deref(), Some("same"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod disk_cmd;
 mod image_cmd;
 mod key_cmd;
 mod payload_cmd;
+mod sysext_cmd;
 mod verity_cmd;
 
 use std::process::ExitCode;
@@ -47,6 +48,9 @@ enum Command {
     /// Signing keys for release payloads.
     #[command(subcommand)]
     Key(key_cmd::KeyCommand),
+    /// System extensions: build, check, sign, publish.
+    #[command(subcommand)]
+    Sysext(sysext_cmd::SysextCommand),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Admin(c) => admin_cmd::run(c),
         Command::Payload(c) => payload_cmd::run(c),
         Command::Key(c) => key_cmd::run(c),
+        Command::Sysext(c) => sysext_cmd::run(c),
     };
     match result {
         Ok(code) => code,
