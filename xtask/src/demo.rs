@@ -191,7 +191,7 @@ fn demo_provisioning(record: &Path) -> Result<()> {
         Some("first_boot_provisions_user_files_and_app"),
         record,
         &busybox,
-    ))
+    )?)
     .context("the provisioning demo failed")
 }
 

@@ -119,6 +119,7 @@ pub fn run_tests(only: &[String]) -> Result<()> {
         bail!("--vm-test {bad}: no such VM test file (one of {FILES:?})");
     }
     let wanted = |file: &str| only.is_empty() || only.iter().any(|f| f == file);
+    let started = std::time::Instant::now();
     util::step("VM tests: building the OS image");
     let root = util::workspace_root();
     let dir = root.join(VM_DIR);
@@ -129,108 +130,162 @@ pub fn run_tests(only: &[String]) -> Result<()> {
     let key_arg = dev_pem.to_string_lossy().into_owned();
     let record = build_image(&keelson, &dir, "0.1.0", &["--update-key", &key_arg])?;
     let busybox = busybox(&dir)?;
-    // Every console of this run, for reading after a failure (each failure also quotes the tail).
-    let _ = std::fs::remove_file(dir.join("console.log"));
-    let console = dir.join("console.log");
-    // Every VM test file runs, so one CI run reports every failing one.
-    let mut failed = Vec::new();
-
-    if wanted("vm") {
-        util::step("VM tests: booting the image");
-        let mut c = vm_test("vm", None, &record, &busybox);
-        c.env("KEELSON_VM_OS", root.join("os"))
-            // The rebuild test must make the same /usr, keelson-firstboot and keelson-agent included.
-            .env(
-                "KEELSON_FIRSTBOOT_BIN",
-                root.join("target/release/keelson-firstboot"),
-            )
-            .env("KEELSON_VM_UPDATE_KEY", &dev_pem)
-            .env("KEELSON_VM_CONSOLE_LOG", &console);
-        if let Some(agent) = agent_binary() {
-            c.env("KEELSON_AGENT_BIN", agent);
-        }
-        if let Err(e) = util::run(&mut c) {
-            failed.push(format!("image VM tests (vm.rs): {e:#}"));
-        }
-    }
-
-    // First-boot provisioning (crates/firstboot): three boots, about 6 min under TCG.
-    if wanted("vm_provision") {
-        util::step("VM tests: first-boot provisioning");
-        if let Err(e) = util::run(
-            vm_test("vm_provision", None, &record, &busybox)
-                .env("KEELSON_VM_CONSOLE_LOG", &console),
-        ) {
-            failed.push(format!(
-                "first-boot provisioning VM tests (vm_provision.rs): {e:#}"
-            ));
-        }
-    }
-
-    // Updates end to end (crates/agent, docs/agent.md): v2 and a v3 whose own health check
-    // fails, both signed with the development key, published on a keelson-server on the host.
     if wanted("vm_update") {
-        util::step("VM tests: building the update images v2 and v3");
-        let updates = (|| -> Result<(PathBuf, PathBuf)> {
-            let v2 = build_image(&keelson, &dir, "0.2.0", &["--update-key", &key_arg])?;
-            let overlay = bad_release_overlay(&dir)?;
-            let v3 = build_image(
-                &keelson,
-                &dir,
-                "0.3.0",
-                &[
-                    "--update-key",
-                    &key_arg,
-                    "--overlay",
-                    &overlay.to_string_lossy(),
-                ],
-            )?;
-            util::run(util::cargo().args([
-                "build",
-                "-p",
-                "keelson-server",
-                "--bin",
-                "keelson-server",
-            ]))
+        util::run(util::cargo().args(["build", "-p", "keelson-server", "--bin", "keelson-server"]))
             .context("building the keelson-server binary")?;
-            Ok((v2, v3))
-        })();
-        match updates {
-            Ok((v2, v3)) => {
-                util::step("VM tests: updates (stage, bless, refuse, roll back)");
-                let mut c = vm_test("vm_update", None, &record, &busybox);
-                c.env("KEELSON_VM_V2_BUILD", v2)
-                    .env("KEELSON_VM_V3_BUILD", v3)
-                    .env("KEELSON_VM_UPDATE_KEYS", dev_pem.parent().unwrap_or(&dir))
-                    .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
-                    .env("KEELSON_VM_CONSOLE_LOG", &console);
-                if let Err(e) = util::run(&mut c) {
-                    failed.push(format!("update VM tests (vm_update.rs): {e:#}"));
-                }
-            }
-            Err(e) => failed.push(format!("building the update images: {e:#}")),
-        }
     }
+    // Every test binary is built before any runs: the two streams below then never wait for
+    // cargo's lock, and run the binaries themselves.
+    for file in FILES.iter().filter(|f| wanted(f)) {
+        vm_test_binary(file)?;
+    }
+    // Each stream keeps every console in its own file, for reading after a failure (each
+    // failure also quotes the tail).
+    let console = |name: &str| {
+        let p = dir.join(format!("console-{name}.log"));
+        let _ = std::fs::remove_file(&p);
+        p
+    };
 
-    // Health-gated boots (os/rootfs keelson-health*): four boots (one blessed, two failing
-    // trial boots that reboot by themselves, one fallback), a few minutes under TCG.
+    // Two streams side by side: each guest has one vCPU (qemu.rs), so one stream leaves a core
+    // of CI's two idle. The update stream builds v2 and a v3 whose own health check fails
+    // (both signed with the development key, published on a keelson-server on the host) and
+    // writes its output to a log that is printed when it ends.
+    let update_stream = wanted("vm_update").then(|| {
+        let (keelson, dir, record, busybox, key_arg, dev_pem, root) = (
+            keelson.clone(),
+            dir.clone(),
+            record.clone(),
+            busybox.clone(),
+            key_arg.clone(),
+            dev_pem.clone(),
+            root.clone(),
+        );
+        let log = dir.join("vm_update.log");
+        let console = console("vm_update");
+        let log2 = log.clone();
+        let handle = std::thread::spawn(move || -> Result<()> {
+            let out = std::fs::File::create(&log2)
+                .with_context(|| format!("creating {}", log2.display()))?;
+            let quiet = |c: &mut Command| -> Result<()> {
+                let status = c
+                    .stdout(out.try_clone()?)
+                    .stderr(out.try_clone()?)
+                    .status()
+                    .with_context(|| format!("starting {}", keelson_cmd::describe(c)))?;
+                if !status.success() {
+                    bail!("`{}` failed with {status}", keelson_cmd::describe(c));
+                }
+                Ok(())
+            };
+            let build = |version: &str, extra: &[&str]| -> Result<PathBuf> {
+                let out_dir = dir.clone();
+                let mut c = image_build_command(&keelson, &out_dir, version);
+                c.args(["--update-key", &key_arg]).args(extra);
+                quiet(&mut c).with_context(|| format!("building the {version} image"))?;
+                Ok(out_dir.join(format!("keelson_{version}.json")))
+            };
+            let v2 = build("0.2.0", &[])?;
+            let overlay = bad_release_overlay(&dir)?;
+            let v3 = build("0.3.0", &["--overlay", &overlay.to_string_lossy()])?;
+            let mut c = vm_test(
+                "vm_update",
+                Some("update_bless_refuse_and_roll_back"),
+                &record,
+                &busybox,
+            )?;
+            c.env("KEELSON_VM_V2_BUILD", v2)
+                .env("KEELSON_VM_V3_BUILD", v3)
+                .env("KEELSON_VM_UPDATE_KEYS", dev_pem.parent().unwrap_or(&dir))
+                .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
+                .env("KEELSON_VM_CONSOLE_LOG", &console);
+            quiet(&mut c)
+        });
+        (handle, log)
+    });
+
+    let mut failed = Vec::new();
+    let mut stream = |name: &str, what: &str, c: Result<Command>| {
+        util::step(&format!("VM tests: {what} ({name}.rs, {:.0?} in)", started.elapsed()));
+        if let Err(e) = c.and_then(|mut c| util::run(&mut c)) {
+            failed.push(format!("{what} ({name}.rs): {e:#}"));
+        }
+    };
+    if wanted("vm") {
+        let c = vm_test("vm", None, &record, &busybox).map(|mut c| {
+            c.env("KEELSON_VM_OS", root.join("os"))
+                // The rebuild test must make the same /usr, keelson-firstboot and keelson-agent
+                // included.
+                .env(
+                    "KEELSON_FIRSTBOOT_BIN",
+                    root.join("target/release/keelson-firstboot"),
+                )
+                .env("KEELSON_VM_UPDATE_KEY", &dev_pem)
+                .env("KEELSON_VM_CONSOLE_LOG", console("vm"));
+            if let Some(agent) = agent_binary() {
+                c.env("KEELSON_AGENT_BIN", agent);
+            }
+            c
+        });
+        stream("vm", "the image: boot, verity, runtime, rebuild", c);
+    }
+    if wanted("vm_provision") {
+        let c = vm_test("vm_provision", None, &record, &busybox).map(|mut c| {
+            c.env("KEELSON_VM_CONSOLE_LOG", console("vm_provision"));
+            c
+        });
+        stream("vm_provision", "first-boot provisioning", c);
+    }
     if wanted("vm_health") {
-        util::step("VM tests: health-gated boots");
-        if let Err(e) = util::run(
-            vm_test("vm_health", None, &record, &busybox).env("KEELSON_VM_CONSOLE_LOG", &console),
-        ) {
-            failed.push(format!("health-gate VM tests (vm_health.rs): {e:#}"));
+        let c = vm_test("vm_health", None, &record, &busybox).map(|mut c| {
+            c.env("KEELSON_VM_CONSOLE_LOG", console("vm_health"));
+            c
+        });
+        stream("vm_health", "health-gated boots", c);
+    }
+    if let Some((handle, log)) = update_stream {
+        let result = handle
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the update stream panicked")));
+        util::step(&format!(
+            "VM tests: updates (vm_update.rs), ended {:.0?} in; its output ({}):",
+            started.elapsed(),
+            log.display()
+        ));
+        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        if let Err(e) = result {
+            failed.push(format!("updates (vm_update.rs): {e:#}"));
         }
     }
     if !failed.is_empty() {
         bail!(
-            "{} VM test file(s) failed (consoles in {}):\n{}",
+            "{} VM test file(s) failed (consoles in {}/console-*.log):\n{}",
             failed.len(),
-            console.display(),
+            dir.display(),
             failed.join("\n")
         );
     }
+    eprintln!("VM tests passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// Build the test binary of `crates/image/tests/<file>.rs` (cargo's JSON messages name it).
+pub fn vm_test_binary(file: &str) -> Result<PathBuf> {
+    let out = util::output(util::cargo().args([
+        "test",
+        "-p",
+        "keelson-image",
+        "--test",
+        file,
+        "--no-run",
+        "--message-format=json",
+    ]))
+    .with_context(|| format!("building the VM test {file}"))?;
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == file)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo built no executable for the VM test {file}"))
 }
 
 /// The development update key pair in `dir/keys` (`dev-update.key`, `dev-update.pem`), made
@@ -268,17 +323,17 @@ pub fn bad_release_overlay(dir: &Path) -> Result<PathBuf> {
     Ok(overlay)
 }
 
-/// `cargo test` of the `#[ignore]`d VM tests in `crates/image/tests/<file>.rs` (all of them,
-/// one at a time, or only `exact`) against the build record `record`, with the test container's
-/// busybox.
-pub fn vm_test(file: &str, exact: Option<&str>, record: &Path, busybox: &Path) -> Command {
-    let mut c = util::cargo();
-    c.args(["test", "-p", "keelson-image", "--test", file, "--"])
+/// The `#[ignore]`d VM tests in `crates/image/tests/<file>.rs` (all of them, one at a time,
+/// or only `exact`) against the build record `record`, with the test container's busybox: the
+/// test binary, built first and run directly (in the crate's directory, as `cargo test` would).
+pub fn vm_test(file: &str, exact: Option<&str>, record: &Path, busybox: &Path) -> Result<Command> {
+    let mut c = Command::new(vm_test_binary(file)?);
+    c.current_dir(util::workspace_root().join("crates/image"))
         .args(["--ignored", "--test-threads=1", "--nocapture"]);
     if let Some(name) = exact {
         c.args(["--exact", name]);
     }
     c.env("KEELSON_VM_BUILD", record)
         .env("KEELSON_VM_BUSYBOX", busybox);
-    c
+    Ok(c)
 }

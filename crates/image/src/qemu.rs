@@ -39,6 +39,9 @@ pub struct VmOptions {
     pub writable_disks: Vec<PathBuf>,
     /// SMBIOS type 1 system serial (cloud-init's NoCloud seed, `ds=nocloud;s=URL`).
     pub system_serial: Option<String>,
+    /// TCP ports of the guest reachable on the host's loopback: (host port, guest port), as
+    /// QEMU user networking's `hostfwd`.
+    pub host_forwards: Vec<(u16, u16)>,
     /// Guest memory in MiB.
     pub memory_mib: u32,
     /// Guest CPUs.
@@ -63,6 +66,7 @@ impl VmOptions {
             extra_disks: Vec::new(),
             writable_disks: Vec::new(),
             system_serial: None,
+            host_forwards: Vec::new(),
             memory_mib: 2048,
             cpus: 1,
             console_log: std::env::var_os("KEELSON_VM_CONSOLE_LOG").map(PathBuf::from),
@@ -139,7 +143,11 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
         c.arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", d.display()));
     }
-    c.args(["-nic", "user,model=virtio-net-pci"]);
+    let mut nic = String::from("user,model=virtio-net-pci");
+    for (host, guest) in &opts.host_forwards {
+        nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    c.arg("-nic").arg(nic);
     if let Some(cfg) = &opts.config {
         c.arg("-fw_cfg")
             .arg(format!("name={FW_CFG_CONFIG},file={}", cfg.display()));

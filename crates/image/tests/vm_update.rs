@@ -682,3 +682,125 @@ fn update_bless_refuse_and_roll_back() {
     assert!(g["rollout"]["failed"].as_i64().unwrap() >= 1, "{g:#}");
     vm.kill();
 }
+
+/// Polls the app on the host's forwarded port every 200 ms until `stop`; (seconds since start,
+/// answered) for each try.
+fn poll_app(port: u16, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<(f64, bool)> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let ok = (|| -> std::io::Result<bool> {
+            let mut c = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(1),
+            )?;
+            c.set_read_timeout(Some(Duration::from_secs(2)))?;
+            c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut buf = Vec::new();
+            c.read_to_end(&mut buf)?;
+            Ok(String::from_utf8_lossy(&buf).contains("served across updates"))
+        })()
+        .unwrap_or(false);
+        out.push((start.elapsed().as_secs_f64(), ok));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    out
+}
+
+/// The longest time the app did not answer: from its last answer before the gap to its first
+/// after it, in seconds.
+fn longest_outage(samples: &[(f64, bool)]) -> f64 {
+    let mut best = 0.0_f64;
+    let mut last_ok: Option<f64> = None;
+    let mut in_gap = false;
+    for &(t, ok) in samples {
+        if ok {
+            if in_gap && let Some(l) = last_ok {
+                best = best.max(t - l);
+            }
+            last_ok = Some(t);
+            in_gap = false;
+        } else if last_ok.is_some() {
+            in_gap = true;
+        }
+    }
+    best
+}
+
+#[test]
+fn longest_outage_spans_from_last_to_next_answer() {
+    let s = [(0.0, true), (1.0, true), (1.2, false), (5.0, false), (6.0, true), (7.0, false)];
+    assert!((longest_outage(&s) - 5.0).abs() < 1e-9);
+    assert_eq!(longest_outage(&[(0.0, false), (1.0, true)]), 0.0);
+}
+
+/// `cargo xtask bench update` (not part of `cargo xtask test`): the app's downtime through an
+/// update (v1 -> v2: reboot, new version's boot, app back) next to a plain reboot of the same
+/// node, both seen from the host through a forwarded port. Prints `update_downtime_s=` and
+/// `plain_reboot_downtime_s=`.
+#[test]
+#[ignore = "a benchmark: run by `cargo xtask bench update`"]
+fn update_downtime() {
+    let v1 = record("KEELSON_VM_BUILD");
+    let v2 = record("KEELSON_VM_V2_BUILD");
+    let key = env_path("KEELSON_VM_UPDATE_KEYS").join("dev-update.key");
+    let bin = env_path("KEELSON_VM_BIN_DIR");
+    let v1_image = PathBuf::from(v1["image"].as_str().unwrap());
+    let scratch = tempfile::tempdir_in(v1_image.parent().unwrap()).unwrap();
+    let work = scratch.path();
+    let p2 = payload(&bin, &v2, &key, &work.join("v2.payload"), &[]);
+    let server = Server::start(&bin, work);
+    server.admin(&["app", "create", "--name", "Keelson", APP_ID]);
+    server.admin(&["channel", "create", "stable"]);
+    server.admin(&["group", "create", "stable", "--channel", "stable"]);
+    let busybox = std::fs::read(env_path("KEELSON_VM_BUSYBOX")).unwrap();
+    let archive = app::app_archive(&busybox, work).unwrap_or_else(|e| panic!("{e}"));
+    let archive_sha = hex::encode(Sha256::digest(&archive));
+    let archive_port = serve(archive);
+    let config = work.join("node.ign");
+    std::fs::write(&config, node_config(server.port, archive_port, &archive_sha)).unwrap();
+    let disk = work.join("node.img");
+    host(
+        Command::new("cp")
+            .args(["--sparse=always", "--reflink=auto"])
+            .arg(&v1_image)
+            .arg(&disk),
+    );
+    let app_port = free_port();
+    let mut o = VmOptions::new(&disk);
+    o.config = Some(config);
+    o.host_forwards.push((app_port, app::APP_PORT));
+    o.credentials
+        .push(("agetty.autologin".into(), "root".into()));
+    o.credentials.push(("login.noauth".into(), "yes".into()));
+    let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
+    login(&mut vm, 0, "v1's first boot");
+    assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
+
+    // Measures the outage of one reboot that `command` starts, until the app answers again.
+    let outage = |vm: &mut Vm, command: &str, version: &str| -> f64 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = {
+            let stop = stop.clone();
+            std::thread::spawn(move || poll_app(app_port, stop))
+        };
+        let from = vm.console_text().len();
+        vm.send(&format!("{command}\n")).unwrap();
+        let at = vm
+            .wait_for_from("reboot: Restarting system", from, APPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{command}: no reboot: {e}"));
+        login(vm, at, &format!("the boot after {command}"));
+        assert!(check(vm, "cat /usr/lib/os-release").contains(&format!("VERSION_ID={version}")));
+        assert!(check(vm, &fetch_app(APP_TRIES)).contains("served across updates"));
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        longest_outage(&poller.join().unwrap())
+    };
+    server.publish("0.2.0", &p2);
+    let update = outage(&mut vm, "keelson-agent update --now", "0.2.0");
+    wait_status(&mut vm, "complete on 0.2.0", BOOT_TIMEOUT, |s| s["state"] == "complete");
+    let plain = outage(&mut vm, "systemctl reboot", "0.2.0");
+    println!("update_downtime_s={update:.1}");
+    println!("plain_reboot_downtime_s={plain:.1}");
+    vm.kill();
+}

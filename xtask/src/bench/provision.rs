@@ -198,7 +198,7 @@ fn one_run(record: &Path, busybox: &Path, dir: &Path) -> Result<(f64, f64)> {
             Some("first_boot_provisions_user_files_and_app"),
             record,
             busybox,
-        )
+        )?
         .env(
             "KEELSON_VM_CONSOLE_LOG",
             dir.join("console-bench-provision.log"),
