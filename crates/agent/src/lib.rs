@@ -12,6 +12,8 @@ pub mod agent;
 pub mod apply;
 pub mod boot;
 pub mod esp;
+pub mod etcd;
+pub mod lock;
 pub mod omaha;
 pub mod paths;
 pub mod reboot;
