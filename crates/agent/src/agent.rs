@@ -603,6 +603,16 @@ impl Agent {
             let wait = (w.retry_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             return wait.clamp(Duration::from_secs(1), self.settings.interval);
         }
+        if let State::Staged { .. } = rec.state {
+            // Waiting for a window: wake when it opens, so short windows are not slept through.
+            let now = Utc::now();
+            if reboot::decide(&self.settings.reboot, now) == RebootDecision::Wait("outside_window")
+                && let Some(open) = crate::window::next_open(&self.settings.reboot.windows, now)
+            {
+                let wait = (open - now).to_std().unwrap_or(Duration::ZERO) + Duration::from_secs(1);
+                return wait.min(self.settings.interval);
+            }
+        }
         next_delay(self.settings.interval, poll, rec.check_failures, jitter)
     }
 }

@@ -586,3 +586,116 @@ async fn etcd_twenty_nodes_max_two() {
 async fn etcd_twenty_nodes_etcd_stopped_halfway() {
     etcd_run(true).await;
 }
+
+/// One node through its whole life against keelson-server: a slot held from an earlier boot
+/// is released at start; a staged update waits (fail closed, `status` says why) while the
+/// slot is taken by another node; takes it, reboots once, keeps it while the boot is being
+/// verified, and releases it once blessed. `/run/reboot-required` is written when staged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleetlock_life_cycle_of_one_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = FleetLockServer::new(dir.path()).await;
+    let base = server.base();
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (
+            "/api/v1/apps".to_string(),
+            serde_json::json!({"id": APP, "name": "Keelson"}),
+        ),
+        (
+            format!("/api/v1/apps/{APP}/groups"),
+            serde_json::json!({"name": "stable"}),
+        ),
+    ] {
+        let r = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let toml = format!("[reboot]\nstrategy = \"fleetlock\"\nfleetlock_url = \"{base}\"\n");
+    let (mut agent, log) = node(dir.path(), 0, &toml);
+    // Long enough that the retry below is always inside the backoff.
+    agent.lock_backoff_base = Duration::from_secs(3600);
+    let id = keelson_agent::lock::app_specific_id(
+        &format!("{:032x}", 0x5eed_0000),
+        keelson_agent::lock::ZINCATI_APP_ID,
+    )
+    .unwrap();
+    let holders = || keelson_server::db::fleetlock::holders_of(&server.db, "stable");
+
+    // A slot held from an earlier boot (the state file says nothing): released at start.
+    let staged = agent.store().load().unwrap();
+    let mut rec = staged.clone();
+    rec.state = State::Idle;
+    agent.store().save(&rec).unwrap();
+    keelson_server::db::fleetlock::lock(&server.db, "stable", &id)
+        .await
+        .unwrap();
+    let rec = agent.coordinate(RebootMode::Policy).await.unwrap();
+    assert_eq!(rec.lock, LockPhase::Free);
+    assert!(holders().await.unwrap().is_empty());
+
+    // Staged while another node holds the only slot: no reboot, status says why.
+    agent.store().save(&staged).unwrap();
+    keelson_server::db::fleetlock::lock(&server.db, "stable", "other")
+        .await
+        .unwrap();
+    let rec = agent.coordinate(RebootMode::Policy).await.unwrap();
+    assert!(matches!(rec.state, State::Staged { .. }), "{rec:?}");
+    assert!(!log.exists(), "rebooted without the lock");
+    assert!(agent.paths.reboot_required().exists());
+    let status = agent.status().unwrap();
+    assert_eq!(
+        status.reboot.waiting_for.as_deref(),
+        Some("lock_refused_lock_held")
+    );
+    assert!(format!("{status}").contains("fail closed"), "{status}");
+    // The retry waits for its backoff.
+    let again = agent.coordinate(RebootMode::Policy).await.unwrap();
+    assert_eq!(again.lock_wait.as_ref().unwrap().attempts, 1);
+
+    // The other node releases; after the backoff this one takes the slot and reboots once.
+    keelson_server::db::fleetlock::unlock(&server.db, "stable", "other")
+        .await
+        .unwrap();
+    let mut waited = agent.store().load().unwrap();
+    if let Some(w) = &mut waited.lock_wait {
+        w.retry_at = Utc::now() - chrono::Duration::seconds(1);
+    }
+    agent.store().save(&waited).unwrap();
+    let rec = agent.coordinate(RebootMode::Policy).await.unwrap();
+    assert!(matches!(rec.state, State::RebootPending { .. }), "{rec:?}");
+    assert_eq!(rec.lock, LockPhase::Held);
+    assert_eq!(holders().await.unwrap(), vec![id.clone()]);
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+
+    // New boot, not yet blessed: the slot is kept.
+    let step = |rec: &Record, entry| {
+        state::step(
+            rec,
+            &Input::Boot(BootFacts {
+                running_version: "2.0.0".into(),
+                target_entry: Some(entry),
+            }),
+            Utc::now(),
+            chrono::Duration::minutes(45),
+        )
+    };
+    let verifying = step(&rec, Counter::Counting { left: 2, done: 1 });
+    assert!(matches!(verifying.state, State::Verifying { .. }));
+    agent.store().save(&verifying).unwrap();
+    let rec = agent.coordinate(RebootMode::Policy).await.unwrap();
+    assert_eq!(rec.lock, LockPhase::Held);
+    assert_eq!(holders().await.unwrap(), vec![id.clone()]);
+
+    // Blessed: released.
+    agent.store().save(&step(&rec, Counter::Blessed)).unwrap();
+    let rec = agent.coordinate(RebootMode::Policy).await.unwrap();
+    assert_eq!(rec.lock, LockPhase::Free);
+    assert!(holders().await.unwrap().is_empty());
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+}
