@@ -29,6 +29,10 @@ pub const HOST_PACKAGES: &[(&str, &str)] = &[
     ("gdisk", "sgdisk: reference for the disk crate"),
     ("e2fsprogs", "mkfs.ext4 for test partitions"),
     ("postgresql", "keelson-server's PostgreSQL backend tests"),
+    (
+        "etcd-server",
+        "etcd 3.4: the agent's etcd-lock tests (JSON gateway /v3/kv/txn)",
+    ),
     ("chromium", "headless browser test of the dashboard"),
     ("chromium-driver", "WebDriver: dashboard browser test"),
     ("zstd", "payload compression reference"),

@@ -13,11 +13,14 @@ use serde::Serialize;
 use crate::apply::{self, ApplyError, Node};
 use crate::boot::{self, Layout, OsRelease};
 use crate::esp::{self, Counter};
+use crate::lock::{LockError, LockStatus, RebootLock, lock_backoff};
 use crate::omaha::{Client, Identity};
 use crate::paths::Paths;
 use crate::reboot::{self, RebootDecision};
 use crate::settings::{RebootStrategy, Server, Settings};
-use crate::state::{self, BootFacts, Input, LastError, Record, State, Store, StoreError};
+use crate::state::{
+    self, BootFacts, Input, LastError, LockPhase, LockWait, Record, State, Store, StoreError,
+};
 
 /// A cycle could not run at all (as opposed to a failed update, which is a state).
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,9 @@ pub enum AgentError {
     /// The reboot command failed.
     #[error(transparent)]
     Reboot(#[from] keelson_cmd::CmdError),
+    /// The reboot lock (for `lock status|unlock` and `update --now`).
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 /// How a cycle treats the reboot.
@@ -90,6 +96,8 @@ pub struct Agent {
     pub settings: Settings,
     /// The command that reboots the node.
     pub reboot_command: Vec<String>,
+    /// The first wait after a failed lock attempt (doubles per attempt, capped at 60x).
+    pub lock_backoff_base: Duration,
     store: Store,
     http: reqwest::Client,
 }
@@ -108,6 +116,7 @@ impl Agent {
             paths,
             settings,
             reboot_command: vec!["systemctl".into(), "reboot".into()],
+            lock_backoff_base: crate::lock::LOCK_BACKOFF_BASE,
             http,
         })
     }
@@ -199,8 +208,9 @@ impl Agent {
         let facts = self.facts()?;
         let mut rec = self.store.load()?;
         rec = self.assess(&rec, &facts)?;
+        rec = self.release_if_steady(rec).await?;
         let Server::Url(url) = &self.settings.server else {
-            // Disabled: still assess boots; nothing is sent.
+            // Disabled: still assess boots and release the lock; nothing is sent.
             return Ok((rec, None));
         };
         let client = Client::new(self.http.clone(), url, self.identity(&facts)?);
@@ -250,7 +260,7 @@ impl Agent {
             rec = self.flush(rec, &client).await?;
         }
         if let State::Staged { .. } = rec.state {
-            rec = self.maybe_reboot(rec, opts.reboot)?;
+            rec = self.maybe_reboot(rec, opts.reboot).await?;
         }
         Ok((rec, poll))
     }
@@ -304,36 +314,160 @@ impl Agent {
         }
     }
 
-    fn maybe_reboot(&self, rec: Record, mode: RebootMode) -> Result<Record, AgentError> {
+    /// The lock of the configured strategy.
+    pub fn reboot_lock(&self) -> Result<RebootLock, LockError> {
+        RebootLock::from_settings(&self.http, &self.settings, &self.paths.machine_id())
+    }
+
+    /// The reboot-coordination step alone (no Omaha): release the lock if the node is steady,
+    /// and reboot a staged update when the strategy, the windows and the lock allow. The
+    /// daemon runs it between checks while an update waits for its lock; the caller holds
+    /// the state lock.
+    pub async fn coordinate(&self, mode: RebootMode) -> Result<Record, AgentError> {
+        let rec = self.store.load()?;
+        let mut rec = self.release_if_steady(rec).await?;
+        if let State::Staged { .. } = rec.state {
+            rec = self.maybe_reboot(rec, mode).await?;
+        }
+        Ok(rec)
+    }
+
+    /// Releases the reboot lock when the node is steady (no update staged, rebooting or being
+    /// verified) and may still hold one: at start, and after the new boot was blessed.
+    pub async fn release_if_steady(&self, rec: Record) -> Result<Record, AgentError> {
+        let busy = matches!(
+            rec.state,
+            State::Staged { .. } | State::RebootPending { .. } | State::Verifying { .. }
+        );
+        if busy || rec.lock == LockPhase::Free || !reboot::uses_lock(&self.settings.reboot.strategy)
+        {
+            return Ok(rec);
+        }
+        let mut rec = rec;
+        let result = match self.reboot_lock() {
+            Ok(lock) => lock.release().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!("reboot lock released (steady state)");
+                rec.lock = LockPhase::Free;
+                rec.lock_wait = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing the reboot lock failed; retried next cycle");
+                rec.last_error = Some(LastError {
+                    reason: format!("release_{}", e.reason()),
+                    detail: e.to_string(),
+                    at: Utc::now(),
+                });
+            }
+        }
+        self.store.save(&rec)?;
+        Ok(rec)
+    }
+
+    /// Writes `/run/reboot-required` (empty, as Flatcar's postinst does) for kured.
+    fn mark_reboot_required(&self) {
+        let path = self.paths.reboot_required();
+        let write = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, b""));
+        if let Err(e) = write {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the reboot-required flag");
+        }
+    }
+
+    async fn maybe_reboot(&self, rec: Record, mode: RebootMode) -> Result<Record, AgentError> {
+        self.mark_reboot_required();
+        let now = Utc::now();
         let decision = match mode {
-            RebootMode::Now => RebootDecision::Now,
-            RebootMode::Policy => reboot::decide(&self.settings.reboot, Utc::now()),
+            RebootMode::Now => reboot::decide_now(&self.settings.reboot.strategy),
+            RebootMode::Policy => reboot::decide(&self.settings.reboot, now),
         };
         match decision {
-            RebootDecision::Now => {
-                let rec = self.save_step(&rec, &Input::RebootStarted)?;
-                if let Some((prog, args)) = self.reboot_command.split_first() {
-                    let mut cmd = std::process::Command::new(prog);
-                    cmd.args(args);
-                    keelson_cmd::run(&mut cmd)?;
-                }
-                Ok(rec)
-            }
+            RebootDecision::Now => self.reboot(rec),
             RebootDecision::Wait(why) => {
                 tracing::info!(reason = why, "staged; not rebooting now");
                 Ok(rec)
             }
             RebootDecision::NeedLock => {
-                let why = reboot::lock_for(&self.settings.reboot.strategy)
-                    .err()
-                    .unwrap_or("lock");
-                tracing::warn!(
-                    reason = why,
-                    "staged; reboot coordination not available yet"
-                );
-                Ok(rec)
+                if mode == RebootMode::Policy
+                    && let Some(w) = &rec.lock_wait
+                    && w.retry_at > now
+                {
+                    return Ok(rec);
+                }
+                let mut rec = rec;
+                // Write ahead: a crash between the request and the answer must not leak it.
+                rec.lock = LockPhase::MaybeHeld;
+                self.store.save(&rec)?;
+                let result = match self.reboot_lock() {
+                    Ok(lock) => lock.acquire().await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => {
+                        tracing::info!("reboot lock taken");
+                        rec.lock = LockPhase::Held;
+                        rec.lock_wait = None;
+                        self.store.save(&rec)?;
+                        self.reboot(rec)
+                    }
+                    Err(e) => {
+                        let attempts = rec.lock_wait.as_ref().map_or(0, |w| w.attempts) + 1;
+                        let since = rec.lock_wait.as_ref().map_or(now, |w| w.since);
+                        let retry = chrono::Duration::from_std(lock_backoff(
+                            self.lock_backoff_base,
+                            attempts,
+                        ))
+                        .unwrap_or(chrono::Duration::minutes(5));
+                        tracing::warn!(error = %e, attempts, "no reboot lock; not rebooting (fail closed)");
+                        rec.lock_wait = Some(LockWait {
+                            reason: e.reason(),
+                            detail: e.to_string(),
+                            attempts,
+                            since,
+                            retry_at: now + retry,
+                        });
+                        self.store.save(&rec)?;
+                        if mode == RebootMode::Now {
+                            return Err(e.into());
+                        }
+                        Ok(rec)
+                    }
+                }
             }
         }
+    }
+
+    fn reboot(&self, rec: Record) -> Result<Record, AgentError> {
+        let rec = self.save_step(&rec, &Input::RebootStarted)?;
+        if let Some((prog, args)) = self.reboot_command.split_first() {
+            let mut cmd = std::process::Command::new(prog);
+            cmd.args(args);
+            keelson_cmd::run(&mut cmd)?;
+        }
+        Ok(rec)
+    }
+
+    /// `lock status`: what the lock service says about this node's semaphore.
+    pub async fn lock_status(&self) -> Result<LockStatus, AgentError> {
+        Ok(self.reboot_lock()?.status().await?)
+    }
+
+    /// `lock unlock ID`: release `id`'s slot (a holder that is gone for good). When `id` is
+    /// this node's own, the state says so too.
+    pub async fn lock_unlock(&self, id: &str) -> Result<(), AgentError> {
+        let lock = self.reboot_lock()?;
+        lock.unlock(id).await?;
+        if id == lock.id() {
+            let mut rec = self.store.load()?;
+            rec.lock = LockPhase::Free;
+            self.store.save(&rec)?;
+        }
+        Ok(())
     }
 
     /// `rollback`: the other slot's good version boots from the next boot on, for good.
@@ -437,7 +571,32 @@ impl Agent {
                 RebootStrategy::EtcdLock { .. } => "etcd-lock",
             },
             node_error: facts.err().map(|e| e.to_string()),
+            reboot: self.reboot_view(&rec, Utc::now()),
         })
+    }
+
+    fn reboot_view(&self, rec: &Record, now: chrono::DateTime<Utc>) -> RebootView {
+        let staged = matches!(rec.state, State::Staged { .. });
+        let decision = staged.then(|| reboot::decide(&self.settings.reboot, now));
+        RebootView {
+            waiting_for: match (&decision, &rec.lock_wait) {
+                (Some(RebootDecision::Wait(why)), _) => Some((*why).to_owned()),
+                (Some(RebootDecision::NeedLock), Some(w)) => Some(w.reason.clone()),
+                (Some(RebootDecision::NeedLock), None) => Some("lock".to_owned()),
+                _ => None,
+            },
+            next_window: if staged && decision == Some(RebootDecision::Wait("outside_window")) {
+                crate::window::next_open(&self.settings.reboot.windows, now).map(|t| t.to_rfc3339())
+            } else {
+                None
+            },
+            lock: if reboot::uses_lock(&self.settings.reboot.strategy) {
+                Some(rec.lock)
+            } else {
+                None
+            },
+            lock_wait: rec.lock_wait.clone(),
+        }
     }
 
     /// Time until the next cycle: the server's PollInterval or the interval, doubled per
@@ -445,6 +604,21 @@ impl Agent {
     pub fn next_delay(&self, rec: &Record, poll: Option<u32>, jitter: f64) -> Duration {
         if matches!(rec.state, State::Verifying { .. }) {
             return Duration::from_secs(30);
+        }
+        if let (State::Staged { .. }, Some(w)) = (&rec.state, &rec.lock_wait) {
+            // Waiting for the lock: retry on the lock's backoff, not the check interval.
+            let wait = (w.retry_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            return wait.clamp(Duration::from_secs(1), self.settings.interval);
+        }
+        if let State::Staged { .. } = rec.state {
+            // Waiting for a window: wake when it opens, so short windows are not slept through.
+            let now = Utc::now();
+            if reboot::decide(&self.settings.reboot, now) == RebootDecision::Wait("outside_window")
+                && let Some(open) = crate::window::next_open(&self.settings.reboot.windows, now)
+            {
+                let wait = (open - now).to_std().unwrap_or(Duration::ZERO) + Duration::from_secs(1);
+                return wait.min(self.settings.interval);
+            }
         }
         next_delay(self.settings.interval, poll, rec.check_failures, jitter)
     }
@@ -524,6 +698,22 @@ pub struct Status {
     pub reboot_strategy: &'static str,
     /// Why the running system could not be read, if it could not.
     pub node_error: Option<String>,
+    /// The reboot into a staged update: what it waits for, and the lock.
+    pub reboot: RebootView,
+}
+
+/// The reboot part of `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebootView {
+    /// Why a staged update has not rebooted yet (`outside_window`, `strategy_off`,
+    /// `lock_full`, `lock_service_unavailable`, ...).
+    pub waiting_for: Option<String>,
+    /// When the next maintenance window opens (RFC 3339), when waiting for one.
+    pub next_window: Option<String>,
+    /// Whether this node may hold its reboot lock (coordinated strategies only).
+    pub lock: Option<LockPhase>,
+    /// The failed lock attempts, with the next try.
+    pub lock_wait: Option<LockWait>,
 }
 
 impl std::fmt::Display for Status {
@@ -580,6 +770,27 @@ impl std::fmt::Display for Status {
             "server:    {} (group {}, reboot {})",
             self.server, self.group, self.reboot_strategy
         )?;
+        if let Some(why) = &self.reboot.waiting_for {
+            writeln!(f, "reboot:    waiting for {why}")?;
+        }
+        if let Some(t) = &self.reboot.next_window {
+            writeln!(f, "window:    next opens {t}")?;
+        }
+        if let Some(w) = &self.reboot.lock_wait {
+            writeln!(
+                f,
+                "lock:      not taken (fail closed), {} attempt(s) since {}, next try {}: {}",
+                w.attempts, w.since, w.retry_at, w.detail
+            )?;
+        }
+        if let Some(phase) = self.reboot.lock {
+            let text = match phase {
+                LockPhase::Held => "held (released after the new boot is blessed)",
+                LockPhase::MaybeHeld => "maybe held (released when steady)",
+                LockPhase::Free => "free",
+            };
+            writeln!(f, "reboot lock: {text}")?;
+        }
         if let Some(e) = &self.node_error {
             writeln!(f, "node:      {e}")?;
         }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use keelson_agent::agent::{Agent, CycleOptions, RebootMode, first_check_delay};
 use keelson_agent::paths::Paths;
 use keelson_agent::settings::Settings;
+use keelson_agent::state::State;
 
 /// The Keelson node update agent.
 #[derive(Debug, Parser)]
@@ -48,6 +49,31 @@ enum Command {
     Rollback,
     /// Clear a failure and the versions refused after a rollback.
     Reset,
+    /// The reboot lock of the `fleetlock` or `etcd-lock` strategy.
+    Lock {
+        #[command(subcommand)]
+        command: LockCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LockCommand {
+    /// This node's id and group, and (etcd) the semaphore's size and holders.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release ID's slot: a holder that is gone for good (this node's own id is allowed).
+    Unlock {
+        /// The holder id (etcd: a machine id; FleetLock: the client id).
+        id: String,
+    },
+    /// (etcd-lock) Set the number of slots, as `locksmithctl set-max`.
+    SetMax {
+        /// Slots.
+        max: i64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -114,10 +140,71 @@ fn main() -> anyhow::Result<()> {
             print!("{}", agent.status()?);
             println!("The other slot boots from the next boot on; reboot to switch now.");
         }
+        Command::Lock { command } => runtime.block_on(lock_command(&agent, command))?,
         Command::Reset => {
             let _lock = agent.store().lock(true)?;
             agent.reset().context("reset")?;
             print!("{}", agent.status()?);
+        }
+    }
+    Ok(())
+}
+
+async fn lock_command(agent: &Agent, command: LockCommand) -> anyhow::Result<()> {
+    match command {
+        LockCommand::Status { json } => {
+            let st = agent
+                .lock_status()
+                .await
+                .context("reading the reboot lock")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!("service:   {}", st.service);
+                println!("group:     {:?}", st.group);
+                println!("this node: {}", st.id);
+                if let (Some(max), Some(avail)) = (st.max, st.available) {
+                    println!("Available: {avail}");
+                    println!("Max:       {max}");
+                }
+                match &st.holders {
+                    Some(h) if h.is_empty() => println!("holders:   none"),
+                    Some(h) => {
+                        println!("holders:");
+                        for id in h {
+                            let me = if *id == st.id { " (this node)" } else { "" };
+                            println!("  {id}{me}");
+                        }
+                    }
+                    None => println!(
+                        "holders:   (FleetLock has no read operation: see the server, e.g. `keelson admin fleetlock holders`)"
+                    ),
+                }
+            }
+        }
+        LockCommand::Unlock { id } => {
+            agent
+                .lock_unlock(&id)
+                .await
+                .with_context(|| format!("releasing {id}'s reboot lock"))?;
+            println!("released {id}");
+        }
+        LockCommand::SetMax { max } => {
+            if max < 1 {
+                anyhow::bail!("max must be at least 1");
+            }
+            let lock = agent.reboot_lock()?;
+            let keelson_agent::lock::RebootLock::Etcd(etcd) = lock else {
+                anyhow::bail!(
+                    "set-max is for the etcd-lock strategy; FleetLock slots are set on the server"
+                );
+            };
+            let before = etcd.read_or_create().await?.0.max;
+            etcd.set_max(max)
+                .await
+                .context("setting the semaphore's max")?;
+            println!("Old-Max: {before}");
+            println!("Max: {max}");
         }
     }
     Ok(())
@@ -143,7 +230,23 @@ async fn daemon(agent: &Agent) -> anyhow::Result<()> {
                 reboot: RebootMode::Policy,
                 check,
             };
-            match agent.cycle(opts).await {
+            // A staged update waiting for its lock or window retries without asking the
+            // Omaha server again until the check interval has passed.
+            let rec = agent.store().load()?;
+            let checked_recently = rec.last_check.is_some_and(|t| {
+                chrono::Utc::now() - t
+                    < chrono::Duration::from_std(agent.settings.interval)
+                        .unwrap_or(chrono::Duration::minutes(45))
+            });
+            let result = if matches!(rec.state, State::Staged { .. }) && checked_recently {
+                agent
+                    .coordinate(RebootMode::Policy)
+                    .await
+                    .map(|r| (r, None))
+            } else {
+                agent.cycle(opts).await
+            };
+            match result {
                 Ok((rec, poll)) => agent.next_delay(&rec, poll, rand::random::<f64>()),
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "cycle failed");

@@ -66,6 +66,11 @@ impl Paths {
         self.state_dir().join("lock")
     }
 
+    /// `/run/reboot-required`: written once an update is staged, for kured and friends.
+    pub fn reboot_required(&self) -> PathBuf {
+        self.at("/run/reboot-required")
+    }
+
     /// `/etc/machine-id`.
     pub fn machine_id(&self) -> PathBuf {
         self.at("/etc/machine-id")

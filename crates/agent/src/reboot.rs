@@ -1,7 +1,7 @@
 //! When to reboot into a staged update: a pure decision from the strategy, the windows and the
-//! time. The coordinated strategies (`fleetlock`, `etcd-lock`) get their lock through
-//! [`RebootLock`], implemented in the next issue ([7/12]); until then they hold the update
-//! staged and say so in `status`.
+//! time. The coordinated strategies (`fleetlock`, `etcd-lock`) take their lock through
+//! [`crate::lock::RebootLock`] only inside a window, and release it after the new boot was
+//! blessed ([`crate::agent::Agent::coordinate`]).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -17,8 +17,16 @@ pub enum RebootDecision {
     Now,
     /// Not now; the slug says why (`outside_window`, `strategy_off`, ...).
     Wait(&'static str),
-    /// Ask the coordinator for a lock first.
+    /// Take the coordinator's lock first, then reboot.
     NeedLock,
+}
+
+/// Whether the strategy coordinates reboots through a lock.
+pub fn uses_lock(strategy: &RebootStrategy) -> bool {
+    matches!(
+        strategy,
+        RebootStrategy::Fleetlock { .. } | RebootStrategy::EtcdLock { .. }
+    )
 }
 
 /// Decides whether a staged update may reboot the node at `now`.
@@ -26,33 +34,19 @@ pub fn decide(settings: &RebootSettings, now: DateTime<Utc>) -> RebootDecision {
     if matches!(settings.strategy, RebootStrategy::Off) {
         return RebootDecision::Wait("strategy_off");
     }
-    if !in_window(&settings.windows, settings.time_zone, now) {
+    if !in_window(&settings.windows, now) {
         return RebootDecision::Wait("outside_window");
     }
-    match settings.strategy {
-        RebootStrategy::Reboot => RebootDecision::Now,
-        RebootStrategy::Off => RebootDecision::Wait("strategy_off"),
-        RebootStrategy::Fleetlock { .. } | RebootStrategy::EtcdLock { .. } => {
-            RebootDecision::NeedLock
-        }
-    }
+    decide_now(&settings.strategy)
 }
 
-/// A reboot lock held across the reboot (FleetLock `pre-reboot`/`steady-state`, or an etcd
-/// semaphore slot). The implementations arrive with [7/12].
-pub trait RebootLock {
-    /// Tries to take the lock; `Ok(false)` means another node holds it.
-    fn acquire(&mut self) -> Result<bool, String>;
-    /// Releases the lock after a good boot.
-    fn release(&mut self) -> Result<(), String>;
-}
-
-/// The lock for a coordinated strategy, or why there is none yet.
-pub fn lock_for(strategy: &RebootStrategy) -> Result<Box<dyn RebootLock>, &'static str> {
-    match strategy {
-        RebootStrategy::Fleetlock { .. } => Err("fleetlock_not_implemented"),
-        RebootStrategy::EtcdLock { .. } => Err("etcd_lock_not_implemented"),
-        RebootStrategy::Reboot | RebootStrategy::Off => Err("no_lock_needed"),
+/// The decision when a person asked for the reboot (`update --now`): no window, no `off`,
+/// but a coordinated strategy still takes its lock (never more holders than slots).
+pub fn decide_now(strategy: &RebootStrategy) -> RebootDecision {
+    if uses_lock(strategy) {
+        RebootDecision::NeedLock
+    } else {
+        RebootDecision::Now
     }
 }
 
@@ -69,40 +63,47 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-12-04T04:30:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let win = vec![Window {
-            days: vec![],
-            start: NaiveTime::from_hms_opt(4, 0, 0).unwrap(),
-            length_minutes: 60,
-        }];
-        let late = vec![Window {
-            days: vec![],
-            start: NaiveTime::from_hms_opt(6, 0, 0).unwrap(),
-            length_minutes: 60,
-        }];
+        let at = |h| {
+            vec![Window {
+                days: vec![],
+                start: NaiveTime::from_hms_opt(h, 0, 0).unwrap(),
+                length_minutes: 60,
+                time_zone: Tz::UTC,
+            }]
+        };
         let s = |strategy, windows| RebootSettings {
             strategy,
             time_zone: Tz::UTC,
             windows,
+            lock_group: None,
+            lock_id: None,
         };
         let fl = RebootStrategy::Fleetlock {
             url: "http://f".into(),
         };
+        let etcd = RebootStrategy::EtcdLock {
+            endpoints: vec!["http://e:2379".into()],
+        };
         let cases = [
             (s(RebootStrategy::Reboot, vec![]), RebootDecision::Now),
-            (s(RebootStrategy::Reboot, win.clone()), RebootDecision::Now),
+            (s(RebootStrategy::Reboot, at(4)), RebootDecision::Now),
             (
-                s(RebootStrategy::Reboot, late),
+                s(RebootStrategy::Reboot, at(6)),
                 RebootDecision::Wait("outside_window"),
             ),
             (
-                s(RebootStrategy::Off, win.clone()),
+                s(RebootStrategy::Off, at(4)),
                 RebootDecision::Wait("strategy_off"),
             ),
-            (s(fl.clone(), win), RebootDecision::NeedLock),
+            (s(fl.clone(), at(4)), RebootDecision::NeedLock),
+            (s(fl.clone(), at(6)), RebootDecision::Wait("outside_window")),
+            (s(etcd.clone(), vec![]), RebootDecision::NeedLock),
         ];
         for (settings, want) in cases {
             assert_eq!(decide(&settings, now), want, "{settings:?}");
         }
-        assert_eq!(lock_for(&fl).err(), Some("fleetlock_not_implemented"));
+        assert_eq!(decide_now(&fl), RebootDecision::NeedLock);
+        assert_eq!(decide_now(&etcd), RebootDecision::NeedLock);
+        assert_eq!(decide_now(&RebootStrategy::Off), RebootDecision::Now);
     }
 }

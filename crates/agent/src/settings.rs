@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::paths::Paths;
-use crate::window::Window;
+use crate::window::{MAX_LENGTH_MINUTES, Window};
 
 /// Flatcar's update_engine default app id, which Keelson's server also serves.
 pub const DEFAULT_APP_ID: &str = keelson_omaha::FLATCAR_APP_ID;
@@ -74,27 +74,37 @@ pub enum RebootStrategy {
     Reboot,
     /// Never reboot by itself; the update waits for the next reboot.
     Off,
-    /// Take a FleetLock lock first (coordination arrives in the next issue, see `reboot.rs`).
+    /// Take a FleetLock lock first (`pre-reboot`), release it after a blessed boot
+    /// (`steady-state`); see `lock.rs`.
     Fleetlock {
-        /// The FleetLock server.
+        /// The FleetLock server's base URL.
         url: String,
     },
-    /// Take an etcd v3 semaphore first (coordination arrives in the next issue).
+    /// Take a slot of locksmith's semaphore in etcd v3 first; see `etcd.rs`.
     EtcdLock {
-        /// The etcd endpoints.
+        /// The etcd client URLs, tried in order.
         endpoints: Vec<String>,
     },
 }
 
-/// The reboot policy: strategy, maintenance windows and their time zone.
+/// locksmith's default etcd endpoint.
+pub const DEFAULT_ETCD_ENDPOINT: &str = "http://127.0.0.1:2379";
+
+/// The reboot policy: strategy, maintenance windows, the lock's group and identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RebootSettings {
     /// The strategy.
     pub strategy: RebootStrategy,
-    /// IANA time zone of the windows.
+    /// IANA time zone of windows that name none (and of Flatcar's window).
     pub time_zone: Tz,
-    /// Weekly windows; empty = any time.
+    /// Weekly windows, each with its own zone; empty = any time.
     pub windows: Vec<Window>,
+    /// The lock group: FleetLock's `group` (default: the update group) or locksmith's group
+    /// (default: the empty group, locksmith's own default).
+    pub lock_group: Option<String>,
+    /// The holder id to use instead of the derived one (FleetLock: Zincati's app-specific
+    /// machine id; etcd: the machine id, as locksmith).
+    pub lock_id: Option<String>,
 }
 
 /// The agent's whole configuration, validated.
@@ -125,6 +135,8 @@ impl Default for Settings {
                 strategy: RebootStrategy::Reboot,
                 time_zone: Tz::UTC,
                 windows: Vec::new(),
+                lock_group: None,
+                lock_id: None,
             },
             sources: Vec::new(),
         }
@@ -155,6 +167,8 @@ struct TomlReboot {
     strategy: Option<String>,
     fleetlock_url: Option<String>,
     etcd_endpoints: Option<Vec<String>>,
+    lock_group: Option<String>,
+    lock_id: Option<String>,
     time_zone: Option<String>,
     #[serde(default)]
     window: Option<Vec<TomlWindow>>,
@@ -167,6 +181,7 @@ struct TomlWindow {
     days: Vec<String>,
     start: String,
     length_minutes: u32,
+    time_zone: Option<String>,
 }
 
 impl Settings {
@@ -233,9 +248,16 @@ impl Settings {
             return Ok(());
         };
         if let Some(tz) = &r.time_zone {
+            let old = self.reboot.time_zone;
             self.reboot.time_zone = tz
                 .parse()
                 .map_err(|_| invalid("reboot.time_zone", tz, "unknown IANA time zone"))?;
+            // Windows read earlier in the default zone (Flatcar's) follow the new default.
+            for w in &mut self.reboot.windows {
+                if w.time_zone == old {
+                    w.time_zone = self.reboot.time_zone;
+                }
+            }
         }
         if let Some(ws) = &r.window {
             let mut windows = Vec::new();
@@ -249,7 +271,13 @@ impl Settings {
                 }
                 let start = parse_hhmm(&w.start)
                     .ok_or_else(|| invalid(&format!("{key}.start"), &w.start, "must be HH:MM"))?;
-                if w.length_minutes == 0 || w.length_minutes > 7 * 24 * 60 {
+                let time_zone = match &w.time_zone {
+                    Some(tz) => tz.parse().map_err(|_| {
+                        invalid(&format!("{key}.time_zone"), tz, "unknown IANA time zone")
+                    })?,
+                    None => self.reboot.time_zone,
+                };
+                if w.length_minutes == 0 || w.length_minutes > MAX_LENGTH_MINUTES {
                     return Err(invalid(
                         &format!("{key}.length_minutes"),
                         &w.length_minutes.to_string(),
@@ -260,9 +288,18 @@ impl Settings {
                     days,
                     start,
                     length_minutes: w.length_minutes,
+                    time_zone,
                 });
             }
             self.reboot.windows = windows;
+        }
+        if let Some(g) = &r.lock_group {
+            check_lock_group(g).map_err(|reason| invalid("reboot.lock_group", g, reason))?;
+            self.reboot.lock_group = Some(g.clone());
+        }
+        if let Some(id) = &r.lock_id {
+            check_token(id).map_err(|reason| invalid("reboot.lock_id", id, reason))?;
+            self.reboot.lock_id = Some(id.clone());
         }
         if let Some(st) = &r.strategy {
             self.reboot.strategy = match st.as_str() {
@@ -276,11 +313,21 @@ impl Settings {
                             "required with strategy fleetlock",
                         )
                     })?;
+                    check_http_url(&url)
+                        .map_err(|reason| invalid("reboot.fleetlock_url", &url, reason))?;
                     RebootStrategy::Fleetlock { url }
                 }
-                "etcd-lock" => RebootStrategy::EtcdLock {
-                    endpoints: r.etcd_endpoints.clone().unwrap_or_default(),
-                },
+                "etcd-lock" => {
+                    let endpoints = r
+                        .etcd_endpoints
+                        .clone()
+                        .unwrap_or_else(|| vec![DEFAULT_ETCD_ENDPOINT.to_owned()]);
+                    for e in &endpoints {
+                        check_http_url(e)
+                            .map_err(|reason| invalid("reboot.etcd_endpoints", e, reason))?;
+                    }
+                    RebootStrategy::EtcdLock { endpoints }
+                }
                 other => {
                     return Err(invalid(
                         "reboot.strategy",
@@ -303,6 +350,7 @@ impl Settings {
         };
         let mut window_start: Option<String> = None;
         let mut window_length: Option<String> = None;
+        let mut endpoints: Option<Vec<String>> = None;
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -331,7 +379,7 @@ impl Settings {
                         "reboot" | "best-effort" => RebootStrategy::Reboot,
                         "off" => RebootStrategy::Off,
                         "etcd-lock" => RebootStrategy::EtcdLock {
-                            endpoints: Vec::new(),
+                            endpoints: vec![DEFAULT_ETCD_ENDPOINT.to_owned()],
                         },
                         _ => {
                             return Err(invalid(
@@ -342,8 +390,31 @@ impl Settings {
                         }
                     }
                 }
-                "LOCKSMITHD_REBOOT_WINDOW_START" => window_start = Some(value.to_owned()),
-                "LOCKSMITHD_REBOOT_WINDOW_LENGTH" => window_length = Some(value.to_owned()),
+                // locksmith also reads the legacy names without the prefix.
+                "LOCKSMITHD_REBOOT_WINDOW_START" | "REBOOT_WINDOW_START" => {
+                    window_start = Some(value.to_owned());
+                }
+                "LOCKSMITHD_REBOOT_WINDOW_LENGTH" | "REBOOT_WINDOW_LENGTH" => {
+                    window_length = Some(value.to_owned());
+                }
+                // locksmith: repeatable flag or a comma list.
+                "LOCKSMITHD_ENDPOINT" => {
+                    let list: Vec<String> = value
+                        .split(',')
+                        .map(|e| e.trim().to_owned())
+                        .filter(|e| !e.is_empty())
+                        .collect();
+                    for e in &list {
+                        check_http_url(e).map_err(|r| invalid(key, e, r))?;
+                    }
+                    endpoints = Some(list);
+                }
+                "LOCKSMITHD_GROUP" => {
+                    if !value.is_empty() {
+                        check_token(value).map_err(|r| invalid(key, value, r))?;
+                    }
+                    self.reboot.lock_group = Some(value.to_owned());
+                }
                 // MACHINE_ALIAS, DOWNLOAD_USER, PCR_POLICY_SERVER...: not used by Keelson.
                 _ => {}
             }
@@ -369,6 +440,7 @@ impl Settings {
                     days,
                     start: start_time,
                     length_minutes,
+                    time_zone: self.reboot.time_zone,
                 }];
             }
             (Some(v), None) => {
@@ -386,6 +458,33 @@ impl Settings {
                 ));
             }
         }
+        if let (Some(list), RebootStrategy::EtcdLock { endpoints: e }) =
+            (endpoints, &mut self.reboot.strategy)
+            && !list.is_empty()
+        {
+            *e = list;
+        }
+        Ok(())
+    }
+}
+
+fn check_http_url(value: &str) -> Result<(), &'static str> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err("must be an http(s) URL"),
+    }
+}
+
+/// FleetLock's group grammar, `^[a-zA-Z0-9.-]+$` (also fine as a locksmith group).
+fn check_lock_group(v: &str) -> Result<(), &'static str> {
+    if v.is_empty()
+        || v.len() > 100
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    {
+        Err("must match ^[a-zA-Z0-9.-]+$ (at most 100 characters)")
+    } else {
         Ok(())
     }
 }
@@ -466,13 +565,26 @@ fn parse_hhmm(v: &str) -> Option<NaiveTime> {
     NaiveTime::from_hms_opt(h.parse().ok()?, m.parse().ok()?, 0)
 }
 
-/// locksmith's `LOCKSMITHD_REBOOT_WINDOW_START`: `Thu 04:00` or `04:00` (every day).
+/// locksmith's time, parsed with Go's `%d:%d`: `4:00` and `04:00` both work.
+fn parse_locksmith_time(v: &str) -> Option<NaiveTime> {
+    let (h, m) = v.trim().split_once(':')?;
+    let digits = |p: &str| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || !digits(m) {
+        return None;
+    }
+    NaiveTime::from_hms_opt(h.parse().ok()?, m.parse().ok()?, 0)
+}
+
+/// locksmith's `LOCKSMITHD_REBOOT_WINDOW_START`: `Thu 04:00` or `04:00` (every day); the day
+/// is a three-letter name in any case, as locksmith takes it.
 fn parse_locksmith_start(v: &str) -> Option<(Vec<Weekday>, NaiveTime)> {
     let mut parts = v.split_whitespace();
     let first = parts.next()?;
     match parts.next() {
-        None => Some((Vec::new(), parse_hhmm(first)?)),
-        Some(time) if parts.next().is_none() => Some((vec![parse_day(first)?], parse_hhmm(time)?)),
+        None => Some((Vec::new(), parse_locksmith_time(first)?)),
+        Some(time) if parts.next().is_none() && first.len() == 3 => {
+            Some((vec![parse_day(first)?], parse_locksmith_time(time)?))
+        }
         Some(_) => None,
     }
 }
@@ -546,7 +658,8 @@ mod tests {
             vec![Window {
                 days: vec![Weekday::Mon, Weekday::Fri],
                 start: NaiveTime::from_hms_opt(2, 30, 0).unwrap(),
-                length_minutes: 120
+                length_minutes: 120,
+                time_zone: chrono_tz::America::New_York,
             }]
         );
     }
@@ -657,6 +770,59 @@ mod tests {
             assert!(e.contains("/etc/flatcar/update.conf"), "{e}");
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn windows_each_with_a_zone() {
+        let mut s = Settings::default();
+        s.apply_toml(
+            Path::new("u.toml"),
+            "[reboot]\nstrategy = \"etcd-lock\"\ntime_zone = \"Europe/Berlin\"\nlock_group = \"db\"\n\n[[reboot.window]]\nstart = \"04:00\"\nlength_minutes = 60\n\n[[reboot.window]]\ndays = [\"Sun\"]\nstart = \"23:30\"\nlength_minutes = 2880\ntime_zone = \"Asia/Tokyo\"\n",
+        )
+        .unwrap();
+        let zones: Vec<Tz> = s.reboot.windows.iter().map(|w| w.time_zone).collect();
+        assert_eq!(
+            zones,
+            vec![chrono_tz::Europe::Berlin, chrono_tz::Asia::Tokyo]
+        );
+        assert_eq!(s.reboot.windows[1].days, vec![Weekday::Sun]);
+        assert_eq!(
+            s.reboot.strategy,
+            RebootStrategy::EtcdLock {
+                endpoints: vec![DEFAULT_ETCD_ENDPOINT.into()]
+            }
+        );
+        assert_eq!(s.reboot.lock_group.as_deref(), Some("db"));
+    }
+
+    #[test]
+    fn flatcar_locksmith_keys_carry_over() {
+        let mut s = Settings::default();
+        s.apply_flatcar(
+            Path::new("update.conf"),
+            "REBOOT_STRATEGY=etcd-lock\nLOCKSMITHD_ENDPOINT=http://10.0.0.1:2379,http://10.0.0.2:2379\nLOCKSMITHD_GROUP=lb\nREBOOT_WINDOW_START=sat 1:00\nREBOOT_WINDOW_LENGTH=2h\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.reboot.strategy,
+            RebootStrategy::EtcdLock {
+                endpoints: vec!["http://10.0.0.1:2379".into(), "http://10.0.0.2:2379".into()]
+            }
+        );
+        assert_eq!(s.reboot.lock_group.as_deref(), Some("lb"));
+        assert_eq!(s.reboot.windows[0].days, vec![Weekday::Sat]);
+        assert_eq!(
+            s.reboot.windows[0].start,
+            NaiveTime::from_hms_opt(1, 0, 0).unwrap()
+        );
+        assert_eq!(s.reboot.windows[0].time_zone, Tz::UTC);
+        // A later update.toml's default zone moves the Flatcar window with it.
+        s.apply_toml(
+            Path::new("u.toml"),
+            "[reboot]\ntime_zone = \"America/New_York\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.reboot.windows[0].time_zone, chrono_tz::America::New_York);
     }
 
     #[test]

@@ -182,6 +182,35 @@ pub struct LastError {
     pub at: DateTime<Utc>,
 }
 
+/// Whether this node may hold a reboot lock (FleetLock slot or etcd semaphore slot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockPhase {
+    /// Unknown or being taken: release it when the node is steady (the default, so a node
+    /// that lost its state file, or crashed while taking the lock, releases at start).
+    #[default]
+    MaybeHeld,
+    /// Taken for the reboot into the staged update; released after the blessed boot.
+    Held,
+    /// Released, and the release was confirmed by the service.
+    Free,
+}
+
+/// The node wants to reboot but has no lock yet: why, since when, and the next try.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockWait {
+    /// Reason slug (`lock_full`, `lock_service_unavailable`, `lock_refused_<kind>`, ...).
+    pub reason: String,
+    /// The whole message.
+    pub detail: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The first failed attempt.
+    pub since: DateTime<Utc>,
+    /// No new attempt before this time.
+    pub retry_at: DateTime<Utc>,
+}
+
 /// Everything persisted: the state plus what outlives states.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -203,6 +232,12 @@ pub struct Record {
     /// Failed checks in a row (for backoff).
     #[serde(default)]
     pub check_failures: u32,
+    /// Whether this node may hold a reboot lock.
+    #[serde(default)]
+    pub lock: LockPhase,
+    /// Waiting for the reboot lock (fail closed: no reboot without it).
+    #[serde(default)]
+    pub lock_wait: Option<LockWait>,
 }
 
 impl Default for Record {
@@ -214,6 +249,8 @@ impl Default for Record {
             last_check: None,
             last_error: None,
             check_failures: 0,
+            lock: LockPhase::MaybeHeld,
+            lock_wait: None,
         }
     }
 }

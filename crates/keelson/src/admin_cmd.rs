@@ -88,6 +88,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// FleetLock reboot slots: who holds them, and releasing a node that is gone.
+    Fleetlock {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: FleetlockCmd,
+    },
     /// The activity log, newest first.
     Activity {
         #[command(flatten)]
@@ -348,6 +355,32 @@ pub enum TokenCmd {
         /// Token ID (from `token list`).
         id: String,
     },
+}
+
+/// `keelson admin fleetlock ...`.
+#[derive(Subcommand, Debug)]
+pub enum FleetlockCmd {
+    /// Holders of every lock group (or one), with the time they took the slot.
+    Holders {
+        /// Only this lock group (a group's track).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Release a holder's slot (a node that is gone for good; admin only).
+    Release {
+        /// Lock group (a group's track).
+        group: String,
+        /// The holder's id (from `fleetlock holders`).
+        id: String,
+    },
+}
+
+/// A FleetLock holder (keelson-server's `api::fleetlock::FleetLockHolder`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FleetLockHolder {
+    group: String,
+    id: String,
+    acquired_at: i64,
 }
 
 /// A token as listed.
@@ -759,6 +792,7 @@ pub fn run(cmd: AdminCommand) -> Result<ExitCode> {
         AdminCommand::Policy { conn, cmd } => run_policy(&conn, cmd)?,
         AdminCommand::Instance { conn, cmd } => run_instance(&conn, cmd)?,
         AdminCommand::Token { conn, cmd } => run_token(&conn, cmd)?,
+        AdminCommand::Fleetlock { conn, cmd } => run_fleetlock(&conn, cmd)?,
         AdminCommand::Activity { conn, app, limit } => {
             let api = Api::new(&conn)?;
             let mut path = format!("/api/v1/activity?limit={limit}");
@@ -832,6 +866,41 @@ fn run_token(conn: &Connection, cmd: TokenCmd) -> Result<()> {
         TokenCmd::Revoke { id } => {
             api.delete(&format!("/api/v1/tokens/{}", enc(&id)))?;
             deleted(conn, format!("token {id}"))
+        }
+    }
+}
+
+fn run_fleetlock(conn: &Connection, cmd: FleetlockCmd) -> Result<()> {
+    let api = Api::new(conn)?;
+    match cmd {
+        FleetlockCmd::Holders { group } => {
+            let mut path = "/api/v1/fleetlock/holders".to_string();
+            if let Some(g) = group {
+                let _ = write!(path, "?group={}", enc(&g));
+            }
+            let hs: Vec<FleetLockHolder> = api.get(&path)?;
+            show(conn.json, &hs, |hs| {
+                table(
+                    &["GROUP", "HOLDER", "SINCE (UTC)"],
+                    hs.iter()
+                        .map(|h| vec![h.group.clone(), h.id.clone(), time(h.acquired_at)])
+                        .collect(),
+                )
+            })
+        }
+        FleetlockCmd::Release { group, id } => {
+            api.delete(&format!(
+                "/api/v1/fleetlock/{}/holders/{}",
+                enc(&group),
+                enc(&id)
+            ))?;
+            show(
+                conn.json,
+                &Deleted {
+                    deleted: format!("fleetlock holder {id} of {group}"),
+                },
+                |d| format!("released {}\n", d.deleted),
+            )
         }
     }
 }

@@ -277,6 +277,39 @@ fn admin_cli_drives_the_server() {
     let err = cli.fails(viewer, &["token", "list"]);
     assert!(err.contains("403"), "{err}");
 
+    // FleetLock holders: a node takes a slot of prod (track stable), an admin releases it.
+    let r = reqwest::blocking::Client::new()
+        .post(format!("http://{}/v1/pre-reboot", server.addr))
+        .header("fleet-lock-protocol", "true")
+        .body(r#"{"client_params": {"id": "gone-node", "group": "stable"}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let hs = cli.json(&["fleetlock", "holders"]);
+    assert_eq!(hs[0]["group"], "stable");
+    assert_eq!(hs[0]["id"], "gone-node");
+    assert!(hs[0]["acquired_at"].as_i64().unwrap() > 0);
+    let text = cli.ok(&["fleetlock", "holders", "--group", "stable"]);
+    assert!(
+        text.contains("gone-node") && text.contains("SINCE"),
+        "{text}"
+    );
+    let err = cli.fails(viewer, &["fleetlock", "release", "stable", "gone-node"]);
+    assert!(err.contains("403"), "{err}");
+    cli.ok(&["fleetlock", "release", "stable", "gone-node"]);
+    assert_eq!(
+        cli.json(&["fleetlock", "holders"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let err = cli.fails(
+        &server.admin_token,
+        &["fleetlock", "release", "stable", "gone-node"],
+    );
+    assert!(err.contains("404"), "{err}");
+
     // Instances and activity.
     let page = cli.json(&["instance", "list", "--app", APP]);
     assert_eq!(page["total"], 0);
@@ -284,8 +317,9 @@ fn admin_cli_drives_the_server() {
     assert!(err.contains("404") && err.contains("not found"), "{err}");
     let act = cli.json(&["activity", "--limit", "3"]);
     assert_eq!(act.as_array().unwrap().len(), 3);
-    assert_eq!(act[0]["kind"], "token.revoked");
-    assert_eq!(act[2]["kind"], "group.policy_updated");
+    assert_eq!(act[0]["kind"], "fleetlock.released_by_admin");
+    assert_eq!(act[1]["kind"], "fleetlock.locked");
+    assert_eq!(act[2]["kind"], "token.revoked");
 
     // Deletes.
     let err = cli.fails(

@@ -32,6 +32,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/activity", &["get"]),
     ("/api/v1/tokens", &["get", "post"]),
     ("/api/v1/tokens/{id}", &["delete"]),
+    ("/api/v1/fleetlock/holders", &["get"]),
+    ("/api/v1/fleetlock/{group}/holders/{id}", &["delete"]),
 ];
 
 /// `GET /api/openapi.json` (no token needed: the document is not a secret).
@@ -207,6 +209,12 @@ pub fn document() -> Value {
         "/api/v1/tokens/{id}": {
             "delete": op(Op { summary: "Revoke a token (it stops working at once)", params: vec![path_param("id", "Token ID")], body: None, responses: [vec![ok("204", "Revoked", None)], errors(&["404"])].concat(), admin: true }),
         },
+        "/api/v1/fleetlock/holders": {
+            "get": op(Op { summary: "FleetLock reboot-slot holders by lock group (a group's track), oldest first, with the time they took the slot", params: vec![query_param("group", "string", "Only this lock group")], body: None, responses: [vec![ok("200", "Holders", Some(array_of("FleetLockHolder")))], errors(&["400"])].concat(), admin: false }),
+        },
+        "/api/v1/fleetlock/{group}/holders/{id}": {
+            "delete": op(Op { summary: "Release a holder's reboot slot (a node that is gone for good)", params: vec![path_param("group", "Lock group (a group's track)"), path_param("id", "The holder's FleetLock id")], body: None, responses: [vec![ok("204", "Released", None)], errors(&["404"])].concat(), admin: true }),
+        },
         "/api/v1/activity": {
             "get": op(Op {
                 summary: "The activity log, newest first",
@@ -277,6 +285,7 @@ pub fn document() -> Value {
             "status_history": { "type": "array", "items": { "type": "object", "properties": { "status": s("string"), "version": s("string"), "message": s("string"), "created_at": s("integer") } } },
             "events": { "type": "array", "items": { "type": "object", "properties": { "event_type": s("integer"), "event_result": s("integer"), "error_code": ns("integer"), "version": s("string"), "previous_version": s("string"), "created_at": s("integer") } } },
         } }] },
+        "FleetLockHolder": { "type": "object", "required": ["group", "id", "acquired_at"], "properties": { "group": s("string"), "id": s("string"), "acquired_at": s("integer") } },
         "TokenInfo": { "type": "object", "required": ["id", "role", "description", "created_at", "last_used"], "properties": { "id": s("string"), "role": { "enum": ["admin", "viewer"] }, "description": s("string"), "created_at": s("integer"), "last_used": ns("integer") } },
         "NewTokenRequest": { "type": "object", "required": ["role"], "additionalProperties": false, "properties": { "role": { "enum": ["admin", "viewer"] }, "description": s("string") } },
         "NewToken": { "type": "object", "required": ["id", "role", "token"], "properties": { "id": s("string"), "role": { "enum": ["admin", "viewer"] }, "token": { "type": "string", "description": "The bearer secret, shown only here" } } },

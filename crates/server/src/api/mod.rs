@@ -7,6 +7,7 @@
 //! with the status code that says what went wrong ([`ApiError`]).
 
 pub mod apps;
+pub mod fleetlock;
 pub mod groups;
 pub mod instances;
 pub mod packages;
@@ -65,6 +66,11 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/apps/{app}/groups/{group}/policy",
             get(groups::get_policy).put(groups::put_policy),
+        )
+        .route("/api/v1/fleetlock/holders", get(fleetlock::list))
+        .route(
+            "/api/v1/fleetlock/{group}/holders/{id}",
+            axum::routing::delete(fleetlock::release),
         )
         .route("/api/v1/instances", get(instances::list))
         .route("/api/v1/instances/{id}", get(instances::get_one))

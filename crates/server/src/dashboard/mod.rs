@@ -38,6 +38,10 @@ pub fn router() -> Router<AppState> {
             "/ui/apps/{app}/groups/{group}/policy",
             post(pages::policy_submit),
         )
+        .route(
+            "/ui/apps/{app}/groups/{group}/fleetlock/release",
+            post(pages::fleetlock_release),
+        )
         .route("/ui/instances", get(pages::instances_page))
         .route("/ui/instances/{id}", get(pages::instance_page))
         .route("/ui/activity", get(pages::activity_page))

@@ -157,10 +157,11 @@ async fn render_group(
             },
         )
         .await?;
-        Ok::<_, ApiError>((app_row, g, instances))
+        let holders = crate::db::fleetlock::holders_with_time(&state.db, Some(&g.track)).await?;
+        Ok::<_, ApiError>((app_row, g, instances, holders))
     }
     .await;
-    let (app_row, g, instances) = match result {
+    let (app_row, g, instances, holders) = match result {
         Ok(v) => v,
         Err(e) => return fail(caller, e),
     };
@@ -175,6 +176,7 @@ async fn render_group(
         body,
         "<div class=\"cols\"><div class=\"card\"><h2>Policy</h2>{form}</div>\
          <div class=\"card\"><h2>Status</h2>{status_bar}{halt}</div></div>\
+         <div class=\"card\" id=\"fleetlock\"><h2>Reboot slots (FleetLock {track}): {held} of {slots} held</h2>{holders}</div>\
          <div class=\"card\"><h2>Recently seen instances ({total})</h2>{table}\
          <p><a href=\"/ui/instances?app={app}&amp;group={group}\">All instances of this group</a></p></div>",
         form = policy_form(&app_row.id, &g, caller.role >= Role::Admin),
@@ -187,6 +189,14 @@ async fn render_group(
             ),
             _ => String::new(),
         },
+        track = esc(&g.track),
+        held = holders.len(),
+        slots = g.policy.rollout.fleetlock_slots,
+        holders = holder_table(
+            &group_url(&app_row.id, &g.name),
+            &holders,
+            caller.role >= Role::Admin
+        ),
         total = instances.total,
         table = instance_table(&instances.instances),
         app = attr_url(&app_row.id),
@@ -391,6 +401,74 @@ pub async fn policy_submit(
                 esc(&e.message)
             );
             render_group(&state, &caller, &app, &group, Some(flash), e.status).await
+        }
+        Err(e) => fail(&caller, e),
+    }
+}
+
+fn holder_table(url: &str, holders: &[crate::db::fleetlock::Holder], admin: bool) -> String {
+    if holders.is_empty() {
+        return "<p class=\"muted\">No node holds a reboot slot.</p>".to_string();
+    }
+    let mut t = String::from(
+        "<table class=\"holders\"><thead><tr><th>Holder</th><th>Since</th><th></th></tr></thead><tbody>",
+    );
+    for h in holders {
+        let release = if admin {
+            format!(
+                "<form method=\"post\" action=\"{url}/fleetlock/release\">\
+                 <input type=\"hidden\" name=\"id\" value=\"{id}\">\
+                 <button type=\"submit\">Release</button></form>",
+                id = esc(&h.id)
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            t,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{release}</td></tr>",
+            esc(&h.id),
+            time(h.acquired_at),
+        );
+    }
+    t.push_str("</tbody></table>");
+    t
+}
+
+/// The release form of a FleetLock holder.
+#[derive(Debug, Deserialize)]
+pub struct ReleaseForm {
+    /// The holder id.
+    pub id: String,
+}
+
+/// `POST /ui/apps/{app}/groups/{group}/fleetlock/release`: release a holder (admins only).
+pub async fn fleetlock_release(
+    State(state): State<AppState>,
+    DashUser(caller): DashUser,
+    Path((app, group)): Path<(String, String)>,
+    Form(form): Form<ReleaseForm>,
+) -> Response {
+    if caller.role < Role::Admin {
+        return error_page(
+            Some(&caller),
+            StatusCode::FORBIDDEN,
+            "Your token has the viewer role; releasing a reboot slot needs an admin token.",
+        );
+    }
+    let result = async {
+        let mut conn = acquire(&state).await?;
+        let app_row = load_app(&mut conn, &keelson_omaha::normalize_app_id(&app)).await?;
+        let core = load_group(&mut conn, &app_row.id, &group).await?;
+        drop(conn);
+        crate::db::fleetlock::release_by_admin(&state.db, &caller.actor(), &core.track, &form.id)
+            .await?;
+        Ok::<_, ApiError>(app_row.id)
+    }
+    .await;
+    match result {
+        Ok(app_id) => {
+            Redirect::to(&format!("{}#fleetlock", group_url(&app_id, &group))).into_response()
         }
         Err(e) => fail(&caller, e),
     }

@@ -160,12 +160,91 @@ pub async fn unlock(db: &Db, group: &str, id: &str) -> Result<UnlockOutcome, DbE
 
 /// Holders of a lock group, oldest first.
 pub async fn holders_of(db: &Db, group: &str) -> Result<Vec<String>, DbError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT holder_id FROM fleetlock_holders WHERE lock_group = $1 ORDER BY acquired_at, holder_id",
-    )
-    .bind(group)
-    .fetch_all(db.pool())
-    .await
+    Ok(holders_with_time(db, Some(group))
+        .await?
+        .into_iter()
+        .map(|h| h.id)
+        .collect())
+}
+
+/// One FleetLock holder: who holds a slot of which lock group since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// The lock group (a group's track).
+    pub group: String,
+    /// The client's id (Zincati: its app-specific machine id).
+    pub id: String,
+    /// When it took the slot (Unix seconds).
+    pub acquired_at: i64,
+}
+
+/// Holders of `group` (or of every lock group), by group, oldest first.
+pub async fn holders_with_time(db: &Db, group: Option<&str>) -> Result<Vec<Holder>, DbError> {
+    let rows: Vec<(String, String, i64)> = match group {
+        Some(g) => {
+            sqlx::query_as(
+                "SELECT lock_group, holder_id, acquired_at FROM fleetlock_holders \
+             WHERE lock_group = $1 ORDER BY acquired_at, holder_id",
+            )
+            .bind(g)
+            .fetch_all(db.pool())
+            .await
+        }
+        None => {
+            sqlx::query_as(
+                "SELECT lock_group, holder_id, acquired_at FROM fleetlock_holders \
+             ORDER BY lock_group, acquired_at, holder_id",
+            )
+            .fetch_all(db.pool())
+            .await
+        }
+    }
     .map_err(DbError::query("listing fleetlock holders"))?;
-    Ok(rows.into_iter().map(|(h,)| h).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(group, id, acquired_at)| Holder {
+            group,
+            id,
+            acquired_at,
+        })
+        .collect())
+}
+
+/// An admin releases `id`'s slot of `group` (a node that is gone for good); `NotFound` when
+/// it holds none. Recorded in the activity log with the admin as actor.
+pub async fn release_by_admin(db: &Db, actor: &str, group: &str, id: &str) -> Result<(), DbError> {
+    let mut tx = db.begin().await?;
+    if slots_and_lock(&mut tx, group).await?.is_none() {
+        return Err(DbError::NotFound {
+            what: "fleetlock group",
+            key: group.to_owned(),
+        });
+    }
+    let n = sqlx::query("DELETE FROM fleetlock_holders WHERE lock_group = $1 AND holder_id = $2")
+        .bind(group)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::query("releasing fleetlock slot"))?
+        .rows_affected();
+    if n == 0 {
+        return Err(DbError::NotFound {
+            what: "fleetlock holder",
+            key: format!("{group}/{id}"),
+        });
+    }
+    activity::record_and_commit(
+        tx,
+        &NewActivity {
+            severity: Severity::Warning,
+            kind: "fleetlock.released_by_admin",
+            actor,
+            application_id: None,
+            group_id: None,
+            version: None,
+            message: format!("{actor} released {id}'s reboot slot of {group}"),
+        },
+        "committing fleetlock release",
+    )
+    .await
 }

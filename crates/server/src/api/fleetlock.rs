@@ -1,0 +1,62 @@
+//! FleetLock holders over the API: who holds a reboot slot of which group since when
+//! (viewers), and releasing a holder that is gone for good (admins).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{RequireAdmin, RequireViewer};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// One FleetLock holder as the API returns it (`GET /api/v1/fleetlock/holders`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetLockHolder {
+    /// The lock group (a group's track).
+    pub group: String,
+    /// The client's id (Zincati: its app-specific machine id).
+    pub id: String,
+    /// When it took the slot (Unix seconds).
+    pub acquired_at: i64,
+}
+
+impl From<crate::db::fleetlock::Holder> for FleetLockHolder {
+    fn from(h: crate::db::fleetlock::Holder) -> Self {
+        FleetLockHolder {
+            group: h.group,
+            id: h.id,
+            acquired_at: h.acquired_at,
+        }
+    }
+}
+
+/// Query of `GET /api/v1/fleetlock/holders`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldersQuery {
+    /// Only this lock group (a group's track).
+    pub group: Option<String>,
+}
+
+/// `GET /api/v1/fleetlock/holders[?group=G]`: holders by group, oldest first.
+pub async fn list(
+    State(state): State<AppState>,
+    _: RequireViewer,
+    Query(q): Query<HoldersQuery>,
+) -> Result<Json<Vec<FleetLockHolder>>, ApiError> {
+    let holders = crate::db::fleetlock::holders_with_time(&state.db, q.group.as_deref()).await?;
+    Ok(Json(
+        holders.into_iter().map(FleetLockHolder::from).collect(),
+    ))
+}
+
+/// `DELETE /api/v1/fleetlock/{group}/holders/{id}`: release a holder's slot (admins only).
+pub async fn release(
+    State(state): State<AppState>,
+    RequireAdmin(caller): RequireAdmin,
+    Path((group, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    crate::db::fleetlock::release_by_admin(&state.db, &caller.actor(), &group, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
