@@ -16,6 +16,9 @@
 //!     boots it, it is never blessed, the node is back on v2 by itself within 3 boots, reports
 //!     the rollback, does not try v3 again, and the server halts the group's rollout.
 //!
+//! The node reboots with the `fleetlock` strategy against keelson-server ([7/12]): it reboots
+//! into v3 only once another node gave the group's one slot back, and frees it again.
+//!
 //! The scenarios share one node and its boots (CI runs TCG on two cores).
 //!
 //! `cargo xtask test` (xtask/src/vm.rs) builds the images and sets: `KEELSON_VM_BUILD` (v1, the
@@ -168,6 +171,30 @@ impl Server {
         self.admin(&["channel", "set", "stable", "--version", version]);
     }
 
+    /// A FleetLock request of another node (`pre-reboot` takes a slot, `steady-state` frees it).
+    fn fleetlock(&self, op: &str, id: &str) {
+        host(Command::new("curl").args([
+            "-sSf",
+            "-X",
+            "POST",
+            "-H",
+            "fleet-lock-protocol: true",
+            "-d",
+            &format!("{{\"client_params\": {{\"id\": \"{id}\", \"group\": \"stable\"}}}}"),
+            &format!("{}/v1/{op}", self.base),
+        ]));
+    }
+
+    /// The ids holding the stable group's FleetLock slots.
+    fn holders(&self) -> Vec<String> {
+        let v = self.admin_json(&["fleetlock", "holders", "--group", "stable"]);
+        v.as_array()
+            .unwrap_or_else(|| panic!("holders: {v}"))
+            .iter()
+            .map(|h| h["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     fn group(&self) -> Value {
         self.admin_json(&["group", "show", "stable"])
     }
@@ -296,7 +323,7 @@ fn exe(path: &str, script: &str) -> Value {
 fn node_config(server_port: u16, archive_port: u16, archive_sha256: &str) -> String {
     let update = format!(
         "[update]\nserver = \"http://10.0.2.2:{server_port}/v1/update/\"\ngroup = \"stable\"\n\n\
-         [reboot]\nstrategy = \"reboot\"\n"
+         [reboot]\nstrategy = \"fleetlock\"\nfleetlock_url = \"http://10.0.2.2:{server_port}/\"\n"
     );
     // The app is part of what makes a boot good: it must answer before the boot is blessed.
     let app_check = "#!/bin/bash\nfor i in $(seq 120); do\n  \
@@ -358,11 +385,24 @@ fn check(vm: &mut Vm, cmd: &str) -> String {
     vm.check(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `keelson-agent status --json` in the guest.
+/// `keelson-agent status --json` in the guest. Base64 between marks, so that a service's line
+/// on the console (health checks print there) cannot break the JSON.
 fn status(vm: &mut Vm) -> Value {
-    let out = check(vm, "keelson-agent status --json | tr -d '\\n'; echo");
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
+    let out = check(
+        vm,
+        "printf '@@J%s@@J\\n' \"$(keelson-agent status --json | base64 -w0)\"",
+    );
+    let b64 = out
+        .split("@@J")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no status in {out:?}"));
+    use base64::Engine as _;
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .unwrap_or_else(|e| panic!("status base64 {out:?}: {e}"));
+    serde_json::from_slice(&json).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
 }
+
 
 /// Poll the agent's status until `pred` holds.
 fn wait_status(vm: &mut Vm, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
@@ -403,13 +443,6 @@ fn refuse(server: &Server, vm: &mut Vm, version: &str, payload: &Path) -> String
         .output
 }
 
-/// Start `keelson-agent check` on the console and wait for the reboot it ends in; returns the
-/// console offset after the reboot began.
-fn check_and_reboot(vm: &mut Vm, from: usize) -> usize {
-    vm.send("keelson-agent check\n").unwrap();
-    vm.wait_for_from("reboot: Restarting system", from, APPLY_TIMEOUT)
-        .unwrap_or_else(|e| panic!("the update never rebooted the node: {e}"))
-}
 
 #[test]
 #[ignore = "needs built images, keelson-server and QEMU: run by `cargo xtask test`"]
@@ -468,6 +501,8 @@ fn update_bless_refuse_and_roll_back() {
         "100",
         "--failure-threshold",
         "50",
+        "--fleetlock-slots",
+        "1",
     ]);
 
     let busybox = std::fs::read(env_path("KEELSON_VM_BUSYBOX")).unwrap();
@@ -568,6 +603,7 @@ fn update_bless_refuse_and_roll_back() {
     server.wait_instance("complete on 0.2.0", Duration::from_secs(120), |i| {
         i["version"] == "0.2.0" && i["status"] == "complete"
     });
+    assert_eq!(server.holders(), Vec::<String>::new(), "a reboot slot is still held");
 
     // (d) refusals found before the first byte is written: each with its reason, nothing
     // changed on the ESP or in the GPT.
@@ -619,10 +655,35 @@ fn update_bless_refuse_and_roll_back() {
     // (b) v3 fails its own health check: never blessed, back on v2 within 3 boots.
     let t = Instant::now();
     server.admin(&["policy", "set", "stable", "--resume"]);
+    // [7/12] FleetLock: another node holds the group's one reboot slot, so the node stages v3
+    // and waits; once the slot is free it takes it, reboots, and gives it back after the
+    // rollback.
+    server.fleetlock("pre-reboot", "another-node");
     server.publish("0.3.0", &p3);
     let from = vm.console_text().len();
-    let mut at = check_and_reboot(&mut vm, from);
+    let out = vm
+        .run_with_timeout("keelson-agent check", APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("v3 downloaded and staged in {:?}", t.elapsed());
+    let s = status(&mut vm);
+    assert_eq!(s["state"], "staged", "{}\n{s:#}", out.output);
+    assert!(
+        s["reboot"]["waiting_for"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("lock")),
+        "{s:#}"
+    );
+    std::thread::sleep(Duration::from_secs(20));
+    assert!(
+        !vm.console_text()[from..].contains("reboot: Restarting system"),
+        "rebooted without the lock"
+    );
+    assert_eq!(server.holders(), vec!["another-node".to_string()]);
+    server.fleetlock("steady-state", "another-node");
+    let mut at = vm
+        .wait_for_from("reboot: Restarting system", from, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the node never took the free slot and rebooted: {e}"));
+    eprintln!("the node took the reboot slot once it was free ({:?})", t.elapsed());
     for boot in 1..=3 {
         at = vm
             .wait_for_from(
@@ -677,6 +738,15 @@ fn update_bless_refuse_and_roll_back() {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !server.holders().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the reboot slot was not given back after the rollback: {:?}",
+            server.holders()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
     let g = server.group();
     assert_eq!(g["policy"]["halted_version"], "0.3.0", "{g:#}");
     assert!(g["rollout"]["failed"].as_i64().unwrap() >= 1, "{g:#}");
@@ -726,6 +796,7 @@ fn longest_outage(samples: &[(f64, bool)]) -> f64 {
     }
     best
 }
+
 
 #[test]
 fn longest_outage_spans_from_last_to_next_answer() {
