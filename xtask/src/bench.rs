@@ -6,6 +6,7 @@ mod fleet;
 mod image;
 mod provision;
 mod server;
+mod update;
 mod verity;
 
 use anyhow::Result;
@@ -31,6 +32,8 @@ enum Bench {
     Fleet,
     /// Power-on to container app answering, with and without provisioning.
     Provision,
+    /// The agent's apply (download, decompress, verify, write) next to a raw copy + sha256.
+    Update,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -41,5 +44,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Bench::Server => server::run(),
         Bench::Fleet => fleet::run(),
         Bench::Provision => provision::run(),
+        Bench::Update => update::run(),
     }
 }

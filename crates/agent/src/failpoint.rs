@@ -7,7 +7,7 @@
 //! failpoint is one environment lookup.
 //!
 //! Names: `<part>:<chunk>` right after chunk `<chunk>` of `<part>` (`usr`, `usr-verity`, `uki`)
-//! was written and synced, before the progress says so; `uki-before-rename` after the GPT
+//! was written, before the next checkpoint syncs it and saves the progress; `uki-before-rename` after the GPT
 //! switch, before the UKI's rename; `uki-after-rename` after the rename, before the state says
 //! `staged`.
 

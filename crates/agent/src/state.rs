@@ -292,7 +292,7 @@ pub enum Input {
         /// Message.
         detail: String,
     },
-    /// The download made progress (persisted per chunk).
+    /// The download made progress (persisted at each checkpoint, every `apply::CHECKPOINT_BYTES`, and at the end of each part).
     Progressed(Progress),
     /// Every part written and verified, GPT and UKI updated.
     Applied {
