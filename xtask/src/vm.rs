@@ -206,7 +206,10 @@ pub fn run_tests(only: &[String]) -> Result<()> {
 
     let mut failed = Vec::new();
     let mut stream = |name: &str, what: &str, c: Result<Command>| {
-        util::step(&format!("VM tests: {what} ({name}.rs, {:.0?} in)", started.elapsed()));
+        util::step(&format!(
+            "VM tests: {what} ({name}.rs, {:.0?} in)",
+            started.elapsed()
+        ));
         if let Err(e) = c.and_then(|mut c| util::run(&mut c)) {
             failed.push(format!("{what} ({name}.rs): {e:#}"));
         }

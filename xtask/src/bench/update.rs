@@ -5,8 +5,13 @@
 //! Input: the usr erofs, verity tree and UKI of the latest image build when
 //! `target/vm/<name>_<version>.usr.erofs` exists (or in `KEELSON_BENCH_IMAGE_DIR`), else a
 //! generated 256 MiB usr of realistic compressibility. `KEELSON_BENCH_RUNS=N` times each
-//! measurement N times (medians). Part 2, the update's downtime from the reboot to the app
-//! answering next to a plain reboot, needs a VM and is not measured here yet.
+//! measurement N times (medians).
+//!
+//! Part 2: the update's downtime next to a plain reboot of the same node, by the VM test
+//! `update_downtime` (crates/image/tests/vm_update.rs): images v1 and v2 as `cargo xtask test`
+//! builds them, keelson-server on the host, and the app polled from the host through a
+//! forwarded port every 200 ms; the downtime is the longest time it did not answer, through
+//! `keelson-agent update --now` (v1 -> v2) and then through `systemctl reboot`.
 
 use std::path::PathBuf;
 
@@ -56,9 +61,63 @@ pub fn run() -> Result<()> {
     }
     util::step("bench update: agent apply next to a raw copy plus sha256");
     util::run(util::cargo().args(&args)).context("running the apply bench of keelson-agent")?;
+
+    util::step("bench update: downtime through the update, next to a plain reboot (VM)");
+    let dir = root.join(crate::vm::VM_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let keelson = crate::vm::keelson_binary()?;
+    let (_, pem) = crate::vm::dev_update_key(&keelson, &dir)?;
+    let key = pem.to_string_lossy().into_owned();
+    let v1 = crate::vm::build_image(&keelson, &dir, "0.1.0", &["--update-key", &key])?;
+    let v2 = crate::vm::build_image(&keelson, &dir, "0.2.0", &["--update-key", &key])?;
+    let busybox = crate::vm::busybox(&dir)?;
+    util::run(util::cargo().args(["build", "-p", "keelson-server", "--bin", "keelson-server"]))
+        .context("building the keelson-server binary")?;
+    let (mut update, mut plain) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let out = util::output(
+            crate::vm::vm_test("vm_update", Some("update_downtime"), &v1, &busybox)?
+                .env("KEELSON_VM_V2_BUILD", &v2)
+                .env("KEELSON_VM_UPDATE_KEYS", pem.parent().unwrap_or(&dir))
+                .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
+                .env(
+                    "KEELSON_VM_CONSOLE_LOG",
+                    dir.join("console-bench-update.log"),
+                ),
+        )
+        .context("the downtime VM run failed")?;
+        let value = |key: &str| -> Result<f64> {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .and_then(|v| v.trim().parse().ok())
+                .with_context(|| format!("the downtime run printed no {key}"))
+        };
+        update.push(value("update_downtime_s")?);
+        plain.push(value("plain_reboot_downtime_s")?);
+        eprintln!(
+            "run {run}: update {:.1} s, plain reboot {:.1} s",
+            update[run - 1],
+            plain[run - 1]
+        );
+    }
+    let (u, p) = (median(update), median(plain));
     println!(
-        "  downtime (reboot into the update -> app answering, next to a plain reboot): \
-         not measured by this bench yet (part 2 of issue #10 point 8, needs a VM)"
+        "  downtime (app not answering, seen from the host, median of {runs}): update v1 -> v2 \
+         {u:.1} s, plain reboot {p:.1} s, ratio {:.2}",
+        u / p
     );
     Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
