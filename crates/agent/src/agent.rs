@@ -485,12 +485,7 @@ impl Agent {
                 if e.counter != Counter::Blessed {
                     // Make it the good version, not a trial one.
                     let blessed = format!("{}{other}.efi", esp::UKI_PREFIX);
-                    std::fs::rename(linux.join(&e.file_name), linux.join(&blessed)).map_err(
-                        |source| AgentError::Io {
-                            path: linux.join(&e.file_name),
-                            source,
-                        },
-                    )?;
+                    esp::rename_durably(&linux.join(&e.file_name), &linux.join(&blessed))?;
                 }
             }
             Some(e) => {

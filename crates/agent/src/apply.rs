@@ -588,8 +588,7 @@ fn install(
     crate::failpoint::hit("uki-before-rename");
     let linux = node.paths.esp_linux();
     let final_path = linux.join(esp::staged_name(version));
-    std::fs::rename(uki_tmp, &final_path).map_err(io("renaming", uki_tmp))?;
-    esp::sync_dir(&linux)?;
+    esp::rename_durably(uki_tmp, &final_path)?;
     crate::failpoint::hit("uki-after-rename");
     let running = node
         .layout

@@ -188,7 +188,28 @@ pub fn remove_version(dir: &Path, version: &str) -> Result<Vec<String>, EspError
     Ok(removed)
 }
 
-/// Fsyncs a directory so renames and removals in it are durable.
+/// Renames `from` to `to` on the ESP so that the new name survives a power cut with its
+/// content: on FAT a file's size and first cluster live in its directory entry, and a rename
+/// writes the new entry empty until the inode itself is written back, so syncing only the
+/// directory left a 0-byte `keelson_<v>+3.efi` after a power cut (the VM test's cut after the
+/// rename). Syncs the renamed file, then its directory.
+pub fn rename_durably(from: &Path, to: &Path) -> Result<(), EspError> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| EspError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::rename(from, to).map_err(io("renaming", from))?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(io("syncing", to))?;
+    sync_dir(to.parent().unwrap_or(Path::new(".")))
+}
+
+/// fsync of a directory (a rename or removal in it is durable).
 pub fn sync_dir(dir: &Path) -> Result<(), EspError> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())

@@ -327,7 +327,7 @@ fn node_config(server_port: u16, archive_port: u16, archive_sha256: &str) -> Str
     );
     // The app is part of what makes a boot good: it must answer before the boot is blessed.
     let app_check = "#!/bin/bash\nfor i in $(seq 120); do\n  \
-         if exec 3<>/dev/tcp/127.0.0.1/8080 2>/dev/null; then\n    \
+         if { exec 3<>/dev/tcp/127.0.0.1/8080; } 2>/dev/null; then\n    \
          printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; grep -q 'HTTP/1' <&3 && exit 0\n  fi\n  \
          sleep 1\ndone\necho 'the container app is not answering' >&2\nexit 1\n";
     serde_json::json!({
@@ -403,7 +403,6 @@ fn status(vm: &mut Vm) -> Value {
     serde_json::from_slice(&json).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
 }
 
-
 /// Poll the agent's status until `pred` holds.
 fn wait_status(vm: &mut Vm, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + timeout;
@@ -442,7 +441,6 @@ fn refuse(server: &Server, vm: &mut Vm, version: &str, payload: &Path) -> String
         .unwrap_or_else(|e| panic!("{e}"))
         .output
 }
-
 
 #[test]
 #[ignore = "needs built images, keelson-server and QEMU: run by `cargo xtask test`"]
@@ -603,7 +601,11 @@ fn update_bless_refuse_and_roll_back() {
     server.wait_instance("complete on 0.2.0", Duration::from_secs(120), |i| {
         i["version"] == "0.2.0" && i["status"] == "complete"
     });
-    assert_eq!(server.holders(), Vec::<String>::new(), "a reboot slot is still held");
+    assert_eq!(
+        server.holders(),
+        Vec::<String>::new(),
+        "a reboot slot is still held"
+    );
 
     // (d) refusals found before the first byte is written: each with its reason, nothing
     // changed on the ESP or in the GPT.
@@ -683,7 +685,10 @@ fn update_bless_refuse_and_roll_back() {
     let mut at = vm
         .wait_for_from("reboot: Restarting system", from, BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("the node never took the free slot and rebooted: {e}"));
-    eprintln!("the node took the reboot slot once it was free ({:?})", t.elapsed());
+    eprintln!(
+        "the node took the reboot slot once it was free ({:?})",
+        t.elapsed()
+    );
     for boot in 1..=3 {
         at = vm
             .wait_for_from(
@@ -797,10 +802,16 @@ fn longest_outage(samples: &[(f64, bool)]) -> f64 {
     best
 }
 
-
 #[test]
 fn longest_outage_spans_from_last_to_next_answer() {
-    let s = [(0.0, true), (1.0, true), (1.2, false), (5.0, false), (6.0, true), (7.0, false)];
+    let s = [
+        (0.0, true),
+        (1.0, true),
+        (1.2, false),
+        (5.0, false),
+        (6.0, true),
+        (7.0, false),
+    ];
     assert!((longest_outage(&s) - 5.0).abs() < 1e-9);
     assert_eq!(longest_outage(&[(0.0, false), (1.0, true)]), 0.0);
 }
@@ -829,7 +840,11 @@ fn update_downtime() {
     let archive_sha = hex::encode(Sha256::digest(&archive));
     let archive_port = serve(archive);
     let config = work.join("node.ign");
-    std::fs::write(&config, node_config(server.port, archive_port, &archive_sha)).unwrap();
+    std::fs::write(
+        &config,
+        node_config(server.port, archive_port, &archive_sha),
+    )
+    .unwrap();
     let disk = work.join("node.img");
     host(
         Command::new("cp")
@@ -869,7 +884,9 @@ fn update_downtime() {
     };
     server.publish("0.2.0", &p2);
     let update = outage(&mut vm, "keelson-agent update --now", "0.2.0");
-    wait_status(&mut vm, "complete on 0.2.0", BOOT_TIMEOUT, |s| s["state"] == "complete");
+    wait_status(&mut vm, "complete on 0.2.0", BOOT_TIMEOUT, |s| {
+        s["state"] == "complete"
+    });
     let plain = outage(&mut vm, "systemctl reboot", "0.2.0");
     println!("update_downtime_s={update:.1}");
     println!("plain_reboot_downtime_s={plain:.1}");
