@@ -74,6 +74,13 @@ pub struct Caller {
     pub role: Role,
 }
 
+impl Caller {
+    /// How the caller appears as the actor of an activity entry: `token:<id>`.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.token_id)
+    }
+}
+
 /// An application.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Application {
@@ -621,10 +628,7 @@ mod tests {
         assert_eq!(set.version, Some(Some("2.0.0".into())));
         // And they are written back the same way, so a client sends what it means.
         assert_eq!(serde_json::to_string(&missing).unwrap(), "{}");
-        assert_eq!(
-            serde_json::to_string(&null).unwrap(),
-            r#"{"version":null}"#
-        );
+        assert_eq!(serde_json::to_string(&null).unwrap(), r#"{"version":null}"#);
         let unpin = PolicyUpdate {
             pinned_version: Some(None),
             ..PolicyUpdate::default()

@@ -264,7 +264,10 @@ fn keelson_reason_is_read_when_it_is_a_slug_and_dropped_otherwise() {
     assert!(e.is_rollback(), "the extra attribute changes nothing else");
     // Written back as the same attribute, read back equal.
     let out = r.to_xml();
-    assert!(out.contains(r#"keelson_reason="health_check_failed""#), "{out}");
+    assert!(
+        out.contains(r#"keelson_reason="health_check_failed""#),
+        "{out}"
+    );
     assert_eq!(parse(&out).unwrap(), r);
 
     let longest = "a".repeat(keelson_omaha::MAX_REASON_LEN);
@@ -276,7 +279,15 @@ fn keelson_reason_is_read_when_it_is_a_slug_and_dropped_otherwise() {
     );
     // Not a slug: ignored, and the event is still read.
     let too_long = "a".repeat(keelson_omaha::MAX_REASON_LEN + 1);
-    for bad in ["", "Esp_Full", "esp full", "esp/full", "&lt;x&gt;", "ümlaut", &too_long] {
+    for bad in [
+        "",
+        "Esp_Full",
+        "esp full",
+        "esp/full",
+        "&lt;x&gt;",
+        "ümlaut",
+        &too_long,
+    ] {
         let r = parse(&with(bad)).unwrap();
         let e = &r.apps[0].events[0];
         assert_eq!(e.reason, None, "{bad:?}");
