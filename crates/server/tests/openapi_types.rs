@@ -441,58 +441,31 @@ fn every_schema_matches_its_rust_type() {
     );
 }
 
+/// Reads a JSON value as one request type.
+type Parser = fn(Value) -> Result<(), String>;
+
+fn parses<T: serde::de::DeserializeOwned>(v: Value) -> Result<(), String> {
+    serde_json::from_value::<T>(v)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 #[test]
 fn request_schemas_accept_exactly_the_fields_the_types_read() {
     // Every property a request schema documents is a field the Rust type reads (the types
     // refuse unknown fields, so a documented-but-unread field would be a 422).
     let doc = keelson_server::openapi::document();
     let s = &doc["components"]["schemas"];
-    let bodies: Vec<(&str, fn(Value) -> Result<(), String>)> = vec![
-        ("NewApplication", |v| {
-            serde_json::from_value::<api::NewApplication>(v)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("ApplicationUpdate", |v| {
-            serde_json::from_value::<api::ApplicationUpdate>(v)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("NewChannel", |v| {
-            serde_json::from_value::<api::NewChannel>(v)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("ChannelUpdate", |v| {
-            serde_json::from_value::<api::ChannelUpdate>(v)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("NewExternalPackage", |v| {
-            serde_json::from_value::<api::NewExternalPackage>(v)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("PolicyUpdate", |v| {
-            serde_json::from_value::<api::PolicyUpdate>(v)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("NewGroup", |v| {
-            serde_json::from_value::<api::NewGroup>(v)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("GroupUpdate", |v| {
-            serde_json::from_value::<api::GroupUpdate>(v)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
-        ("NewTokenRequest", |v| {
-            serde_json::from_value::<api::NewTokenRequest>(v)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }),
+    let bodies: Vec<(&str, Parser)> = vec![
+        ("NewApplication", parses::<api::NewApplication>),
+        ("ApplicationUpdate", parses::<api::ApplicationUpdate>),
+        ("NewChannel", parses::<api::NewChannel>),
+        ("ChannelUpdate", parses::<api::ChannelUpdate>),
+        ("NewExternalPackage", parses::<api::NewExternalPackage>),
+        ("PolicyUpdate", parses::<api::PolicyUpdate>),
+        ("NewGroup", parses::<api::NewGroup>),
+        ("GroupUpdate", parses::<api::GroupUpdate>),
+        ("NewTokenRequest", parses::<api::NewTokenRequest>),
     ];
     let samples = samples();
     for (name, parse) in bodies {
