@@ -3,7 +3,7 @@
 
 use keelson_omaha::{
     ErrorCode, Event, EventResult, EventType, Limits, Os, Ping, Request, RequestApp, Response,
-    UpdateCheck, UpdateStatus,
+    UpdateCheck, UpdateStatus, valid_reason,
 };
 
 use crate::state::{Answer, Report, Target};
@@ -135,6 +135,7 @@ pub fn check_request(identity: &Identity, on_demand: bool) -> Request {
         event_result: EventResult::SuccessReboot,
         error_code: None,
         previous_version: Some(String::new()),
+        reason: None,
     }];
     let source = if on_demand {
         "ondemandupdate"
@@ -144,13 +145,18 @@ pub fn check_request(identity: &Identity, on_demand: bool) -> Request {
     request(identity, source, a)
 }
 
-/// The Omaha event for a report.
+/// The reason slug a rollback report carries (the boot of the new version was never blessed).
+pub const ROLLBACK_REASON: &str = "boot_not_blessed";
+
+/// The Omaha event for a report. Failures carry their reason slug in Keelson's extra
+/// `keelson_reason` attribute, so the server's instance page shows why.
 pub fn event_of(report: &Report) -> Event {
     let ev = |t, r, code: Option<u32>, prev: Option<&str>| Event {
         event_type: t,
         event_result: r,
         error_code: code.map(ErrorCode),
         previous_version: prev.map(str::to_owned),
+        reason: None,
     };
     match report {
         Report::DownloadStarted { .. } => ev(
@@ -174,18 +180,25 @@ pub fn event_of(report: &Report) -> Event {
             None,
             Some(previous_version),
         ),
-        Report::Rollback { .. } => ev(
-            EventType::UpdateComplete,
-            EventResult::Error,
-            Some(ErrorCode::ROLLBACK.0),
-            None,
-        ),
-        Report::Failure { code, .. } => ev(
-            EventType::UpdateComplete,
-            EventResult::Error,
-            Some(*code),
-            None,
-        ),
+        Report::Rollback { .. } => Event {
+            reason: Some(ROLLBACK_REASON.to_owned()),
+            ..ev(
+                EventType::UpdateComplete,
+                EventResult::Error,
+                Some(ErrorCode::ROLLBACK.0),
+                None,
+            )
+        },
+        Report::Failure { code, reason, .. } => Event {
+            // A slug the server would drop is not sent at all.
+            reason: Some(reason.clone()).filter(|r| valid_reason(r)),
+            ..ev(
+                EventType::UpdateComplete,
+                EventResult::Error,
+                Some(*code),
+                None,
+            )
+        },
     }
 }
 
@@ -357,11 +370,31 @@ mod tests {
             running_version: "1".into(),
         });
         assert!(rollback.is_rollback());
+        assert_eq!(rollback.reason.as_deref(), Some(ROLLBACK_REASON));
+        let failed = event_request(
+            &id(),
+            &Report::Failure {
+                version: Some("2".into()),
+                code: 10,
+                reason: "esp_full".into(),
+            },
+        );
+        let xml = failed.to_xml();
+        assert!(xml.contains(r#"keelson_reason="esp_full""#), "{xml}");
+        let back = Request::parse(xml.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(back.apps[0].events[0].reason.as_deref(), Some("esp_full"));
+        let odd = event_of(&Report::Failure {
+            version: None,
+            code: 10,
+            reason: "Not A Slug".into(),
+        });
+        assert_eq!(odd.reason, None);
         let done = event_of(&Report::Complete {
             version: "2".into(),
             previous_version: "1".into(),
         });
         assert!(done.is_update_success());
+        assert_eq!(done.reason, None);
         let started = event_of(&Report::DownloadStarted {
             version: "2".into(),
         });

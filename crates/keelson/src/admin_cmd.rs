@@ -383,24 +383,6 @@ pub struct FleetLockHolder {
     acquired_at: i64,
 }
 
-/// A token as listed.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TokenInfo {
-    id: String,
-    role: String,
-    description: String,
-    created_at: i64,
-    last_used: Option<i64>,
-}
-
-/// A new token with its secret.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct NewToken {
-    id: String,
-    role: String,
-    token: String,
-}
-
 /// `keelson admin instance ...`.
 #[derive(Subcommand, Debug)]
 pub enum InstanceCmd {
@@ -425,152 +407,28 @@ pub enum InstanceCmd {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Show an instance with its status history.
+    /// Show an instance with its status history, events (with failure reasons) and the
+    /// versions held back after a rollback.
     Show {
         /// Numeric instance ID.
         id: i64,
     },
+    /// Let an instance be offered a version it rolled back from again (the server holds such
+    /// versions back from that node until an admin clears them).
+    ClearRollback {
+        /// Numeric instance ID.
+        id: i64,
+        /// The version it rolled back from.
+        version: String,
+    },
 }
 
-// ---- typed views of the API's JSON (the --json output is these, re-serialized) ----
+// ---- the API's JSON: keelson-server's own wire types (the --json output re-serializes them) ----
 
-/// An application.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Application {
-    id: String,
-    name: String,
-    description: String,
-    created_at: i64,
-}
-
-/// A channel.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Channel {
-    name: String,
-    version: Option<String>,
-    floors: Vec<String>,
-}
-
-/// A package.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Package {
-    version: String,
-    filename: String,
-    url: Option<String>,
-    stored: bool,
-    size: i64,
-    sha256_hex: String,
-}
-
-/// A maintenance window.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Window {
-    days: Vec<String>,
-    start: String,
-    end: String,
-}
-
-/// A group's rollout policy.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Policy {
-    updates_enabled: bool,
-    safe_mode: bool,
-    max_updates_per_period: i64,
-    period_secs: i64,
-    update_timeout_secs: i64,
-    timezone: String,
-    maintenance_windows: Vec<Window>,
-    rollout_percent: i64,
-    failure_threshold_percent: i64,
-    pinned_version: Option<String>,
-    fleetlock_slots: i64,
-    halted_version: Option<String>,
-    halted_reason: Option<String>,
-}
-
-/// Instances at one version.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct VersionCount {
-    version: String,
-    count: i64,
-}
-
-/// Instances in one status.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StatusCount {
-    status: String,
-    count: i64,
-}
-
-/// Rollout progress.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Rollout {
-    target_version: Option<String>,
-    instances: i64,
-    on_target: i64,
-    in_progress: i64,
-    succeeded: i64,
-    failed: i64,
-    halted: bool,
-}
-
-/// A group.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Group {
-    name: String,
-    track: String,
-    channel: Option<String>,
-    policy: Policy,
-    versions: Vec<VersionCount>,
-    statuses: Vec<StatusCount>,
-    rollout: Rollout,
-}
-
-/// An instance.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Instance {
-    id: i64,
-    machine_id: String,
-    group: Option<String>,
-    version: String,
-    status: String,
-    alias: String,
-    last_check: i64,
-}
-
-/// A page of instances.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct InstancePage {
-    total: i64,
-    instances: Vec<Instance>,
-}
-
-/// One status change.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StatusEntry {
-    status: String,
-    version: String,
-    message: String,
-    created_at: i64,
-}
-
-/// An instance with history.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct InstanceDetail {
-    #[serde(flatten)]
-    instance: Instance,
-    status_history: Vec<StatusEntry>,
-}
-
-/// An activity entry.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ActivityEntry {
-    created_at: i64,
-    severity: String,
-    kind: String,
-    actor: String,
-    message: String,
-}
+pub use keelson_api_types::{
+    ActivityEntry, Application, Channel, ErrorBody, Group, Instance, InstanceDetail, InstancePage,
+    NewToken, Package, Policy, TokenInfo,
+};
 
 /// What a command printed about a deletion.
 #[derive(Debug, Serialize, Deserialize)]
@@ -584,12 +442,6 @@ struct Api {
     client: Client,
     base: String,
     token: String,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    field: Option<String>,
 }
 
 impl Api {
@@ -1362,10 +1214,63 @@ fn run_instance(conn: &Connection, cmd: InstanceCmd) -> Result<()> {
                         })
                         .collect(),
                 ));
+                s.push_str("\nevents:\n");
+                s.push_str(&table(
+                    &["TIME (UTC)", "EVENT", "ERROR", "REASON", "VERSION"],
+                    d.events
+                        .iter()
+                        .map(|e| {
+                            vec![
+                                time(e.created_at),
+                                format!("{}/{}", e.event_type, e.event_result),
+                                e.error_code.map(|c| c.to_string()).unwrap_or_default(),
+                                e.reason.clone().unwrap_or_else(|| "-".into()),
+                                e.version.clone(),
+                            ]
+                        })
+                        .collect(),
+                ));
+                if !d.rolled_back.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "\nheld back after a rollback (clear with `keelson admin instance \
+                         clear-rollback {} <version>`): {}",
+                        d.instance.id,
+                        d.rolled_back.join(", ")
+                    );
+                }
                 s
             })
         }
+        InstanceCmd::ClearRollback { id, version } => {
+            api.delete(&format!(
+                "/api/v1/instances/{id}/rollbacks/{}",
+                enc(&version)
+            ))?;
+            show(
+                conn.json,
+                &RollbackCleared {
+                    instance: id,
+                    version,
+                },
+                |c| {
+                    format!(
+                        "instance {} may be offered {} again\n",
+                        c.instance, c.version
+                    )
+                },
+            )
+        }
     }
+}
+
+/// What `instance clear-rollback` printed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RollbackCleared {
+    /// The instance.
+    pub instance: i64,
+    /// The version it may be offered again.
+    pub version: String,
 }
 
 #[cfg(test)]

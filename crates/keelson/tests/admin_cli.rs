@@ -321,6 +321,36 @@ fn admin_cli_drives_the_server() {
     assert_eq!(act[1]["kind"], "fleetlock.locked");
     assert_eq!(act[2]["kind"], "token.revoked");
 
+    // A node's failure report with its reason: `instance show` lists it; clearing a rollback
+    // the node does not have is the server's 404.
+    let report = format!(
+        r#"<request protocol="3.0" ismachine="1"><app appid="{{{APP}}}" version="1.0.0" track="stable" machineid="node-a">
+           <event eventtype="3" eventresult="0" errorcode="10" keelson_reason="esp_full"/></app></request>"#
+    );
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/update/", server.url()))
+        .body(report)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let page = cli.json(&["instance", "list", "--app", APP]);
+    let id = page["instances"][0]["id"].as_i64().unwrap().to_string();
+    let shown = cli.ok(&["instance", "show", &id]);
+    assert!(
+        shown.contains("REASON") && shown.contains("esp_full"),
+        "{shown}"
+    );
+    let d = cli.json(&["instance", "show", &id]);
+    assert_eq!(d["events"][0]["reason"], "esp_full");
+    assert_eq!(d["rolled_back"], serde_json::json!([]));
+    let err = cli.fails(
+        &server.admin_token,
+        &["instance", "clear-rollback", &id, "2.0.0"],
+    );
+    assert!(err.contains("404"), "{err}");
+    let err = cli.fails(viewer, &["instance", "clear-rollback", &id, "2.0.0"]);
+    assert!(err.contains("403"), "{err}");
+
     // Deletes.
     let err = cli.fails(
         &server.admin_token,

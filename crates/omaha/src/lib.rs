@@ -16,7 +16,9 @@ mod response;
 mod xml;
 
 pub use codes::{ErrorCode, ErrorFlags, EventResult, EventType, ExitCode};
-pub use request::{Arch, Event, Os, Ping, Request, RequestApp, UpdateCheck};
+pub use request::{
+    Arch, Event, MAX_REASON_LEN, Os, Ping, Request, RequestApp, UpdateCheck, valid_reason,
+};
 pub use response::{
     Action, AppStatus, DayStart, Manifest, Package, Response, ResponseApp, UpdateCheckResponse,
     UpdateOffer, UpdateStatus,

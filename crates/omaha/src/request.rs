@@ -118,6 +118,21 @@ pub struct Event {
     pub error_code: Option<ErrorCode>,
     /// `previousversion`: the version before the last update (`""` when none).
     pub previous_version: Option<String>,
+    /// `keelson_reason`: Keelson's own extra attribute, the agent's slug for why a failure
+    /// happened (e.g. `esp_full`). update_engine never sends it and Nebraska ignores it. Parsed
+    /// leniently: a value that is not a [valid slug](valid_reason) is dropped, not an error.
+    pub reason: Option<String>,
+}
+
+/// Longest `keelson_reason` kept (longer values are dropped).
+pub const MAX_REASON_LEN: usize = 64;
+
+/// Whether `s` is a reason slug: 1 to [`MAX_REASON_LEN`] characters of `[a-z0-9_-]`.
+pub fn valid_reason(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_REASON_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl Event {
@@ -291,6 +306,10 @@ impl RequestApp {
                         ErrorCode::parse,
                     )?,
                     previous_version: e.attr("previousversion").map(str::to_owned),
+                    reason: e
+                        .attr("keelson_reason")
+                        .filter(|r| valid_reason(r))
+                        .map(str::to_owned),
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -364,6 +383,7 @@ impl RequestApp {
                     ("eventresult", Some(r.as_str())),
                     ("errorcode", c.as_deref()),
                     ("previousversion", e.previous_version.as_deref()),
+                    ("keelson_reason", e.reason.as_deref()),
                 ],
             );
         }

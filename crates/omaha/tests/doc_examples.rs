@@ -47,7 +47,7 @@ fn every_doc_example_parses_and_round_trips() {
             responses += 1;
         }
     }
-    assert_eq!((requests, responses), (3, 3), "examples were added or lost");
+    assert_eq!((requests, responses), (4, 3), "examples were added or lost");
 }
 
 #[test]
@@ -76,4 +76,17 @@ fn doc_rollback_example_is_a_rollback() {
         .unwrap();
     let r = Request::parse(block.as_bytes(), &Limits::default()).unwrap();
     assert!(r.apps[0].events[0].is_rollback());
+}
+
+#[test]
+fn doc_reason_example_carries_its_slug() {
+    let blocks = xml_blocks();
+    let block = blocks
+        .iter()
+        .find(|b| b.contains("keelson_reason="))
+        .unwrap();
+    let r = Request::parse(block.as_bytes(), &Limits::default()).unwrap();
+    let e = &r.apps[0].events[0];
+    assert!(e.is_rollback());
+    assert_eq!(e.reason.as_deref(), Some("boot_not_blessed"));
 }

@@ -250,3 +250,54 @@ fn default_request_is_a_valid_empty_request() {
     };
     assert_eq!(parse(&r.to_xml()).unwrap(), r);
 }
+
+#[test]
+fn keelson_reason_is_read_when_it_is_a_slug_and_dropped_otherwise() {
+    let with = |reason: &str| {
+        format!(
+            r#"<request protocol="3.0"><app appid="a"><event eventtype="3" eventresult="0" errorcode="44" keelson_reason="{reason}"/></app></request>"#
+        )
+    };
+    let r = parse(&with("health_check_failed")).unwrap();
+    let e = &r.apps[0].events[0];
+    assert_eq!(e.reason.as_deref(), Some("health_check_failed"));
+    assert!(e.is_rollback(), "the extra attribute changes nothing else");
+    // Written back as the same attribute, read back equal.
+    let out = r.to_xml();
+    assert!(
+        out.contains(r#"keelson_reason="health_check_failed""#),
+        "{out}"
+    );
+    assert_eq!(parse(&out).unwrap(), r);
+
+    let longest = "a".repeat(keelson_omaha::MAX_REASON_LEN);
+    assert_eq!(
+        parse(&with(&longest)).unwrap().apps[0].events[0]
+            .reason
+            .as_deref(),
+        Some(longest.as_str())
+    );
+    // Not a slug: ignored, and the event is still read.
+    let too_long = "a".repeat(keelson_omaha::MAX_REASON_LEN + 1);
+    for bad in [
+        "",
+        "Esp_Full",
+        "esp full",
+        "esp/full",
+        "&lt;x&gt;",
+        "ümlaut",
+        &too_long,
+    ] {
+        let r = parse(&with(bad)).unwrap();
+        let e = &r.apps[0].events[0];
+        assert_eq!(e.reason, None, "{bad:?}");
+        assert!(e.is_rollback(), "{bad:?}");
+    }
+    // Without the attribute, nothing is written.
+    let plain = parse(
+        r#"<request protocol="3.0"><app appid="a"><event eventtype="3" eventresult="0" errorcode="44"/></app></request>"#,
+    )
+    .unwrap();
+    assert_eq!(plain.apps[0].events[0].reason, None);
+    assert!(!plain.to_xml().contains("keelson_reason"));
+}

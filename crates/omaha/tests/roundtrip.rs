@@ -27,12 +27,14 @@ fn event() -> impl Strategy<Value = Event> {
         any::<u32>(),
         proptest::option::of(any::<u32>()),
         opt_text(),
+        proptest::option::of("[a-z0-9_-]{1,64}"),
     )
-        .prop_map(|(t, r, c, p)| Event {
+        .prop_map(|(t, r, c, p, reason)| Event {
             event_type: EventType::from_code(t % 20),
             event_result: EventResult::from_code(r),
             error_code: c.map(ErrorCode),
             previous_version: p,
+            reason,
         })
 }
 

@@ -7,8 +7,6 @@
 //! HttpOnly cookie set by its login form, so both apply the same roles. Node-facing endpoints
 //! (Omaha, FleetLock, payloads, metrics) never ask for a token.
 
-use std::fmt;
-
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header;
@@ -22,58 +20,7 @@ use crate::state::AppState;
 /// Name of the dashboard cookie that carries the token.
 pub const COOKIE_NAME: &str = "keelson_token";
 
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Read everything, change nothing.
-    Viewer,
-    /// Read and change everything.
-    Admin,
-}
-
-impl Role {
-    /// The role as stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role {other:?}: use admin or viewer")),
-        }
-    }
-}
-
-/// The authenticated caller of a request.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Caller {
-    /// The token's ID (not secret; shown in the activity log).
-    pub token_id: String,
-    /// The token's role.
-    pub role: Role,
-}
-
-impl Caller {
-    /// How the caller appears as the actor of an activity entry.
-    pub fn actor(&self) -> String {
-        format!("token:{}", self.token_id)
-    }
-}
+pub use keelson_api_types::{Caller, NewToken, Role};
 
 /// Errors of token management.
 #[derive(Debug, thiserror::Error)]
@@ -89,17 +36,6 @@ pub enum AuthError {
         /// The stored role.
         role: String,
     },
-}
-
-/// A freshly created token: the secret is shown once and never stored.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NewToken {
-    /// The token's ID.
-    pub id: String,
-    /// The token's role.
-    pub role: Role,
-    /// The bearer secret.
-    pub token: String,
 }
 
 /// SHA-256 (hex) of a token, the only form it is stored in.

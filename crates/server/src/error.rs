@@ -4,7 +4,6 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::db::DbError;
 
@@ -19,15 +18,7 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
-/// The JSON body of every error response.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: String,
-    /// The request field the error is about, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub field: Option<String>,
-}
+pub use keelson_api_types::ErrorBody;
 
 impl ApiError {
     /// An error with `status` and `message` and no field.

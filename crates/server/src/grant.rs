@@ -18,16 +18,7 @@ use sha2::{Digest, Sha256};
 /// `start` and closes at `end` (wall-clock `HH:MM`); an `end` before `start` runs past midnight
 /// (and past Sunday into Monday). This is the JSON stored in `groups.maintenance_windows` and
 /// accepted by the REST API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaintenanceWindow {
-    /// Days it opens: `mon`..`sun` (any case; full English names too).
-    pub days: Vec<String>,
-    /// Opening time, `HH:MM` (24 h).
-    pub start: String,
-    /// Closing time, `HH:MM` (24 h), not equal to `start`.
-    pub end: String,
-}
+pub use keelson_api_types::MaintenanceWindow;
 
 const MINUTES_PER_WEEK: i64 = 7 * 24 * 60;
 
@@ -57,9 +48,18 @@ fn parse_hhmm(s: &str) -> Option<i64> {
     (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
-impl MaintenanceWindow {
+/// A maintenance window's checks and clock arithmetic (the type is the REST wire type).
+trait WindowExt {
     /// Check the window; the error names the bad part (`days`, `start` or `end`) and why.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    fn validate(&self) -> Result<(), (&'static str, String)>;
+    /// Minutes the window stays open (1..1440).
+    fn length_minutes(&self) -> Option<i64>;
+    /// Is local minute-of-week `mow` (Monday 00:00 = 0) inside this window?
+    fn contains(&self, mow: i64) -> bool;
+}
+
+impl WindowExt for MaintenanceWindow {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.days.is_empty() {
             return Err(("days", "days must not be empty".into()));
         }
@@ -86,14 +86,12 @@ impl MaintenanceWindow {
         Ok(())
     }
 
-    /// Minutes the window stays open (1..1440).
     fn length_minutes(&self) -> Option<i64> {
         let start = parse_hhmm(&self.start)?;
         let end = parse_hhmm(&self.end)?;
         Some((end - start).rem_euclid(1440))
     }
 
-    /// Is local minute-of-week `mow` (Monday 00:00 = 0) inside this window?
     fn contains(&self, mow: i64) -> bool {
         let (Some(start), Some(len)) = (parse_hhmm(&self.start), self.length_minutes()) else {
             return false;

@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod packages;
 pub mod request;
 pub mod state;
+pub mod wire;
 
 use axum::Router;
 use axum::routing::get;

@@ -130,6 +130,7 @@ fn node_report(
                 event_result: i64::from(e.event_result.code()),
                 error_code: e.error_code.map(|c| i64::from(c.0)),
                 previous_version: e.previous_version.clone().unwrap_or_default(),
+                reason: e.reason.clone(),
             })
             .collect(),
         update_check: app.update_check.is_some(),

@@ -29,6 +29,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/apps/{app}/groups/{group}/policy", &["get", "put"]),
     ("/api/v1/instances", &["get"]),
     ("/api/v1/instances/{id}", &["get"]),
+    ("/api/v1/instances/{id}/rollbacks/{version}", &["delete"]),
     ("/api/v1/activity", &["get"]),
     ("/api/v1/tokens", &["get", "post"]),
     ("/api/v1/tokens/{id}", &["delete"]),
@@ -202,6 +203,9 @@ pub fn document() -> Value {
         "/api/v1/instances/{id}": {
             "get": op(Op { summary: "An instance with its status history and events", params: vec![path_param("id", "Numeric instance ID")], body: None, responses: [vec![ok("200", "Instance", Some(r("InstanceDetail")))], errors(&["400", "404"])].concat(), admin: false }),
         },
+        "/api/v1/instances/{id}/rollbacks/{version}": {
+            "delete": op(Op { summary: "Let the instance be offered a version it rolled back from again (the server holds such versions back until an admin clears them)", params: vec![path_param("id", "Numeric instance ID"), path_param("version", "The version it rolled back from")], body: None, responses: [vec![ok("204", "Cleared", None)], errors(&["400", "404"])].concat(), admin: true }),
+        },
         "/api/v1/tokens": {
             "get": op(Op { summary: "List API tokens (never their secrets)", params: vec![], body: None, responses: vec![ok("200", "Tokens", Some(array_of("TokenInfo")))], admin: true }),
             "post": op(Op { summary: "Create a token; the response is the only time its secret is shown", params: vec![], body: Some(body("NewTokenRequest")), responses: [vec![ok("201", "Created", Some(r("NewToken")))], write_errors(&["400", "413", "415", "422"])].concat(), admin: true }),
@@ -232,6 +236,7 @@ pub fn document() -> Value {
     let s = |t: &str| json!({ "type": t });
     let ns = |t: &str| json!({ "type": [t, "null"] });
     let windows = json!({ "type": "array", "items": r("MaintenanceWindow") });
+    let reason = json!({ "type": ["string", "null"], "pattern": "^[a-z0-9_-]{1,64}$", "description": "Why it failed: the agent's keelson_reason slug" });
     let schemas = json!({
         "Error": { "type": "object", "required": ["error"], "properties": { "error": s("string"), "field": s("string") } },
         "Caller": { "type": "object", "required": ["token_id", "role"], "properties": { "token_id": s("string"), "role": { "enum": ["admin", "viewer"] } } },
@@ -283,7 +288,8 @@ pub fn document() -> Value {
         "InstancePage": { "type": "object", "required": ["total", "instances"], "properties": { "total": s("integer"), "instances": array_of("Instance") } },
         "InstanceDetail": { "allOf": [r("Instance"), { "type": "object", "properties": {
             "status_history": { "type": "array", "items": { "type": "object", "properties": { "status": s("string"), "version": s("string"), "message": s("string"), "created_at": s("integer") } } },
-            "events": { "type": "array", "items": { "type": "object", "properties": { "event_type": s("integer"), "event_result": s("integer"), "error_code": ns("integer"), "version": s("string"), "previous_version": s("string"), "created_at": s("integer") } } },
+            "events": { "type": "array", "items": { "type": "object", "properties": { "event_type": s("integer"), "event_result": s("integer"), "error_code": ns("integer"), "version": s("string"), "previous_version": s("string"), "created_at": s("integer"), "reason": reason } } },
+            "rolled_back": { "type": "array", "items": s("string"), "description": "Versions it rolled back from, held back until cleared" },
         } }] },
         "FleetLockHolder": { "type": "object", "required": ["group", "id", "acquired_at"], "properties": { "group": s("string"), "id": s("string"), "acquired_at": s("integer") } },
         "TokenInfo": { "type": "object", "required": ["id", "role", "description", "created_at", "last_used"], "properties": { "id": s("string"), "role": { "enum": ["admin", "viewer"] }, "description": s("string"), "created_at": s("integer"), "last_used": ns("integer") } },

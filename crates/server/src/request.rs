@@ -4,14 +4,13 @@
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::db::Tx;
 use crate::db::activity::{self, NewActivity};
-use crate::db::applications::Application;
 use crate::error::{ApiError, db_err};
 use crate::state::AppState;
+use keelson_api_types::Application;
 
 pub use crate::db::activity::Severity;
 
@@ -185,15 +184,6 @@ pub(crate) async fn begin(state: &AppState) -> Result<Tx, ApiError> {
     state.db.begin().await.map_err(ApiError::from)
 }
 
-/// Tell a missing field (`None`) from an explicit `null` (`Some(None)`).
-pub(crate) fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// A pooled connection for a multi-query read.
 pub(crate) async fn acquire(
     state: &AppState,
@@ -255,7 +245,7 @@ pub(crate) async fn load_app(
     conn: &mut sqlx::AnyConnection,
     id: &str,
 ) -> Result<Application, ApiError> {
-    Ok(crate::db::applications::get_on(conn, id).await?)
+    Ok(crate::db::applications::get_on(conn, id).await?.into())
 }
 
 #[cfg(test)]

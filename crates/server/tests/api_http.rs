@@ -555,7 +555,136 @@ async fn lists_sort_by_version_precedence(backend: Backend) {
     );
 }
 
+/// A node's Omaha request (update check plus `events`), as the agent sends it.
+fn node_request(version: &str, events: &str) -> String {
+    format!(
+        r#"<request protocol="3.0" installsource="scheduler" ismachine="1"><os platform="Keelson"/>
+        <app appid="{{{APP}}}" version="{version}" track="stable" machineid="node-r" machinealias="r">
+        <ping active="1"/><updatecheck/>{events}</app></request>"#
+    )
+}
+
+/// Post a node request; true when it was offered an update.
+async fn node_check(s: &common::TestServer, version: &str, events: &str) -> bool {
+    let r = s
+        .http
+        .post(s.url("/v1/update/"))
+        .body(node_request(version, events))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let resp =
+        keelson_omaha::Response::parse(text.as_bytes(), &keelson_omaha::Limits::default()).unwrap();
+    resp.apps[0].update_check.as_ref().unwrap().status == keelson_omaha::UpdateStatus::Ok
+}
+
+/// #10: a failure's reason reaches the instance history; a version the node rolled back from
+/// is held back until an admin clears it (REST), and then offered again.
+async fn rollback_reason_and_clear(backend: Backend) {
+    let s = start(backend).await;
+    s.seed(0).await;
+    assert!(node_check(&s, "1.0.0", "").await, "2.0.0 is granted");
+    let rollback = r#"<event eventtype="3" eventresult="0" errorcode="44" keelson_reason="boot_not_blessed"/>"#;
+    assert!(
+        !node_check(&s, "1.0.0", rollback).await,
+        "not offered again"
+    );
+    let page = s.viewer_json("/api/v1/instances?q=node-r").await;
+    let id = page["instances"][0]["id"].as_i64().unwrap();
+    let d = s.viewer_json(&format!("/api/v1/instances/{id}")).await;
+    assert_eq!(d["events"][0]["reason"], "boot_not_blessed", "{d}");
+    assert_eq!(d["events"][0]["error_code"], 44);
+    assert_eq!(d["rolled_back"], json!(["2.0.0"]));
+    assert!(
+        d["status_history"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reason boot_not_blessed"),
+        "{d}"
+    );
+    // An invalid reason is dropped, the event is still recorded.
+    node_check(
+        &s,
+        "1.0.0",
+        r#"<event eventtype="3" eventresult="0" errorcode="9" keelson_reason="Not a slug"/>"#,
+    )
+    .await;
+    let d = s.viewer_json(&format!("/api/v1/instances/{id}")).await;
+    assert_eq!(d["events"][0]["error_code"], 9);
+    assert_eq!(d["events"][0]["reason"], Value::Null);
+
+    // The dashboard shows the reason and the held-back version with its button.
+    let html = s
+        .http
+        .get(s.url(&format!("/ui/instances/{id}")))
+        .header("cookie", format!("keelson_token={}", s.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("boot_not_blessed"), "{html}");
+    assert!(
+        html.contains(&format!("/ui/instances/{id}/rollbacks/2.0.0/clear")),
+        "{html}"
+    );
+
+    // Still held back (the rollout also halted on the failure: resume it).
+    let r = s
+        .admin(
+            Method::PUT,
+            &format!("/api/v1/apps/{APP}/groups/prod/policy"),
+        )
+        .json(&json!({"resume": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!node_check(&s, "1.0.0", "").await, "rolled back: held back");
+    // Viewers may not clear; unknown versions and instances are 404; bad ids 400.
+    let path = format!("/api/v1/instances/{id}/rollbacks/2.0.0");
+    let r = s.viewer(Method::DELETE, &path).send().await.unwrap();
+    expect_error(r, 403, None).await;
+    let r = s
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/instances/{id}/rollbacks/9.9.9"),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, None).await;
+    let r = s
+        .admin(Method::DELETE, "/api/v1/instances/999999/rollbacks/2.0.0")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, None).await;
+    let r = s
+        .admin(Method::DELETE, "/api/v1/instances/x/rollbacks/2.0.0")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, Some("id")).await;
+    let r = s.admin(Method::DELETE, &path).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s.admin(Method::DELETE, &path).send().await.unwrap();
+    expect_error(r, 404, None).await;
+    let d = s.viewer_json(&format!("/api/v1/instances/{id}")).await;
+    assert_eq!(d["rolled_back"], json!([]));
+    let act = s.viewer_json("/api/v1/activity").await;
+    assert_eq!(act[0]["kind"], "instance.rollback_cleared", "{act}");
+    assert!(
+        node_check(&s, "1.0.0", "").await,
+        "offered again after the clear"
+    );
+}
+
 both!(
+    rollback_reason_and_clear,
     crud_flow,
     invalid_input_is_rejected_and_writes_nothing,
     instances_and_history,

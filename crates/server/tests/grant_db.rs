@@ -51,16 +51,13 @@ async fn full_update_cycle(b: Backend) {
     let inst = db::instances::get_by_machine(&env.db, APP, "m1")
         .await
         .unwrap();
-    let hist = db::instances::history(&env.db, inst.id, 100).await.unwrap();
+    let (_, hist, events, _) = db::instances::detail(&env.db, inst.id)
+        .await
+        .unwrap()
+        .unwrap();
     let codes: Vec<i64> = hist.iter().rev().map(|h| h.status).collect();
     assert_eq!(codes, vec![2, 7, 6, 5, 4]);
-    assert_eq!(
-        db::instances::events(&env.db, inst.id, 10)
-            .await
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(events.len(), 4);
     let act = db::activity::list(&env.db, None, Some(gid), None, 50)
         .await
         .unwrap();

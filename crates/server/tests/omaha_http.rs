@@ -155,7 +155,10 @@ async fn event_only_requests_are_acknowledged(b: Backend) {
         .await
         .unwrap();
     assert_eq!(inst.status, 3, "Error");
-    let ev = db::instances::events(&env.db, inst.id, 10).await.unwrap();
+    let (_, _, ev, _) = db::instances::detail(&env.db, inst.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         ev[0].error_code,
         Some(268_435_466),

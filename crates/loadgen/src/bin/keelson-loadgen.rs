@@ -359,6 +359,7 @@ fn event(t: EventType, r: EventResult, previous: Option<&str>) -> Event {
         event_result: r,
         error_code: (r == EventResult::Error).then_some(ErrorCode(1)),
         previous_version: previous.map(str::to_owned),
+        reason: None,
     }
 }
 

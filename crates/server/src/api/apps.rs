@@ -3,84 +3,19 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+pub use keelson_api_types::{
+    Application, ApplicationUpdate, Channel, ChannelUpdate, NewApplication, NewChannel,
+};
 use keelson_omaha::normalize_app_id;
-use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, RequireAdmin, RequireViewer};
 use crate::db::{self, Tx};
 use crate::error::ApiError;
 use crate::request::{
     Activity, ApiJson, Severity, acquire, begin, check_name, check_text, check_text_opt,
-    check_version, commit, double_option, load_app, log_activity, package_id,
+    check_version, commit, load_app, log_activity, package_id,
 };
 use crate::state::AppState;
-
-pub use crate::db::applications::Application;
-
-/// Body of `POST /api/v1/apps`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewApplication {
-    /// Application ID; braces and case are normalized away.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Free text.
-    #[serde(default)]
-    pub description: String,
-}
-
-/// Body of `PUT /api/v1/apps/{app}`: fields left out stay as they are.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApplicationUpdate {
-    /// New display name.
-    pub name: Option<String>,
-    /// New description.
-    pub description: Option<String>,
-}
-
-/// A channel: a named pointer to one package of an application, plus its floors.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Channel {
-    /// Numeric ID.
-    pub id: i64,
-    /// The application.
-    pub application_id: String,
-    /// Name, unique within the application.
-    pub name: String,
-    /// Version of the package the channel points to, if any.
-    pub version: Option<String>,
-    /// Versions every node must pass through on its way up (ascending).
-    pub floors: Vec<String>,
-    /// Unix seconds.
-    pub created_at: i64,
-}
-
-/// Body of `POST /api/v1/apps/{app}/channels`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewChannel {
-    /// Channel name.
-    pub name: String,
-    /// Package version to point at (must exist).
-    pub version: Option<String>,
-    /// Floor versions (packages that must exist).
-    #[serde(default)]
-    pub floors: Vec<String>,
-}
-
-/// Body of `PUT /api/v1/apps/{app}/channels/{channel}`: fields left out stay as they are;
-/// `"version": null` detaches the channel from any package.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelUpdate {
-    /// Package version to point at.
-    #[serde(default, deserialize_with = "double_option")]
-    pub version: Option<Option<String>>,
-    /// Replaces the floor list.
-    pub floors: Option<Vec<String>>,
-}
 
 /// `GET /api/v1/whoami`: the caller's token ID and role.
 pub async fn whoami(RequireViewer(caller): RequireViewer) -> Json<Caller> {
@@ -92,7 +27,8 @@ pub async fn list(
     State(state): State<AppState>,
     _: RequireViewer,
 ) -> Result<Json<Vec<Application>>, ApiError> {
-    Ok(Json(crate::db::applications::list(&state.db).await?))
+    let apps = crate::db::applications::list(&state.db).await?;
+    Ok(Json(apps.into_iter().map(Application::from).collect()))
 }
 
 /// `GET /api/v1/apps/{app}`.
@@ -123,7 +59,7 @@ pub async fn create(
         &body.description,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(app)))
+    Ok((StatusCode::CREATED, Json(app.into())))
 }
 
 /// `PUT /api/v1/apps/{app}`.
@@ -148,7 +84,7 @@ pub async fn update(
         body.description.as_deref(),
     )
     .await?;
-    Ok(Json(current))
+    Ok(Json(current.into()))
 }
 
 /// `DELETE /api/v1/apps/{app}`: removes its channels, packages, groups and instances too.
@@ -163,30 +99,14 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The API's view of a stored channel: its package's version and its floors.
-async fn channel_view(
-    conn: &mut sqlx::AnyConnection,
-    ch: db::channels::Channel,
-) -> Result<Channel, ApiError> {
-    let floors = db::channels::floor_versions_in(conn, ch.id).await?;
-    Ok(Channel {
-        id: ch.id,
-        application_id: ch.application_id,
-        name: ch.name,
-        version: ch.package_version,
-        floors,
-        created_at: ch.created_at,
-    })
-}
-
 /// Load channel `name` of `app` or 404.
 pub(crate) async fn load_channel(
     conn: &mut sqlx::AnyConnection,
     app: &str,
     name: &str,
 ) -> Result<Channel, ApiError> {
-    match db::channels::by_name_in(conn, app, name).await? {
-        Some(ch) => channel_view(conn, ch).await,
+    match db::channels::view_in(conn, app, name).await? {
+        Some(ch) => Ok(ch.into()),
         None => Err(ApiError::not_found("channel", name)),
     }
 }
@@ -200,12 +120,8 @@ pub async fn list_channels(
     let app = normalize_app_id(&app);
     let mut conn = acquire(&state).await?;
     load_app(&mut conn, &app).await?;
-    let rows = db::channels::list_in(&mut conn, &app).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        out.push(channel_view(&mut conn, row).await?);
-    }
-    Ok(Json(out))
+    let rows = db::channels::views_in(&mut conn, &app).await?;
+    Ok(Json(rows.into_iter().map(Channel::from).collect()))
 }
 
 /// `GET /api/v1/apps/{app}/channels/{channel}`.

@@ -4,71 +4,25 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keelson_omaha::normalize_app_id;
-use serde::{Deserialize, Serialize};
 
 use crate::auth::{RequireAdmin, RequireViewer};
 use crate::db::{self, Tx};
 use crate::error::ApiError;
-use crate::grant::RolloutPolicy;
 use crate::request::{
-    Activity, ApiJson, Severity, acquire, begin, check_name, commit, double_option, load_app,
-    log_activity,
+    Activity, ApiJson, Severity, acquire, begin, check_name, commit, load_app, log_activity,
 };
 use crate::state::AppState;
 
-/// The rollout policy of a group as the API shows it: the grant engine's policy, flattened so
-/// the JSON stays one object, and the automatic halt, which only `resume` clears.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Policy {
-    /// What the grant engine reads (validated by [`RolloutPolicy::validate`]).
-    #[serde(flatten)]
-    pub rollout: RolloutPolicy,
-    /// Version whose rollout was halted automatically (read-only; clear with `resume`).
-    pub halted_version: Option<String>,
-    /// Why the rollout was halted (read-only).
-    pub halted_reason: Option<String>,
-}
+pub use keelson_api_types::{
+    Group, GroupUpdate, MaintenanceWindow, NewGroup, Policy, PolicyUpdate, RolloutProgress,
+    StatusCount, VersionCount,
+};
 
-/// A weekly maintenance window: the grant engine's type, so the API stores what it reads.
-pub use crate::grant::MaintenanceWindow;
-
-/// Body of `PUT .../policy`: fields left out stay as they are.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyUpdate {
-    /// See [`RolloutPolicy::updates_enabled`].
-    pub updates_enabled: Option<bool>,
-    /// See [`RolloutPolicy::safe_mode`].
-    pub safe_mode: Option<bool>,
-    /// See [`RolloutPolicy::max_updates_per_period`].
-    pub max_updates_per_period: Option<i64>,
-    /// See [`RolloutPolicy::period_secs`].
-    pub period_secs: Option<i64>,
-    /// See [`RolloutPolicy::update_timeout_secs`].
-    pub update_timeout_secs: Option<i64>,
-    /// See [`RolloutPolicy::timezone`].
-    pub timezone: Option<String>,
-    /// See [`RolloutPolicy::maintenance_windows`].
-    pub maintenance_windows: Option<Vec<MaintenanceWindow>>,
-    /// See [`RolloutPolicy::rollout_percent`].
-    pub rollout_percent: Option<i64>,
-    /// See [`RolloutPolicy::failure_threshold_percent`].
-    pub failure_threshold_percent: Option<i64>,
-    /// See [`RolloutPolicy::pinned_version`]; `null` unpins.
-    #[serde(default, deserialize_with = "double_option")]
-    pub pinned_version: Option<Option<String>>,
-    /// See [`RolloutPolicy::fleetlock_slots`].
-    pub fleetlock_slots: Option<i64>,
-    /// `true` clears an automatic halt so the rollout continues.
-    #[serde(default)]
-    pub resume: bool,
-}
-
-impl PolicyUpdate {
-    /// Apply to `policy` and check the result with the grant engine's own rules, so the API
-    /// never stores what the engine would refuse; the first bad field is named in a 400.
-    pub fn apply(self, policy: &mut Policy) -> Result<(), ApiError> {
-        let p = &mut policy.rollout;
+/// Apply `update` to `policy` and check the result with the grant engine's own rules, so the
+/// API never stores what the engine would refuse; the first bad field is named in a 400.
+pub fn apply_update(update: PolicyUpdate, policy: &mut Policy) -> Result<(), ApiError> {
+    {
+        let p = &mut *policy;
         let PolicyUpdate {
             updates_enabled,
             safe_mode,
@@ -82,7 +36,7 @@ impl PolicyUpdate {
             pinned_version,
             fleetlock_slots,
             resume,
-        } = self;
+        } = update;
         set(&mut p.updates_enabled, updates_enabled);
         set(&mut p.safe_mode, safe_mode);
         set(&mut p.max_updates_per_period, max_updates_per_period);
@@ -95,104 +49,19 @@ impl PolicyUpdate {
         set(&mut p.pinned_version, pinned_version);
         set(&mut p.fleetlock_slots, fleetlock_slots);
         if resume {
-            policy.halted_version = None;
-            policy.halted_reason = None;
+            p.halted_version = None;
+            p.halted_reason = None;
         }
-        policy
-            .rollout
-            .validate()
-            .map_err(|e| ApiError::invalid(&e.field, format!("{}: {}", e.field, e.reason)))
     }
+    crate::wire::rollout_policy(policy)
+        .validate()
+        .map_err(|e| ApiError::invalid(&e.field, format!("{}: {}", e.field, e.reason)))
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *field = v;
     }
-}
-
-/// Instances of a group at one version (one type with the data layer's).
-pub use crate::db::groups::VersionCount;
-
-/// Instances of a group in one status.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StatusCount {
-    /// Status name (see [`super::instances::status_name`]).
-    pub status: String,
-    /// How many instances are in it.
-    pub count: i64,
-}
-
-/// Progress of the group towards its target version.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RolloutProgress {
-    /// The version the group is moving to (pin, else the channel's), if any.
-    pub target_version: Option<String>,
-    /// Instances in the group.
-    pub instances: i64,
-    /// Instances already running the target.
-    pub on_target: i64,
-    /// Grants towards the target still in progress.
-    pub in_progress: i64,
-    /// Grants towards the target that succeeded.
-    pub succeeded: i64,
-    /// Grants towards the target that failed.
-    pub failed: i64,
-    /// Whether the rollout is halted.
-    pub halted: bool,
-}
-
-/// A group with its policy and a summary of its instances.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Group {
-    /// Numeric ID.
-    pub id: i64,
-    /// The application.
-    pub application_id: String,
-    /// Name, unique within the application.
-    pub name: String,
-    /// The Omaha `track` nodes send to land in this group.
-    pub track: String,
-    /// Name of the channel the group follows, if any.
-    pub channel: Option<String>,
-    /// The rollout policy.
-    pub policy: Policy,
-    /// Instances per version, most common first.
-    pub versions: Vec<VersionCount>,
-    /// Instances per status.
-    pub statuses: Vec<StatusCount>,
-    /// Progress towards the target version.
-    pub rollout: RolloutProgress,
-    /// Unix seconds.
-    pub created_at: i64,
-}
-
-/// Body of `POST /api/v1/apps/{app}/groups`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewGroup {
-    /// Group name.
-    pub name: String,
-    /// Track nodes send (default: the name).
-    pub track: Option<String>,
-    /// Channel to follow.
-    pub channel: Option<String>,
-    /// Policy values differing from the defaults.
-    #[serde(default)]
-    pub policy: Option<PolicyUpdate>,
-}
-
-/// Body of `PUT /api/v1/apps/{app}/groups/{group}`: fields left out stay as they are.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupUpdate {
-    /// New name.
-    pub name: Option<String>,
-    /// New track.
-    pub track: Option<String>,
-    /// Channel to follow; `null` detaches.
-    #[serde(default, deserialize_with = "double_option")]
-    pub channel: Option<Option<String>>,
 }
 
 /// A group row without the instance summary.
@@ -214,11 +83,7 @@ impl GroupCore {
             name: g.name,
             track: g.track,
             channel,
-            policy: Policy {
-                rollout: g.policy,
-                halted_version: g.halted_version,
-                halted_reason: g.halted_reason,
-            },
+            policy: crate::wire::policy(g.policy, g.halted_version, g.halted_reason),
             created_at: g.created_at,
         }
     }
@@ -251,16 +116,17 @@ pub(crate) async fn summarize(
     conn: &mut sqlx::AnyConnection,
     core: GroupCore,
 ) -> Result<Group, ApiError> {
-    let versions = db::groups::version_counts_in(conn, core.id).await?;
+    let versions: Vec<VersionCount> = db::groups::version_counts_in(conn, core.id)
+        .await?
+        .into_iter()
+        .map(VersionCount::from)
+        .collect();
     let statuses = db::groups::status_counts_in(conn, core.id)
         .await?
         .into_iter()
-        .map(|s| StatusCount {
-            status: super::instances::status_name(s.status).to_string(),
-            count: s.count,
-        })
+        .map(StatusCount::from)
         .collect();
-    let target_version = match &core.policy.rollout.pinned_version {
+    let target_version = match &core.policy.pinned_version {
         Some(v) => Some(v.clone()),
         None => db::groups::channel_version_in(conn, core.id).await?,
     };
@@ -313,12 +179,13 @@ async fn channel_id(
 
 async fn store_policy(tx: &mut Tx, group_id: i64, p: &Policy) -> Result<(), ApiError> {
     let clear_halt = p.halted_version.is_none();
-    Ok(db::groups::write_policy(tx, group_id, &p.rollout, clear_halt).await?)
+    let rollout = crate::wire::rollout_policy(p);
+    Ok(db::groups::write_policy(tx, group_id, &rollout, clear_halt).await?)
 }
 
 /// Check that a pinned version names a package of the application.
 async fn check_pin(conn: &mut sqlx::AnyConnection, app: &str, p: &Policy) -> Result<(), ApiError> {
-    if let Some(v) = &p.rollout.pinned_version {
+    if let Some(v) = &p.pinned_version {
         crate::request::package_id(conn, app, v, "pinned_version").await?;
     }
     Ok(())
@@ -380,7 +247,7 @@ pub async fn create(
     let id = db::groups::insert_in(&mut tx, &app, &body.name, &track, channel).await?;
     if let Some(update) = body.policy {
         let mut policy = load_group(&mut tx, &app, &body.name).await?.policy;
-        update.apply(&mut policy)?;
+        apply_update(update, &mut policy)?;
         check_pin(&mut tx, &app, &policy).await?;
         store_policy(&mut tx, id, &policy).await?;
     }
@@ -490,7 +357,7 @@ pub async fn change_policy(
     load_app(&mut tx, &app).await?;
     let current = load_group(&mut tx, &app, group).await?;
     let mut policy = current.policy.clone();
-    update.apply(&mut policy)?;
+    apply_update(update, &mut policy)?;
     check_pin(&mut tx, &app, &policy).await?;
     store_policy(&mut tx, current.id, &policy).await?;
     let changes = describe_changes(&current.policy, &policy);
@@ -561,13 +428,14 @@ pub async fn put_policy(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::grant::RolloutPolicy;
 
     fn base() -> Policy {
-        Policy {
-            rollout: RolloutPolicy::default(),
-            halted_version: Some("2.0.0".into()),
-            halted_reason: Some("failures".into()),
-        }
+        crate::wire::policy(
+            RolloutPolicy::default(),
+            Some("2.0.0".into()),
+            Some("failures".into()),
+        )
     }
 
     #[test]
@@ -610,7 +478,7 @@ mod tests {
         for (json, field) in cases {
             let update: PolicyUpdate = serde_json::from_str(json).unwrap();
             let mut p = base();
-            let err = update.apply(&mut p).unwrap_err();
+            let err = apply_update(update, &mut p).unwrap_err();
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{json}");
             assert_eq!(err.field.as_deref(), Some(*field), "{json}");
         }
@@ -625,18 +493,18 @@ mod tests {
         )
         .unwrap();
         let mut p = base();
-        update.apply(&mut p).unwrap();
-        assert_eq!(p.rollout.max_updates_per_period, 5);
-        assert_eq!(p.rollout.timezone, "Europe/Berlin");
-        assert_eq!(p.rollout.rollout_percent, 25);
-        assert_eq!(p.rollout.maintenance_windows.len(), 1);
-        assert_eq!(p.rollout.pinned_version.as_deref(), Some("3975.2.0"));
+        apply_update(update, &mut p).unwrap();
+        assert_eq!(p.max_updates_per_period, 5);
+        assert_eq!(p.timezone, "Europe/Berlin");
+        assert_eq!(p.rollout_percent, 25);
+        assert_eq!(p.maintenance_windows.len(), 1);
+        assert_eq!(p.pinned_version.as_deref(), Some("3975.2.0"));
         assert_eq!(p.halted_version, None);
-        assert!(p.rollout.updates_enabled, "untouched fields stay");
+        assert!(p.updates_enabled, "untouched fields stay");
 
         let unpin: PolicyUpdate = serde_json::from_str(r#"{"pinned_version": null}"#).unwrap();
-        unpin.apply(&mut p).unwrap();
-        assert_eq!(p.rollout.pinned_version, None);
+        apply_update(unpin, &mut p).unwrap();
+        assert_eq!(p.pinned_version, None);
         let changes = describe_changes(&base(), &p);
         assert!(
             changes.iter().any(|c| c.starts_with("timezone:")),

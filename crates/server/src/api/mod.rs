@@ -74,6 +74,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/v1/instances", get(instances::list))
         .route("/api/v1/instances/{id}", get(instances::get_one))
+        .route(
+            "/api/v1/instances/{id}/rollbacks/{version}",
+            axum::routing::delete(instances::clear_rollback),
+        )
         .route("/api/v1/activity", get(instances::activity))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))

@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use keelson_omaha::normalize_app_id;
-use serde::Deserialize;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -19,33 +18,7 @@ use crate::request::{ApiJson, check_text, check_version};
 use crate::state::AppState;
 
 /// A package of an application at one version (one type with the data layer's).
-pub use crate::db::packages::Package;
-
-/// Body of `POST /api/v1/apps/{app}/packages`: a payload hosted elsewhere.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewExternalPackage {
-    /// Version the payload installs.
-    pub version: String,
-    /// File name under `url`.
-    pub filename: String,
-    /// Codebase URL (http or https); a trailing `/` is added when missing.
-    pub url: String,
-    /// Payload size in bytes (> 0).
-    pub size: i64,
-    /// SHA-256 of the payload, 64 hex digits.
-    pub sha256_hex: String,
-    /// SHA-1 of the payload, 40 hex digits (optional; today's update_engine ignores it).
-    #[serde(default)]
-    pub sha1_hex: String,
-}
-
-/// Query of `PUT /api/v1/apps/{app}/packages/{version}/payload`.
-#[derive(Debug, Deserialize)]
-pub struct UploadQuery {
-    /// File name the client appends to the codebase URL.
-    pub filename: Option<String>,
-}
+pub use keelson_api_types::{NewExternalPackage, Package, UploadQuery};
 
 /// `GET /api/v1/apps/{app}/packages`.
 pub async fn list(
@@ -53,7 +26,8 @@ pub async fn list(
     _: RequireViewer,
     Path(app): Path<String>,
 ) -> Result<Json<Vec<Package>>, ApiError> {
-    Ok(Json(db::packages::list(&state.db, &app).await?))
+    let rows = db::packages::list(&state.db, &app).await?;
+    Ok(Json(rows.into_iter().map(Package::from).collect()))
 }
 
 /// `GET /api/v1/apps/{app}/packages/{version}`.
@@ -63,7 +37,9 @@ pub async fn get_one(
     Path((app, version)): Path<(String, String)>,
 ) -> Result<Json<Package>, ApiError> {
     Ok(Json(
-        db::packages::get_version(&state.db, &app, &version).await?,
+        db::packages::get_version(&state.db, &app, &version)
+            .await?
+            .into(),
     ))
 }
 
@@ -134,7 +110,7 @@ pub async fn create_external(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(pkg)))
+    Ok((StatusCode::CREATED, Json(pkg.into())))
 }
 
 /// Removes a file when dropped unless disarmed: an upload that fails at any step leaves no
@@ -272,7 +248,7 @@ pub async fn upload(
     )
     .await?;
     final_guard.disarm();
-    Ok((StatusCode::CREATED, Json(pkg)))
+    Ok((StatusCode::CREATED, Json(pkg.into())))
 }
 
 /// `DELETE /api/v1/apps/{app}/packages/{version}`: 409 while a channel points at it.

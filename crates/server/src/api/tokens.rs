@@ -3,32 +3,21 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
 
 use crate::auth::{NewToken, RequireAdmin, Role, create_token_by};
 use crate::error::ApiError;
 use crate::request::{ApiJson, check_text_opt};
 use crate::state::AppState;
 
-pub use crate::db::tokens::TokenInfo;
-
-/// Body of `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewTokenRequest {
-    /// `admin` or `viewer`.
-    pub role: String,
-    /// Who or what it is for.
-    #[serde(default)]
-    pub description: String,
-}
+pub use keelson_api_types::{NewTokenRequest, TokenInfo};
 
 /// `GET /api/v1/tokens`.
 pub async fn list(
     State(state): State<AppState>,
     _: RequireAdmin,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    Ok(Json(crate::db::tokens::list(&state.db).await?))
+    let rows = crate::db::tokens::list(&state.db).await?;
+    Ok(Json(rows.into_iter().map(TokenInfo::from).collect()))
 }
 
 /// `POST /api/v1/tokens`: the response is the only time the secret is shown.

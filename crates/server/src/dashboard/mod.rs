@@ -44,6 +44,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/ui/instances", get(pages::instances_page))
         .route("/ui/instances/{id}", get(pages::instance_page))
+        .route(
+            "/ui/instances/{id}/rollbacks/{version}/clear",
+            post(pages::clear_rollback_submit),
+        )
         .route("/ui/activity", get(pages::activity_page))
 }
 

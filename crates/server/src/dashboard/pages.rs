@@ -39,7 +39,7 @@ fn group_card(g: &Group) -> String {
     let target = g.rollout.target_version.as_deref();
     let state_badge = if g.rollout.halted {
         badge("halted")
-    } else if g.policy.rollout.updates_enabled {
+    } else if g.policy.updates_enabled {
         badge("enabled")
     } else {
         badge("disabled")
@@ -59,7 +59,7 @@ fn group_card(g: &Group) -> String {
         track = esc(&g.track),
         channel = esc(g.channel.as_deref().unwrap_or("none")),
         target = esc(target.unwrap_or("none")),
-        pin = if g.policy.rollout.pinned_version.is_some() {
+        pin = if g.policy.pinned_version.is_some() {
             " (pinned)"
         } else {
             ""
@@ -71,7 +71,7 @@ fn group_card(g: &Group) -> String {
         inprog = g.rollout.in_progress,
         ok = g.rollout.succeeded,
         failed = g.rollout.failed,
-        wave = g.policy.rollout.rollout_percent,
+        wave = g.policy.rollout_percent,
     )
 }
 
@@ -191,7 +191,7 @@ async fn render_group(
         },
         track = esc(&g.track),
         held = holders.len(),
-        slots = g.policy.rollout.fleetlock_slots,
+        slots = g.policy.fleetlock_slots,
         holders = holder_table(
             &group_url(&app_row.id, &g.name),
             &holders,
@@ -222,7 +222,7 @@ fn windows_text(ws: &[MaintenanceWindow]) -> String {
 }
 
 fn policy_form(app: &str, g: &Group, editable: bool) -> String {
-    let p = &g.policy.rollout;
+    let p = &g.policy;
     let dis = if editable { "" } else { " disabled" };
     let checked = |b: bool| if b { " checked" } else { "" };
     let num = |name: &str, label: &str, value: i64, hint: &str| {
@@ -474,6 +474,32 @@ pub async fn fleetlock_release(
     }
 }
 
+/// `POST /ui/instances/{id}/rollbacks/{version}/clear`: the dashboard's button for
+/// [`crate::db::instances::clear_rollback`] (admins only).
+pub async fn clear_rollback_submit(
+    State(state): State<AppState>,
+    DashUser(caller): DashUser,
+    Path((id, version)): Path<(String, String)>,
+) -> Response {
+    if caller.role < Role::Admin {
+        return error_page(
+            Some(&caller),
+            StatusCode::FORBIDDEN,
+            "Your token has the viewer role; clearing a rollback needs an admin token.",
+        );
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return fail(
+            &caller,
+            ApiError::invalid("id", format!("instance id {id:?} is not a number")),
+        );
+    };
+    match crate::db::instances::clear_rollback(&state.db, &caller.actor(), id, &version).await {
+        Ok(()) => Redirect::to(&format!("/ui/instances/{id}")).into_response(),
+        Err(e) => fail(&caller, e.into()),
+    }
+}
+
 fn instance_table(instances: &[crate::api::instances::Instance]) -> String {
     if instances.is_empty() {
         return "<p class=\"empty\">No instances.</p>".into();
@@ -651,21 +677,42 @@ pub async fn instance_page(
     if d.events.is_empty() {
         body.push_str("<p class=\"empty\">No events yet.</p>");
     } else {
-        body.push_str("<table><thead><tr><th>Time (UTC)</th><th>Event</th><th>Error code</th><th>Version</th></tr></thead><tbody>");
+        body.push_str("<table id=\"events\"><thead><tr><th>Time (UTC)</th><th>Event</th><th>Error code</th><th>Reason</th><th>Version</th></tr></thead><tbody>");
         for e in &d.events {
             let _ = write!(
                 body,
-                "<tr><td>{}</td><td class=\"mono\">{}/{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td></tr>",
+                "<tr><td>{}</td><td class=\"mono\">{}/{}</td><td class=\"mono\">{}</td><td class=\"mono reason\">{}</td><td class=\"mono\">{}</td></tr>",
                 time(e.created_at),
                 e.event_type,
                 e.event_result,
                 e.error_code.map(|c| c.to_string()).unwrap_or_default(),
+                esc(e.reason.as_deref().unwrap_or("")),
                 esc(&e.version)
             );
         }
         body.push_str("</tbody></table>");
     }
     body.push_str("</div></div>");
+    if !d.rolled_back.is_empty() {
+        body.push_str(
+            "<div class=\"card\" id=\"rolled-back\"><h2>Held back after a rollback</h2>\
+             <p class=\"meta\">This node rolled back from these versions; the server does not \
+             offer them to it again until an admin clears them.</p><ul>",
+        );
+        for v in &d.rolled_back {
+            let button = if caller.role >= Role::Admin {
+                format!(
+                    " <form class=\"inline\" method=\"post\" action=\"/ui/instances/{id}/rollbacks/{v}/clear\">\
+                     <button type=\"submit\">Clear: offer it again</button></form>",
+                    v = attr_url(v)
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(body, "<li><b class=\"mono\">{}</b>{button}</li>", esc(v));
+        }
+        body.push_str("</ul></div>");
+    }
     Html(page(
         &format!(
             "Instance {}",

@@ -26,6 +26,41 @@ pub struct Channel {
     pub created_at: i64,
 }
 
+/// A channel with the versions of its floors, ascending: what the REST API shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelView {
+    /// The channel row.
+    pub channel: Channel,
+    /// Versions of its floor packages.
+    pub floors: Vec<String>,
+}
+
+/// Channel `name` of `app` with its floors, if it exists.
+pub async fn view_in(
+    conn: &mut sqlx::AnyConnection,
+    app: &str,
+    name: &str,
+) -> Result<Option<ChannelView>, DbError> {
+    let Some(channel) = by_name_in(conn, app, name).await? else {
+        return Ok(None);
+    };
+    let floors = floor_versions_in(conn, channel.id).await?;
+    Ok(Some(ChannelView { channel, floors }))
+}
+
+/// Every channel of `app` with its floors, by name.
+pub async fn views_in(
+    conn: &mut sqlx::AnyConnection,
+    app: &str,
+) -> Result<Vec<ChannelView>, DbError> {
+    let mut out = Vec::new();
+    for channel in list_in(conn, app).await? {
+        let floors = floor_versions_in(conn, channel.id).await?;
+        out.push(ChannelView { channel, floors });
+    }
+    Ok(out)
+}
+
 const SELECT: &str = "SELECT c.id, c.application_id, c.name, c.package_id, p.version AS package_version, c.created_at \
      FROM channels c LEFT JOIN packages p ON p.id = c.package_id";
 

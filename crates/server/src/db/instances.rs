@@ -197,19 +197,6 @@ pub struct StatusChange {
     pub created_at: i64,
 }
 
-/// Status history of an instance, newest first.
-pub async fn history(db: &Db, id: i64, limit: i64) -> Result<Vec<StatusChange>, DbError> {
-    sqlx::query_as::<_, StatusChange>(
-        "SELECT status, version, message, created_at FROM instance_status_history \
-         WHERE instance_id = $1 ORDER BY id DESC LIMIT $2",
-    )
-    .bind(id)
-    .bind(limit.clamp(1, 1000))
-    .fetch_all(db.pool())
-    .await
-    .map_err(DbError::query("reading status history"))
-}
-
 /// An Omaha event a node reported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
 pub struct Event {
@@ -225,19 +212,8 @@ pub struct Event {
     pub previous_version: String,
     /// Unix seconds.
     pub created_at: i64,
-}
-
-/// Events of an instance, newest first.
-pub async fn events(db: &Db, id: i64, limit: i64) -> Result<Vec<Event>, DbError> {
-    sqlx::query_as::<_, Event>(
-        "SELECT event_type, event_result, error_code, version, previous_version, created_at FROM events \
-         WHERE instance_id = $1 ORDER BY id DESC LIMIT $2",
-    )
-    .bind(id)
-    .bind(limit.clamp(1, 1000))
-    .fetch_all(db.pool())
-    .await
-    .map_err(DbError::query("reading events"))
+    /// `keelson_reason`: the agent's slug for a failure, if it sent one.
+    pub reason: Option<String>,
 }
 
 /// An instance as the API lists it: id, machine id, application, group name, version, status
@@ -256,12 +232,6 @@ pub type ListRow = (
     i64,
     i64,
 );
-
-/// A status change as the API shows it: status code, version, message, created at.
-pub type HistoryRow = (i64, String, String, i64);
-
-/// An event as the API shows it: type, result, error code, version, previous version, created at.
-pub type EventRow = (i64, i64, Option<i64>, String, String, i64);
 
 /// The instance search of the REST API and the dashboard; values are checked by the caller.
 #[derive(Clone, Debug, Default)]
@@ -358,11 +328,30 @@ pub async fn search(db: &Db, f: &Search) -> Result<(i64, Vec<ListRow>), DbError>
     Ok((total, rows))
 }
 
-/// One instance with its newest 100 status changes and events, or `None`.
-pub async fn detail(
-    db: &Db,
+/// An instance row, its newest status changes and events, and the versions it rolled back
+/// from that are still blocked.
+pub type InstanceDetail = (ListRow, Vec<StatusChange>, Vec<Event>, Vec<String>);
+
+/// Versions instance `id` rolled back from and that an admin has not cleared: the grant
+/// engine never offers them to it again. Sorted.
+pub async fn rolled_back_in(
+    conn: &mut sqlx::AnyConnection,
     id: i64,
-) -> Result<Option<(ListRow, Vec<HistoryRow>, Vec<EventRow>)>, DbError> {
+) -> Result<Vec<String>, DbError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT to_version FROM grants \
+         WHERE instance_id = $1 AND outcome = 3 AND rollback_cleared_at IS NULL \
+         ORDER BY to_version",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(DbError::query("reading rolled-back versions"))?;
+    Ok(rows.into_iter().map(|(v,)| v).collect())
+}
+
+/// One instance with its newest 100 status changes and events, or `None`.
+pub async fn detail(db: &Db, id: i64) -> Result<Option<InstanceDetail>, DbError> {
     let mut tx = db.begin().await?;
     let row: Option<ListRow> = sqlx::query_as(&format!(
         "SELECT {LIST_COLUMNS} FROM instances i LEFT JOIN groups g ON g.id = i.group_id \
@@ -375,7 +364,7 @@ pub async fn detail(
     let Some(row) = row else {
         return Ok(None);
     };
-    let history: Vec<HistoryRow> = sqlx::query_as(
+    let history: Vec<StatusChange> = sqlx::query_as(
         "SELECT status, version, message, created_at FROM instance_status_history \
          WHERE instance_id = $1 ORDER BY id DESC LIMIT 100",
     )
@@ -383,16 +372,71 @@ pub async fn detail(
     .fetch_all(&mut *tx)
     .await
     .map_err(DbError::query("reading status history"))?;
-    let events: Vec<EventRow> = sqlx::query_as(
-        "SELECT event_type, event_result, error_code, version, previous_version, created_at \
+    let events: Vec<Event> = sqlx::query_as(
+        "SELECT event_type, event_result, error_code, version, previous_version, created_at, reason \
          FROM events WHERE instance_id = $1 ORDER BY id DESC LIMIT 100",
     )
     .bind(id)
     .fetch_all(&mut *tx)
     .await
     .map_err(DbError::query("reading events"))?;
+    let rolled_back = rolled_back_in(&mut tx, id).await?;
     tx.commit()
         .await
         .map_err(DbError::query("finishing the instance read"))?;
-    Ok(Some((row, history, events)))
+    Ok(Some((row, history, events, rolled_back)))
+}
+
+/// Let instance `id` be offered `version` again after it rolled back from it: an admin's
+/// decision (e.g. after fixing the node or the release). One transaction with its activity
+/// row; `NotFound` when the instance does not exist or has no blocked rollback from `version`.
+pub async fn clear_rollback(db: &Db, actor: &str, id: i64, version: &str) -> Result<(), DbError> {
+    let mut tx = db.begin().await?;
+    let inst: Option<(String, String, Option<i64>)> =
+        sqlx::query_as("SELECT machine_id, application_id, group_id FROM instances WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(DbError::query("reading an instance"))?;
+    let Some((machine_id, application_id, group_id)) = inst else {
+        return Err(DbError::NotFound {
+            what: "instance",
+            key: id.to_string(),
+        });
+    };
+    let now = super::now_unix();
+    let done = sqlx::query(
+        "UPDATE grants SET rollback_cleared_at = $1 \
+         WHERE instance_id = $2 AND to_version = $3 AND outcome = 3 AND rollback_cleared_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(version)
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::query("clearing a rollback"))?;
+    if done.rows_affected() == 0 {
+        return Err(DbError::NotFound {
+            what: "rollback",
+            key: format!("instance {id} from version {version}"),
+        });
+    }
+    super::activity::insert(
+        &mut tx,
+        &super::activity::NewActivity {
+            severity: super::activity::Severity::Info,
+            kind: "instance.rollback_cleared",
+            actor,
+            application_id: Some(&application_id),
+            group_id,
+            version: Some(version),
+            message: format!(
+                "instance {machine_id} may be offered {version} again (its rollback was cleared)"
+            ),
+        },
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("finishing the rollback clear"))
 }

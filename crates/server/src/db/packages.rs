@@ -1,14 +1,13 @@
 //! Packages: one payload per application version, stored here or at an external URL.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
 use super::{Db, DbError, now_unix};
 use keelson_omaha::normalize_app_id as normalize_id;
 
-/// A stored package. Its JSON (the REST API's `Package`) shows `stored` and `download_path`
-/// instead of the server-internal `stored_path`.
+/// A stored package. The REST API's `Package` (see `crate::wire`) shows `stored` and
+/// `download_path` instead of the server-internal `stored_path`.
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Package {
     /// Row id.
@@ -54,22 +53,6 @@ pub struct NewPackage {
     pub sha256_hex: String,
 }
 
-/// The wire shape of a [`Package`], field order as the REST API has always sent it.
-#[derive(Serialize)]
-struct PackageJson<'a> {
-    id: i64,
-    application_id: &'a str,
-    version: &'a str,
-    filename: &'a str,
-    url: Option<&'a str>,
-    stored: bool,
-    download_path: Option<String>,
-    size: i64,
-    sha1_hex: &'a str,
-    sha256_hex: &'a str,
-    created_at: i64,
-}
-
 impl Package {
     /// Where this server serves a stored payload (`/packages/{id}/{filename}`); `None` if
     /// the payload is external.
@@ -77,25 +60,6 @@ impl Package {
         self.stored_path
             .as_ref()
             .map(|_| format!("/packages/{}/{}", self.id, self.filename))
-    }
-}
-
-impl Serialize for Package {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        PackageJson {
-            id: self.id,
-            application_id: &self.application_id,
-            version: &self.version,
-            filename: &self.filename,
-            url: self.url.as_deref(),
-            stored: self.stored_path.is_some(),
-            download_path: self.download_path(),
-            size: self.size,
-            sha1_hex: &self.sha1_hex,
-            sha256_hex: &self.sha256_hex,
-            created_at: self.created_at,
-        }
-        .serialize(s)
     }
 }
 

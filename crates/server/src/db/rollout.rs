@@ -7,7 +7,6 @@
 //! SQLite (single writer), so two nodes cannot both take the last slot of a limit.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use super::activity::{self, NewActivity, Severity};
 use super::groups::{self, Group};
@@ -57,6 +56,8 @@ pub struct NodeEvent {
     pub error_code: Option<i64>,
     /// `previousversion`.
     pub previous_version: String,
+    /// `keelson_reason`: the agent's slug for a failure (already checked by keelson-omaha).
+    pub reason: Option<String>,
 }
 
 /// What a node said about one application.
@@ -87,8 +88,7 @@ pub struct NodeReport {
 }
 
 /// The answer to an update check.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "answer")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckAnswer {
     /// `<updatecheck status="noupdate">` with the reason (for logs and tests).
     NoUpdate {
@@ -449,8 +449,8 @@ pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutco
             && (e.previous_version.is_empty() || e.previous_version == "0.0.0.0");
         if !no_news {
             sqlx::query(
-            "INSERT INTO events (instance_id, event_type, event_result, error_code, version, previous_version, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO events (instance_id, event_type, event_result, error_code, version, previous_version, created_at, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(instance_id)
         .bind(e.event_type)
@@ -459,6 +459,7 @@ pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutco
         .bind(&r.version)
         .bind(&e.previous_version)
         .bind(now)
+        .bind(e.reason.as_deref())
         .execute(&mut **tx)
         .await
         .map_err(DbError::query("recording event"))?;
@@ -534,8 +535,9 @@ pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutco
                             group_id,
                             version: Some(to),
                             message: format!(
-                                "instance {} {what} {to} (error code {base}, raw {code})",
-                                r.machine_id
+                                "instance {} {what} {to} (error code {base}, raw {code}){}",
+                                r.machine_id,
+                                reason_suffix(e)
                             ),
                         },
                     )
@@ -544,8 +546,9 @@ pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutco
                 Some((
                     InstanceStatus::Error,
                     format!(
-                        "error event, code {base} (raw {code}){}",
-                        if rollback { ": rollback" } else { "" }
+                        "error event, code {base} (raw {code}){}{}",
+                        if rollback { ": rollback" } else { "" },
+                        reason_suffix(e)
                     ),
                 ))
             }
@@ -578,6 +581,14 @@ pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutco
         None
     };
     Ok(ReportOutcome::Recorded { instance_id, check })
+}
+
+/// `", reason <slug>"` when the event carries the agent's reason, else nothing.
+fn reason_suffix(e: &NodeEvent) -> String {
+    e.reason
+        .as_deref()
+        .map(|r| format!(", reason {r}"))
+        .unwrap_or_default()
 }
 
 async fn decide_and_apply(
@@ -643,14 +654,7 @@ async fn decide_and_apply(
             stats = rollout_stats(tx, &group, &t, now).await?;
         }
         pending = pending_grant(tx, instance_id).await?;
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT DISTINCT to_version FROM grants WHERE instance_id = $1 AND outcome = 3",
-        )
-        .bind(instance_id)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(DbError::query("reading rolled-back versions"))?;
-        rolled_back = rows.into_iter().map(|(v,)| v).collect();
+        rolled_back = super::instances::rolled_back_in(tx, instance_id).await?;
     };
     match decision {
         GrantDecision::Hold(reason) => {

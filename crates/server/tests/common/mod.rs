@@ -236,6 +236,7 @@ pub fn event(t: i64, r: i64, code: Option<i64>, prev: &str) -> NodeEvent {
         event_result: r,
         error_code: code,
         previous_version: prev.into(),
+        reason: None,
     }
 }
 

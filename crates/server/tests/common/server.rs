@@ -99,7 +99,9 @@ impl TestServer {
 
     /// Seed the fleet used by several tests: app `keelson` with packages 1.0.0 and 2.0.0,
     /// channel `stable` at 2.0.0, group `prod` (track stable) on it, and `n` instances, the first
-    /// half on 1.0.0 and the rest on 2.0.0, each with a short status history.
+    /// half on 1.0.0 and the rest on 2.0.0, most recently seen first: `machine-0000` failed its
+    /// update (status error, which halts the rollout), the others are complete. Everything goes
+    /// through the production paths: the REST API and Omaha reports.
     pub async fn seed(&self, n: usize) {
         use reqwest::Method;
         let r = self
@@ -136,41 +138,31 @@ impl TestServer {
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-        let group: serde_json::Value = r.json().await.unwrap();
-        let group_id = group["id"].as_i64().unwrap();
-        let now = chrono::Utc::now().timestamp();
+        // The instances come the way production makes them: Omaha reports through
+        // `db::rollout::handle_report` (no SQL of the test's own).
+        let now = chrono::Utc::now();
         for i in 0..n {
             let version = if i < n / 2 { "1.0.0" } else { "2.0.0" };
-            let status: i64 = if i == 0 { 3 } else { 4 };
-            let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO instances (machine_id, application_id, group_id, version, status, ip, alias, last_check, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, '10.0.0.1', $6, $7, $8) RETURNING id",
-            )
-            .bind(format!("machine-{i:04}"))
-            .bind(APP)
-            .bind(group_id)
-            .bind(version)
-            .bind(status)
-            .bind(format!("node-{i}"))
-            .bind(now - i as i64)
-            .bind(now - 1000)
-            .fetch_one(self.db.pool())
-            .await
-            .unwrap();
-            for (s, msg) in [(2_i64, "granted 2.0.0"), (status, "reported")] {
-                sqlx::query(
-                    "INSERT INTO instance_status_history (instance_id, status, version, message, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(id)
-                .bind(s)
-                .bind(version)
-                .bind(msg)
-                .bind(now - 500)
-                .execute(self.db.pool())
+            let seen = now - chrono::Duration::seconds(i as i64);
+            let mut r = super::report(&format!("machine-{i:04}"), version, seen);
+            r.ip = "10.0.0.1".into();
+            r.alias = format!("node-{i}");
+            if i == 0 {
+                // Granted 2.0.0, then failed: status history [error, update-granted].
+                let mut check = r.clone();
+                check.now = seen - chrono::Duration::seconds(500);
+                keelson_server::db::rollout::handle_report(&self.db, &check)
+                    .await
+                    .unwrap();
+                r.events = vec![super::event(3, 0, Some(9), "")];
+            } else {
+                // Complete on its version (as after an update from 0.9.0).
+                r.events = vec![super::event(3, 2, None, "0.9.0")];
+            }
+            r.update_check = false;
+            keelson_server::db::rollout::handle_report(&self.db, &r)
                 .await
                 .unwrap();
-            }
         }
     }
 }
