@@ -21,8 +21,8 @@ pub struct TestArgs {
     /// Only the VM tests (after a `--no-vm` run, or to re-run them alone).
     #[arg(long)]
     vm_only: bool,
-    /// Only these VM test files of crates/image/tests (`vm`, `vm_provision`, `vm_update`,
-    /// `vm_health`); repeatable. Without it, all of them.
+    /// Only these VM test files of crates/image/tests (`vm`, `vm_provision`, `vm_update`);
+    /// repeatable. Without it, all of them.
     #[arg(long = "vm-test", value_name = "FILE")]
     vm_tests: Vec<String>,
 }
