@@ -7,8 +7,6 @@
 //! `KEELSON_FIRSTBOOT_BIN`) and `KEELSON_VM_BUSYBOX` (the container's one binary).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +15,9 @@ use keelson_image::qemu::{Vm, VmOptions};
 use sha2::{Digest, Sha256};
 
 mod app;
+mod common;
+
+use common::{check, data_url, env_path, serve};
 
 /// Generous: CI runs TCG on two shared cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -25,45 +26,11 @@ const APP_TIMEOUT: Duration = Duration::from_secs(300);
 /// /dev/tcp: the image has no HTTP client).
 const APP_TRIES: u32 = 180;
 
-fn env_path(name: &str) -> PathBuf {
-    match std::env::var_os(name) {
-        Some(v) => PathBuf::from(v),
-        None => panic!("{name} is not set: run the VM tests through `cargo xtask test`"),
-    }
-}
-
 fn image() -> PathBuf {
     let p = env_path("KEELSON_VM_BUILD");
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let rec: serde_json::Value = serde_json::from_str(&text).unwrap();
     PathBuf::from(rec["image"].as_str().unwrap())
-}
-
-/// Serve `body` for every GET on the host's loopback (the guest reaches it as 10.0.2.2);
-/// returns the port. The thread lives as long as the test process.
-fn serve(body: Vec<u8>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let mut req = Vec::new();
-            // Read the request head; its content does not matter.
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => req.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/x-tar\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(head.as_bytes());
-            let _ = conn.write_all(&body);
-        }
-    });
-    port
 }
 
 /// The app's OCI archive: busybox httpd serving /www (bind-mounted from the host's /srv/www).
@@ -72,18 +39,6 @@ fn app_archive(dir: &Path) -> Vec<u8> {
     let busybox =
         std::fs::read(&busybox_path).unwrap_or_else(|e| panic!("{}: {e}", busybox_path.display()));
     app::app_archive(&busybox, dir).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn data_url(text: &str) -> String {
-    let mut s = String::from("data:,");
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
 }
 
 /// The config of test (a): a user with an SSH key, files, and the app unit whose OCI archive
@@ -133,10 +88,6 @@ fn start(image: &Path, config: &Path, snapshot: bool) -> Vm {
         .push(("agetty.autologin".into(), "root".into()));
     o.credentials.push(("login.noauth".into(), "yes".into()));
     Vm::start(&o).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn check(vm: &mut Vm, cmd: &str) -> String {
-    vm.check(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// (a) a first boot with a config from fw_cfg: the user with its SSH key, the files, and the

@@ -40,6 +40,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 mod app;
+mod common;
+
+use common::{check, data_url, env_path, serve};
 
 /// Generous: CI runs TCG on two shared cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -50,13 +53,6 @@ const REBOOT_AFTER_SECS: u64 = 5;
 /// Flatcar's application ID, keelson-agent's default.
 const APP_ID: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
 const APP_TRIES: u32 = 180;
-
-fn env_path(name: &str) -> PathBuf {
-    match std::env::var_os(name) {
-        Some(v) => PathBuf::from(v),
-        None => panic!("{name} is not set: run the VM tests through `cargo xtask test`"),
-    }
-}
 
 fn record(var: &str) -> Value {
     let p = env_path(var);
@@ -277,43 +273,6 @@ fn tampered(v3: &Value, version: &str, key: &Path, out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
-/// Serve `body` for every GET on the host's loopback; returns the port.
-fn serve(body: Vec<u8>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let mut req = Vec::new();
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => req.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(head.as_bytes());
-            let _ = conn.write_all(&body);
-        }
-    });
-    port
-}
-
-fn data_url(text: &str) -> String {
-    let mut s = String::from("data:,");
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
-}
-
 fn exe(path: &str, script: &str) -> Value {
     serde_json::json!({"path": path, "mode": 0o755, "contents": {"source": data_url(script)}})
 }
@@ -379,10 +338,6 @@ fn login(vm: &mut Vm, from: usize, what: &str) {
             state.output.trim()
         );
     }
-}
-
-fn check(vm: &mut Vm, cmd: &str) -> String {
-    vm.check(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `keelson-agent status --json` in the guest. Base64 between marks, so that a service's line

@@ -1,0 +1,61 @@
+//! Helpers shared by the VM test files (each file is its own crate and uses some of them).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use keelson_image::qemu::Vm;
+
+/// The path in environment variable `name`, set by `cargo xtask test`.
+pub fn env_path(name: &str) -> PathBuf {
+    match std::env::var_os(name) {
+        Some(v) => PathBuf::from(v),
+        None => panic!("{name} is not set: run the VM tests through `cargo xtask test`"),
+    }
+}
+
+/// Serve `body` for every GET on the host's loopback (the guest reaches it as 10.0.2.2);
+/// returns the port. The thread lives as long as the test process.
+pub fn serve(body: Vec<u8>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let mut req = Vec::new();
+            // Read the request head; its content does not matter.
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/x-tar\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    port
+}
+
+/// A `data:` URL of `text` (percent-encoded).
+pub fn data_url(text: &str) -> String {
+    let mut s = String::from("data:,");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// Run a guest command that must succeed; its output.
+pub fn check(vm: &mut Vm, cmd: &str) -> String {
+    vm.check(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
