@@ -613,6 +613,18 @@ pub struct NewToken {
     pub token: String,
 }
 
+/// One FleetLock holder (`GET /api/v1/fleetlock/holders`): who holds a reboot slot of which
+/// lock group, since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetLockHolder {
+    /// The lock group (a group's track).
+    pub group: String,
+    /// The client's id (Zincati: its app-specific machine id).
+    pub id: String,
+    /// When it took the slot (Unix seconds).
+    pub acquired_at: i64,
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -375,14 +375,6 @@ pub enum FleetlockCmd {
     },
 }
 
-/// A FleetLock holder (keelson-server's `api::fleetlock::FleetLockHolder`).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FleetLockHolder {
-    group: String,
-    id: String,
-    acquired_at: i64,
-}
-
 /// `keelson admin instance ...`.
 #[derive(Subcommand, Debug)]
 pub enum InstanceCmd {
@@ -730,7 +722,7 @@ fn run_fleetlock(conn: &Connection, cmd: FleetlockCmd) -> Result<()> {
             if let Some(g) = group {
                 let _ = write!(path, "?group={}", enc(&g));
             }
-            let hs: Vec<FleetLockHolder> = api.get(&path)?;
+            let hs: Vec<keelson_api_types::FleetLockHolder> = api.get(&path)?;
             show(conn.json, &hs, |hs| {
                 table(
                     &["GROUP", "HOLDER", "SINCE (UTC)"],

@@ -76,6 +76,14 @@ fn instance() -> api::Instance {
 fn samples() -> Vec<(&'static str, Value)> {
     vec![
         (
+            "FleetLockHolder",
+            v(api::FleetLockHolder {
+                group: "stable".into(),
+                id: "e0b1c7f3a9d24c6b8f1e2d3c4b5a6978".into(),
+                acquired_at: 1_796_400_000,
+            }),
+        ),
+        (
             "Error",
             v(api::ErrorBody {
                 error: "bad".into(),

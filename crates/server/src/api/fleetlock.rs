@@ -4,22 +4,13 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::{RequireAdmin, RequireViewer};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// One FleetLock holder as the API returns it (`GET /api/v1/fleetlock/holders`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FleetLockHolder {
-    /// The lock group (a group's track).
-    pub group: String,
-    /// The client's id (Zincati: its app-specific machine id).
-    pub id: String,
-    /// When it took the slot (Unix seconds).
-    pub acquired_at: i64,
-}
+pub use keelson_api_types::FleetLockHolder;
 
 impl From<crate::db::fleetlock::Holder> for FleetLockHolder {
     fn from(h: crate::db::fleetlock::Holder) -> Self {
