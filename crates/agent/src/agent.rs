@@ -144,9 +144,11 @@ impl Agent {
 
     fn target_version(state: &State) -> Option<&str> {
         match state {
-            State::Staged { target, .. } | State::RebootPending { target, .. } => {
-                Some(&target.version)
-            }
+            // Downloading too: a power cut between the UKI's rename and `staged` can boot the
+            // target with the record still saying `downloading` (state::assess).
+            State::Staged { target, .. }
+            | State::RebootPending { target, .. }
+            | State::Downloading { target, .. } => Some(&target.version),
             State::Verifying { version, .. } => Some(version),
             _ => None,
         }
