@@ -1430,6 +1430,16 @@ mod tests {
         // A second pass finds nothing more (and an empty tree is no error).
         assert!(scrub_node_identity(r).unwrap().is_empty());
         assert!(scrub_node_identity(&r.join("nothing")).unwrap().is_empty());
+        // systemd-resolved's stub link is the node's own resolver: kept, not written through.
+        fs::remove_file(r.join("etc/resolv.conf")).unwrap();
+        let stub = "../run/systemd/resolve/stub-resolv.conf";
+        std::os::unix::fs::symlink(stub, r.join("etc/resolv.conf")).unwrap();
+        scrub_node_identity(r).unwrap();
+        assert_eq!(
+            fs::read_link(r.join("etc/resolv.conf")).unwrap(),
+            Path::new(stub)
+        );
+        assert!(!r.join("run").exists());
     }
 
     #[test]
