@@ -150,8 +150,8 @@ impl Server {
     }
 
     fn admin_json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
+        let mut a = args.to_vec();
+        a.push("--json");
         serde_json::from_str(&self.admin(&a)).unwrap()
     }
 
