@@ -349,7 +349,21 @@ pub fn check_room(node: &Node<'_>, m: &Manifest, slot: UsrSlot) -> Result<(), Ap
     let partial = std::fs::metadata(linux.join(esp::temp_name(&m.version)))
         .map(|md| md.len())
         .unwrap_or(0);
-    let have = esp::free_bytes(&linux)?.saturating_add(partial);
+    // The version the slot holds now is removed, boot entries included, before the first byte
+    // is written (`apply`): its UKIs' room counts, or an ESP with room for two versions
+    // (128 MiB, 44 MB UKIs) could never take a third.
+    let replaced: u64 = match view.version.as_deref() {
+        Some(old) if old != m.version && old != node.os.version_id => esp::entries(&linux)?
+            .iter()
+            .filter(|e| e.version == old)
+            .filter_map(|e| std::fs::metadata(linux.join(&e.file_name)).ok())
+            .map(|md| md.len())
+            .sum(),
+        _ => 0,
+    };
+    let have = esp::free_bytes(&linux)?
+        .saturating_add(partial)
+        .saturating_add(replaced);
     let need = uki.size.saturating_add(ESP_MARGIN);
     if need > have {
         return Err(ApplyError::NoRoom {
