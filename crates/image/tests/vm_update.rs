@@ -323,6 +323,36 @@ fn node_config(server_port: u16, archive_port: u16, archive_sha256: &str) -> Str
     .to_string()
 }
 
+/// The node: a private copy of the v1 image in `work`, provisioned with [`node_config`] (the
+/// app's archive served from the host), logging in on the console; `app_port` forwards the
+/// app's port to the host.
+fn node(work: &Path, v1_image: &Path, server: &Server, app_port: Option<u16>) -> VmOptions {
+    let busybox = std::fs::read(env_path("KEELSON_VM_BUSYBOX")).unwrap();
+    let archive = app::app_archive(&busybox, work).unwrap_or_else(|e| panic!("{e}"));
+    let archive_sha = hex::encode(Sha256::digest(&archive));
+    let archive_port = serve(archive);
+    let config = work.join("node.ign");
+    std::fs::write(
+        &config,
+        node_config(server.port, archive_port, &archive_sha),
+    )
+    .unwrap();
+    let disk = work.join("node.img");
+    host(
+        Command::new("cp")
+            .args(["--sparse=always", "--reflink=auto"])
+            .arg(v1_image)
+            .arg(&disk),
+    );
+    let mut o = VmOptions::new(&disk);
+    o.config = Some(config);
+    o.host_forwards.extend(app_port.map(|p| (p, app::APP_PORT)));
+    o.credentials
+        .push(("agetty.autologin".into(), "root".into()));
+    o.credentials.push(("login.noauth".into(), "yes".into()));
+    o
+}
+
 /// Log in to the shell that appears after console offset `from`, then wait for the boot to end
 /// (the network is up: keelson-agent.service wants network-online.target).
 fn login(vm: &mut Vm, from: usize, what: &str) {
@@ -458,30 +488,7 @@ fn update_bless_refuse_and_roll_back() {
         "1",
     ]);
 
-    let busybox = std::fs::read(env_path("KEELSON_VM_BUSYBOX")).unwrap();
-    let archive = app::app_archive(&busybox, work).unwrap_or_else(|e| panic!("{e}"));
-    let archive_sha = hex::encode(Sha256::digest(&archive));
-    let archive_port = serve(archive);
-    let config = work.join("node.ign");
-    std::fs::write(
-        &config,
-        node_config(server.port, archive_port, &archive_sha),
-    )
-    .unwrap();
-
-    // The node: a private copy of the v1 image.
-    let disk = work.join("node.img");
-    host(
-        Command::new("cp")
-            .args(["--sparse=always", "--reflink=auto"])
-            .arg(&v1_image)
-            .arg(&disk),
-    );
-    let mut o = VmOptions::new(&disk);
-    o.config = Some(config.clone());
-    o.credentials
-        .push(("agetty.autologin".into(), "root".into()));
-    o.credentials.push(("login.noauth".into(), "yes".into()));
+    let o = node(work, &v1_image, &server, None);
     let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
     login(&mut vm, 0, "the first boot of v1");
     assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
@@ -790,30 +797,8 @@ fn update_downtime() {
     server.admin(&["app", "create", "--name", "Keelson", APP_ID]);
     server.admin(&["channel", "create", "stable"]);
     server.admin(&["group", "create", "stable", "--channel", "stable"]);
-    let busybox = std::fs::read(env_path("KEELSON_VM_BUSYBOX")).unwrap();
-    let archive = app::app_archive(&busybox, work).unwrap_or_else(|e| panic!("{e}"));
-    let archive_sha = hex::encode(Sha256::digest(&archive));
-    let archive_port = serve(archive);
-    let config = work.join("node.ign");
-    std::fs::write(
-        &config,
-        node_config(server.port, archive_port, &archive_sha),
-    )
-    .unwrap();
-    let disk = work.join("node.img");
-    host(
-        Command::new("cp")
-            .args(["--sparse=always", "--reflink=auto"])
-            .arg(&v1_image)
-            .arg(&disk),
-    );
     let app_port = free_port();
-    let mut o = VmOptions::new(&disk);
-    o.config = Some(config);
-    o.host_forwards.push((app_port, app::APP_PORT));
-    o.credentials
-        .push(("agetty.autologin".into(), "root".into()));
-    o.credentials.push(("login.noauth".into(), "yes".into()));
+    let o = node(work, &v1_image, &server, Some(app_port));
     let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
     login(&mut vm, 0, "v1's first boot");
     assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
