@@ -12,7 +12,8 @@ pub const SSH_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeelsonTestKeyNotARealOneXXXXXXXXXXXXXXXX keelson-test";
 
 /// The app's unit: imports the OCI archive, then runs busybox httpd on [`APP_PORT`] serving
-/// /srv/www.
+/// /srv/www. busybox httpd is the container's PID 1, which ignores SIGTERM: `TimeoutStopSec`
+/// keeps every shutdown from waiting systemd's default 90 s for it.
 pub const APP_UNIT: &str = "[Unit]\n\
 Description=Keelson test app (busybox httpd in containerd)\n\
 After=containerd.service\n\
@@ -22,6 +23,7 @@ ExecStartPre=/usr/bin/ctr -n default image import /var/lib/keelson-app/app.oci.t
 ExecStartPre=-/usr/bin/ctr -n default container rm keelson-app\n\
 ExecStart=/usr/bin/ctr -n default run --rm --net-host --mount type=bind,src=/srv/www,dst=/www,options=rbind:ro docker.io/library/keelson-app:1 keelson-app\n\
 Restart=on-failure\n\
+TimeoutStopSec=10s\n\
 [Install]\n\
 WantedBy=multi-user.target\n";
 
