@@ -150,8 +150,11 @@ pub fn run_tests(only: &[String]) -> Result<()> {
 
     // Two streams side by side: each guest has one vCPU (qemu.rs), so one stream leaves a core
     // of CI's two idle. The update stream builds v2 and a v3 whose own health check fails
-    // (both signed with the development key, published on a keelson-server on the host) and
-    // writes its output to a log that is printed when it ends.
+    // (both signed with the development key, published on a keelson-server on the host), runs
+    // the long update test and writes its output to a log that is printed when it ends. The
+    // main stream runs the other files, then the FleetLock update test with the v2 that the
+    // update stream hands over once built.
+    let (v2_tx, v2_rx) = std::sync::mpsc::channel::<PathBuf>();
     let update_stream = wanted("vm_update").then(|| {
         let (keelson, dir, record, busybox, key_arg, dev_pem, root) = (
             keelson.clone(),
@@ -187,6 +190,8 @@ pub fn run_tests(only: &[String]) -> Result<()> {
                 Ok(out_dir.join(format!("keelson_{version}.json")))
             };
             let v2 = build("0.2.0", &[])?;
+            // The main stream may have ended already (it has nothing to wait for then).
+            let _ = v2_tx.send(v2.clone());
             let overlay = bad_release_overlay(&dir)?;
             let v3 = build("0.3.0", &["--overlay", &overlay.to_string_lossy()])?;
             let mut c = vm_test(
@@ -239,6 +244,31 @@ pub fn run_tests(only: &[String]) -> Result<()> {
             c
         });
         stream("vm_provision", "first-boot provisioning", c);
+    }
+    if wanted("vm_update") {
+        match v2_rx.recv() {
+            Ok(v2) => {
+                let c = vm_test(
+                    "vm_update",
+                    Some("fleetlock_update_blessed"),
+                    &record,
+                    &busybox,
+                )
+                .map(|mut c| {
+                    c.env("KEELSON_VM_V2_BUILD", v2)
+                        .env("KEELSON_VM_UPDATE_KEYS", dev_pem.parent().unwrap_or(&dir))
+                        .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
+                        .env("KEELSON_VM_CONSOLE_LOG", console("vm_update-fleetlock"));
+                    c
+                });
+                stream("vm_update", "an update through FleetLock, blessed", c);
+            }
+            Err(_) => failed.push(
+                "an update through FleetLock (vm_update.rs): v2 was not built (see the update \
+                 stream's log below)"
+                    .to_owned(),
+            ),
+        }
     }
     if let Some((handle, log)) = update_stream {
         let result = handle

@@ -8,7 +8,8 @@
 //! measurement N times (medians).
 //!
 //! Part 2: the update's downtime next to a plain reboot of the same node, by the VM test
-//! `update_downtime` (crates/image/tests/vm_update.rs): images v1 and v2 as `cargo xtask test`
+//! `fleetlock_update_blessed` (crates/image/tests/vm_update.rs, with
+//! `KEELSON_BENCH_PLAIN_REBOOT=1`): images v1 and v2 as `cargo xtask test`
 //! builds them, keelson-server on the host, and the app polled from the host through a
 //! forwarded port every 200 ms; the downtime is the longest time it did not answer, through
 //! `keelson-agent update --now` (v1 -> v2) and then through `systemctl reboot`.
@@ -76,7 +77,8 @@ pub fn run() -> Result<()> {
     let (mut update, mut plain) = (Vec::new(), Vec::new());
     for run in 1..=runs {
         let out = util::output(
-            crate::vm::vm_test("vm_update", Some("update_downtime"), &v1, &busybox)?
+            crate::vm::vm_test("vm_update", Some("fleetlock_update_blessed"), &v1, &busybox)?
+                .env("KEELSON_BENCH_PLAIN_REBOOT", "1")
                 .env("KEELSON_VM_V2_BUILD", &v2)
                 .env("KEELSON_VM_UPDATE_KEYS", pem.parent().unwrap_or(&dir))
                 .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))

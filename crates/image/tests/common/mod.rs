@@ -59,3 +59,23 @@ pub fn data_url(text: &str) -> String {
 pub fn check(vm: &mut Vm, cmd: &str) -> String {
     vm.check(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Call `probe` every `every` until it answers `Ok`, for at most `timeout`; its answer. On
+/// timeout, panics naming `what` and the last `Err` (what the probe saw instead).
+pub fn poll_until<T, S: std::fmt::Debug>(
+    what: &str,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut probe: impl FnMut() -> Result<T, S>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("never saw {what} in {timeout:?}; last: {last:#?}")
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
