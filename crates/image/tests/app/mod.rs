@@ -12,8 +12,7 @@ pub const SSH_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeelsonTestKeyNotARealOneXXXXXXXXXXXXXXXX keelson-test";
 
 /// The app's unit: imports the OCI archive, then runs busybox httpd on [`APP_PORT`] serving
-/// /srv/www. busybox httpd is the container's PID 1, which ignores SIGTERM: `TimeoutStopSec`
-/// keeps every shutdown from waiting systemd's default 90 s for it.
+/// /srv/www (see [`app_archive`] for how it stops). `TimeoutStopSec` bounds a stop that hangs.
 pub const APP_UNIT: &str = "[Unit]\n\
 Description=Keelson test app (busybox httpd in containerd)\n\
 After=containerd.service\n\
@@ -35,18 +34,14 @@ pub fn fetch_app(tries: u32) -> String {
     )
 }
 
-/// The app's OCI archive (busybox alone, running httpd on [`APP_PORT`]), built in `dir`.
+/// The app's OCI archive (busybox alone: a shell that runs httpd on [`APP_PORT`] and ends on
+/// SIGTERM), built in `dir`.
 pub fn app_archive(busybox: &[u8], dir: &Path) -> Result<Vec<u8>, keelson_image::ImageError> {
-    let port = APP_PORT.to_string();
-    let cmd = [
-        "/bin/busybox",
-        "httpd",
-        "-f",
-        "-p",
-        port.as_str(),
-        "-h",
-        "/www",
-    ];
+    // A shell as the container's PID 1 that exits on SIGTERM (which `ctr run` forwards): PID 1
+    // of a PID namespace ignores signals it has no handler for, so httpd there would linger
+    // through every shutdown until systemd-shutdown's final SIGKILL, 90 s later.
+    let script = format!("trap 'exit 0' TERM; /bin/busybox httpd -f -p {APP_PORT} -h /www & wait");
+    let cmd = ["/bin/busybox", "sh", "-c", script.as_str()];
     let spec = keelson_image::oci::OciSpec {
         name: "docker.io/library/keelson-app:1",
         binary_path: "bin/busybox",
