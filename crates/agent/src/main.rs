@@ -23,6 +23,18 @@ struct Cli {
     /// Where the ESP is mounted.
     #[arg(long, default_value = "/efi", global = true)]
     esp: String,
+    /// Reboot by running PROGRAM (no arguments) instead of `systemctl reboot` (tests: a
+    /// script that records the time).
+    #[arg(long, value_name = "PROGRAM", global = true)]
+    reboot_command: Option<PathBuf>,
+    /// First wait after a failed reboot-lock attempt, in milliseconds; it doubles per attempt
+    /// up to 60 times this (default 5000, locksmith's 5 s to 5 min; tests use less).
+    #[arg(long, value_name = "MS", global = true)]
+    lock_backoff_ms: Option<u64>,
+    /// The daemon's wait between looks at a new boot until it is blessed, in milliseconds
+    /// (default 30000; tests use less).
+    #[arg(long, value_name = "MS", global = true)]
+    verify_poll_ms: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +89,7 @@ enum LockCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    keelson_agent::failpoint::init();
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(
@@ -94,7 +107,25 @@ fn main() -> anyhow::Result<()> {
     paths.disk = cli.disk.clone();
     paths.esp_mount = cli.esp.clone();
     let settings = Settings::load(&paths).context("reading the agent's settings")?;
-    let agent = Agent::new(paths, settings)?;
+    let mut agent = Agent::new(paths, settings)?;
+    if let Some(program) = &cli.reboot_command {
+        let program = program
+            .to_str()
+            .with_context(|| format!("--reboot-command {}: not UTF-8", program.display()))?;
+        agent.reboot_command = vec![program.to_owned()];
+    }
+    if let Some(ms) = cli.lock_backoff_ms {
+        if ms == 0 {
+            anyhow::bail!("--lock-backoff-ms must be at least 1");
+        }
+        agent.lock_backoff_base = Duration::from_millis(ms);
+    }
+    if let Some(ms) = cli.verify_poll_ms {
+        if ms == 0 {
+            anyhow::bail!("--verify-poll-ms must be at least 1");
+        }
+        agent.verify_poll = Duration::from_millis(ms);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
