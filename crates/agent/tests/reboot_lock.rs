@@ -564,6 +564,37 @@ async fn contend(
                 tokio::time::sleep(TICK).await;
             }
         }
+        // The nodes that rebooted keep their slot while the service is down: once blessed,
+        // they cannot give it back, and say so.
+        let mut holding = 0;
+        for &i in &rebooted {
+            let rec = loop {
+                let rec = nodes[i].record();
+                let release_failed = matches!(rec.state, State::Complete { .. })
+                    && rec.last_error.as_ref().is_some_and(|e| {
+                        e.reason == "release_lock_service_unavailable" && e.at > stopped_at
+                    });
+                if rec.lock == LockPhase::Free || release_failed {
+                    break rec;
+                }
+                tokio::time::sleep(TICK).await;
+            };
+            if rec.lock != LockPhase::Free {
+                holding += 1;
+                let st = nodes[i].status().await;
+                assert_eq!(st["state"], "complete", "node {i}: {st:#}");
+                assert_eq!(
+                    st["last_error"]["reason"], "release_lock_service_unavailable",
+                    "node {i}: {st:#}"
+                );
+                assert_eq!(st["reboot"]["lock"], "held", "node {i}: {st:#}");
+            }
+        }
+        assert!(holding <= SLOTS, "{holding} nodes hold a slot");
+        eprintln!(
+            "outage ({label}): {} nodes failed closed, {holding} blessed node(s) kept their slot",
+            waiting.len()
+        );
         let after: BTreeSet<usize> = reboots(log).into_keys().collect();
         assert_eq!(
             after, rebooted,
