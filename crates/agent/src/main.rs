@@ -261,15 +261,21 @@ async fn daemon(agent: &Agent) -> anyhow::Result<()> {
                 reboot: RebootMode::Policy,
                 check,
             };
-            // A staged update waiting for its lock or window retries without asking the
+            // A staged update waiting for its lock or window, and a lock release the service
+            // has not confirmed yet (retried every few minutes), go on without asking the
             // Omaha server again until the check interval has passed.
             let rec = agent.store().load()?;
+            let lock_only = match rec.state {
+                State::Staged { .. } => true,
+                State::Downloading { .. } => false,
+                _ => agent.release_pending(&rec),
+            };
             let checked_recently = rec.last_check.is_some_and(|t| {
                 chrono::Utc::now() - t
                     < chrono::Duration::from_std(agent.settings.interval)
                         .unwrap_or(chrono::Duration::minutes(45))
             });
-            let result = if matches!(rec.state, State::Staged { .. }) && checked_recently {
+            let result = if lock_only && checked_recently {
                 agent
                     .coordinate(RebootMode::Policy)
                     .await
