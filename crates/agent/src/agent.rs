@@ -96,8 +96,11 @@ pub struct Agent {
     pub settings: Settings,
     /// The command that reboots the node.
     pub reboot_command: Vec<String>,
-    /// The first wait after a failed lock attempt (doubles per attempt, capped at 60x).
+    /// The first wait after a failed lock attempt (doubles per attempt, capped at 60x); a
+    /// failed release is retried after the cap.
     pub lock_backoff_base: Duration,
+    /// The daemon's wait between looks at a new boot until it is blessed.
+    pub verify_poll: Duration,
     store: Store,
     http: reqwest::Client,
 }
@@ -117,6 +120,7 @@ impl Agent {
             settings,
             reboot_command: vec!["systemctl".into(), "reboot".into()],
             lock_backoff_base: crate::lock::LOCK_BACKOFF_BASE,
+            verify_poll: VERIFY_POLL,
             http,
         })
     }
@@ -334,15 +338,20 @@ impl Agent {
         Ok(rec)
     }
 
-    /// Releases the reboot lock when the node is steady (no update staged, rebooting or being
-    /// verified) and may still hold one: at start, and after the new boot was blessed.
-    pub async fn release_if_steady(&self, rec: Record) -> Result<Record, AgentError> {
+    /// Whether the node is steady (no update staged, rebooting or being verified) but may
+    /// still hold the reboot lock of its coordinated strategy: it should give it back.
+    pub fn release_pending(&self, rec: &Record) -> bool {
         let busy = matches!(
             rec.state,
             State::Staged { .. } | State::RebootPending { .. } | State::Verifying { .. }
         );
-        if busy || rec.lock == LockPhase::Free || !reboot::uses_lock(&self.settings.reboot.strategy)
-        {
+        !busy && rec.lock != LockPhase::Free && reboot::uses_lock(&self.settings.reboot.strategy)
+    }
+
+    /// Releases the reboot lock when the node is steady (no update staged, rebooting or being
+    /// verified) and may still hold one: at start, and after the new boot was blessed.
+    pub async fn release_if_steady(&self, rec: Record) -> Result<Record, AgentError> {
+        if !self.release_pending(&rec) {
             return Ok(rec);
         }
         let mut rec = rec;
@@ -597,15 +606,25 @@ impl Agent {
     }
 
     /// Time until the next cycle: the server's PollInterval or the interval, doubled per
-    /// failed check (capped at 4 h), plus up to 10% jitter; 30 s while a boot is verified.
+    /// failed check (capped at 4 h), plus up to 10% jitter; [`Agent::verify_poll`] while a
+    /// boot is verified; the lock's backoff while a staged update waits for the lock or a
+    /// steady node still has a lock to give back.
     pub fn next_delay(&self, rec: &Record, poll: Option<u32>, jitter: f64) -> Duration {
         if matches!(rec.state, State::Verifying { .. }) {
-            return Duration::from_secs(30);
+            return self.verify_poll;
         }
+        // Never spin: at least a second, or the (test) backoff base when that is shorter.
+        let shortest = self.lock_backoff_base.min(Duration::from_secs(1));
         if let (State::Staged { .. }, Some(w)) = (&rec.state, &rec.lock_wait) {
             // Waiting for the lock: retry on the lock's backoff, not the check interval.
             let wait = (w.retry_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            return wait.clamp(Duration::from_secs(1), self.settings.interval);
+            return wait.clamp(shortest, self.settings.interval.max(shortest));
+        }
+        if self.release_pending(rec) {
+            // The release failed (the service is down): retry at the backoff's cap (5 min, as
+            // locksmith's release loop at its cap), not after the whole check interval.
+            return lock_backoff(self.lock_backoff_base, u32::MAX)
+                .clamp(shortest, self.settings.interval.max(shortest));
         }
         if let State::Staged { .. } = rec.state {
             // Waiting for a window: wake when it opens, so short windows are not slept through.
@@ -620,6 +639,9 @@ impl Agent {
         next_delay(self.settings.interval, poll, rec.check_failures, jitter)
     }
 }
+
+/// The daemon's default wait between looks at a new boot until it is blessed.
+pub const VERIFY_POLL: Duration = Duration::from_secs(30);
 
 /// The daemon's first update check after it starts, as update_engine's: 7 min, give or take
 /// 5 (`jitter` in `[0, 1)` picks the point in 2..12 min), so that a fleet that boots together
@@ -808,7 +830,73 @@ impl<F: std::future::Future> InstrumentSpan for F {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn daemon_delays_follow_the_lock_and_the_verify_poll() {
+        let mut settings = Settings::default();
+        settings.reboot.strategy = RebootStrategy::Fleetlock {
+            url: "http://f".into(),
+        };
+        let mut agent = Agent::new(Paths::under("/nonexistent"), settings).unwrap();
+        agent.lock_backoff_base = Duration::from_millis(20);
+        agent.verify_poll = Duration::from_millis(50);
+        let at = |state: State, lock| Record {
+            state,
+            lock,
+            ..Record::default()
+        };
+        let complete = State::Complete {
+            version: "2".into(),
+            previous_version: "1".into(),
+        };
+        let verifying = State::Verifying {
+            version: "2".into(),
+            previous_version: "1".into(),
+        };
+        let iv = agent.settings.interval;
+        // Blessed but the release failed: retried at the backoff's cap, not after 45 min.
+        assert_eq!(
+            agent.next_delay(&at(complete.clone(), LockPhase::Held), None, 0.0),
+            Duration::from_millis(1200)
+        );
+        assert_eq!(
+            agent.next_delay(&at(complete.clone(), LockPhase::Free), None, 0.0),
+            iv
+        );
+        assert_eq!(
+            agent.next_delay(&at(verifying, LockPhase::Held), None, 0.0),
+            Duration::from_millis(50)
+        );
+        // Waiting for the lock: the retry time, at least the (test) base, not a second.
+        let staged = State::Staged {
+            target: state::Target {
+                version: "2".into(),
+                url: "u".into(),
+                size: 1,
+                sha256: "x".into(),
+            },
+            slot: "B".into(),
+            previous_version: "1".into(),
+        };
+        let mut rec = at(staged, LockPhase::MaybeHeld);
+        rec.lock_wait = Some(LockWait {
+            reason: "lock_full".into(),
+            detail: "full".into(),
+            attempts: 1,
+            since: Utc::now(),
+            retry_at: Utc::now() - chrono::Duration::seconds(1),
+        });
+        assert_eq!(agent.next_delay(&rec, None, 0.0), Duration::from_millis(20));
+        // Locksmith's numbers on a node: 5 s base, release retried every 5 min.
+        agent.lock_backoff_base = crate::lock::LOCK_BACKOFF_BASE;
+        assert_eq!(agent.next_delay(&rec, None, 0.0), Duration::from_secs(1));
+        assert_eq!(
+            agent.next_delay(&at(complete, LockPhase::MaybeHeld), None, 0.0),
+            Duration::from_secs(300)
+        );
+    }
 
     #[test]
     fn delays() {

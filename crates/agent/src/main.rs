@@ -23,6 +23,18 @@ struct Cli {
     /// Where the ESP is mounted.
     #[arg(long, default_value = "/efi", global = true)]
     esp: String,
+    /// Reboot by running PROGRAM (no arguments) instead of `systemctl reboot` (tests: a
+    /// script that records the time).
+    #[arg(long, value_name = "PROGRAM", global = true)]
+    reboot_command: Option<PathBuf>,
+    /// First wait after a failed reboot-lock attempt, in milliseconds; it doubles per attempt
+    /// up to 60 times this (default 5000, locksmith's 5 s to 5 min; tests use less).
+    #[arg(long, value_name = "MS", global = true)]
+    lock_backoff_ms: Option<u64>,
+    /// The daemon's wait between looks at a new boot until it is blessed, in milliseconds
+    /// (default 30000; tests use less).
+    #[arg(long, value_name = "MS", global = true)]
+    verify_poll_ms: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +89,7 @@ enum LockCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    keelson_agent::failpoint::init();
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(
@@ -94,7 +107,25 @@ fn main() -> anyhow::Result<()> {
     paths.disk = cli.disk.clone();
     paths.esp_mount = cli.esp.clone();
     let settings = Settings::load(&paths).context("reading the agent's settings")?;
-    let agent = Agent::new(paths, settings)?;
+    let mut agent = Agent::new(paths, settings)?;
+    if let Some(program) = &cli.reboot_command {
+        let program = program
+            .to_str()
+            .with_context(|| format!("--reboot-command {}: not UTF-8", program.display()))?;
+        agent.reboot_command = vec![program.to_owned()];
+    }
+    if let Some(ms) = cli.lock_backoff_ms {
+        if ms == 0 {
+            anyhow::bail!("--lock-backoff-ms must be at least 1");
+        }
+        agent.lock_backoff_base = Duration::from_millis(ms);
+    }
+    if let Some(ms) = cli.verify_poll_ms {
+        if ms == 0 {
+            anyhow::bail!("--verify-poll-ms must be at least 1");
+        }
+        agent.verify_poll = Duration::from_millis(ms);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -230,15 +261,21 @@ async fn daemon(agent: &Agent) -> anyhow::Result<()> {
                 reboot: RebootMode::Policy,
                 check,
             };
-            // A staged update waiting for its lock or window retries without asking the
+            // A staged update waiting for its lock or window, and a lock release the service
+            // has not confirmed yet (retried every few minutes), go on without asking the
             // Omaha server again until the check interval has passed.
             let rec = agent.store().load()?;
+            let lock_only = match rec.state {
+                State::Staged { .. } => true,
+                State::Downloading { .. } => false,
+                _ => agent.release_pending(&rec),
+            };
             let checked_recently = rec.last_check.is_some_and(|t| {
                 chrono::Utc::now() - t
                     < chrono::Duration::from_std(agent.settings.interval)
                         .unwrap_or(chrono::Duration::minutes(45))
             });
-            let result = if matches!(rec.state, State::Staged { .. }) && checked_recently {
+            let result = if lock_only && checked_recently {
                 agent
                     .coordinate(RebootMode::Policy)
                     .await

@@ -1,20 +1,34 @@
-//! Reboot coordination under contention: 20 nodes, each with its own state directory and a
-//! reboot command that only records the time, driven through the agent's real coordination
-//! path ([`Agent::coordinate`]) against keelson-server's FleetLock (2 slots) and a real etcd
-//! (locksmith semaphore, max 2). At no moment do more than 2 nodes hold the lock, every node
-//! reboots exactly once, and every slot is free at the end; the same again with the lock
-//! service stopped halfway and started again.
+//! Reboot coordination under contention, with the real binary: 20 `keelson-agent daemon`
+//! processes (`CARGO_BIN_EXE_keelson-agent`), each with its own root and state directory, its
+//! own `/etc/keelson/update.toml` and an update staged (written through the agent's `Store`),
+//! against keelson-server's FleetLock (a group with 2 slots) and a real etcd (locksmith's
+//! semaphore, max 2). Each node's reboot command (`--reboot-command`) only appends
+//! `start <node> <ns>` to a shared log and stops its agent, as systemd does for a reboot. The
+//! test then boots the node: the new version's os-release and `usrhash=`, the UKI renamed as
+//! systemd-boot counts a try, and a second daemon process on the same state directory, which
+//! must keep the lock until the test blesses the boot (renames the UKI as systemd-bless-boot
+//! does) and release it after.
+//!
+//! Checked from the lock service's side (its holders, polled all along) and from the recorded
+//! times: at no moment more than 2 hold the lock, every node reboots exactly once, every slot
+//! is free at the end. Then the same with the service stopped halfway (keelson-server shut
+//! down and started again on the same port and database; etcd killed and started again on the
+//! same port and data dir): every waiting node fails closed (`keelson-agent status --json` says
+//! `lock_service_unavailable`), retries, reboots nothing while the service is down, and
+//! finishes once it is back.
 //!
 //! etcd comes from the `etcd-server` package (`cargo xtask deps`); without `/usr/bin/etcd`
 //! (or `$KEELSON_ETCD`) the etcd tests say so on stderr and pass, except under CI (`$CI`
 //! set), where they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 use keelson_agent::agent::{Agent, RebootMode};
@@ -22,12 +36,25 @@ use keelson_agent::esp::Counter;
 use keelson_agent::etcd::EtcdLock;
 use keelson_agent::paths::Paths;
 use keelson_agent::settings::Settings;
-use keelson_agent::state::{self, BootFacts, Input, LockPhase, Record, State, Target};
+use keelson_agent::state::{self, BootFacts, Input, LockPhase, Record, State, Store, Target};
+use keelson_disk::{Disk, Layout, UsrSlot};
 use keelson_server::{AppState, ServerConfig};
 
 const NODES: usize = 20;
 const SLOTS: usize = 2;
 const APP: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
+const MIB: u64 = 1 << 20;
+const HASH_A: &str = "11111111111111111111111111111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const HASH_B: &str = "22222222222222222222222222222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const AGENT: &str = env!("CARGO_BIN_EXE_keelson-agent");
+/// The agent's lock backoff for these tests: 20 ms doubling to 1.2 s (5 s to 5 min on nodes).
+const BACKOFF_MS: &str = "20";
+/// How often a second-boot daemon looks at its boot entry until it is blessed.
+const VERIFY_POLL_MS: &str = "20";
+/// How long one contention run may take before the test gives up on a node.
+const NODE_TIMEOUT: Duration = Duration::from_secs(180);
+/// How often the test looks at files and the service.
+const TICK: Duration = Duration::from_millis(10);
 
 fn now_ns() -> u128 {
     SystemTime::now()
@@ -36,43 +63,42 @@ fn now_ns() -> u128 {
         .as_nanos()
 }
 
-#[derive(Default)]
-struct Stats {
-    /// (reboot command ran, the new boot came up) per node, in ns since the epoch.
-    held: Vec<(u128, u128)>,
-    /// Every reason a node gave for not rebooting or not releasing yet.
-    reasons: BTreeSet<String>,
-    /// Most holders the service reported at once.
-    max_seen: usize,
-}
-
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
 }
 
-/// One node: its own root and state, an update staged, a reboot command that records the time.
-fn node(base: &Path, i: usize, reboot_toml: &str) -> (Agent, PathBuf) {
-    let root = base.join(format!("node{i:02}"));
-    write(
-        &root.join("etc/machine-id"),
-        &format!("{:032x}\n", 0x5eed_0000 + i),
-    );
-    write(
-        &root.join("etc/keelson/update.toml"),
-        &format!("[update]\ngroup = \"stable\"\n\n{reboot_toml}"),
-    );
-    let paths = Paths::under(&root);
-    let settings = Settings::load(&paths).unwrap();
-    let mut agent = Agent::new(paths, settings).unwrap();
-    let log = root.join("reboots.log");
-    agent.reboot_command = vec![
-        "sh".into(),
-        "-c".into(),
-        format!("date +%s%N >> '{}'", log.display()),
-    ];
-    agent.lock_backoff_base = Duration::from_millis(20);
-    let rec = Record {
+fn machine_id(i: usize) -> String {
+    format!("{:032x}", 0x5eed_0000 + i)
+}
+
+/// The disk every node boots from, read only: slot A holds 1.0.0, slot B 2.0.0 (what the
+/// agent leaves once it staged 2.0.0), with the partition UUIDs of their root hashes.
+fn shared_disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("disk.img");
+    let layout = Layout {
+        esp_size: MIB,
+        usr_size: MIB,
+        usr_verity_size: MIB,
+        root_min_size: MIB,
+        ..Layout::new(16 * MIB)
+    };
+    keelson_disk::create(&disk, &layout).unwrap();
+    let (usr, verity) = (dir.join("part.usr"), dir.join("part.verity"));
+    std::fs::write(&usr, vec![0x5a; 8192]).unwrap();
+    std::fs::write(&verity, vec![0xa5; 4096]).unwrap();
+    let mut d = Disk::open_rw(&disk).unwrap();
+    for (slot, version, hash) in [(UsrSlot::A, "1.0.0", HASH_A), (UsrSlot::B, "2.0.0", HASH_B)] {
+        d.install_usr_slot(slot, version, &hex::decode(hash).unwrap(), &usr, &verity)
+            .unwrap();
+    }
+    d.commit().unwrap();
+    disk
+}
+
+/// The update staged in slot B, as the agent records it.
+fn staged_record() -> Record {
+    Record {
         state: State::Staged {
             target: Target {
                 version: "2.0.0".into(),
@@ -83,129 +109,508 @@ fn node(base: &Path, i: usize, reboot_toml: &str) -> (Agent, PathBuf) {
             slot: "B".into(),
             previous_version: "1.0.0".into(),
         },
+        // Checked and staged just now: the daemon coordinates the reboot without asking the
+        // Omaha server again.
+        last_check: Some(Utc::now()),
+        lock: LockPhase::Free,
         ..Record::default()
-    };
-    agent.store().save(&rec).unwrap();
-    (agent, log)
+    }
 }
 
-/// The node's life: wait for the lock and reboot, come up blessed, release.
-async fn run_node(agent: Agent, log: PathBuf, stats: Arc<Mutex<Stats>>, seed: u64) {
-    loop {
-        let rec = agent.coordinate(RebootMode::Policy).await.unwrap();
-        if let Some(w) = &rec.lock_wait {
-            stats.lock().unwrap().reasons.insert(w.reason.clone());
-        }
-        match rec.state {
-            State::RebootPending { .. } => break,
-            State::Staged { .. } => {}
-            other => panic!("unexpected state {other:?}"),
-        }
-        let wait = rec
-            .lock_wait
-            .map(|w| (w.retry_at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-            .unwrap_or(Duration::from_millis(10));
-        tokio::time::sleep(wait.max(Duration::from_millis(5))).await;
+/// One node on the host: its root (settings, state, os-release, `/proc` files, ESP), the
+/// shared disk, and a reboot script.
+struct Node {
+    i: usize,
+    root: PathBuf,
+    disk: PathBuf,
+    /// The id the lock service knows this node by.
+    lock_id: String,
+    script: PathBuf,
+}
+
+impl Node {
+    /// Node `i` running 1.0.0 from slot A with 2.0.0 staged in slot B (`keelson_2.0.0+3.efi`).
+    fn new(
+        base: &Path,
+        i: usize,
+        disk: &Path,
+        reboot_toml: &str,
+        log: &Path,
+        fleetlock: bool,
+    ) -> Node {
+        let root = base.join(format!("node{i:02}"));
+        let mid = machine_id(i);
+        write(&root.join("etc/machine-id"), &format!("{mid}\n"));
+        write(
+            &root.join("etc/keelson/update.toml"),
+            &format!("[update]\ngroup = \"stable\"\n\n{reboot_toml}"),
+        );
+        write(
+            &root.join("usr/lib/os-release"),
+            "ID=keelson\nVERSION_ID=1.0.0\n",
+        );
+        write(
+            &root.join("proc/cmdline"),
+            &format!("console=ttyS0 usrhash={HASH_A}\n"),
+        );
+        write(
+            &root.join("proc/sys/kernel/random/boot_id"),
+            &format!("{}\n", uuid::Uuid::new_v4()),
+        );
+        write(&root.join("efi/EFI/Linux/keelson_1.0.0.efi"), "uki 1.0.0");
+        write(&root.join("efi/EFI/Linux/keelson_2.0.0+3.efi"), "uki 2.0.0");
+        // The reboot: record the time, then stop the agent as systemd stops it for a reboot.
+        let script = root.join("reboot.sh");
+        write(
+            &script,
+            &format!(
+                "#!/bin/sh\nprintf 'start %s %s\\n' {i} \"$(date +%s%N)\" >> '{}'\nkill -TERM \"$PPID\"\n",
+                log.display()
+            ),
+        );
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let lock_id = if fleetlock {
+            keelson_agent::lock::app_specific_id(&mid, keelson_agent::lock::ZINCATI_APP_ID).unwrap()
+        } else {
+            mid
+        };
+        let node = Node {
+            i,
+            root,
+            disk: disk.to_owned(),
+            lock_id,
+            script,
+        };
+        node.agent().store().save(&staged_record()).unwrap();
+        node
     }
-    let rebooted: u128 = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .parse()
+
+    /// The agent library on this node's paths, to read and write its state.
+    fn agent(&self) -> Agent {
+        let mut paths = Paths::under(&self.root);
+        paths.disk = Some(self.disk.clone());
+        let settings = Settings::load(&paths).unwrap();
+        Agent::new(paths, settings).unwrap()
+    }
+
+    /// The node's state, read as `status` reads it (the file is always whole).
+    fn record(&self) -> Record {
+        let paths = Paths::under(&self.root);
+        Store::new(paths.state_file(), paths.lock_file())
+            .load()
+            .unwrap()
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(AGENT);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--disk")
+            .arg(&self.disk)
+            .arg("--reboot-command")
+            .arg(&self.script)
+            .args(["--lock-backoff-ms", BACKOFF_MS])
+            .args(["--verify-poll-ms", VERIFY_POLL_MS]);
+        cmd
+    }
+
+    /// `keelson-agent daemon` for boot `boot`, its log in the node's root.
+    fn daemon(&self, boot: u32) -> tokio::process::Child {
+        let log = std::fs::File::create(self.root.join(format!("agent-boot{boot}.log"))).unwrap();
+        self.command()
+            .arg("daemon")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    /// `keelson-agent status --json`.
+    async fn status(&self) -> serde_json::Value {
+        let out = self
+            .command()
+            .args(["status", "--json"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The agents' logs, for failure messages.
+    fn logs(&self) -> String {
+        (1..=2)
+            .map(|b| {
+                let p = self.root.join(format!("agent-boot{b}.log"));
+                format!(
+                    "--- node {} boot {b}:\n{}",
+                    self.i,
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// The reboot into 2.0.0: its os-release and `usrhash=`, a new boot id, and the UKI with
+    /// one try used (systemd-boot's `+3` -> `+2-1`), not yet blessed.
+    fn boot_new_version(&self) {
+        write(
+            &self.root.join("usr/lib/os-release"),
+            "ID=keelson\nVERSION_ID=2.0.0\n",
+        );
+        write(
+            &self.root.join("proc/cmdline"),
+            &format!("console=ttyS0 usrhash={HASH_B}\n"),
+        );
+        write(
+            &self.root.join("proc/sys/kernel/random/boot_id"),
+            &format!("{}\n", uuid::Uuid::new_v4()),
+        );
+        let linux = self.root.join("efi/EFI/Linux");
+        std::fs::rename(
+            linux.join("keelson_2.0.0+3.efi"),
+            linux.join("keelson_2.0.0+2-1.efi"),
+        )
         .unwrap();
-    // "Rebooting", then the new version boots and is blessed.
-    tokio::time::sleep(Duration::from_millis(20 + seed % 40)).await;
-    let up = now_ns();
-    let rec = agent.store().load().unwrap();
-    let next = state::step(
-        &rec,
-        &Input::Boot(BootFacts {
-            running_version: "2.0.0".into(),
-            target_entry: Some(Counter::Blessed),
-        }),
-        Utc::now(),
-        chrono::Duration::minutes(45),
-    );
-    assert!(matches!(next.state, State::Complete { .. }), "{next:?}");
-    agent.store().save(&next).unwrap();
-    loop {
-        let rec = agent.coordinate(RebootMode::Policy).await.unwrap();
-        if rec.lock == LockPhase::Free {
-            break;
-        }
-        if let Some(e) = &rec.last_error {
-            stats.lock().unwrap().reasons.insert(e.reason.clone());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stats.lock().unwrap().held.push((rebooted, up));
+
+    /// boot-complete.target reached: systemd-bless-boot drops the counter.
+    fn bless(&self) {
+        let linux = self.root.join("efi/EFI/Linux");
+        std::fs::rename(
+            linux.join("keelson_2.0.0+2-1.efi"),
+            linux.join("keelson_2.0.0.efi"),
+        )
+        .unwrap();
+    }
 }
 
-/// Runs the 20 nodes; `outage` stops the service after a third of the reboots and starts it
-/// again. `holders` asks the service how many hold the lock now.
-async fn contend<F, Fut>(
-    agents: Vec<(Agent, PathBuf)>,
-    holders: F,
+/// The reboots in the shared log: node -> the times its reboot command ran.
+fn reboots(log: &Path) -> BTreeMap<usize, Vec<u128>> {
+    let mut out: BTreeMap<usize, Vec<u128>> = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let mut w = line.split_whitespace();
+        assert_eq!(w.next(), Some("start"), "bad line {line:?}");
+        let node: usize = w.next().unwrap().parse().unwrap();
+        let at: u128 = w.next().unwrap().parse().unwrap();
+        out.entry(node).or_default().push(at);
+    }
+    out
+}
+
+/// How the test asks the lock service who holds a slot.
+#[derive(Clone)]
+enum Watch {
+    /// keelson-server's REST API (`GET /api/v1/fleetlock/holders?group=stable`).
+    FleetLock {
+        http: reqwest::Client,
+        base: String,
+        token: String,
+    },
+    /// The semaphore's value in etcd.
+    Etcd(EtcdLock),
+}
+
+impl Watch {
+    /// The holders, or `None` while the service does not answer.
+    async fn holders(&self) -> Option<Vec<String>> {
+        match self {
+            Watch::FleetLock { http, base, token } => {
+                let r = http
+                    .get(format!("{base}/api/v1/fleetlock/holders?group=stable"))
+                    .bearer_auth(token)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .ok()?;
+                if !r.status().is_success() {
+                    return None;
+                }
+                let list: Vec<serde_json::Value> = r.json().await.ok()?;
+                Some(
+                    list.iter()
+                        .map(|h| h["id"].as_str().unwrap().to_owned())
+                        .collect(),
+                )
+            }
+            Watch::Etcd(lock) => lock
+                .read()
+                .await
+                .ok()
+                .map(|v| v.and_then(|(s, _)| s.holders).unwrap_or_default()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    /// Node -> when the test blessed its new boot (ns since the epoch).
+    blessed: BTreeMap<usize, u128>,
+    /// Every reason a node recorded for not rebooting or not releasing yet.
+    reasons: BTreeSet<String>,
+    /// Most holders the service reported at once.
+    max_seen: usize,
+    /// Every holder id the service ever reported.
+    seen_ids: BTreeSet<String>,
+}
+
+fn note_reasons(rec: &Record, stats: &Mutex<Stats>) {
+    let mut s = stats.lock().unwrap();
+    if let Some(w) = &rec.lock_wait {
+        s.reasons.insert(w.reason.clone());
+    }
+    if let Some(e) = &rec.last_error {
+        s.reasons.insert(e.reason.clone());
+    }
+}
+
+/// Waits until `done(record)`, failing with the node's logs when its daemon exits or time runs out.
+async fn wait_for(
+    node: &Node,
+    child: &mut tokio::process::Child,
+    stats: &Mutex<Stats>,
+    what: &str,
+    done: impl Fn(&Record) -> bool,
+) -> Record {
+    let start = Instant::now();
+    loop {
+        let rec = node.record();
+        note_reasons(&rec, stats);
+        if done(&rec) {
+            return rec;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "node {}: daemon exited ({st}) before {what}: {rec:?}\n{}",
+                node.i,
+                node.logs()
+            );
+        }
+        assert!(
+            start.elapsed() < NODE_TIMEOUT,
+            "node {}: no {what} in {NODE_TIMEOUT:?}: {rec:?}\n{}",
+            node.i,
+            node.logs()
+        );
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// One node's life: the first daemon waits for the lock and reboots (its reboot command stops
+/// it); the second, on the new boot, keeps the lock until the boot is blessed, then releases.
+async fn life(node: Arc<Node>, watch: Watch, stats: Arc<Mutex<Stats>>) {
+    let mut first = node.daemon(1);
+    let start = Instant::now();
+    let exit = loop {
+        tokio::select! {
+            st = first.wait() => break st.unwrap(),
+            () = tokio::time::sleep(TICK) => {
+                note_reasons(&node.record(), &stats);
+                assert!(
+                    start.elapsed() < NODE_TIMEOUT,
+                    "node {} never rebooted\n{}",
+                    node.i,
+                    node.logs()
+                );
+            }
+        }
+    };
+    assert_eq!(
+        exit.signal(),
+        Some(15),
+        "node {}: the first daemon ended by itself ({exit}), not by its reboot\n{}",
+        node.i,
+        node.logs()
+    );
+    let rec = node.record();
+    assert!(
+        matches!(rec.state, State::RebootPending { .. }) && rec.lock == LockPhase::Held,
+        "node {}: rebooted as {rec:?}",
+        node.i
+    );
+
+    node.boot_new_version();
+    let mut second = node.daemon(2);
+    let rec = wait_for(&node, &mut second, &stats, "verifying", |r| {
+        matches!(r.state, State::Verifying { .. })
+    })
+    .await;
+    assert_eq!(rec.lock, LockPhase::Held, "node {}", node.i);
+    // Not blessed yet: the service still counts this node as a holder (when it answers).
+    if let Some(h) = watch.holders().await {
+        assert!(
+            h.contains(&node.lock_id),
+            "node {} released before its boot was blessed: {h:?}",
+            node.i
+        );
+    }
+    stats.lock().unwrap().blessed.insert(node.i, now_ns());
+    node.bless();
+    let rec = wait_for(&node, &mut second, &stats, "release", |r| {
+        r.lock == LockPhase::Free
+    })
+    .await;
+    assert!(
+        matches!(rec.state, State::Complete { .. }),
+        "node {}: {rec:?}",
+        node.i
+    );
+    second.start_kill().unwrap();
+    second.wait().await.unwrap();
+}
+
+type BoxFut<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// A lock service the test can stop and start again on the same address and data.
+trait Outage: Send {
+    fn stop(&mut self) -> BoxFut<'_>;
+    fn start(&mut self) -> BoxFut<'_>;
+}
+
+/// Runs the nodes; with `outage`, stops the service once a third of them rebooted, checks that
+/// the waiting nodes fail closed, and starts it again.
+async fn contend(
+    label: &str,
+    nodes: Vec<Node>,
+    log: &Path,
+    watch: Watch,
     outage: Option<&mut dyn Outage>,
-) -> Stats
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Option<usize>> + Send,
-{
+) -> Stats {
+    let began = Instant::now();
+    let nodes: Vec<Arc<Node>> = nodes.into_iter().map(Arc::new).collect();
     let stats = Arc::new(Mutex::new(Stats::default()));
-    let logs: Vec<PathBuf> = agents.iter().map(|(_, l)| l.clone()).collect();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let monitor = {
-        let (stats, done) = (stats.clone(), done.clone());
+        let (stats, done, watch) = (stats.clone(), done.clone(), watch.clone());
         tokio::spawn(async move {
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Some(n) = holders().await {
+                if let Some(h) = watch.holders().await {
                     let mut s = stats.lock().unwrap();
-                    s.max_seen = s.max_seen.max(n);
+                    s.max_seen = s.max_seen.max(h.len());
+                    s.seen_ids.extend(h);
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
     };
-    let mut tasks = Vec::new();
-    for (i, (agent, log)) in agents.into_iter().enumerate() {
-        tasks.push(tokio::spawn(run_node(
-            agent,
-            log,
-            stats.clone(),
-            (i as u64).wrapping_mul(2654435761),
-        )));
-    }
+    let tasks: Vec<_> = nodes
+        .iter()
+        .map(|n| tokio::spawn(life(n.clone(), watch.clone(), stats.clone())))
+        .collect();
     if let Some(o) = outage {
-        // Stop the service once a third of the nodes rebooted.
-        while logs.iter().filter(|l| l.exists()).count() < NODES / 3 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        while reboots(log).len() < NODES / 3 {
+            tokio::time::sleep(TICK).await;
         }
         o.stop().await;
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        let rebooted_during = logs.iter().filter(|l| l.exists()).count();
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        let stopped_at = Utc::now();
+        // Every node that has not rebooted tries, finds the service down and stays staged.
+        // (A node whose lock was granted just before the stop reboots: it holds a slot.)
+        let (rebooted, waiting) = loop {
+            let rebooted: BTreeSet<usize> = reboots(log).into_keys().collect();
+            let mut waiting = BTreeMap::new();
+            let mut pending = 0;
+            for n in nodes.iter().filter(|n| !rebooted.contains(&n.i)) {
+                let rec = n.record();
+                match &rec.lock_wait {
+                    Some(w)
+                        if matches!(rec.state, State::Staged { .. })
+                            && w.reason == "lock_service_unavailable"
+                            && w.retry_at > stopped_at =>
+                    {
+                        waiting.insert(n.i, w.attempts);
+                    }
+                    _ => pending += 1,
+                }
+            }
+            if pending == 0 {
+                break (rebooted, waiting);
+            }
+            tokio::time::sleep(TICK).await;
+        };
+        assert!(!waiting.is_empty());
+        for &i in waiting.keys() {
+            let st = nodes[i].status().await;
+            assert_eq!(st["state"], "staged", "node {i}: {st:#}");
+            assert_eq!(
+                st["reboot"]["waiting_for"], "lock_service_unavailable",
+                "node {i}: {st:#}"
+            );
+            assert!(
+                !st["reboot"]["lock_wait"]["detail"]
+                    .as_str()
+                    .unwrap()
+                    .is_empty(),
+                "node {i}: {st:#}"
+            );
+        }
+        // They keep trying (with backoff) while the service is down, and reboot nothing.
+        for (&i, &attempts) in &waiting {
+            loop {
+                let rec = nodes[i].record();
+                let now = rec.lock_wait.as_ref().map_or(0, |w| w.attempts);
+                assert!(
+                    matches!(rec.state, State::Staged { .. }),
+                    "node {i} left staged while the service was down: {rec:?}"
+                );
+                if now > attempts {
+                    break;
+                }
+                tokio::time::sleep(TICK).await;
+            }
+        }
+        // The nodes that rebooted keep their slot while the service is down: once blessed,
+        // they cannot give it back, and say so.
+        let mut holding = 0;
+        for &i in &rebooted {
+            let rec = loop {
+                let rec = nodes[i].record();
+                let release_failed = matches!(rec.state, State::Complete { .. })
+                    && rec.last_error.as_ref().is_some_and(|e| {
+                        e.reason == "release_lock_service_unavailable" && e.at > stopped_at
+                    });
+                if rec.lock == LockPhase::Free || release_failed {
+                    break rec;
+                }
+                tokio::time::sleep(TICK).await;
+            };
+            if rec.lock != LockPhase::Free {
+                holding += 1;
+                let st = nodes[i].status().await;
+                assert_eq!(st["state"], "complete", "node {i}: {st:#}");
+                assert_eq!(
+                    st["last_error"]["reason"], "release_lock_service_unavailable",
+                    "node {i}: {st:#}"
+                );
+                assert_eq!(st["reboot"]["lock"], "held", "node {i}: {st:#}");
+            }
+        }
+        assert!(holding <= SLOTS, "{holding} nodes hold a slot");
+        eprintln!(
+            "outage ({label}): {} nodes failed closed, {holding} blessed node(s) kept their slot",
+            waiting.len()
+        );
+        let after: BTreeSet<usize> = reboots(log).into_keys().collect();
         assert_eq!(
-            logs.iter().filter(|l| l.exists()).count(),
-            rebooted_during,
+            after, rebooted,
             "a node rebooted while the lock service was down"
         );
         o.start().await;
     }
     for t in tasks {
-        tokio::time::timeout(Duration::from_secs(60), t)
-            .await
-            .expect("a node never finished")
-            .unwrap();
+        t.await.unwrap();
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     monitor.await.unwrap();
-    for l in &logs {
-        let n = std::fs::read_to_string(l).unwrap().lines().count();
-        assert_eq!(n, 1, "{} rebooted {n} times", l.display());
-    }
+    eprintln!(
+        "contention run ({label}): {NODES} agent processes, {SLOTS} slots, {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
     Arc::try_unwrap(stats)
         .ok()
         .expect("stats still shared")
@@ -213,9 +618,14 @@ where
         .unwrap()
 }
 
-/// The most nodes that were between "reboot" and "up" at once.
-fn max_overlap(held: &[(u128, u128)]) -> usize {
-    let mut ev: Vec<(u128, i32)> = held.iter().flat_map(|(a, b)| [(*a, 1), (*b, -1)]).collect();
+/// The most nodes that were between "reboot command ran" and "boot blessed" at once. Each
+/// node holds its lock over a longer span (from before the reboot to after the blessing), so
+/// this can only undercount, never report an overlap that did not happen.
+fn max_overlap(spans: &[(u128, u128)]) -> usize {
+    let mut ev: Vec<(u128, i32)> = spans
+        .iter()
+        .flat_map(|(a, b)| [(*a, 1), (*b, -1)])
+        .collect();
     ev.sort();
     let (mut cur, mut max) = (0i32, 0i32);
     for (_, d) in ev {
@@ -225,48 +635,53 @@ fn max_overlap(held: &[(u128, u128)]) -> usize {
     usize::try_from(max).unwrap()
 }
 
-fn check(stats: &Stats, outage: bool) {
-    assert_eq!(stats.held.len(), NODES);
-    let overlap = max_overlap(&stats.held);
-    assert!(overlap <= SLOTS, "{overlap} nodes rebooting at once");
-    assert!(overlap >= 1);
+fn check(stats: &Stats, log: &Path, nodes: &BTreeSet<String>, waited: &str, outage: bool) {
+    let reboots = reboots(log);
+    assert_eq!(reboots.len(), NODES, "not every node rebooted: {reboots:?}");
+    let mut spans = Vec::new();
+    for (i, times) in &reboots {
+        assert_eq!(times.len(), 1, "node {i} rebooted {} times", times.len());
+        let blessed = stats.blessed[i];
+        assert!(times[0] < blessed, "node {i} blessed before its reboot");
+        spans.push((times[0], blessed));
+    }
+    let overlap = max_overlap(&spans);
     assert!(
-        stats.max_seen <= SLOTS,
-        "service reported {} holders",
-        stats.max_seen
+        (1..=SLOTS).contains(&overlap),
+        "{overlap} nodes between reboot and blessed boot at once"
     );
     assert!(
-        stats
-            .reasons
-            .iter()
-            .any(|r| r.contains("full") || r.contains("lock_held")),
-        "nobody ever waited for a slot: {:?}",
+        stats.max_seen <= SLOTS,
+        "the service reported {} holders at once",
+        stats.max_seen
+    );
+    assert!(stats.max_seen >= 1, "the service never reported a holder");
+    assert!(
+        stats.seen_ids.is_subset(nodes),
+        "unknown holders: {:?}",
+        stats.seen_ids
+    );
+    assert!(
+        stats.reasons.contains(waited),
+        "nobody ever waited for a slot ({waited}): {:?}",
         stats.reasons
     );
     if outage {
         assert!(
-            stats
-                .reasons
-                .iter()
-                .any(|r| r.contains("lock_service_unavailable")),
+            stats.reasons.contains("lock_service_unavailable"),
             "the outage was never noticed: {:?}",
             stats.reasons
         );
     }
 }
 
-type BoxFut<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
-
-/// A lock service the test can stop and start again on the same address.
-trait Outage: Send {
-    fn stop(&mut self) -> BoxFut<'_>;
-    fn start(&mut self) -> BoxFut<'_>;
-}
-
 // ---- keelson-server's FleetLock ----
 
+/// keelson-server on a SQLite file; stopped (shut down, database closed) and started again
+/// (database reopened) on the same port.
 struct FleetLockServer {
     addr: SocketAddr,
+    url: String,
     db: keelson_server::db::Db,
     data: PathBuf,
     running: Option<(
@@ -277,12 +692,8 @@ struct FleetLockServer {
 
 impl FleetLockServer {
     async fn new(dir: &Path) -> (FleetLockServer, String) {
-        let db = keelson_server::db::Db::connect(&format!(
-            "sqlite://{}",
-            dir.join("server.db").display()
-        ))
-        .await
-        .unwrap();
+        let url = format!("sqlite://{}", dir.join("server.db").display());
+        let db = keelson_server::db::Db::connect(&url).await.unwrap();
         let admin = keelson_server::auth::create_token(
             &db,
             keelson_server::auth::Role::Admin,
@@ -299,6 +710,7 @@ impl FleetLockServer {
             .unwrap();
         let mut s = FleetLockServer {
             addr,
+            url,
             db,
             data,
             running: None,
@@ -336,6 +748,39 @@ impl FleetLockServer {
     fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Creates the app and group `stable` with `slots` FleetLock slots.
+    async fn group(&self, admin: &str, slots: Option<usize>) {
+        let base = self.base();
+        let http = reqwest::Client::new();
+        let policy = match slots {
+            Some(n) => serde_json::json!({"fleetlock_slots": n}),
+            None => serde_json::json!({}),
+        };
+        for (path, body) in [
+            (
+                "/api/v1/apps".to_string(),
+                serde_json::json!({"id": APP, "name": "Keelson"}),
+            ),
+            (
+                format!("/api/v1/apps/{APP}/groups"),
+                serde_json::json!({"name": "stable", "policy": policy}),
+            ),
+        ] {
+            let r = http
+                .post(format!("{base}{path}"))
+                .bearer_auth(admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status().is_success(),
+                "{path}: {}",
+                r.text().await.unwrap()
+            );
+        }
+    }
 }
 
 impl Outage for FleetLockServer {
@@ -345,77 +790,58 @@ impl Outage for FleetLockServer {
                 let _ = tx.send(());
                 handle.await.unwrap();
             }
+            self.db.pool().close().await;
         })
     }
     fn start(&mut self) -> BoxFut<'_> {
-        Box::pin(self.serve())
+        Box::pin(async move {
+            self.db = keelson_server::db::Db::connect(&self.url).await.unwrap();
+            self.serve().await;
+        })
     }
 }
 
 async fn fleetlock_run(outage: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, admin) = FleetLockServer::new(dir.path()).await;
+    server.group(&admin, Some(SLOTS)).await;
     let base = server.base();
-    let http = reqwest::Client::new();
-    for (path, body) in [
-        (
-            "/api/v1/apps".to_string(),
-            serde_json::json!({"id": APP, "name": "Keelson"}),
-        ),
-        (
-            format!("/api/v1/apps/{APP}/groups"),
-            serde_json::json!({"name": "stable", "policy": {"fleetlock_slots": SLOTS}}),
-        ),
-    ] {
-        let r = http
-            .post(format!("{base}{path}"))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "{path}: {}",
-            r.text().await.unwrap()
-        );
-    }
     let toml = format!("[reboot]\nstrategy = \"fleetlock\"\nfleetlock_url = \"{base}\"\n");
-    let agents: Vec<_> = (0..NODES).map(|i| node(dir.path(), i, &toml)).collect();
-    let db = server.db.clone();
-    let holders = move || {
-        let db = db.clone();
-        async move {
-            keelson_server::db::fleetlock::holders_of(&db, "stable")
-                .await
-                .ok()
-                .map(|h| h.len())
-        }
+    let disk = shared_disk(dir.path());
+    let log = dir.path().join("reboots.log");
+    let nodes: Vec<Node> = (0..NODES)
+        .map(|i| Node::new(dir.path(), i, &disk, &toml, &log, true))
+        .collect();
+    let ids: BTreeSet<String> = nodes.iter().map(|n| n.lock_id.clone()).collect();
+    let watch = Watch::FleetLock {
+        http: reqwest::Client::new(),
+        base,
+        token: admin,
     };
-    let db = server.db.clone();
+    let label = if outage {
+        "fleetlock, server stopped halfway"
+    } else {
+        "fleetlock"
+    };
     let stats = contend(
-        agents,
-        holders,
+        label,
+        nodes,
+        &log,
+        watch.clone(),
         outage.then_some(&mut server as &mut dyn Outage),
     )
     .await;
-    check(&stats, outage);
-    assert!(
-        keelson_server::db::fleetlock::holders_of(&db, "stable")
-            .await
-            .unwrap()
-            .is_empty(),
-        "slots left held"
-    );
+    check(&stats, &log, &ids, "lock_refused_lock_held", outage);
+    assert_eq!(watch.holders().await, Some(vec![]), "slots left held");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fleetlock_twenty_nodes_two_slots() {
+async fn fleetlock_twenty_agent_processes_two_slots() {
     fleetlock_run(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fleetlock_twenty_nodes_server_stopped_halfway() {
+async fn fleetlock_twenty_agent_processes_server_stopped_halfway() {
     fleetlock_run(true).await;
 }
 
@@ -475,7 +901,11 @@ impl Etcd {
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::File::create(self.data.with_extension("log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.with_extension("log"))
+            .unwrap();
         let child = std::process::Command::new(&self.bin)
             .arg("--name=keelson-test")
             .arg(format!("--data-dir={}", self.data.display()))
@@ -496,7 +926,7 @@ impl Etcd {
             .unwrap();
         self.child = Some(child);
         let http = reqwest::Client::new();
-        for _ in 0..300 {
+        for _ in 0..600 {
             let ok = http
                 .post(format!("{}/v3/kv/range", self.url()))
                 .json(&serde_json::json!({"key": "eA=="}))
@@ -552,25 +982,26 @@ async fn etcd_run(outage: bool) {
     let toml = format!(
         "[reboot]\nstrategy = \"etcd-lock\"\netcd_endpoints = [\"{url}\"]\nlock_group = \"workers\"\n"
     );
-    let agents: Vec<_> = (0..NODES).map(|i| node(dir.path(), i, &toml)).collect();
-    let reader = admin.clone();
-    let holders = move || {
-        let r = reader.clone();
-        async move {
-            r.read()
-                .await
-                .ok()
-                .flatten()
-                .map(|(s, _)| s.holders.unwrap_or_default().len())
-        }
+    let disk = shared_disk(dir.path());
+    let log = dir.path().join("reboots.log");
+    let nodes: Vec<Node> = (0..NODES)
+        .map(|i| Node::new(dir.path(), i, &disk, &toml, &log, false))
+        .collect();
+    let ids: BTreeSet<String> = nodes.iter().map(|n| n.lock_id.clone()).collect();
+    let label = if outage {
+        "etcd-lock, etcd killed halfway"
+    } else {
+        "etcd-lock"
     };
     let stats = contend(
-        agents,
-        holders,
+        label,
+        nodes,
+        &log,
+        Watch::Etcd(admin.clone()),
         outage.then_some(&mut etcd as &mut dyn Outage),
     )
     .await;
-    check(&stats, outage);
+    check(&stats, &log, &ids, "lock_full", outage);
     let (sem, _) = admin.read().await.unwrap().unwrap();
     assert_eq!(sem.holders, None, "holders left: {sem:?}");
     assert_eq!((sem.semaphore, sem.max), (SLOTS as i64, SLOTS as i64));
@@ -578,13 +1009,39 @@ async fn etcd_run(outage: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_twenty_nodes_max_two() {
+async fn etcd_twenty_agent_processes_max_two() {
     etcd_run(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_twenty_nodes_etcd_stopped_halfway() {
+async fn etcd_twenty_agent_processes_etcd_killed_halfway() {
     etcd_run(true).await;
+}
+
+// ---- one node, step by step, in process ----
+
+/// Node 0 as an in-process [`Agent`] whose reboot command records the time in `reboots.log`.
+fn agent_node(base: &Path, reboot_toml: &str) -> (Agent, PathBuf) {
+    let root = base.join("node00");
+    write(
+        &root.join("etc/machine-id"),
+        &format!("{}\n", machine_id(0)),
+    );
+    write(
+        &root.join("etc/keelson/update.toml"),
+        &format!("[update]\ngroup = \"stable\"\n\n{reboot_toml}"),
+    );
+    let paths = Paths::under(&root);
+    let settings = Settings::load(&paths).unwrap();
+    let mut agent = Agent::new(paths, settings).unwrap();
+    let log = root.join("reboots.log");
+    agent.reboot_command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!("date +%s%N >> '{}'", log.display()),
+    ];
+    agent.store().save(&staged_record()).unwrap();
+    (agent, log)
 }
 
 /// One node through its whole life against keelson-server: a slot held from an earlier boot
@@ -596,42 +1053,19 @@ async fn fleetlock_life_cycle_of_one_node() {
     let dir = tempfile::tempdir().unwrap();
     let (server, admin) = FleetLockServer::new(dir.path()).await;
     let base = server.base();
-    let http = reqwest::Client::new();
-    for (path, body) in [
-        (
-            "/api/v1/apps".to_string(),
-            serde_json::json!({"id": APP, "name": "Keelson"}),
-        ),
-        (
-            format!("/api/v1/apps/{APP}/groups"),
-            serde_json::json!({"name": "stable"}),
-        ),
-    ] {
-        let r = http
-            .post(format!("{base}{path}"))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
+    server.group(&admin, None).await;
     let toml = format!("[reboot]\nstrategy = \"fleetlock\"\nfleetlock_url = \"{base}\"\n");
-    let (mut agent, log) = node(dir.path(), 0, &toml);
+    let (mut agent, log) = agent_node(dir.path(), &toml);
     // Long enough that the retry below is always inside the backoff.
     agent.lock_backoff_base = Duration::from_secs(3600);
-    let id = keelson_agent::lock::app_specific_id(
-        &format!("{:032x}", 0x5eed_0000),
-        keelson_agent::lock::ZINCATI_APP_ID,
-    )
-    .unwrap();
+    let id =
+        keelson_agent::lock::app_specific_id(&machine_id(0), keelson_agent::lock::ZINCATI_APP_ID)
+            .unwrap();
     let holders = || keelson_server::db::fleetlock::holders_of(&server.db, "stable");
 
     // A slot held from an earlier boot (the state file says nothing): released at start.
     let staged = agent.store().load().unwrap();
-    let mut rec = staged.clone();
-    rec.state = State::Idle;
-    agent.store().save(&rec).unwrap();
+    agent.store().save(&Record::default()).unwrap();
     keelson_server::db::fleetlock::lock(&server.db, "stable", &id)
         .await
         .unwrap();
