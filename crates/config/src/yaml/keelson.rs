@@ -383,7 +383,11 @@ pub(super) fn extensions(t: &mut Translator<'_>, e: &Node, out: &mut Node) {
             continue;
         };
         if !seen.insert(ext.name.clone()) {
-            t.error(ext.name_pos, &format!("{p}.name"), "duplicate entry defined");
+            t.error(
+                ext.name_pos,
+                &format!("{p}.name"),
+                "duplicate entry defined",
+            );
             continue;
         }
         let npos = ext.name_pos;
@@ -408,7 +412,10 @@ pub(super) fn extensions(t: &mut Translator<'_>, e: &Node, out: &mut Node) {
             out,
             obj(
                 vec![
-                    ("path", s(format!("{EXTENSIONS_DIR}/{}.raw", ext.name), npos)),
+                    (
+                        "path",
+                        s(format!("{EXTENSIONS_DIR}/{}.raw", ext.name), npos),
+                    ),
                     ("target", s(image, npos)),
                     ("hard", boolean(false, npos)),
                     ("overwrite", boolean(true, npos)),
@@ -453,7 +460,8 @@ impl Extension {
 fn plain_name(v: &str, extra: &[u8]) -> bool {
     !v.is_empty()
         && !v.starts_with('.')
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
 /// Check one entry's fields; every problem is reported at its field. `None` when the entry
