@@ -59,3 +59,40 @@ pub fn data_url(text: &str) -> String {
 pub fn check(vm: &mut Vm, cmd: &str) -> String {
     vm.check(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// The workspace's `keelson` binary: `KEELSON_VM_BIN_DIR/keelson` when set, else the one next
+/// to this test binary's directory (target/debug, which `cargo xtask test` builds first).
+pub fn keelson_bin() -> PathBuf {
+    let dir = match std::env::var_os("KEELSON_VM_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent()
+                .and_then(std::path::Path::parent)
+                .unwrap()
+                .to_path_buf()
+        }
+    };
+    let bin = dir.join("keelson");
+    assert!(
+        bin.is_file(),
+        "{} is missing: `cargo build -p keelson` (cargo xtask test builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// Run a host command that must succeed; its stdout.
+pub fn host_run(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", keelson_cmd::describe(cmd)));
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}):\n{}",
+        keelson_cmd::describe(cmd),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
