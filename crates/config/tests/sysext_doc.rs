@@ -14,11 +14,8 @@ fn block<'d>(doc: &'d str, info: &str) -> &'d str {
 
 #[test]
 fn yaml_example_translates_to_the_ignition_example() {
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/sysext.md"
-    ))
-    .unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/sysext.md"))
+        .unwrap();
     let opts = keelson_config::yaml::Options {
         files_dir: None,
         strict: true,

@@ -32,8 +32,11 @@ fn documented_sysext_commands_run() {
     let blocks = doc_test_blocks(&doc);
     assert!(blocks.len() >= 3, "found only {} blocks", blocks.len());
     let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(root.join("os").canonicalize().unwrap(), dir.path().join("os"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        root.join("os").canonicalize().unwrap(),
+        dir.path().join("os"),
+    )
+    .unwrap();
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_keelson")).parent().unwrap();
     let path = format!(
         "{}:{}",

@@ -496,7 +496,22 @@ fn extension_entry(t: &mut Translator<'_>, x: &Node, p: &str) -> Option<Extensio
             (String::new(), x.pos)
         }
     };
-    let version = match str_field(t, x, "version", p) {
+    if let Some(v) = x.get("version")
+        && matches!(v.value, Value::Number(_))
+    {
+        // `version: 1.10` is the number 1.1 in YAML: the text is lost, so ask for quotes.
+        t.error(
+            v.pos,
+            &format!("{p}.version"),
+            "version must be a string: quote it (\"1.10\"), YAML reads 1.10 as the number 1.1",
+        );
+        ok = false;
+    }
+    let version = match x
+        .get("version")
+        .filter(|v| !matches!(v.value, Value::Number(_)))
+        .and_then(|_| str_field(t, x, "version", p))
+    {
         Some((v, pos)) if !plain_name(&v, b"-_.+~^") => {
             t.error(
                 pos,
