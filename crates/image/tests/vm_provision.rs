@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 mod app;
 mod common;
 
-use common::{check, data_url, env_path, serve};
+use common::{build_record, check, data_url, env_path, host_run, keelson_bin, serve};
 
 /// Generous: CI runs TCG on two shared cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -27,10 +27,183 @@ const APP_TIMEOUT: Duration = Duration::from_secs(300);
 const APP_TRIES: u32 = 180;
 
 fn image() -> PathBuf {
-    let p = env_path("KEELSON_VM_BUILD");
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let rec: serde_json::Value = serde_json::from_str(&text).unwrap();
-    PathBuf::from(rec["image"].as_str().unwrap())
+    PathBuf::from(build_record("KEELSON_VM_BUILD")["image"].as_str().unwrap())
+}
+
+/// The image build's installed package set (`keelson_<v>.packages`, next to the image).
+fn base_packages() -> PathBuf {
+    let rec = build_record("KEELSON_VM_BUILD");
+    let image = PathBuf::from(rec["image"].as_str().unwrap());
+    image.with_file_name(format!(
+        "keelson_{}.packages",
+        rec["version"].as_str().unwrap()
+    ))
+}
+
+/// The image policy that refuses unsigned extensions (docs/sysext.md).
+const SIGNED_ONLY: &str = "root=signed+absent:usr=signed+absent";
+/// Where the node keeps the extensions that the test links in by hand (no search path).
+const EXT_STASH: &str = "/var/lib/keelson-test/ext";
+
+/// The extensions of the storage test, built on the host with `keelson sysext build` and
+/// served to the node over HTTP: `jq` from trixie's jq package (the image has no jq), signed
+/// with a key whose certificate the config installs in /etc/verity.d, enabled through the
+/// YAML `extensions:` section; and four that systemd must refuse, stored on the node outside
+/// every search path: `wrongid` (ID=fedora), `wronglevel` (SYSEXT_LEVEL=2.0), `badsig`
+/// (signed with a key the node does not trust) and `unsigned` (refused only by a policy that
+/// requires signatures).
+struct Extensions {
+    /// `keelson config translate` of the YAML `extensions:` section (Ignition JSON).
+    translated: serde_json::Value,
+    /// `storage.files` entries: the refused images under [`EXT_STASH`] and the certificate.
+    files: Vec<serde_json::Value>,
+    /// The sha256 of jq.raw.
+    jq_sha256: String,
+}
+
+fn openssl_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (key, cert) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.crt")),
+    );
+    host_run(
+        std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", &format!("/CN={name}"), "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    (key, cert)
+}
+
+fn build_extensions(scratch: &Path) -> Extensions {
+    let keelson = keelson_bin();
+    let os_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../os");
+    let (trusted_key, trusted_cert) = openssl_cert(scratch, "keelson-test-trusted");
+    let (other_key, other_cert) = openssl_cert(scratch, "keelson-test-untrusted");
+    let sysext = |name: &str, extra: &[&std::ffi::OsStr]| -> (Vec<u8>, String) {
+        let out = scratch.join(format!("{name}.raw"));
+        let mut c = std::process::Command::new(&keelson);
+        c.args(["sysext", "build", "--name", name, "--version", "1.7"])
+            .arg("--os-dir")
+            .arg(&os_dir)
+            .arg("--out")
+            .arg(&out)
+            .args(extra);
+        host_run(&mut c);
+        let bytes = std::fs::read(&out).unwrap();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        (bytes, sha)
+    };
+    let packages = base_packages();
+    let (jq, jq_sha256) = sysext(
+        "jq",
+        &[
+            "--deb".as_ref(),
+            "jq".as_ref(),
+            "--base-packages".as_ref(),
+            packages.as_os_str(),
+            "--key".as_ref(),
+            trusted_key.as_os_str(),
+            "--cert".as_ref(),
+            trusted_cert.as_os_str(),
+        ],
+    );
+    let jq_port = serve(jq);
+    let yaml = format!(
+        "variant: keelson\nversion: 1.0.0\nextensions:\n  - name: jq\n    version: \"1.7\"\n    source: http://10.0.2.2:{jq_port}/jq-1.7-x86-64.raw\n    sha256: {jq_sha256}\n"
+    );
+    let yaml_path = scratch.join("extensions.yaml");
+    std::fs::write(&yaml_path, yaml).unwrap();
+    let json = host_run(
+        std::process::Command::new(&keelson)
+            .args(["config", "translate", "--strict"])
+            .arg(&yaml_path),
+    );
+    let translated: serde_json::Value = serde_json::from_str(&json).unwrap();
+
+    let mut files = Vec::new();
+    for (name, extra) in [
+        ("wrongid", vec!["--id".as_ref(), "fedora".as_ref()]),
+        (
+            "wronglevel",
+            vec!["--sysext-level".as_ref(), "2.0".as_ref()],
+        ),
+        ("unsigned", vec![]),
+        (
+            "badsig",
+            vec![
+                "--key".as_ref(),
+                other_key.as_os_str(),
+                "--cert".as_ref(),
+                other_cert.as_os_str(),
+            ],
+        ),
+    ] {
+        let tree = scratch.join(format!("tree-{name}"));
+        let bin = tree.join(format!("usr/bin/keelson-ext-{name}"));
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::write(&bin, format!("#!/bin/sh\necho keelson-ext-{name}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--dir".as_ref(), tree.as_os_str()];
+        args.extend(extra);
+        let (bytes, sha) = sysext(name, &args);
+        let port = serve(bytes);
+        files.push(serde_json::json!({
+            "path": format!("{EXT_STASH}/{name}.raw"),
+            "contents": {
+                "source": format!("http://10.0.2.2:{port}/{name}.raw"),
+                "verification": {"hash": format!("sha256-{sha}")}
+            }
+        }));
+    }
+    let pem = std::fs::read_to_string(&trusted_cert).unwrap();
+    files.push(serde_json::json!({
+        "path": "/etc/verity.d/keelson-test.crt",
+        "contents": {"source": data_url(&pem)}
+    }));
+    Extensions {
+        translated,
+        files,
+        jq_sha256,
+    }
+}
+
+/// `config` with the extensions' files, links and units added.
+fn with_extensions(config: String, ext: &Extensions) -> String {
+    let mut c: serde_json::Value = serde_json::from_str(&config).unwrap();
+    for (section, key) in [
+        ("storage", "files"),
+        ("storage", "links"),
+        ("systemd", "units"),
+    ] {
+        let add = ext.translated[section][key]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            !add.is_empty(),
+            "the translation has no {section}.{key}: {}",
+            ext.translated
+        );
+        let list = c[section]
+            .as_object_mut()
+            .unwrap()
+            .entry(key)
+            .or_insert(serde_json::json!([]))
+            .as_array_mut()
+            .unwrap();
+        list.extend(add);
+    }
+    c["storage"]["files"]
+        .as_array_mut()
+        .unwrap()
+        .extend(ext.files.iter().cloned());
+    c.to_string()
 }
 
 /// The app's OCI archive: busybox httpd serving /www (bind-mounted from the host's /srv/www).
@@ -316,6 +489,7 @@ fn storage_config() -> String {
 /// into the ext4 file system while the mount stage had it under /sysroot, and the config's
 /// mount unit mounting it on the real root; RAID1 over two more disks with ext4 on it; LUKS
 /// (random key) on a partition with ext4 inside, its key and crypttab line on the root.
+/// The same boot provisions system extensions and checks them ([`check_extensions`]).
 /// One boot.
 #[test]
 #[ignore = "needs a built image and QEMU: run by `cargo xtask test`"]
@@ -323,7 +497,8 @@ fn first_boot_partitions_formats_and_mounts_an_extra_disk() {
     let image = image();
     let scratch = tempfile::tempdir_in(image.parent().unwrap()).unwrap();
     let config = scratch.path().join("storage.ign");
-    std::fs::write(&config, storage_config()).unwrap();
+    let ext = build_extensions(scratch.path());
+    std::fs::write(&config, with_extensions(storage_config(), &ext)).unwrap();
     // A sparse disk with an old table the config must wipe (wipeTable: true).
     let extra = scratch.path().join("vdb.img");
     std::fs::File::create(&extra)
@@ -475,4 +650,140 @@ fn first_boot_partitions_formats_and_mounts_an_extra_disk() {
         "test ! -e /run/keelson/luks && test ! -e /run/keelson/resources",
     );
     println!("storage first boot to login: {boot_s:.1} s");
+
+    check_extensions(&mut vm, &ext);
+}
+
+/// Run `cmd` on the guest with systemd's debug log (the reasons systemd-sysext gives for an
+/// image it ignores or refuses are debug messages); the output and the exit status.
+fn sysext_debug(vm: &mut Vm, cmd: &str) -> (String, i32) {
+    let r = vm
+        .run_with_timeout(
+            &format!("SYSTEMD_LOG_LEVEL=debug timeout 300 {cmd} </dev/null 2>&1"),
+            APP_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("--- {cmd} (exit {}):\n{}", r.status, r.output);
+    (r.output, r.status)
+}
+
+/// #12 6a and 6c on the booted node: the jq extension (YAML `extensions:`) was downloaded in
+/// the initrd, checked, linked and merged at boot; then extensions with the wrong ID, the
+/// wrong SYSEXT_LEVEL and a bad signature are refused, each with systemd's reason, and an
+/// unsigned one by the image policy that requires signatures.
+fn check_extensions(vm: &mut Vm, ext: &Extensions) {
+    // 6a: the package's binary runs and systemd-sysext lists the extension.
+    assert_eq!(
+        check(vm, "echo '{\"a\":[1,2,39]}' | jq -c '.a | add'").trim(),
+        "42"
+    );
+    let which = check(vm, "command -v jq");
+    assert_eq!(which.trim(), "/usr/bin/jq");
+    let status = check(vm, "systemd-sysext status --no-pager");
+    assert!(status.contains("jq"), "systemd-sysext status:\n{status}");
+    assert_eq!(
+        check(vm, "systemctl is-enabled systemd-sysext.service").trim(),
+        "enabled"
+    );
+    assert_eq!(
+        check(vm, "readlink /etc/extensions/jq.raw").trim(),
+        "/opt/extensions/jq/jq-1.7.raw"
+    );
+    let got = check(vm, "sha256sum /opt/extensions/jq/jq-1.7.raw");
+    assert!(got.starts_with(&ext.jq_sha256), "{got}");
+
+    // 6c, ID and level: linked into /run/extensions, ignored by a refresh with the reason;
+    // jq stays merged.
+    check(
+        vm,
+        &format!(
+            "mkdir -p /run/extensions && ln -s {EXT_STASH}/wrongid.raw {EXT_STASH}/wronglevel.raw /run/extensions/"
+        ),
+    );
+    let (out, rc) = sysext_debug(vm, "systemd-sysext refresh");
+    assert_eq!(rc, 0, "refresh: {out}");
+    assert!(
+        out.contains("Extension 'wrongid' is for OS 'fedora', but deployed on top of 'keelson'"),
+        "no reason for wrongid: {out}"
+    );
+    assert!(
+        out.contains(
+            "Extension 'wronglevel' is for API level '2.0', but running on API level '1.0'"
+        ),
+        "no reason for wronglevel: {out}"
+    );
+    let status = check(vm, "systemd-sysext status --no-pager");
+    assert!(
+        status.contains("jq") && !status.contains("wrongid") && !status.contains("wronglevel"),
+        "{status}"
+    );
+    check(
+        vm,
+        "test ! -e /usr/bin/keelson-ext-wrongid && test ! -e /usr/bin/keelson-ext-wronglevel && jq --version",
+    );
+    check(
+        vm,
+        "rm /run/extensions/wrongid.raw /run/extensions/wronglevel.raw",
+    );
+
+    // 6c, signature: badsig (signed with a key whose certificate is not in /etc/verity.d) is
+    // refused under the policy that requires signatures, and under systemd 257's default
+    // policy too: neither the kernel nor the userspace check accepts the signature, and the
+    // whole refresh fails (jq stays merged from before: nothing was unmerged).
+    let reasons = [
+        "Userspace PKCS#7 validation failed: error:10800080:PKCS7 routines::signer certificate not found",
+        "Activation of signed Verity volume worked neither via the kernel nor in userspace, can't activate.",
+    ];
+    check(
+        vm,
+        &format!("ln -s {EXT_STASH}/badsig.raw /run/extensions/"),
+    );
+    for policy in [format!(" --image-policy={SIGNED_ONLY}"), String::new()] {
+        let (out, rc) = sysext_debug(vm, &format!("systemd-sysext refresh{policy}"));
+        assert_ne!(rc, 0, "badsig was accepted with{policy:?}: {out}");
+        for reason in reasons {
+            assert!(out.contains(reason), "badsig, {reason:?} missing: {out}");
+        }
+        check(vm, "test ! -e /usr/bin/keelson-ext-badsig && jq --version");
+    }
+    check(vm, "rm /run/extensions/badsig.raw");
+
+    // The policy's own part: jq (signed with the trusted key) merges under it, unsigned (no
+    // signature partition) is refused with the reason, and merges without the policy.
+    let (out, rc) = sysext_debug(
+        vm,
+        &format!("systemd-sysext refresh --image-policy={SIGNED_ONLY}"),
+    );
+    assert_eq!(rc, 0, "signed jq refused under {SIGNED_ONLY}: {out}");
+    assert!(
+        out.contains("Userspace PKCS#7 validation succeeded"),
+        "{out}"
+    );
+    check(vm, "jq --version");
+    check(
+        vm,
+        &format!("ln -s {EXT_STASH}/unsigned.raw /run/extensions/"),
+    );
+    let (out, rc) = sysext_debug(
+        vm,
+        &format!("systemd-sysext refresh --image-policy={SIGNED_ONLY}"),
+    );
+    assert_ne!(rc, 0, "unsigned was accepted under {SIGNED_ONLY}: {out}");
+    for reason in [
+        "Partition root discovered with policy 'verity' but 'signed+absent' was required, refusing.",
+        "/run/extensions/unsigned.raw: Image does not match image policy.",
+    ] {
+        assert!(out.contains(reason), "unsigned, {reason:?} missing: {out}");
+    }
+    check(vm, "test ! -e /usr/bin/keelson-ext-unsigned");
+    let (out, rc) = sysext_debug(vm, "systemd-sysext refresh");
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(
+        check(vm, "keelson-ext-unsigned").trim(),
+        "keelson-ext-unsigned"
+    );
+    check(
+        vm,
+        "rm /run/extensions/unsigned.raw && systemd-sysext refresh && jq --version && test ! -e /usr/bin/keelson-ext-unsigned",
+    );
 }

@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 mod app;
 mod common;
 
-use common::{check, data_url, env_path, poll_until, serve};
+use common::{build_record, check, data_url, env_path, host_run, poll_until, serve};
 
 /// Generous: CI runs TCG on two shared cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -56,27 +56,6 @@ const APP_TRIES: u32 = 180;
 /// How long the server may take to show what a node reported, and how often to look.
 const SERVER_WAIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_secs(2);
-
-fn record(var: &str) -> Value {
-    let p = env_path(var);
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-/// Run a host command that must succeed; its stdout.
-fn host(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -98,7 +77,7 @@ struct Server {
 impl Server {
     fn start(bin: &Path, dir: &Path) -> Server {
         let db = format!("sqlite://{}", dir.join("keelson.db").display());
-        let out = host(Command::new(bin.join("keelson-server")).args([
+        let out = host_run(Command::new(bin.join("keelson-server")).args([
             "token",
             "create",
             "--role",
@@ -143,7 +122,7 @@ impl Server {
 
     /// `keelson admin ARGS` against this server.
     fn admin(&self, args: &[&str]) -> String {
-        host(
+        host_run(
             Command::new(self.bin.join("keelson"))
                 .arg("admin")
                 .args(args)
@@ -173,7 +152,7 @@ impl Server {
 
     /// A FleetLock request of another node (`pre-reboot` takes a slot, `steady-state` frees it).
     fn fleetlock(&self, op: &str, id: &str) {
-        host(Command::new("curl").args([
+        host_run(Command::new("curl").args([
             "-sSf",
             "-X",
             "POST",
@@ -224,7 +203,7 @@ impl Drop for Server {
 /// `keelson payload build` of the build record `rec`'s version.
 fn payload(bin: &Path, rec: &Value, key: &Path, out: &Path, extra: &[&str]) -> PathBuf {
     let image = Path::new(rec["image"].as_str().unwrap());
-    host(
+    host_run(
         Command::new(bin.join("keelson"))
             .args(["payload", "build", "--image-dir"])
             .arg(image.parent().unwrap())
@@ -334,7 +313,7 @@ fn node(work: &Path, v1_image: &Path, server: &Server, app_port: Option<u16>) ->
     )
     .unwrap();
     let disk = work.join("node.img");
-    host(
+    host_run(
         Command::new("cp")
             .args(["--sparse=always", "--reflink=auto"])
             .arg(v1_image)
@@ -423,9 +402,9 @@ fn refuse(server: &Server, vm: &mut Vm, version: &str, payload: &Path) -> String
 #[test]
 #[ignore = "needs built images, keelson-server and QEMU: run by `cargo xtask test`"]
 fn update_bless_refuse_and_roll_back() {
-    let v1 = record("KEELSON_VM_BUILD");
-    let v2 = record("KEELSON_VM_V2_BUILD");
-    let v3 = record("KEELSON_VM_V3_BUILD");
+    let v1 = build_record("KEELSON_VM_BUILD");
+    let v2 = build_record("KEELSON_VM_V2_BUILD");
+    let v3 = build_record("KEELSON_VM_V3_BUILD");
     let keys = env_path("KEELSON_VM_UPDATE_KEYS");
     let key = keys.join("dev-update.key");
     let bin = env_path("KEELSON_VM_BIN_DIR");
@@ -439,7 +418,7 @@ fn update_bless_refuse_and_roll_back() {
     let p2 = payload(&bin, &v2, &key, &work.join("v2.payload"), &[]);
     let p3 = payload(&bin, &v3, &key, &work.join("v3.payload"), &[]);
     let other = work.join("other-key");
-    host(
+    host_run(
         Command::new(bin.join("keelson"))
             .args(["key", "generate", "--name", "unknown", "--out"])
             .arg(&other),
@@ -780,8 +759,8 @@ fn longest_outage_spans_from_last_to_next_answer() {
 #[test]
 #[ignore = "needs built images, keelson-server and QEMU: run by `cargo xtask test`"]
 fn fleetlock_update_blessed() {
-    let v1 = record("KEELSON_VM_BUILD");
-    let v2 = record("KEELSON_VM_V2_BUILD");
+    let v1 = build_record("KEELSON_VM_BUILD");
+    let v2 = build_record("KEELSON_VM_V2_BUILD");
     let key = env_path("KEELSON_VM_UPDATE_KEYS").join("dev-update.key");
     let bin = env_path("KEELSON_VM_BIN_DIR");
     let v1_image = PathBuf::from(v1["image"].as_str().unwrap());

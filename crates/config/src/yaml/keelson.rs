@@ -9,8 +9,10 @@ use crate::tree::{Node, Number, Value};
 
 /// Where the update agent reads its provisioning-time settings.
 pub const UPDATE_CONFIG_PATH: &str = "/etc/keelson/update.toml";
-/// Where systemd-sysext picks up extension images.
+/// Where systemd-sysext picks up extension images: the `NAME.raw` symlinks go here.
 pub const EXTENSIONS_DIR: &str = "/etc/extensions";
+/// Where the downloaded images are kept, one directory per extension (Flatcar's layout).
+pub const EXTENSIONS_STORE: &str = "/opt/extensions";
 
 const STRATEGIES: &[&str] = &["off", "reboot", "fleetlock", "etcd-lock"];
 const DAYS: &[(&str, &str)] = &[
@@ -126,6 +128,15 @@ fn push_file(out: &mut Node, file: Node) {
         && let Some(files) = list_mut(storage, "files", pos)
     {
         files.push(file);
+    }
+}
+
+fn push_link(out: &mut Node, link: Node) {
+    let pos = link.pos;
+    if let Some(storage) = obj_mut(out, "storage", pos)
+        && let Some(links) = list_mut(storage, "links", pos)
+    {
+        links.push(link);
     }
 }
 
@@ -352,7 +363,9 @@ pub(super) fn updates(t: &mut Translator<'_>, u: &Node, out: &mut Node) {
     );
 }
 
-/// `extensions:` -> `/etc/extensions/NAME.raw` downloads plus `systemd-sysext.service`.
+/// `extensions:` -> Flatcar's layout: each image downloaded (hash-checked) to
+/// `/opt/extensions/NAME/NAME[-VERSION].raw`, a symlink `/etc/extensions/NAME.raw` to it, and
+/// `systemd-sysext.service` enabled.
 pub(super) fn extensions(t: &mut Translator<'_>, e: &Node, out: &mut Node) {
     let Value::Array(items) = &e.value else {
         t.error(e.pos, "$.extensions", "extensions must be a list");
@@ -361,51 +374,51 @@ pub(super) fn extensions(t: &mut Translator<'_>, e: &Node, out: &mut Node) {
     let mut seen = HashSet::new();
     for (i, x) in items.iter().enumerate() {
         let p = format!("$.extensions.{i}");
-        check_keys(t, x, &p, &["name", "source", "hash"]);
-        let Some((name, npos)) = str_field(t, x, "name", &p) else {
-            t.error(x.pos, &format!("{p}.name"), "name is required");
+        if !matches!(x.value, Value::Object(_)) {
+            t.error(x.pos, &p, "each extension must be a mapping");
+            continue;
+        }
+        check_keys(t, x, &p, &["name", "version", "source", "hash", "sha256"]);
+        let Some(ext) = extension_entry(t, x, &p) else {
             continue;
         };
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            || name.starts_with('.')
-        {
+        if !seen.insert(ext.name.clone()) {
             t.error(
-                npos,
+                ext.name_pos,
                 &format!("{p}.name"),
-                "extension names may only contain letters, digits, '-', '_' and '.'",
+                "duplicate entry defined",
             );
             continue;
         }
-        if !seen.insert(name.clone()) {
-            t.error(npos, &format!("{p}.name"), "duplicate entry defined");
-            continue;
-        }
-        let Some((source, spos)) = str_field(t, x, "source", &p) else {
-            t.error(x.pos, &format!("{p}.source"), "source is required");
-            continue;
-        };
-        let mut contents = vec![("source", s(source, spos))];
-        match str_field(t, x, "hash", &p) {
-            Some((hash, hpos)) => {
-                contents.push(("verification", obj(vec![("hash", s(hash, hpos))], hpos)))
-            }
-            None => t.warn(
-                x.pos,
-                &format!("{p}.hash"),
-                "extension has no hash; its image is not verified",
-            ),
+        let npos = ext.name_pos;
+        let image = ext.image_path();
+        let mut contents = vec![("source", s(ext.source, ext.source_pos))];
+        if let Some((hash, hpos)) = ext.hash {
+            contents.push(("verification", obj(vec![("hash", s(hash, hpos))], hpos)));
         }
         push_file(
             out,
             obj(
                 vec![
-                    ("path", s(format!("{EXTENSIONS_DIR}/{name}.raw"), npos)),
+                    ("path", s(image.clone(), npos)),
                     ("overwrite", boolean(true, npos)),
                     ("mode", int(0o644, npos)),
                     ("contents", obj(contents, x.pos)),
+                ],
+                x.pos,
+            ),
+        );
+        push_link(
+            out,
+            obj(
+                vec![
+                    (
+                        "path",
+                        s(format!("{EXTENSIONS_DIR}/{}.raw", ext.name), npos),
+                    ),
+                    ("target", s(image, npos)),
+                    ("hard", boolean(false, npos)),
+                    ("overwrite", boolean(true, npos)),
                 ],
                 x.pos,
             ),
@@ -420,6 +433,153 @@ pub(super) fn extensions(t: &mut Translator<'_>, e: &Node, out: &mut Node) {
             e.pos,
         ));
     }
+}
+
+/// One checked `extensions[]` entry.
+struct Extension {
+    name: String,
+    name_pos: Pos,
+    version: Option<String>,
+    source: String,
+    source_pos: Pos,
+    /// Ignition's `verification.hash` (`sha256-HEX` / `sha512-HEX`) and where it was written.
+    hash: Option<(String, Pos)>,
+}
+
+impl Extension {
+    /// Where the image is downloaded to (the symlink's target).
+    fn image_path(&self) -> String {
+        match &self.version {
+            Some(v) => format!("{EXTENSIONS_STORE}/{0}/{0}-{v}.raw", self.name),
+            None => format!("{EXTENSIONS_STORE}/{0}/{0}.raw", self.name),
+        }
+    }
+}
+
+/// Letters, digits and `extra`, not empty and not starting with a dot.
+fn plain_name(v: &str, extra: &[u8]) -> bool {
+    !v.is_empty()
+        && !v.starts_with('.')
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
+/// Check one entry's fields; every problem is reported at its field. `None` when the entry
+/// cannot be translated.
+fn extension_entry(t: &mut Translator<'_>, x: &Node, p: &str) -> Option<Extension> {
+    let name = str_field(t, x, "name", p);
+    let mut ok = true;
+    let (name, name_pos) = match name {
+        Some((n, pos)) => {
+            if !plain_name(&n, b"-_.") {
+                t.error(
+                    pos,
+                    &format!("{p}.name"),
+                    "extension names may only contain letters, digits, '-', '_' and '.'",
+                );
+                ok = false;
+            } else if n.ends_with(".raw") {
+                t.error(
+                    pos,
+                    &format!("{p}.name"),
+                    "name is the extension's name without .raw",
+                );
+                ok = false;
+            }
+            (n, pos)
+        }
+        None => {
+            if x.get("name").is_none() {
+                t.error(x.pos, &format!("{p}.name"), "name is required");
+            }
+            ok = false;
+            (String::new(), x.pos)
+        }
+    };
+    if let Some(v) = x.get("version")
+        && matches!(v.value, Value::Number(_))
+    {
+        // `version: 1.10` is the number 1.1 in YAML: the text is lost, so ask for quotes.
+        t.error(
+            v.pos,
+            &format!("{p}.version"),
+            "version must be a string: quote it (\"1.10\"), YAML reads 1.10 as the number 1.1",
+        );
+        ok = false;
+    }
+    let version = match x
+        .get("version")
+        .filter(|v| !matches!(v.value, Value::Number(_)))
+        .and_then(|_| str_field(t, x, "version", p))
+    {
+        Some((v, pos)) if !plain_name(&v, b"-_.+~^") => {
+            t.error(
+                pos,
+                &format!("{p}.version"),
+                "version may only contain letters, digits, '.', '_', '+', '~', '^' and '-'",
+            );
+            ok = false;
+            None
+        }
+        Some((v, _)) => Some(v),
+        None => None,
+    };
+    let source = match str_field(t, x, "source", p) {
+        Some(v) => Some(v),
+        None => {
+            if x.get("source").is_none() {
+                t.error(x.pos, &format!("{p}.source"), "source is required");
+            }
+            ok = false;
+            None
+        }
+    };
+    let hash = str_field(t, x, "hash", p);
+    let sha256 = str_field(t, x, "sha256", p);
+    let hash = match (hash, sha256) {
+        (Some(_), Some((_, pos))) => {
+            t.error(
+                pos,
+                &format!("{p}.sha256"),
+                "only one of the following can be set: hash, sha256",
+            );
+            ok = false;
+            None
+        }
+        (Some(h), None) => Some(h),
+        (None, Some((hex, pos))) => {
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Some((format!("sha256-{}", hex.to_ascii_lowercase()), pos))
+            } else {
+                t.error(
+                    pos,
+                    &format!("{p}.sha256"),
+                    "sha256 must be 64 hexadecimal digits",
+                );
+                ok = false;
+                None
+            }
+        }
+        (None, None) => {
+            if x.get("hash").is_none() && x.get("sha256").is_none() {
+                t.warn(
+                    x.pos,
+                    &format!("{p}.sha256"),
+                    "extension has no sha256 or hash; its image is not verified",
+                );
+            }
+            None
+        }
+    };
+    let (source, source_pos) = source?;
+    ok.then_some(Extension {
+        name,
+        name_pos,
+        version,
+        source,
+        source_pos,
+        hash,
+    })
 }
 
 #[cfg(test)]

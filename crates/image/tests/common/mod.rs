@@ -15,6 +15,14 @@ pub fn env_path(name: &str) -> PathBuf {
     }
 }
 
+/// The JSON build record (`keelson_<v>.json` of `keelson image build`) named by environment
+/// variable `var`.
+pub fn build_record(var: &str) -> serde_json::Value {
+    let p = env_path(var);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
 /// Serve `body` for every GET on the host's loopback (the guest reaches it as 10.0.2.2);
 /// returns the port. The thread lives as long as the test process.
 pub fn serve(body: Vec<u8>) -> u16 {
@@ -78,4 +86,42 @@ pub fn poll_until<T, S: std::fmt::Debug>(
             Err(_) => std::thread::sleep(every),
         }
     }
+}
+
+/// The workspace's `keelson` binary: `KEELSON_VM_BIN_DIR/keelson` when set, else the one next
+/// to this test binary's directory (target/debug, which `cargo xtask test` builds first).
+pub fn keelson_bin() -> PathBuf {
+    let dir = match std::env::var_os("KEELSON_VM_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent()
+                .and_then(std::path::Path::parent)
+                .unwrap()
+                .to_path_buf()
+        }
+    };
+    let bin = dir.join("keelson");
+    assert!(
+        bin.is_file(),
+        "{} is missing: `cargo build -p keelson` (cargo xtask test builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// Run a host command that must succeed; its stdout.
+pub fn host_run(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", keelson_cmd::describe(cmd)));
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}):\n{}{}",
+        keelson_cmd::describe(cmd),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
