@@ -1,6 +1,6 @@
 //! `POST /v1/update/`: the Omaha endpoint update_engine talks to (no token: nodes are not
 //! admins). All `<app>`s of one request are recorded in one transaction
-//! ([`crate::db::rollout::handle_report_in`]), so a failure leaves nothing half-recorded.
+//! ([`crate::db::rollout::handle_reports`]), so a failure leaves nothing half-recorded.
 //!
 //! Answers: unknown application → that app gets `status="error-unknownApplication"` (as
 //! Nebraska does); policy holds → `noupdate`; malformed XML or a missing `machineid`/`version`
@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::StreamExt;
 use keelson_omaha as omaha;
-use tracing::Instrument;
 
 use crate::db::packages::Package;
 use crate::db::rollout::{self, CheckAnswer, NodeEvent, NodeReport, ReportOutcome};
@@ -227,11 +226,16 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         }
     }
     let now = chrono::Utc::now();
+    let reports: Vec<NodeReport> = request
+        .apps
+        .iter()
+        .map(|app| node_report(app, &ip, now))
+        .collect();
     // Every <app> of the request in one transaction: a failure leaves nothing half-recorded.
-    let mut tx = match state.db.begin().await {
-        Ok(tx) => tx,
+    let outcomes = match rollout::handle_reports(&state.db, &reports).await {
+        Ok(o) => o,
         Err(e) => {
-            tracing::error!(error = %e, "starting Omaha transaction");
+            tracing::error!(error = %e, "handling Omaha request");
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal error: {e}"),
@@ -239,22 +243,9 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     let mut apps = Vec::with_capacity(request.apps.len());
-    for app in &request.apps {
-        let report = node_report(app, &ip, now);
-        let span = tracing::info_span!("omaha", machine = %report.machine_id, app = %report.application_id);
-        let outcome = match rollout::handle_report_in(&mut tx, &report)
-            .instrument(span)
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(error = %e, "handling Omaha request");
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("internal error: {e}"),
-                );
-            }
-        };
+    for (app, outcome) in request.apps.iter().zip(outcomes) {
+        // Cannot fail for what `handle_reports` returns (it refuses a package without a usable
+        // SHA-256 before recording the grant); kept as an error, never a panic.
         match answer(app, outcome, &base) {
             Ok(a) => apps.push(a),
             Err(e) => {
@@ -265,13 +256,6 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
                 );
             }
         }
-    }
-    if let Err(e) = tx.commit().await {
-        tracing::error!(error = %e, "committing Omaha request");
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {e}"),
-        );
     }
     let xml = omaha::Response::new(apps).to_xml();
     (

@@ -1,18 +1,12 @@
 //! Helpers every REST handler (and the dashboard) shares: the JSON body extractor with its
-//! limits, input checks, and the database steps common to several resources (connection,
-//! transaction, activity row, looking up an application or a package).
+//! limits and the input checks. The database steps are `crate::db`'s, one call per operation.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use crate::db::Tx;
-use crate::db::activity::{self, NewActivity};
-use crate::error::{ApiError, db_err};
+use crate::error::ApiError;
 use crate::state::AppState;
-use keelson_api_types::Application;
-
-pub use crate::db::activity::Severity;
 
 /// A JSON request body, read up to the configured limit, with errors in our JSON shape:
 /// 413 when too large, 415 without a JSON content type, 400 for malformed JSON and 422 for
@@ -164,38 +158,6 @@ pub(crate) fn check_version(field: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-/// One activity-log row, written in the same transaction as the change it describes.
-pub(crate) type Activity<'a> = NewActivity<'a>;
-
-/// Insert an activity row inside `tx` (through [`crate::db::activity::insert`]).
-pub(crate) async fn log_activity(tx: &mut Tx, a: Activity<'_>) -> Result<(), ApiError> {
-    activity::insert(tx, &a).await.map_err(ApiError::from)
-}
-
-/// Commit `tx`, mapping the error.
-pub(crate) async fn commit(tx: Tx) -> Result<(), ApiError> {
-    tx.commit()
-        .await
-        .map_err(db_err("committing the transaction"))
-}
-
-/// Begin a transaction on the state's database.
-pub(crate) async fn begin(state: &AppState) -> Result<Tx, ApiError> {
-    state.db.begin().await.map_err(ApiError::from)
-}
-
-/// A pooled connection for a multi-query read.
-pub(crate) async fn acquire(
-    state: &AppState,
-) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, ApiError> {
-    state
-        .db
-        .pool()
-        .acquire()
-        .await
-        .map_err(db_err("getting a database connection"))
-}
-
 /// Check a required display text: non-empty, at most `max` bytes, no control characters.
 pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() {
@@ -222,30 +184,6 @@ pub(crate) fn check_text_opt(field: &str, value: &str, max: usize) -> Result<(),
         ));
     }
     Ok(())
-}
-
-/// ID of package `version` of `app`, or 400 naming `field`.
-pub(crate) async fn package_id(
-    conn: &mut sqlx::AnyConnection,
-    app: &str,
-    version: &str,
-    field: &str,
-) -> Result<i64, ApiError> {
-    let row = crate::db::packages::by_version(conn, app, version).await?;
-    row.map(|p| p.id).ok_or_else(|| {
-        ApiError::invalid(
-            field,
-            format!("{field}: application {app} has no package with version {version:?}"),
-        )
-    })
-}
-
-/// Load application `id` (already normalized) or 404.
-pub(crate) async fn load_app(
-    conn: &mut sqlx::AnyConnection,
-    id: &str,
-) -> Result<Application, ApiError> {
-    Ok(crate::db::applications::get_on(conn, id).await?.into())
 }
 
 #[cfg(test)]

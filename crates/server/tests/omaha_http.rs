@@ -52,7 +52,7 @@ async fn stored_fleet(env: &Env, policy: RolloutPolicy) -> (i64, Vec<u8>) {
     application(env).await;
     let bytes = payload("2.0.0", 300_000);
     let pkg = stored_package(env, "2.0.0", &bytes).await;
-    let (group, _) = channel_and_group(env, pkg.id, policy).await;
+    let (group, _) = channel_and_group(env, &pkg.version, policy).await;
     (group, bytes)
 }
 
@@ -240,7 +240,7 @@ both!(bad_input_gets_a_status_and_writes_nothing);
 /// → steady-state unlock. The server's view matches at every step.
 async fn node_update_journey(b: Backend) {
     let env = env(b).await;
-    let (gid, bytes) = stored_fleet(&env, RolloutPolicy::default()).await;
+    let (_, bytes) = stored_fleet(&env, RolloutPolicy::default()).await;
     let base = serve(&env, |_| {}).await;
     let http = reqwest::Client::new();
     let node = "journey-1";
@@ -325,7 +325,10 @@ async fn node_update_journey(b: Backend) {
             .unwrap()
             .is_empty()
     );
-    let breakdown = db::groups::version_breakdown(&env.db, gid).await.unwrap();
+    let breakdown = db::groups::view(&env.db, APP, "Stable")
+        .await
+        .unwrap()
+        .versions;
     assert_eq!(breakdown.len(), 1);
     assert_eq!(
         (breakdown[0].version.as_str(), breakdown[0].count),

@@ -5,7 +5,9 @@
 //! seconds for time; BIGINT 0/1 for flags; `RETURNING id`). Only the DDL differs, so there are
 //! two plain-SQL migration sets, `migrations/sqlite` and `migrations/postgres`, embedded in the
 //! binary and applied at start. Every change runs in one transaction together with its
-//! activity-log row ([`activity::insert`]).
+//! activity-log row ([`activity::insert`]), inside the one function of that operation (e.g.
+//! [`channels::create`], [`groups::change_policy`]): callers outside `db/` open no
+//! transaction and run no SQL.
 
 pub mod activity;
 pub mod applications;
@@ -96,6 +98,43 @@ pub enum DbError {
         /// The names of the channels pointing at it, comma-separated.
         users: String,
     },
+    /// A request names a package version its application does not have.
+    #[error("{field}: application {application} has no package with version {version:?}")]
+    UnknownPackage {
+        /// The request field naming it, e.g. `version`, `floors[2]`, `pinned_version`.
+        field: String,
+        /// The application (normalized).
+        application: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// A request names a channel its application does not have.
+    #[error("channel: application {application} has no channel {name:?}")]
+    UnknownChannel {
+        /// The application (normalized).
+        application: String,
+        /// The channel name asked for.
+        name: String,
+    },
+    /// A channel's floor list names one version twice.
+    #[error("floor {version:?} is listed twice")]
+    DuplicateFloor {
+        /// The request field of the second mention, e.g. `floors[1]`.
+        field: String,
+        /// The version.
+        version: String,
+    },
+    /// Another group of the application already uses the track.
+    #[error("track {track:?} is already used by group {group:?}")]
+    TrackTaken {
+        /// The track asked for.
+        track: String,
+        /// The group that has it.
+        group: String,
+    },
+    /// A rollout policy value the grant engine refuses.
+    #[error("{}: {}", .0.field, .0.reason)]
+    Policy(#[from] crate::grant::PolicyError),
     /// A row held a value this version cannot interpret (e.g. bad JSON in a column).
     #[error("corrupt {what} in the database: {detail}")]
     Corrupt {

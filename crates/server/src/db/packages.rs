@@ -184,6 +184,24 @@ pub async fn by_version(
     .map_err(DbError::query("reading package by version"))
 }
 
+/// The id of the package of `application_id` (normalized) at `version`, or
+/// [`DbError::UnknownPackage`] naming the request `field` that asked for it.
+pub(crate) async fn id_of_version_in(
+    conn: &mut sqlx::AnyConnection,
+    application_id: &str,
+    version: &str,
+    field: &str,
+) -> Result<i64, DbError> {
+    match by_version(conn, application_id, version).await? {
+        Some(p) => Ok(p.id),
+        None => Err(DbError::UnknownPackage {
+            field: field.to_string(),
+            application: application_id.to_string(),
+            version: version.to_string(),
+        }),
+    }
+}
+
 /// The package of application `application_id` (any spelling) at `version`: `NotFound` for
 /// a missing application (checked first) or package. One read transaction.
 pub async fn get_version(db: &Db, application_id: &str, version: &str) -> Result<Package, DbError> {
