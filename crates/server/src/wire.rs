@@ -120,21 +120,22 @@ impl From<db::instances::Event> for api::EventEntry {
     }
 }
 
-/// An instance row of the search or detail query.
-pub fn instance(r: db::instances::ListRow) -> api::Instance {
-    api::Instance {
-        id: r.0,
-        machine_id: r.1,
-        application_id: r.2,
-        group: r.3,
-        version: r.4,
-        status: api::status_name(r.5).to_string(),
-        ip: r.6,
-        alias: r.7,
-        oem: r.8,
-        aleph_version: r.9,
-        last_check: r.10,
-        created_at: r.11,
+impl From<db::instances::Instance> for api::Instance {
+    fn from(r: db::instances::Instance) -> Self {
+        api::Instance {
+            id: r.id,
+            machine_id: r.machine_id,
+            application_id: r.application_id,
+            group: r.group_name,
+            version: r.version,
+            status: api::status_name(r.status).to_string(),
+            ip: r.ip,
+            alias: r.alias,
+            oem: r.oem,
+            aleph_version: r.aleph_version,
+            last_check: r.last_check,
+            created_at: r.created_at,
+        }
     }
 }
 

@@ -40,10 +40,7 @@ async fn resume(env: &Env) {
 }
 
 async fn status_of(env: &Env, machine: &str) -> i64 {
-    db::instances::get_by_machine(&env.db, APP, machine)
-        .await
-        .unwrap()
-        .status
+    instance(&env.db, machine).await.status
 }
 
 async fn full_update_cycle(b: Backend) {
@@ -72,9 +69,7 @@ async fn full_update_cycle(b: Backend) {
         .await
         .unwrap();
     assert_eq!(outcome, 1);
-    let inst = db::instances::get_by_machine(&env.db, APP, "m1")
-        .await
-        .unwrap();
+    let inst = instance(&env.db, "m1").await;
     let (_, hist, events, _) = db::instances::detail(&env.db, inst.id)
         .await
         .unwrap()

@@ -101,9 +101,7 @@ async fn grant_is_what_update_engine_needs(b: Backend) {
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap().as_ref(), &bytes[100_000..]);
     // The instance is recorded with what the node said.
-    let inst = db::instances::get_by_machine(&env.db, APP, "m-1")
-        .await
-        .unwrap();
+    let inst = instance(&env.db, "m-1").await;
     assert_eq!(
         (
             inst.version.as_str(),
@@ -151,9 +149,7 @@ async fn event_only_requests_are_acknowledged(b: Backend) {
     let app = &resp.apps[0];
     assert!(app.update_check.is_none());
     assert_eq!(app.events, vec!["ok".to_string()]);
-    let inst = db::instances::get_by_machine(&env.db, APP, "m-1")
-        .await
-        .unwrap();
+    let inst = instance(&env.db, "m-1").await;
     assert_eq!(inst.status, 3, "Error");
     let (_, _, ev, _) = db::instances::detail(&env.db, inst.id)
         .await
@@ -252,12 +248,7 @@ async fn node_update_journey(b: Backend) {
             r#"<request protocol="3.0"><app appid="{APP_BRACED}" version="1.0.0" track="stable" machineid="{node}">{events}</app></request>"#
         )
     };
-    let status = || async {
-        db::instances::get_by_machine(&env.db, APP, node)
-            .await
-            .unwrap()
-            .status
-    };
+    let status = || async { instance(&env.db, node).await.status };
 
     let resp = omaha(
         &base,
@@ -319,12 +310,7 @@ async fn node_update_journey(b: Backend) {
     );
     assert_eq!(status().await, 4);
     assert_eq!(lock("steady-state").await.unwrap().status(), 200);
-    assert!(
-        db::fleetlock::holders_of(&env.db, "stable")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(holders(&env.db, "stable").await.is_empty());
     let breakdown = db::groups::view(&env.db, APP, "Stable")
         .await
         .unwrap()

@@ -57,7 +57,7 @@ pub async fn query_instances(
     let (total, rows) = crate::db::instances::search(&state.db, &search).await?;
     Ok(InstancePage {
         total,
-        instances: rows.into_iter().map(crate::wire::instance).collect(),
+        instances: rows.into_iter().map(Instance::from).collect(),
     })
 }
 
@@ -67,7 +67,7 @@ pub async fn load_instance(state: &AppState, id: i64) -> Result<InstanceDetail, 
         .await?
         .ok_or_else(|| ApiError::not_found("instance", &id.to_string()))?;
     Ok(InstanceDetail {
-        instance: crate::wire::instance(row),
+        instance: row.into(),
         status_history: history.into_iter().map(StatusEntry::from).collect(),
         events: events.into_iter().map(EventEntry::from).collect(),
         rolled_back,

@@ -71,7 +71,7 @@ pub struct Activity {
 }
 
 /// Append an entry inside the caller's transaction.
-pub async fn insert(tx: &mut Tx, a: &NewActivity<'_>) -> Result<(), DbError> {
+pub(crate) async fn insert(tx: &mut Tx, a: &NewActivity<'_>) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO activity (created_at, severity, kind, actor, application_id, group_id, version, message) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -92,7 +92,7 @@ pub async fn insert(tx: &mut Tx, a: &NewActivity<'_>) -> Result<(), DbError> {
 
 /// Append an entry and commit the transaction holding the change it describes; `committing`
 /// names the commit in the error.
-pub async fn record_and_commit(
+pub(crate) async fn record_and_commit(
     mut tx: Tx,
     a: &NewActivity<'_>,
     committing: &'static str,

@@ -21,7 +21,7 @@ pub struct Application {
 }
 
 /// Check an application id (after normalising): 1..=128 of `[a-z0-9._-]`.
-pub fn validate_id(id: &str) -> Result<(), DbError> {
+fn validate_id(id: &str) -> Result<(), DbError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id

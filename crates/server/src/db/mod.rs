@@ -167,9 +167,9 @@ impl DbError {
     }
 }
 
-/// Which backend a [`Db`] talks to.
+/// Which backend a URL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     /// A SQLite file.
     Sqlite,
     /// A PostgreSQL server.
@@ -180,7 +180,6 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
-    backend: Backend,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -256,7 +255,7 @@ impl Db {
                 backend: name,
                 source,
             })?;
-        Ok(Db { pool, backend })
+        Ok(Db { pool })
     }
 
     /// The connection pool, for reads.
@@ -264,13 +263,8 @@ impl Db {
         &self.pool
     }
 
-    /// Which backend this is.
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     /// Start a transaction; every change goes through one.
-    pub async fn begin(&self) -> Result<Tx, DbError> {
+    pub(crate) async fn begin(&self) -> Result<Tx, DbError> {
         self.pool
             .begin()
             .await

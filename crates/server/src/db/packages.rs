@@ -77,7 +77,7 @@ fn is_hex(s: &str, len: usize) -> bool {
 
 /// Check a payload file name the client appends to a URL: 1-255 bytes, no path separators,
 /// `?`, `#` or spaces, no leading dot, no control characters (the REST API's rule).
-pub fn validate_filename(name: &str) -> Result<(), DbError> {
+fn validate_filename(name: &str) -> Result<(), DbError> {
     let ok = !name.trim().is_empty()
         && name.len() <= 255
         && !name.starts_with('.')
@@ -169,7 +169,7 @@ pub async fn get(db: &Db, id: i64) -> Result<Package, DbError> {
 }
 
 /// The package of `application_id` at `version`, if any (inside a transaction).
-pub async fn by_version(
+pub(crate) async fn by_version(
     conn: &mut sqlx::AnyConnection,
     application_id: &str,
     version: &str,

@@ -164,7 +164,7 @@ async fn set_status(
 }
 
 /// Counts for the rollout of `group` to `target` at `now`.
-pub async fn rollout_stats(
+async fn rollout_stats(
     conn: &mut sqlx::AnyConnection,
     group: &Group,
     target: &str,

@@ -300,6 +300,30 @@ pub async fn fail(env: &Env, machine: &str, version: &str, code: i64, now: DateT
     );
 }
 
+/// Instance `machine` of `APP`, read through the instance search the REST API uses.
+pub async fn instance(db: &Db, machine: &str) -> db::instances::Instance {
+    let search = db::instances::Search {
+        app: Some(APP.into()),
+        q: Some(machine.into()),
+        limit: 500,
+        ..Default::default()
+    };
+    let (_, rows) = db::instances::search(db, &search).await.unwrap();
+    rows.into_iter()
+        .find(|i| i.machine_id == machine)
+        .unwrap_or_else(|| panic!("no instance {machine}"))
+}
+
+/// The holders of FleetLock group `group`, oldest first, as the REST API lists them.
+pub async fn holders(db: &Db, group: &str) -> Vec<String> {
+    db::fleetlock::holders_with_time(db, Some(group))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect()
+}
+
 /// Count rows of `table` (a fixed name from the test).
 pub async fn count(db: &Db, table: &str) -> i64 {
     let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
