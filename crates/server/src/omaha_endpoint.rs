@@ -9,14 +9,13 @@
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use futures_util::StreamExt;
 use keelson_omaha as omaha;
 
+use crate::body::{BodyError, read_limited};
 use crate::db::packages::Package;
 use crate::db::rollout::{self, CheckAnswer, NodeEvent, NodeReport, ReportOutcome};
 use crate::state::AppState;
@@ -28,10 +27,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/update/", post(handle))
 }
 
-/// How much of an oversized body we still read (and discard) before answering 413: closing a
-/// socket with unread data makes Linux send RST, which can destroy the answer in flight.
-const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
-
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (
         status,
@@ -39,31 +34,6 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
         msg.into(),
     )
         .into_response()
-}
-
-/// Read at most `limit` bytes of `body`; `Err(total_seen)` if it is longer.
-pub(crate) async fn read_limited(
-    body: Body,
-    limit: usize,
-) -> Result<Vec<u8>, Result<usize, String>> {
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    let mut seen = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Err(format!("reading request body: {e}")))?;
-        seen += chunk.len();
-        if seen > limit {
-            while seen <= DRAIN_LIMIT {
-                match stream.next().await {
-                    Some(Ok(c)) => seen += c.len(),
-                    _ => break,
-                }
-            }
-            return Err(Ok(seen));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
 }
 
 /// The base URL nodes reach us at: the configured one, else from the `Host` header.
@@ -186,7 +156,7 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let limit = state.config.omaha_body_limit;
     let body = match read_limited(req.into_body(), limit).await {
         Ok(b) => b,
-        Err(Ok(seen)) => {
+        Err(BodyError::TooLarge { seen }) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -194,7 +164,7 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
                 ),
             );
         }
-        Err(Err(msg)) => return text(StatusCode::BAD_REQUEST, msg),
+        Err(BodyError::Read(msg)) => return text(StatusCode::BAD_REQUEST, msg),
     };
     let limits = omaha::Limits {
         max_body_bytes: limit,

@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use crate::body::{self, BodyError};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -37,59 +38,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// How much of a refused body we still read and discard before answering. Closing a socket
-/// with unread data makes Linux send RST, which can destroy the 413 before the client reads
-/// it; draining a bounded amount lets ordinary clients see the error, while a huge body still
-/// cannot make us read it all.
-pub(crate) const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
-
-/// Read and discard up to [`DRAIN_LIMIT`] bytes of what is left of `stream`.
-pub(crate) async fn drain(mut stream: axum::body::BodyDataStream) {
-    use futures_util::StreamExt;
-    let mut seen = 0usize;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len();
-        if seen > DRAIN_LIMIT {
-            break;
-        }
-    }
-}
-
-/// Read a whole request body, refusing (413) more than `limit` bytes. Counted while streaming,
-/// so a body without Content-Length cannot get past the limit either.
+/// Read a whole request body, refusing (413) more than `limit` bytes: at once when the
+/// declared `Content-Length` says so, else while streaming ([`crate::body::read_limited`]).
 pub(crate) async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    use futures_util::StreamExt;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than the limit of {limit} bytes"),
         )
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let mut stream = req.into_body().into_data_stream();
+    let declared = body::declared_length(req.headers());
     if declared.is_some_and(|n| n > limit as u64) {
-        drain(stream).await;
+        body::drain(req.into_body().into_data_stream()).await;
         return Err(too_large());
     }
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("reading request body: {e}"),
-            )
-        })?;
-        if out.len() + chunk.len() > limit {
-            drain(stream).await;
-            return Err(too_large());
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
+    body::read_limited(req.into_body(), limit)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { .. } => too_large(),
+            BodyError::Read(msg) => ApiError::new(StatusCode::BAD_REQUEST, msg),
+        })
 }
 
 /// Parse JSON, telling syntax errors (400) from shape errors (422), with line and column.
