@@ -1,5 +1,6 @@
 //! The grant algorithm against a real database (SQLite and PostgreSQL, same tests): every rule
-//! through `db::rollout::handle_report`, with the clock passed in.
+//! through `db::rollout::handle_reports` (as the Omaha endpoint calls it), with the clock
+//! passed in.
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
