@@ -1,13 +1,11 @@
 //! The activity log: one row per change, written in the same transaction as the change.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{Db, DbError, Tx, now_unix};
 
 /// How much an entry matters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
     /// Routine change.
     Info,
@@ -48,7 +46,7 @@ pub struct NewActivity<'a> {
 }
 
 /// A stored entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Activity {
     /// Row id (increasing).
     pub id: i64,

@@ -1,6 +1,5 @@
 //! Applications: what nodes name in `<app appid=...>`.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
@@ -8,7 +7,7 @@ use super::{Db, DbError, now_unix};
 use keelson_omaha::normalize_app_id as normalize_id;
 
 /// A stored application.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Application {
     /// Normalised id: lowercase, without braces.
     pub id: String,

@@ -5,7 +5,6 @@
 //! [`get`] and [`list`], with the channel's floors.
 
 use keelson_api_types::{ChannelUpdate, NewChannel};
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
@@ -14,7 +13,7 @@ use super::{Db, DbError, Tx, now_unix};
 use keelson_omaha::normalize_app_id as normalize_id;
 
 /// A stored channel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Channel {
     /// Row id.
     pub id: i64,

@@ -8,7 +8,6 @@
 //! the grant engine accepts).
 
 use keelson_api_types::{GroupUpdate, NewGroup, Policy, PolicyUpdate};
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
@@ -17,7 +16,7 @@ use crate::grant::{MaintenanceWindow, PolicyRules, RolloutPolicy};
 use keelson_omaha::normalize_app_id as normalize_id;
 
 /// A stored group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     /// Row id.
     pub id: i64,
@@ -559,7 +558,7 @@ pub async fn delete(db: &Db, actor: &str, application_id: &str, name: &str) -> R
 }
 
 /// Instances per version in a group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct VersionCount {
     /// The version.
     pub version: String,
@@ -589,7 +588,7 @@ async fn version_counts_in(
 }
 
 /// Instances per status code in a group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct StatusCount {
     /// Status code (see [`super::instances::InstanceStatus`]).
     pub status: i64,

@@ -1,13 +1,11 @@
 //! Instances (nodes), their status history and events.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{Db, DbError};
 
 /// Where a node is in its update, with Nebraska's codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InstanceStatus {
     /// Nothing known (1).
     Undefined,
@@ -72,7 +70,7 @@ impl InstanceStatus {
 }
 
 /// An instance (a node of one application) as the REST API and the dashboard show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Instance {
     /// Row id.
     pub id: i64,
@@ -101,7 +99,7 @@ pub struct Instance {
 }
 
 /// A status change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct StatusChange {
     /// Status code.
     pub status: i64,
@@ -114,7 +112,7 @@ pub struct StatusChange {
 }
 
 /// An Omaha event a node reported.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Event {
     /// Omaha event type (3 update complete, 13 download started, 14 downloaded, ...).
     pub event_type: i64,
