@@ -133,7 +133,8 @@ impl PolicyRules for RolloutPolicy {
                 reason,
             })
         };
-        // Ranges match the REST API's (crate::api::groups), so both layers agree.
+        // The one check: the REST API and the dashboard store a policy only through
+        // db::groups::change_policy / create, which call this.
         if !(1..=1_000_000).contains(&self.max_updates_per_period) {
             return bad(
                 "max_updates_per_period",
