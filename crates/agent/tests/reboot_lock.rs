@@ -386,7 +386,7 @@ async fn fleetlock_run(outage: bool) {
     let holders = move || {
         let db = db.clone();
         async move {
-            keelson_server::db::fleetlock::holders_of(&db, "stable")
+            keelson_server::db::fleetlock::holders_with_time(&db, Some("stable"))
                 .await
                 .ok()
                 .map(|h| h.len())
@@ -401,7 +401,7 @@ async fn fleetlock_run(outage: bool) {
     .await;
     check(&stats, outage);
     assert!(
-        keelson_server::db::fleetlock::holders_of(&db, "stable")
+        keelson_server::db::fleetlock::holders_with_time(&db, Some("stable"))
             .await
             .unwrap()
             .is_empty(),
@@ -625,7 +625,11 @@ async fn fleetlock_life_cycle_of_one_node() {
         keelson_agent::lock::ZINCATI_APP_ID,
     )
     .unwrap();
-    let holders = || keelson_server::db::fleetlock::holders_of(&server.db, "stable");
+    let holders = || async {
+        keelson_server::db::fleetlock::holders_with_time(&server.db, Some("stable"))
+            .await
+            .map(|v| v.into_iter().map(|h| h.id).collect::<Vec<_>>())
+    };
 
     // A slot held from an earlier boot (the state file says nothing): released at start.
     let staged = agent.store().load().unwrap();
