@@ -5,7 +5,7 @@
 //! seconds for time; BIGINT 0/1 for flags; `RETURNING id`). Only the DDL differs, so there are
 //! two plain-SQL migration sets, `migrations/sqlite` and `migrations/postgres`, embedded in the
 //! binary and applied at start. Every change runs in one transaction together with its
-//! activity-log row ([`activity::insert`]), inside the one function of that operation (e.g.
+//! activity-log row (`activity::insert`), inside the one function of that operation (e.g.
 //! [`channels::create`], [`groups::change_policy`]): callers outside `db/` open no
 //! transaction and run no SQL.
 
