@@ -1,4 +1,6 @@
-//! The activity log: one row per change, written in the same transaction as the change.
+//! The activity log: one row per change, written by the db function that makes the change, in
+//! its transaction (`insert`, `record_and_commit`: crate-private, so nothing else writes rows);
+//! [`list`] reads it.
 
 use sqlx::FromRow;
 
@@ -6,7 +8,7 @@ use super::{Db, DbError, Tx, now_unix};
 
 /// How much an entry matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
+pub(crate) enum Severity {
     /// Routine change.
     Info,
     /// Needs a look (e.g. a node failed).
@@ -28,7 +30,7 @@ impl Severity {
 
 /// An entry to write.
 #[derive(Clone, Debug)]
-pub struct NewActivity<'a> {
+pub(crate) struct NewActivity<'a> {
     /// How much it matters.
     pub severity: Severity,
     /// Machine-readable kind, e.g. `group.policy_updated`, `rollout.halted`.
