@@ -1,5 +1,5 @@
 //! The activity log: one row per change, written by the db function that makes the change, in
-//! its transaction (`insert`, `record_and_commit`: crate-private, so nothing else writes rows);
+//! its transaction (`insert`, `record_and_commit`: visible only inside `db/`, so nothing else writes rows);
 //! [`list`] reads it.
 
 use sqlx::FromRow;
@@ -8,7 +8,7 @@ use super::{Db, DbError, Tx, now_unix};
 
 /// How much an entry matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Severity {
+pub(super) enum Severity {
     /// Routine change.
     Info,
     /// Needs a look (e.g. a node failed).
@@ -30,7 +30,7 @@ impl Severity {
 
 /// An entry to write.
 #[derive(Clone, Debug)]
-pub(crate) struct NewActivity<'a> {
+pub(super) struct NewActivity<'a> {
     /// How much it matters.
     pub severity: Severity,
     /// Machine-readable kind, e.g. `group.policy_updated`, `rollout.halted`.
@@ -71,7 +71,7 @@ pub struct Activity {
 }
 
 /// Append an entry inside the caller's transaction.
-pub(crate) async fn insert(tx: &mut Tx, a: &NewActivity<'_>) -> Result<(), DbError> {
+pub(super) async fn insert(tx: &mut Tx, a: &NewActivity<'_>) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO activity (created_at, severity, kind, actor, application_id, group_id, version, message) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -92,7 +92,7 @@ pub(crate) async fn insert(tx: &mut Tx, a: &NewActivity<'_>) -> Result<(), DbErr
 
 /// Append an entry and commit the transaction holding the change it describes; `committing`
 /// names the commit in the error.
-pub(crate) async fn record_and_commit(
+pub(super) async fn record_and_commit(
     mut tx: Tx,
     a: &NewActivity<'_>,
     committing: &'static str,

@@ -38,7 +38,7 @@ fn validate_id(id: &str) -> Result<(), DbError> {
     }
 }
 
-pub(crate) fn validate_name(field: &'static str, name: &str) -> Result<(), DbError> {
+fn validate_name(field: &'static str, name: &str) -> Result<(), DbError> {
     if name.trim().is_empty()
         || name.len() > 200
         || name.chars().any(|c| c.is_control() && c != '\n')

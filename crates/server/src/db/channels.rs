@@ -121,7 +121,7 @@ pub async fn list(db: &Db, application_id: &str) -> Result<Vec<ChannelView>, DbE
 
 /// The id of channel `name` of application `application_id` (normalized), if it exists
 /// (inside the caller's connection or transaction).
-pub(crate) async fn id_by_name(
+pub(super) async fn id_by_name(
     conn: &mut sqlx::AnyConnection,
     application_id: &str,
     name: &str,

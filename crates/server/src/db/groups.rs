@@ -158,7 +158,7 @@ async fn find_in(conn: &mut sqlx::AnyConnection, app: &str, name: &str) -> Resul
 }
 
 /// One group by id, on the caller's connection or transaction.
-pub(crate) async fn get_in(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Group, DbError> {
+pub(super) async fn get_in(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Group, DbError> {
     sqlx::query_as::<_, GroupRow>(&format!("{SELECT} WHERE g.id = $1"))
         .bind(id)
         .fetch_optional(conn)
@@ -172,7 +172,7 @@ pub(crate) async fn get_in(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Gr
 }
 
 /// The group of `application_id` whose track (or, failing that, name) is `track`.
-pub(crate) async fn find_by_track(
+pub(super) async fn find_by_track(
     conn: &mut sqlx::AnyConnection,
     application_id: &str,
     track: &str,

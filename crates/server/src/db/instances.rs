@@ -231,7 +231,7 @@ pub type InstanceDetail = (Instance, Vec<StatusChange>, Vec<Event>, Vec<String>)
 
 /// Versions instance `id` rolled back from and that an admin has not cleared: the grant
 /// engine never offers them to it again. Sorted.
-pub(crate) async fn rolled_back_in(
+pub(super) async fn rolled_back_in(
     conn: &mut sqlx::AnyConnection,
     id: i64,
 ) -> Result<Vec<String>, DbError> {

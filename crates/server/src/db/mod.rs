@@ -263,8 +263,9 @@ impl Db {
         &self.pool
     }
 
-    /// Start a transaction; every change goes through one.
-    pub(crate) async fn begin(&self) -> Result<Tx, DbError> {
+    /// Start a transaction; every change goes through one. Private to `db/`: only its
+    /// functions open transactions.
+    async fn begin(&self) -> Result<Tx, DbError> {
         self.pool
             .begin()
             .await

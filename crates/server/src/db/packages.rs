@@ -169,7 +169,7 @@ pub async fn get(db: &Db, id: i64) -> Result<Package, DbError> {
 }
 
 /// The package of `application_id` at `version`, if any (inside a transaction).
-pub(crate) async fn by_version(
+pub(super) async fn by_version(
     conn: &mut sqlx::AnyConnection,
     application_id: &str,
     version: &str,
@@ -186,7 +186,7 @@ pub(crate) async fn by_version(
 
 /// The id of the package of `application_id` (normalized) at `version`, or
 /// [`DbError::UnknownPackage`] naming the request `field` that asked for it.
-pub(crate) async fn id_of_version_in(
+pub(super) async fn id_of_version_in(
     conn: &mut sqlx::AnyConnection,
     application_id: &str,
     version: &str,
