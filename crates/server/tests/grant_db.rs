@@ -71,13 +71,13 @@ async fn full_update_cycle(b: Backend) {
         .unwrap();
     assert_eq!(outcome, 1);
     let inst = instance(&env.db, "m1").await;
-    let (_, hist, events, _) = db::instances::detail(&env.db, inst.id)
+    let detail = db::instances::detail(&env.db, inst.id)
         .await
         .unwrap()
         .unwrap();
-    let codes: Vec<i64> = hist.iter().rev().map(|h| h.status).collect();
+    let codes: Vec<i64> = detail.history.iter().rev().map(|h| h.status).collect();
     assert_eq!(codes, vec![2, 7, 6, 5, 4]);
-    assert_eq!(events.len(), 4);
+    assert_eq!(detail.events.len(), 4);
     let act = db::activity::list(&env.db, None, Some(gid), None, 50)
         .await
         .unwrap();

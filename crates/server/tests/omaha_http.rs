@@ -151,10 +151,11 @@ async fn event_only_requests_are_acknowledged(b: Backend) {
     assert_eq!(app.events, vec!["ok".to_string()]);
     let inst = instance(&env.db, "m-1").await;
     assert_eq!(inst.status, 3, "Error");
-    let (_, _, ev, _) = db::instances::detail(&env.db, inst.id)
+    let ev = db::instances::detail(&env.db, inst.id)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .events;
     assert_eq!(
         ev[0].error_code,
         Some(268_435_466),

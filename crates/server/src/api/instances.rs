@@ -63,14 +63,14 @@ pub async fn query_instances(
 
 /// Load one instance with its history.
 pub async fn load_instance(state: &AppState, id: i64) -> Result<InstanceDetail, ApiError> {
-    let (row, history, events, rolled_back) = crate::db::instances::detail(&state.db, id)
+    let d = crate::db::instances::detail(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("instance", &id.to_string()))?;
     Ok(InstanceDetail {
-        instance: row.into(),
-        status_history: history.into_iter().map(StatusEntry::from).collect(),
-        events: events.into_iter().map(EventEntry::from).collect(),
-        rolled_back,
+        instance: d.instance.into(),
+        status_history: d.history.into_iter().map(StatusEntry::from).collect(),
+        events: d.events.into_iter().map(EventEntry::from).collect(),
+        rolled_back: d.rolled_back,
     })
 }
 

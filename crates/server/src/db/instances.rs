@@ -225,9 +225,19 @@ pub async fn search(db: &Db, f: &Search) -> Result<(i64, Vec<Instance>), DbError
     Ok((total, rows))
 }
 
-/// An instance row, its newest status changes and events, and the versions it rolled back
+/// An instance with its newest status changes and events, and the versions it rolled back
 /// from that are still blocked.
-pub type InstanceDetail = (Instance, Vec<StatusChange>, Vec<Event>, Vec<String>);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceDetail {
+    /// The instance.
+    pub instance: Instance,
+    /// Its newest status changes, newest first.
+    pub history: Vec<StatusChange>,
+    /// Its newest events, newest first.
+    pub events: Vec<Event>,
+    /// Versions it rolled back from that an admin has not cleared, sorted.
+    pub rolled_back: Vec<String>,
+}
 
 /// Versions instance `id` rolled back from and that an admin has not cleared: the grant
 /// engine never offers them to it again. Sorted.
@@ -281,7 +291,12 @@ pub async fn detail(db: &Db, id: i64) -> Result<Option<InstanceDetail>, DbError>
     tx.commit()
         .await
         .map_err(DbError::query("finishing the instance read"))?;
-    Ok(Some((row, history, events, rolled_back)))
+    Ok(Some(InstanceDetail {
+        instance: row,
+        history,
+        events,
+        rolled_back,
+    }))
 }
 
 /// Let instance `id` be offered `version` again after it rolled back from it: an admin's
