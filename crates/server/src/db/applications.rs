@@ -80,7 +80,10 @@ pub async fn get(db: &Db, id: &str) -> Result<Application, DbError> {
 
 /// One application by its normalized id, on a given connection or transaction (so a handler
 /// can read it inside the transaction that changes it).
-pub async fn get_on(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Application, DbError> {
+pub(super) async fn get_on(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> Result<Application, DbError> {
     sqlx::query_as::<_, Application>(&format!("SELECT {COLS} FROM applications WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)

@@ -147,12 +147,12 @@ pub enum DbError {
 
 impl DbError {
     /// Wrap a driver error, turning unique violations into [`DbError::Conflict`].
-    pub fn query(what: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
+    fn query(what: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
         move |source| DbError::Query { what, source }
     }
 
     /// Like [`DbError::query`] but a unique-constraint violation becomes `Conflict { key }`.
-    pub fn unique(what: &'static str, key: &str) -> impl FnOnce(sqlx::Error) -> DbError {
+    fn unique(what: &'static str, key: &str) -> impl FnOnce(sqlx::Error) -> DbError {
         let key = key.to_string();
         move |source| {
             let is_unique = source
