@@ -1061,7 +1061,11 @@ async fn fleetlock_life_cycle_of_one_node() {
     let id =
         keelson_agent::lock::app_specific_id(&machine_id(0), keelson_agent::lock::ZINCATI_APP_ID)
             .unwrap();
-    let holders = || keelson_server::db::fleetlock::holders_of(&server.db, "stable");
+    let holders = || async {
+        keelson_server::db::fleetlock::holders_with_time(&server.db, Some("stable"))
+            .await
+            .map(|v| v.into_iter().map(|h| h.id).collect::<Vec<_>>())
+    };
 
     // A slot held from an earlier boot (the state file says nothing): released at start.
     let staged = agent.store().load().unwrap();

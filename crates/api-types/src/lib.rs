@@ -233,32 +233,62 @@ pub struct MaintenanceWindow {
     pub end: String,
 }
 
-/// A group's rollout policy as the API shows it: what the grant engine reads, plus the
-/// automatic halt, which only `resume` clears.
+/// A group's rollout policy: the values an admin sets and the grant engine reads (keelson-server
+/// checks them, `grant::PolicyRules::validate`). Also the JSON block of docs/rollout-policy.md:
+/// fields left out take their defaults, unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
-    /// Whether the group gets updates at all.
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutPolicy {
+    /// Master switch: when false no node in the group is granted anything.
     pub updates_enabled: bool,
-    /// One update at a time; a failure halts the rollout.
+    /// One node first: until one node finished the current rollout only one may be in
+    /// progress, and its failure halts the rollout.
     pub safe_mode: bool,
-    /// Grants per period.
+    /// At most this many grants per `period_secs` (and at most this many in progress).
     pub max_updates_per_period: i64,
-    /// Length of the period, seconds.
+    /// Length of the rate-limit period in seconds.
     pub period_secs: i64,
-    /// A grant without a result after this many seconds counts as failed.
+    /// A granted node that has not completed after this many seconds counts as failed.
     pub update_timeout_secs: i64,
-    /// IANA time zone of the maintenance windows.
+    /// IANA time zone the maintenance windows are written in.
     pub timezone: String,
-    /// When updates may be granted (none: always).
+    /// Weekly windows in which grants may happen; empty means any time.
     pub maintenance_windows: Vec<MaintenanceWindow>,
-    /// Share of the group's nodes in the rollout (by machine ID hash), 0-100.
+    /// Staged wave: nodes whose stable bucket (0..100) is below this get the update.
     pub rollout_percent: i64,
-    /// Failures (percent of finished grants) that halt the rollout.
+    /// Halt the rollout when failed nodes exceed this percentage of the group.
     pub failure_threshold_percent: i64,
-    /// Version the group is held at instead of its channel's.
+    /// Hold the group at this version instead of following the channel.
     pub pinned_version: Option<String>,
-    /// Nodes of the group that may reboot at once (FleetLock).
+    /// FleetLock: how many nodes of this group may reboot at once.
     pub fleetlock_slots: i64,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        RolloutPolicy {
+            updates_enabled: true,
+            safe_mode: false,
+            max_updates_per_period: 1_000_000,
+            period_secs: 3600,
+            update_timeout_secs: 3600,
+            timezone: "UTC".into(),
+            maintenance_windows: Vec::new(),
+            rollout_percent: 100,
+            failure_threshold_percent: 100,
+            pinned_version: None,
+            fleetlock_slots: 1,
+        }
+    }
+}
+
+/// A group's rollout policy as the API shows it: the [`RolloutPolicy`] (its fields inline, in
+/// its order) plus the automatic halt, which only `resume` clears.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// The values an admin sets.
+    #[serde(flatten)]
+    pub rollout: RolloutPolicy,
     /// Version whose rollout was halted automatically (read-only; clear with `resume`).
     pub halted_version: Option<String>,
     /// Why the rollout was halted (read-only).
@@ -269,46 +299,108 @@ pub struct Policy {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyUpdate {
-    /// See [`Policy::updates_enabled`].
+    /// See [`RolloutPolicy::updates_enabled`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updates_enabled: Option<bool>,
-    /// See [`Policy::safe_mode`].
+    /// See [`RolloutPolicy::safe_mode`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub safe_mode: Option<bool>,
-    /// See [`Policy::max_updates_per_period`].
+    /// See [`RolloutPolicy::max_updates_per_period`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_updates_per_period: Option<i64>,
-    /// See [`Policy::period_secs`].
+    /// See [`RolloutPolicy::period_secs`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub period_secs: Option<i64>,
-    /// See [`Policy::update_timeout_secs`].
+    /// See [`RolloutPolicy::update_timeout_secs`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_timeout_secs: Option<i64>,
-    /// See [`Policy::timezone`].
+    /// See [`RolloutPolicy::timezone`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
-    /// See [`Policy::maintenance_windows`].
+    /// See [`RolloutPolicy::maintenance_windows`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance_windows: Option<Vec<MaintenanceWindow>>,
-    /// See [`Policy::rollout_percent`].
+    /// See [`RolloutPolicy::rollout_percent`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout_percent: Option<i64>,
-    /// See [`Policy::failure_threshold_percent`].
+    /// See [`RolloutPolicy::failure_threshold_percent`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_threshold_percent: Option<i64>,
-    /// See [`Policy::pinned_version`]; `Some(None)` (`null`) unpins.
+    /// See [`RolloutPolicy::pinned_version`]; `Some(None)` (`null`) unpins.
     #[serde(
         default,
         deserialize_with = "double_option",
         skip_serializing_if = "Option::is_none"
     )]
     pub pinned_version: Option<Option<String>>,
-    /// See [`Policy::fleetlock_slots`].
+    /// See [`RolloutPolicy::fleetlock_slots`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleetlock_slots: Option<i64>,
     /// `true` clears an automatic halt so the rollout continues.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resume: bool,
+}
+
+impl PolicyUpdate {
+    /// Apply the values given to `policy` (those left out stay); `resume` clears the halt.
+    /// The result is not checked here: keelson-server checks it before storing it.
+    pub fn apply_to(self, policy: &mut Policy) {
+        fn set<T>(field: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *field = v;
+            }
+        }
+        let PolicyUpdate {
+            updates_enabled,
+            safe_mode,
+            max_updates_per_period,
+            period_secs,
+            update_timeout_secs,
+            timezone,
+            maintenance_windows,
+            rollout_percent,
+            failure_threshold_percent,
+            pinned_version,
+            fleetlock_slots,
+            resume,
+        } = self;
+        let p = &mut policy.rollout;
+        set(&mut p.updates_enabled, updates_enabled);
+        set(&mut p.safe_mode, safe_mode);
+        set(&mut p.max_updates_per_period, max_updates_per_period);
+        set(&mut p.period_secs, period_secs);
+        set(&mut p.update_timeout_secs, update_timeout_secs);
+        set(&mut p.timezone, timezone);
+        set(&mut p.maintenance_windows, maintenance_windows);
+        set(&mut p.rollout_percent, rollout_percent);
+        set(&mut p.failure_threshold_percent, failure_threshold_percent);
+        set(&mut p.pinned_version, pinned_version);
+        set(&mut p.fleetlock_slots, fleetlock_slots);
+        if resume {
+            policy.halted_version = None;
+            policy.halted_reason = None;
+        }
+    }
+}
+
+impl From<RolloutPolicy> for PolicyUpdate {
+    /// An update that sets every value of `p` (and does not resume).
+    fn from(p: RolloutPolicy) -> PolicyUpdate {
+        PolicyUpdate {
+            updates_enabled: Some(p.updates_enabled),
+            safe_mode: Some(p.safe_mode),
+            max_updates_per_period: Some(p.max_updates_per_period),
+            period_secs: Some(p.period_secs),
+            update_timeout_secs: Some(p.update_timeout_secs),
+            timezone: Some(p.timezone),
+            maintenance_windows: Some(p.maintenance_windows),
+            rollout_percent: Some(p.rollout_percent),
+            failure_threshold_percent: Some(p.failure_threshold_percent),
+            pinned_version: Some(p.pinned_version),
+            fleetlock_slots: Some(p.fleetlock_slots),
+            resume: false,
+        }
+    }
 }
 
 /// Instances of a group at one version.
@@ -649,6 +741,75 @@ mod tests {
             serde_json::to_string(&unpin).unwrap(),
             r#"{"pinned_version":null}"#
         );
+    }
+
+    #[test]
+    fn policy_json_is_the_rollout_policy_plus_the_halt() {
+        let rollout = RolloutPolicy {
+            rollout_percent: 25,
+            pinned_version: Some("2.0.0".into()),
+            maintenance_windows: vec![MaintenanceWindow {
+                days: vec!["sat".into()],
+                start: "22:00".into(),
+                end: "04:00".into(),
+            }],
+            ..RolloutPolicy::default()
+        };
+        let p = Policy {
+            rollout: rollout.clone(),
+            halted_version: Some("3.0.0".into()),
+            halted_reason: Some("failures".into()),
+        };
+        // One flat object: the rollout policy's keys in its order, then the halt.
+        let inner = serde_json::to_string(&rollout).unwrap();
+        let expected = format!(
+            r#"{},"halted_version":"3.0.0","halted_reason":"failures"}}"#,
+            inner.trim_end_matches('}')
+        );
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(json, expected);
+        assert!(!json.contains("\"rollout\""), "{json}");
+        assert_eq!(serde_json::from_str::<Policy>(&json).unwrap(), p);
+        let pretty = serde_json::to_string_pretty(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Policy>(&pretty).unwrap(), p);
+    }
+
+    #[test]
+    fn updates_apply_and_resume_clears_the_halt() {
+        let mut p = Policy {
+            halted_version: Some("2.0.0".into()),
+            halted_reason: Some("failures".into()),
+            ..Policy::default()
+        };
+        PolicyUpdate {
+            rollout_percent: Some(10),
+            pinned_version: Some(Some("1.0.0".into())),
+            ..PolicyUpdate::default()
+        }
+        .apply_to(&mut p);
+        assert_eq!(p.rollout.rollout_percent, 10);
+        assert_eq!(p.rollout.pinned_version.as_deref(), Some("1.0.0"));
+        assert_eq!(
+            p.halted_version.as_deref(),
+            Some("2.0.0"),
+            "no resume, halt stays"
+        );
+        PolicyUpdate {
+            pinned_version: Some(None),
+            resume: true,
+            ..PolicyUpdate::default()
+        }
+        .apply_to(&mut p);
+        assert_eq!(p.rollout.pinned_version, None);
+        assert_eq!((p.halted_version, p.halted_reason), (None, None));
+        let all = RolloutPolicy {
+            safe_mode: true,
+            fleetlock_slots: 3,
+            ..RolloutPolicy::default()
+        };
+        let mut q = Policy::default();
+        PolicyUpdate::from(all.clone()).apply_to(&mut q);
+        assert_eq!(q.rollout, all);
     }
 
     #[test]

@@ -575,7 +575,8 @@ fn chrono_like(ts: i64) -> String {
     )
 }
 
-fn policy_text(p: &Policy) -> String {
+fn policy_text(policy: &Policy) -> String {
+    let p = &policy.rollout;
     let windows = if p.maintenance_windows.is_empty() {
         "any time".to_string()
     } else {
@@ -603,11 +604,11 @@ fn policy_text(p: &Policy) -> String {
         p.pinned_version.as_deref().unwrap_or("(follows channel)")
     );
     let _ = writeln!(s, "reboot slots:         {}", p.fleetlock_slots);
-    if let Some(v) = &p.halted_version {
+    if let Some(v) = &policy.halted_version {
         let _ = writeln!(
             s,
             "HALTED at {v}:         {}",
-            p.halted_reason.as_deref().unwrap_or("")
+            policy.halted_reason.as_deref().unwrap_or("")
         );
     }
     s
@@ -979,7 +980,7 @@ fn group_rows(gs: &[Group]) -> String {
                     g.rollout.failed.to_string(),
                     if g.rollout.halted {
                         "halted".into()
-                    } else if g.policy.updates_enabled {
+                    } else if g.policy.rollout.updates_enabled {
                         "enabled".into()
                     } else {
                         "disabled".into()

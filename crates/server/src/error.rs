@@ -90,6 +90,7 @@ impl IntoResponse for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> ApiError {
+        let message = err.to_string();
         match err {
             DbError::NotFound { what, key } => ApiError::not_found(what, &key),
             DbError::Conflict { what, key } => ApiError::conflict(what, &key),
@@ -98,13 +99,18 @@ impl From<DbError> for ApiError {
                 value,
                 reason,
             } => ApiError::invalid(field, format!("invalid {field} {value:?}: {reason}")),
-            e @ DbError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            DbError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, message),
+            DbError::UnknownPackage { field, .. } | DbError::DuplicateFloor { field, .. } => {
+                ApiError::invalid(&field, message)
+            }
+            DbError::UnknownChannel { .. } => ApiError::invalid("channel", message),
+            DbError::Policy(e) => ApiError::invalid(&e.field, message),
+            DbError::TrackTaken { .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                message,
+                field: Some("track".into()),
+            },
             other => ApiError::internal("accessing the database", other),
         }
     }
-}
-
-/// Map a driver error from one of this module's own queries.
-pub(crate) fn db_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> ApiError {
-    move |e| ApiError::internal(what, e)
 }

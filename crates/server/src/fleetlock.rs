@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 
+use crate::body::{BodyError, read_limited};
 use crate::db::fleetlock::{self, LockOutcome, UnlockOutcome};
-use crate::omaha_endpoint::read_limited;
 use crate::state::AppState;
 
 /// The FleetLock routes.
@@ -77,14 +77,16 @@ async fn client_params(
     let limit = state.config.json_body_limit;
     let body = match read_limited(req.into_body(), limit).await {
         Ok(b) => b,
-        Err(Ok(_)) => {
+        Err(BodyError::TooLarge { .. }) => {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("body is larger than {limit} bytes"),
             ));
         }
-        Err(Err(msg)) => return Err(error(StatusCode::BAD_REQUEST, "decode_error", msg)),
+        Err(BodyError::Read(msg)) => {
+            return Err(error(StatusCode::BAD_REQUEST, "decode_error", msg));
+        }
     };
     let parsed: FleetLockRequest = serde_json::from_slice(&body).map_err(|e| {
         error(

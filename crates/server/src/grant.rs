@@ -11,7 +11,7 @@ use std::fmt;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use keelson_version::Version;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// A weekly maintenance window in the policy's time zone: on each of `days` it opens at
@@ -103,52 +103,9 @@ impl WindowExt for MaintenanceWindow {
     }
 }
 
-/// A group's rollout policy (the columns of `groups` an admin edits).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RolloutPolicy {
-    /// Master switch: when false no node in the group is granted anything.
-    pub updates_enabled: bool,
-    /// One node first: until one node finished the current rollout only one may be in
-    /// progress, and its failure halts the rollout.
-    pub safe_mode: bool,
-    /// At most this many grants per `period_secs` (and at most this many in progress).
-    pub max_updates_per_period: i64,
-    /// Length of the rate-limit period in seconds.
-    pub period_secs: i64,
-    /// A granted node that has not completed after this many seconds counts as failed.
-    pub update_timeout_secs: i64,
-    /// IANA time zone the maintenance windows are written in.
-    pub timezone: String,
-    /// Weekly windows in which grants may happen; empty means any time.
-    pub maintenance_windows: Vec<MaintenanceWindow>,
-    /// Staged wave: nodes whose stable bucket (0..100) is below this get the update.
-    pub rollout_percent: i64,
-    /// Halt the rollout when failed nodes exceed this percentage of the group.
-    pub failure_threshold_percent: i64,
-    /// Hold the group at this version instead of following the channel.
-    pub pinned_version: Option<String>,
-    /// FleetLock: how many nodes of this group may reboot at once.
-    pub fleetlock_slots: i64,
-}
-
-impl Default for RolloutPolicy {
-    fn default() -> Self {
-        RolloutPolicy {
-            updates_enabled: true,
-            safe_mode: false,
-            max_updates_per_period: 1_000_000,
-            period_secs: 3600,
-            update_timeout_secs: 3600,
-            timezone: "UTC".into(),
-            maintenance_windows: Vec::new(),
-            rollout_percent: 100,
-            failure_threshold_percent: 100,
-            pinned_version: None,
-            fleetlock_slots: 1,
-        }
-    }
-}
+/// A group's rollout policy (the columns of `groups` an admin edits): the wire type, defined
+/// once in keelson-api-types; its checks and clock arithmetic are [`PolicyRules`].
+pub use keelson_api_types::RolloutPolicy;
 
 /// A policy value that is out of range; names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,16 +117,24 @@ pub struct PolicyError {
     pub reason: String,
 }
 
-impl RolloutPolicy {
+/// The grant engine's rules on a [`RolloutPolicy`] (the type itself is serde only).
+pub trait PolicyRules {
     /// Check every field; the first bad one is reported.
-    pub fn validate(&self) -> Result<(), PolicyError> {
+    fn validate(&self) -> Result<(), PolicyError>;
+    /// Is `now` inside a maintenance window (always true when there are none)?
+    fn in_maintenance_window(&self, now: DateTime<Utc>) -> bool;
+}
+
+impl PolicyRules for RolloutPolicy {
+    fn validate(&self) -> Result<(), PolicyError> {
         let bad = |field: &str, reason: String| {
             Err(PolicyError {
                 field: field.to_string(),
                 reason,
             })
         };
-        // Ranges match the REST API's (crate::api::groups), so both layers agree.
+        // The one check: the REST API and the dashboard store a policy only through
+        // db::groups::change_policy / create, which call this.
         if !(1..=1_000_000).contains(&self.max_updates_per_period) {
             return bad(
                 "max_updates_per_period",
@@ -228,8 +193,7 @@ impl RolloutPolicy {
         Ok(())
     }
 
-    /// Is `now` inside a maintenance window (always true when there are none)?
-    pub fn in_maintenance_window(&self, now: DateTime<Utc>) -> bool {
+    fn in_maintenance_window(&self, now: DateTime<Utc>) -> bool {
         if self.maintenance_windows.is_empty() {
             return true;
         }

@@ -4,11 +4,14 @@
 //! rollout decision, [`omaha_endpoint`] the node-facing Omaha protocol, [`packages`] payload
 //! storage and range serving, [`fleetlock`] reboot coordination, [`metrics`] Prometheus text;
 //! [`api`] and [`dashboard`] are the admin-facing parts, sharing [`error`] (the error type),
-//! [`request`] (body extraction, input checks, lookups) and [`auth`]; [`openapi`] documents the
-//! REST API. With the `test-support` feature, `embedded` runs a whole server on a thread.
+//! [`request`] (JSON bodies, input checks) and [`auth`], and calling one [`db`] function per
+//! operation (no SQL or transaction of their own); [`wire`] turns db rows into the REST types;
+//! [`openapi`] documents the REST API. Every endpoint reads its body through `body` (limit and
+//! bounded drain). With the `test-support` feature, `embedded` runs a whole server on a thread.
 
 pub mod api;
 pub mod auth;
+mod body;
 pub mod dashboard;
 pub mod db;
 #[cfg(feature = "test-support")]

@@ -1,6 +1,6 @@
 //! `POST /v1/update/`: the Omaha endpoint update_engine talks to (no token: nodes are not
 //! admins). All `<app>`s of one request are recorded in one transaction
-//! ([`crate::db::rollout::handle_report_in`]), so a failure leaves nothing half-recorded.
+//! ([`crate::db::rollout::handle_reports`]), so a failure leaves nothing half-recorded.
 //!
 //! Answers: unknown application → that app gets `status="error-unknownApplication"` (as
 //! Nebraska does); policy holds → `noupdate`; malformed XML or a missing `machineid`/`version`
@@ -9,15 +9,13 @@
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use futures_util::StreamExt;
 use keelson_omaha as omaha;
-use tracing::Instrument;
 
+use crate::body::{BodyError, read_limited};
 use crate::db::packages::Package;
 use crate::db::rollout::{self, CheckAnswer, NodeEvent, NodeReport, ReportOutcome};
 use crate::state::AppState;
@@ -29,10 +27,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/update/", post(handle))
 }
 
-/// How much of an oversized body we still read (and discard) before answering 413: closing a
-/// socket with unread data makes Linux send RST, which can destroy the answer in flight.
-const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
-
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (
         status,
@@ -40,31 +34,6 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
         msg.into(),
     )
         .into_response()
-}
-
-/// Read at most `limit` bytes of `body`; `Err(total_seen)` if it is longer.
-pub(crate) async fn read_limited(
-    body: Body,
-    limit: usize,
-) -> Result<Vec<u8>, Result<usize, String>> {
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    let mut seen = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Err(format!("reading request body: {e}")))?;
-        seen += chunk.len();
-        if seen > limit {
-            while seen <= DRAIN_LIMIT {
-                match stream.next().await {
-                    Some(Ok(c)) => seen += c.len(),
-                    _ => break,
-                }
-            }
-            return Err(Ok(seen));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
 }
 
 /// The base URL nodes reach us at: the configured one, else from the `Host` header.
@@ -187,7 +156,7 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let limit = state.config.omaha_body_limit;
     let body = match read_limited(req.into_body(), limit).await {
         Ok(b) => b,
-        Err(Ok(seen)) => {
+        Err(BodyError::TooLarge { seen }) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -195,7 +164,7 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
                 ),
             );
         }
-        Err(Err(msg)) => return text(StatusCode::BAD_REQUEST, msg),
+        Err(BodyError::Read(msg)) => return text(StatusCode::BAD_REQUEST, msg),
     };
     let limits = omaha::Limits {
         max_body_bytes: limit,
@@ -227,11 +196,16 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         }
     }
     let now = chrono::Utc::now();
+    let reports: Vec<NodeReport> = request
+        .apps
+        .iter()
+        .map(|app| node_report(app, &ip, now))
+        .collect();
     // Every <app> of the request in one transaction: a failure leaves nothing half-recorded.
-    let mut tx = match state.db.begin().await {
-        Ok(tx) => tx,
+    let outcomes = match rollout::handle_reports(&state.db, &reports).await {
+        Ok(o) => o,
         Err(e) => {
-            tracing::error!(error = %e, "starting Omaha transaction");
+            tracing::error!(error = %e, "handling Omaha request");
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal error: {e}"),
@@ -239,22 +213,9 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     let mut apps = Vec::with_capacity(request.apps.len());
-    for app in &request.apps {
-        let report = node_report(app, &ip, now);
-        let span = tracing::info_span!("omaha", machine = %report.machine_id, app = %report.application_id);
-        let outcome = match rollout::handle_report_in(&mut tx, &report)
-            .instrument(span)
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(error = %e, "handling Omaha request");
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("internal error: {e}"),
-                );
-            }
-        };
+    for (app, outcome) in request.apps.iter().zip(outcomes) {
+        // Cannot fail for what `handle_reports` returns (it refuses a package without a usable
+        // SHA-256 before recording the grant); kept as an error, never a panic.
         match answer(app, outcome, &base) {
             Ok(a) => apps.push(a),
             Err(e) => {
@@ -265,13 +226,6 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
                 );
             }
         }
-    }
-    if let Err(e) = tx.commit().await {
-        tracing::error!(error = %e, "committing Omaha request");
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {e}"),
-        );
     }
     let xml = omaha::Response::new(apps).to_xml();
     (

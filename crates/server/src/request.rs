@@ -1,18 +1,13 @@
 //! Helpers every REST handler (and the dashboard) shares: the JSON body extractor with its
-//! limits, input checks, and the database steps common to several resources (connection,
-//! transaction, activity row, looking up an application or a package).
+//! limits and the input checks. The database steps are `crate::db`'s, one call per operation.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use crate::db::Tx;
-use crate::db::activity::{self, NewActivity};
-use crate::error::{ApiError, db_err};
+use crate::body::{self, BodyError};
+use crate::error::ApiError;
 use crate::state::AppState;
-use keelson_api_types::Application;
-
-pub use crate::db::activity::Severity;
 
 /// A JSON request body, read up to the configured limit, with errors in our JSON shape:
 /// 413 when too large, 415 without a JSON content type, 400 for malformed JSON and 422 for
@@ -43,59 +38,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// How much of a refused body we still read and discard before answering. Closing a socket
-/// with unread data makes Linux send RST, which can destroy the 413 before the client reads
-/// it; draining a bounded amount lets ordinary clients see the error, while a huge body still
-/// cannot make us read it all.
-pub(crate) const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
-
-/// Read and discard up to [`DRAIN_LIMIT`] bytes of what is left of `stream`.
-pub(crate) async fn drain(mut stream: axum::body::BodyDataStream) {
-    use futures_util::StreamExt;
-    let mut seen = 0usize;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len();
-        if seen > DRAIN_LIMIT {
-            break;
-        }
-    }
-}
-
-/// Read a whole request body, refusing (413) more than `limit` bytes. Counted while streaming,
-/// so a body without Content-Length cannot get past the limit either.
+/// Read a whole request body, refusing (413) more than `limit` bytes: at once when the
+/// declared `Content-Length` says so, else while streaming ([`crate::body::read_limited`]).
 pub(crate) async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    use futures_util::StreamExt;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than the limit of {limit} bytes"),
         )
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let mut stream = req.into_body().into_data_stream();
+    let declared = body::declared_length(req.headers());
     if declared.is_some_and(|n| n > limit as u64) {
-        drain(stream).await;
+        body::drain(req.into_body().into_data_stream()).await;
         return Err(too_large());
     }
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("reading request body: {e}"),
-            )
-        })?;
-        if out.len() + chunk.len() > limit {
-            drain(stream).await;
-            return Err(too_large());
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
+    body::read_limited(req.into_body(), limit)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { .. } => too_large(),
+            BodyError::Read(msg) => ApiError::new(StatusCode::BAD_REQUEST, msg),
+        })
 }
 
 /// Parse JSON, telling syntax errors (400) from shape errors (422), with line and column.
@@ -164,38 +126,6 @@ pub(crate) fn check_version(field: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-/// One activity-log row, written in the same transaction as the change it describes.
-pub(crate) type Activity<'a> = NewActivity<'a>;
-
-/// Insert an activity row inside `tx` (through [`crate::db::activity::insert`]).
-pub(crate) async fn log_activity(tx: &mut Tx, a: Activity<'_>) -> Result<(), ApiError> {
-    activity::insert(tx, &a).await.map_err(ApiError::from)
-}
-
-/// Commit `tx`, mapping the error.
-pub(crate) async fn commit(tx: Tx) -> Result<(), ApiError> {
-    tx.commit()
-        .await
-        .map_err(db_err("committing the transaction"))
-}
-
-/// Begin a transaction on the state's database.
-pub(crate) async fn begin(state: &AppState) -> Result<Tx, ApiError> {
-    state.db.begin().await.map_err(ApiError::from)
-}
-
-/// A pooled connection for a multi-query read.
-pub(crate) async fn acquire(
-    state: &AppState,
-) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, ApiError> {
-    state
-        .db
-        .pool()
-        .acquire()
-        .await
-        .map_err(db_err("getting a database connection"))
-}
-
 /// Check a required display text: non-empty, at most `max` bytes, no control characters.
 pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() {
@@ -222,30 +152,6 @@ pub(crate) fn check_text_opt(field: &str, value: &str, max: usize) -> Result<(),
         ));
     }
     Ok(())
-}
-
-/// ID of package `version` of `app`, or 400 naming `field`.
-pub(crate) async fn package_id(
-    conn: &mut sqlx::AnyConnection,
-    app: &str,
-    version: &str,
-    field: &str,
-) -> Result<i64, ApiError> {
-    let row = crate::db::packages::by_version(conn, app, version).await?;
-    row.map(|p| p.id).ok_or_else(|| {
-        ApiError::invalid(
-            field,
-            format!("{field}: application {app} has no package with version {version:?}"),
-        )
-    })
-}
-
-/// Load application `id` (already normalized) or 404.
-pub(crate) async fn load_app(
-    conn: &mut sqlx::AnyConnection,
-    id: &str,
-) -> Result<Application, ApiError> {
-    Ok(crate::db::applications::get_on(conn, id).await?.into())
 }
 
 #[cfg(test)]

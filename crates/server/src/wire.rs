@@ -1,11 +1,10 @@
 //! The one place where the data layer's entity types become the REST wire types of
-//! `keelson-api-types` (and back, for the rollout policy). The REST API and the dashboard both
+//! `keelson-api-types`. The REST API and the dashboard both
 //! show what these conversions make, so the JSON and the pages cannot drift apart.
 
 use keelson_api_types as api;
 
 use crate::db;
-use crate::grant::RolloutPolicy;
 
 impl From<db::applications::Application> for api::Application {
     fn from(a: db::applications::Application) -> Self {
@@ -121,106 +120,72 @@ impl From<db::instances::Event> for api::EventEntry {
     }
 }
 
-/// An instance row of the search or detail query.
-pub fn instance(r: db::instances::ListRow) -> api::Instance {
-    api::Instance {
-        id: r.0,
-        machine_id: r.1,
-        application_id: r.2,
-        group: r.3,
-        version: r.4,
-        status: api::status_name(r.5).to_string(),
-        ip: r.6,
-        alias: r.7,
-        oem: r.8,
-        aleph_version: r.9,
-        last_check: r.10,
-        created_at: r.11,
+impl From<db::instances::Instance> for api::Instance {
+    fn from(r: db::instances::Instance) -> Self {
+        api::Instance {
+            id: r.id,
+            machine_id: r.machine_id,
+            application_id: r.application_id,
+            group: r.group_name,
+            version: r.version,
+            status: api::status_name(r.status).to_string(),
+            ip: r.ip,
+            alias: r.alias,
+            oem: r.oem,
+            aleph_version: r.aleph_version,
+            last_check: r.last_check,
+            created_at: r.created_at,
+        }
     }
 }
 
-/// A group's stored policy and halt as the API shows them.
-pub fn policy(
-    rollout: RolloutPolicy,
-    halted_version: Option<String>,
-    halted_reason: Option<String>,
-) -> api::Policy {
-    let RolloutPolicy {
-        updates_enabled,
-        safe_mode,
-        max_updates_per_period,
-        period_secs,
-        update_timeout_secs,
-        timezone,
-        maintenance_windows,
-        rollout_percent,
-        failure_threshold_percent,
-        pinned_version,
-        fleetlock_slots,
-    } = rollout;
-    api::Policy {
-        updates_enabled,
-        safe_mode,
-        max_updates_per_period,
-        period_secs,
-        update_timeout_secs,
-        timezone,
-        maintenance_windows,
-        rollout_percent,
-        failure_threshold_percent,
-        pinned_version,
-        fleetlock_slots,
-        halted_version,
-        halted_reason,
-    }
-}
-
-/// The part of an API policy the grant engine reads.
-pub fn rollout_policy(p: &api::Policy) -> RolloutPolicy {
-    RolloutPolicy {
-        updates_enabled: p.updates_enabled,
-        safe_mode: p.safe_mode,
-        max_updates_per_period: p.max_updates_per_period,
-        period_secs: p.period_secs,
-        update_timeout_secs: p.update_timeout_secs,
-        timezone: p.timezone.clone(),
-        maintenance_windows: p.maintenance_windows.clone(),
-        rollout_percent: p.rollout_percent,
-        failure_threshold_percent: p.failure_threshold_percent,
-        pinned_version: p.pinned_version.clone(),
-        fleetlock_slots: p.fleetlock_slots,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn policy_round_trips_through_the_wire_type() {
-        let rollout = RolloutPolicy {
-            rollout_percent: 25,
-            pinned_version: Some("2.0.0".into()),
-            maintenance_windows: vec![api::MaintenanceWindow {
-                days: vec!["sat".into()],
-                start: "22:00".into(),
-                end: "04:00".into(),
-            }],
-            ..RolloutPolicy::default()
+impl From<db::groups::GroupView> for api::Group {
+    fn from(v: db::groups::GroupView) -> Self {
+        let g = v.group;
+        let versions: Vec<api::VersionCount> = v
+            .versions
+            .into_iter()
+            .map(api::VersionCount::from)
+            .collect();
+        let on_target = match &v.target_version {
+            Some(t) => versions
+                .iter()
+                .filter(|c| &c.version == t)
+                .map(|c| c.count)
+                .sum(),
+            None => 0,
         };
-        let p = policy(
-            rollout.clone(),
-            Some("3.0.0".into()),
-            Some("failures".into()),
-        );
-        assert_eq!(rollout_policy(&p), rollout);
-        // The API's JSON is the engine's policy plus the halt, in the engine's field order.
-        let engine = serde_json::to_string(&rollout).unwrap();
-        let expected = format!(
-            r#"{},"halted_version":"3.0.0","halted_reason":"failures"}}"#,
-            engine.trim_end_matches('}')
-        );
-        assert_eq!(serde_json::to_string(&p).unwrap(), expected);
+        let (in_progress, succeeded, failed) = v.grants;
+        let rollout = api::RolloutProgress {
+            target_version: v.target_version,
+            instances: versions.iter().map(|c| c.count).sum(),
+            on_target,
+            in_progress,
+            succeeded,
+            failed,
+            halted: g.policy.halted_version.is_some(),
+        };
+        api::Group {
+            id: g.id,
+            application_id: g.application_id,
+            name: g.name,
+            track: g.track,
+            channel: g.channel,
+            policy: g.policy,
+            versions,
+            statuses: v.statuses.into_iter().map(api::StatusCount::from).collect(),
+            rollout,
+            created_at: g.created_at,
+        }
+    }
+}
+
+impl From<db::fleetlock::Holder> for api::FleetLockHolder {
+    fn from(h: db::fleetlock::Holder) -> Self {
+        api::FleetLockHolder {
+            group: h.group,
+            id: h.id,
+            acquired_at: h.acquired_at,
+        }
     }
 }

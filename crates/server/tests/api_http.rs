@@ -683,7 +683,117 @@ async fn rollback_reason_and_clear(backend: Backend) {
     );
 }
 
+/// Refusals the data layer decides (what only the database knows) keep their exact status
+/// and body: `{"error": ..., "field": ...}`.
+async fn refusals_keep_their_status_and_body(backend: Backend) {
+    let s = start(backend).await;
+    s.seed(0).await;
+    let apps = format!("/api/v1/apps/{APP}");
+    let cases: Vec<(Method, String, Value, u16, Value)> = vec![
+        (
+            Method::POST,
+            format!("{apps}/channels"),
+            json!({"name": "beta", "version": "7.7.7"}),
+            400,
+            json!({"error": format!("version: application {APP} has no package with version \"7.7.7\""), "field": "version"}),
+        ),
+        (
+            Method::POST,
+            format!("{apps}/channels"),
+            json!({"name": "beta", "floors": ["1.0.0", "1.0.0"]}),
+            400,
+            json!({"error": "floor \"1.0.0\" is listed twice", "field": "floors[1]"}),
+        ),
+        (
+            Method::POST,
+            format!("{apps}/channels"),
+            json!({"name": "stable"}),
+            409,
+            json!({"error": "channel \"stable\" already exists"}),
+        ),
+        (
+            Method::PUT,
+            format!("{apps}/channels/stable"),
+            json!({"floors": ["9.9.9"]}),
+            400,
+            json!({"error": format!("floors[0]: application {APP} has no package with version \"9.9.9\""), "field": "floors[0]"}),
+        ),
+        (
+            Method::PUT,
+            format!("{apps}/channels/nope"),
+            json!({"version": "1.0.0"}),
+            404,
+            json!({"error": "channel \"nope\" not found"}),
+        ),
+        (
+            Method::POST,
+            format!("{apps}/groups"),
+            json!({"name": "canary", "channel": "nope"}),
+            400,
+            json!({"error": format!("channel: application {APP} has no channel \"nope\""), "field": "channel"}),
+        ),
+        (
+            Method::POST,
+            format!("{apps}/groups"),
+            json!({"name": "canary", "track": "stable"}),
+            409,
+            json!({"error": "track \"stable\" is already used by group \"prod\"", "field": "track"}),
+        ),
+        (
+            Method::POST,
+            format!("{apps}/groups"),
+            json!({"name": "prod", "track": "other"}),
+            409,
+            json!({"error": "group \"prod\" already exists"}),
+        ),
+        (
+            Method::PUT,
+            format!("{apps}/groups/prod/policy"),
+            json!({"rollout_percent": 101}),
+            400,
+            json!({"error": "rollout_percent: 101 is not in 0..=100", "field": "rollout_percent"}),
+        ),
+        (
+            Method::PUT,
+            format!("{apps}/groups/prod/policy"),
+            json!({"pinned_version": "9.9.9"}),
+            400,
+            json!({"error": format!("pinned_version: application {APP} has no package with version \"9.9.9\""), "field": "pinned_version"}),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/apps/nope/groups/prod/policy".to_string(),
+            json!({}),
+            404,
+            json!({"error": "application \"nope\" not found"}),
+        ),
+        (
+            Method::DELETE,
+            format!("{apps}/packages/2.0.0"),
+            Value::Null,
+            409,
+            json!({"error": "package 2.0.0 is used by channel(s) stable; repoint them first"}),
+        ),
+    ];
+    let activity_before = s.count("activity").await;
+    for (method, url, body, status, want) in cases {
+        let mut req = s.admin(method.clone(), &url);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {url} {body}");
+        assert_eq!(json_of(r).await, want, "{method} {url} {body}");
+    }
+    assert_eq!(
+        s.count("activity").await,
+        activity_before,
+        "a refusal was logged"
+    );
+}
+
 both!(
+    refusals_keep_their_status_and_body,
     rollback_reason_and_clear,
     crud_flow,
     invalid_input_is_rejected_and_writes_nothing,

@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use common::{APP, Backend, start};
+use common::{APP, Backend, holders, start};
 use keelson_server::db;
 use reqwest::Method;
 
@@ -93,12 +93,7 @@ async fn holders_listed_and_released(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    assert!(
-        db::fleetlock::holders_of(&s.db, "stable")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(holders(&s.db, "stable").await.is_empty());
 
     // The REST release works the same way and is in the activity log.
     db::fleetlock::lock(&s.db, "stable", "node-b")
@@ -110,12 +105,7 @@ async fn holders_listed_and_released(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert!(
-        db::fleetlock::holders_of(&s.db, "stable")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(holders(&s.db, "stable").await.is_empty());
     let activity = s.admin_json("/api/v1/activity?limit=10").await;
     let kinds: Vec<&str> = activity
         .as_array()

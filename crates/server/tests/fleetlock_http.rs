@@ -51,7 +51,7 @@ async fn semaphore_with_slots(b: Backend) {
     // Unlocking something not held is success and changes nothing.
     assert_eq!(call(&base, "steady-state", "c", "stable").await.0, 200);
     assert_eq!(
-        db::fleetlock::holders_of(&env.db, "stable").await.unwrap(),
+        holders(&env.db, "stable").await,
         vec!["a".to_string(), "b".to_string()]
     );
     assert_eq!(call(&base, "steady-state", "a", "stable").await.0, 200);
@@ -194,12 +194,12 @@ async fn documented_examples_are_what_the_server_does(b: Backend) {
     let r = send("steady-state", &docs[0]).await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), docs[2]);
     // One slot, held by someone else: the documented error.
-    let g = db::groups::list(&env.db, APP).await.unwrap().remove(0);
+    let g = db::groups::find(&env.db, APP, "Stable").await.unwrap();
     let policy = RolloutPolicy {
         fleetlock_slots: 1,
-        ..g.policy
+        ..g.policy.rollout
     };
-    db::groups::update_policy(&env.db, "admin", g.id, &policy)
+    db::groups::change_policy(&env.db, "admin", APP, "Stable", policy.into())
         .await
         .unwrap();
     assert_eq!(call(&base, "pre-reboot", "other", "stable").await.0, 200);

@@ -1,5 +1,6 @@
 //! The grant algorithm against a real database (SQLite and PostgreSQL, same tests): every rule
-//! through `db::rollout::handle_report`, with the clock passed in.
+//! through `db::rollout::handle_reports` (as the Omaha endpoint calls it), with the clock
+//! passed in.
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
@@ -7,19 +8,40 @@ mod common;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::*;
+use keelson_api_types::{ChannelUpdate, PolicyUpdate};
 use keelson_server::db::{self, DbError};
-use keelson_server::grant::{MaintenanceWindow, RolloutPolicy, wave_bucket};
+use keelson_server::grant::{MaintenanceWindow, PolicyRules, RolloutPolicy, wave_bucket};
 
 fn t0() -> DateTime<Utc> {
     // A Tuesday, 10:00 UTC.
     Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap()
 }
 
-async fn status_of(env: &Env, machine: &str) -> i64 {
-    db::instances::get_by_machine(&env.db, APP, machine)
+/// The group `Stable` of the fleet.
+async fn stable(env: &Env) -> db::groups::Group {
+    db::groups::find(&env.db, APP, "Stable").await.unwrap()
+}
+
+/// Set every value of `Stable`'s policy (the halt stays), as `PUT .../policy` does.
+async fn set_policy(env: &Env, p: RolloutPolicy) -> Result<(), DbError> {
+    db::groups::change_policy(&env.db, "admin", APP, "Stable", p.into())
         .await
-        .unwrap()
-        .status
+        .map(|_| ())
+}
+
+/// Lift `Stable`'s automatic halt, as `PUT .../policy {"resume": true}` does.
+async fn resume(env: &Env) {
+    let change = PolicyUpdate {
+        resume: true,
+        ..PolicyUpdate::default()
+    };
+    db::groups::change_policy(&env.db, "admin", APP, "Stable", change)
+        .await
+        .unwrap();
+}
+
+async fn status_of(env: &Env, machine: &str) -> i64 {
+    instance(&env.db, machine).await.status
 }
 
 async fn full_update_cycle(b: Backend) {
@@ -34,7 +56,7 @@ async fn full_update_cycle(b: Backend) {
         let mut rep = report("m1", "1.0.0", t0());
         rep.update_check = false;
         rep.events = vec![event(t, r, None, "")];
-        let _ = db::rollout::handle_report(&env.db, &rep).await.unwrap();
+        let _ = handle_report(&env.db, &rep).await.unwrap();
         assert_eq!(status_of(&env, "m1").await, want, "after event {t}/{r}");
     }
     complete(&env, "m1", "1.0.0", "2.0.0", t0() + Duration::minutes(5)).await;
@@ -48,16 +70,14 @@ async fn full_update_cycle(b: Backend) {
         .await
         .unwrap();
     assert_eq!(outcome, 1);
-    let inst = db::instances::get_by_machine(&env.db, APP, "m1")
-        .await
-        .unwrap();
-    let (_, hist, events, _) = db::instances::detail(&env.db, inst.id)
+    let inst = instance(&env.db, "m1").await;
+    let detail = db::instances::detail(&env.db, inst.id)
         .await
         .unwrap()
         .unwrap();
-    let codes: Vec<i64> = hist.iter().rev().map(|h| h.status).collect();
+    let codes: Vec<i64> = detail.history.iter().rev().map(|h| h.status).collect();
     assert_eq!(codes, vec![2, 7, 6, 5, 4]);
-    assert_eq!(events.len(), 4);
+    assert_eq!(detail.events.len(), 4);
     let act = db::activity::list(&env.db, None, Some(gid), None, 50)
         .await
         .unwrap();
@@ -120,15 +140,15 @@ async fn safe_mode_one_first_and_halt_on_failure(b: Backend) {
         Err("safe_mode_waiting".into())
     );
     fail(&env, "a", "1.0.0", 10, t0() + Duration::minutes(3)).await;
-    let g = db::groups::get(&env.db, gid).await.unwrap();
-    assert_eq!(g.halted_version.as_deref(), Some("2.0.0"));
-    assert!(g.halted_reason.unwrap().contains("safe mode"));
+    let g = stable(&env).await;
+    assert_eq!(g.policy.halted_version.as_deref(), Some("2.0.0"));
+    assert!(g.policy.halted_reason.unwrap().contains("safe mode"));
     assert_eq!(
         check(&env, "b", "1.0.0", t0() + Duration::minutes(4)).await,
         Err("rollout_halted".into())
     );
     // An admin resumes: the next node may try (safe mode still allows one at a time).
-    db::groups::resume(&env.db, "admin", gid).await.unwrap();
+    resume(&env).await;
     let act = db::activity::list(&env.db, None, Some(gid), None, 50)
         .await
         .unwrap();
@@ -156,8 +176,8 @@ async fn rollback_with_flag_bits_counts_as_failure(b: Backend) {
     // 1 of 2 nodes failed = 50% > 40%: the rollout is halted, and b is answered noupdate
     // (never error-*), keeping the Error status the rollback gave it.
     assert_eq!(ans, Err("rolled_back".into()));
-    let g = db::groups::get(&env.db, gid).await.unwrap();
-    assert_eq!(g.halted_version.as_deref(), Some("2.0.0"));
+    let g = stable(&env).await;
+    assert_eq!(g.policy.halted_version.as_deref(), Some("2.0.0"));
     assert_eq!(status_of(&env, "b").await, 3);
     assert_eq!(
         check(&env, "c", "1.0.0", t0() + Duration::minutes(31)).await,
@@ -175,7 +195,7 @@ async fn rollback_with_flag_bits_counts_as_failure(b: Backend) {
     assert!(rb.message.contains("error code 44"), "{}", rb.message);
     // After an admin resumes, b is still never offered the version it rolled back from (no
     // update/rollback loop) and keeps its Error status; other nodes go on.
-    db::groups::resume(&env.db, "admin", gid).await.unwrap();
+    resume(&env).await;
     let later = t0() + Duration::minutes(40);
     assert_eq!(
         check(&env, "b", "1.0.0", later).await,
@@ -185,8 +205,11 @@ async fn rollback_with_flag_bits_counts_as_failure(b: Backend) {
     assert_eq!(check(&env, "c", "1.0.0", later).await, Ok("2.0.0".into()));
     // A newer target is offered to b again.
     let newer = external_package(&env, "2.1.0").await;
-    let chans = db::channels::list(&env.db, APP).await.unwrap();
-    db::channels::set_package(&env.db, "admin", chans[0].id, Some(newer.id))
+    let change = ChannelUpdate {
+        version: Some(Some(newer.version.clone())),
+        floors: None,
+    };
+    db::channels::update(&env.db, "admin", APP, "stable", &change)
         .await
         .unwrap();
     assert_eq!(check(&env, "b", "1.0.0", later).await, Ok("2.1.0".into()));
@@ -199,14 +222,14 @@ async fn rollback_after_reported_success_still_fails_the_grant(b: Backend) {
         failure_threshold_percent: 1,
         ..Default::default()
     };
-    let (gid, _) = fleet(&env, "2.0.0", policy).await;
+    fleet(&env, "2.0.0", policy).await;
     assert!(check(&env, "a", "1.0.0", t0()).await.is_ok());
     // The new version booted once and checked in (grant complete) ...
     complete(&env, "a", "1.0.0", "2.0.0", t0() + Duration::minutes(5)).await;
     // ... but was not marked good, so the next boot is the old slot, reporting a rollback.
     fail(&env, "a", "1.0.0", 44, t0() + Duration::minutes(9)).await;
-    let g = db::groups::get(&env.db, gid).await.unwrap();
-    assert_eq!(g.halted_version.as_deref(), Some("2.0.0"));
+    let g = stable(&env).await;
+    assert_eq!(g.policy.halted_version.as_deref(), Some("2.0.0"));
 }
 both!(rollback_after_reported_success_still_fails_the_grant);
 
@@ -217,7 +240,7 @@ async fn update_timeout_counts_as_failure(b: Backend) {
         failure_threshold_percent: 20,
         ..Default::default()
     };
-    let (gid, _) = fleet(&env, "2.0.0", policy).await;
+    fleet(&env, "2.0.0", policy).await;
     assert!(check(&env, "a", "1.0.0", t0()).await.is_ok());
     assert!(check(&env, "b", "2.0.0", t0()).await.is_err());
     // Within the timeout nothing is wrong.
@@ -229,8 +252,8 @@ async fn update_timeout_counts_as_failure(b: Backend) {
     // a never completes: past the timeout it counts as failed (1 of 4 nodes = 25% > 20%).
     let ans = check(&env, "d", "1.0.0", t0() + Duration::seconds(601)).await;
     assert!(ans.unwrap_err().contains("rollout_halted"));
-    let g = db::groups::get(&env.db, gid).await.unwrap();
-    assert_eq!(g.halted_version.as_deref(), Some("2.0.0"));
+    let g = stable(&env).await;
+    assert_eq!(g.policy.halted_version.as_deref(), Some("2.0.0"));
 }
 both!(update_timeout_counts_as_failure);
 
@@ -272,7 +295,7 @@ async fn staged_wave_by_percentage(b: Backend) {
         rollout_percent: 25,
         ..Default::default()
     };
-    let (gid, _) = fleet(&env, "2.0.0", policy.clone()).await;
+    fleet(&env, "2.0.0", policy.clone()).await;
     let machines: Vec<String> = (0..120).map(|i| format!("node-{i:03}")).collect();
     let mut granted = 0;
     for m in &machines {
@@ -294,9 +317,7 @@ async fn staged_wave_by_percentage(b: Backend) {
         rollout_percent: 60,
         ..policy
     };
-    db::groups::update_policy(&env.db, "admin", gid, &widened)
-        .await
-        .unwrap();
+    set_policy(&env, widened).await.unwrap();
     let mut more = 0;
     for m in &machines {
         let got = check(&env, m, "1.0.0", t0() + Duration::minutes(1)).await;
@@ -309,10 +330,14 @@ both!(staged_wave_by_percentage);
 
 async fn floors_come_first(b: Backend) {
     let env = env(b).await;
-    let (_, ch) = fleet(&env, "3.0.0", RolloutPolicy::default()).await;
+    fleet(&env, "3.0.0", RolloutPolicy::default()).await;
     let floor = external_package(&env, "2.0.0").await;
     let _other = external_package(&env, "2.5.0").await;
-    db::channels::set_floor(&env.db, "admin", ch, floor.id, true)
+    let change = ChannelUpdate {
+        version: None,
+        floors: Some(vec![floor.version.clone()]),
+    };
+    db::channels::update(&env.db, "admin", APP, "stable", &change)
         .await
         .unwrap();
     assert_eq!(check(&env, "a", "1.0.0", t0()).await, Ok("2.0.0".into()));
@@ -332,8 +357,11 @@ async fn pinning_holds_a_group_at_a_version(b: Backend) {
         pinned_version: Some("1.5.0".into()),
         ..Default::default()
     };
-    let (gid, _) = fleet(&env, "2.0.0", policy).await;
+    // The pin names a package, so it exists before the group.
+    application(&env).await;
     external_package(&env, "1.5.0").await;
+    external_package(&env, "2.0.0").await;
+    channel_and_group(&env, "2.0.0", policy).await;
     assert_eq!(check(&env, "a", "1.0.0", t0()).await, Ok("1.5.0".into()));
     assert_eq!(
         check(&env, "b", "1.5.0", t0()).await,
@@ -345,9 +373,7 @@ async fn pinning_holds_a_group_at_a_version(b: Backend) {
         Err("up_to_date".into())
     );
     // Unpin: the channel's version again.
-    db::groups::update_policy(&env.db, "admin", gid, &RolloutPolicy::default())
-        .await
-        .unwrap();
+    set_policy(&env, RolloutPolicy::default()).await.unwrap();
     assert_eq!(check(&env, "b", "1.5.0", t0()).await, Ok("2.0.0".into()));
 }
 both!(pinning_holds_a_group_at_a_version);
@@ -357,7 +383,7 @@ async fn unknown_application_writes_nothing(b: Backend) {
     fleet(&env, "2.0.0", RolloutPolicy::default()).await;
     let mut r = report("a", "1.0.0", t0());
     r.application_id = "{00000000-0000-0000-0000-000000000000}".into();
-    let out = db::rollout::handle_report(&env.db, &r).await.unwrap();
+    let out = handle_report(&env.db, &r).await.unwrap();
     assert_eq!(out, db::rollout::ReportOutcome::UnknownApplication);
     assert_eq!(count(&env.db, "instances").await, 0);
     assert_eq!(count(&env.db, "events").await, 0);
@@ -366,8 +392,8 @@ both!(unknown_application_writes_nothing);
 
 async fn invalid_policy_changes_nothing(b: Backend) {
     let env = env(b).await;
-    let (gid, _) = fleet(&env, "2.0.0", RolloutPolicy::default()).await;
-    let before = db::groups::get(&env.db, gid).await.unwrap();
+    fleet(&env, "2.0.0", RolloutPolicy::default()).await;
+    let before = stable(&env).await;
     let activity_before = count(&env.db, "activity").await;
     let bad = [
         RolloutPolicy {
@@ -388,12 +414,10 @@ async fn invalid_policy_changes_nothing(b: Backend) {
         },
     ];
     for p in bad {
-        let err = db::groups::update_policy(&env.db, "admin", gid, &p)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, DbError::Invalid { .. }), "{err}");
+        let err = set_policy(&env, p).await.unwrap_err();
+        assert!(matches!(err, DbError::Policy(_)), "{err}");
     }
-    assert_eq!(db::groups::get(&env.db, gid).await.unwrap(), before);
+    assert_eq!(stable(&env).await, before);
     assert_eq!(count(&env.db, "activity").await, activity_before);
 }
 both!(invalid_policy_changes_nothing);
@@ -410,7 +434,7 @@ async fn concurrent_checks_respect_the_limit(b: Backend) {
         let db = env.db.clone();
         tasks.push(tokio::spawn(async move {
             let r = report(&format!("n{i}"), "1.0.0", t0());
-            db::rollout::handle_report(&db, &r).await.unwrap()
+            handle_report(&db, &r).await.unwrap()
         }));
     }
     let mut granted = 0;

@@ -52,7 +52,7 @@ async fn stored_fleet(env: &Env, policy: RolloutPolicy) -> (i64, Vec<u8>) {
     application(env).await;
     let bytes = payload("2.0.0", 300_000);
     let pkg = stored_package(env, "2.0.0", &bytes).await;
-    let (group, _) = channel_and_group(env, pkg.id, policy).await;
+    let (group, _) = channel_and_group(env, &pkg.version, policy).await;
     (group, bytes)
 }
 
@@ -101,9 +101,7 @@ async fn grant_is_what_update_engine_needs(b: Backend) {
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap().as_ref(), &bytes[100_000..]);
     // The instance is recorded with what the node said.
-    let inst = db::instances::get_by_machine(&env.db, APP, "m-1")
-        .await
-        .unwrap();
+    let inst = instance(&env.db, "m-1").await;
     assert_eq!(
         (
             inst.version.as_str(),
@@ -151,14 +149,13 @@ async fn event_only_requests_are_acknowledged(b: Backend) {
     let app = &resp.apps[0];
     assert!(app.update_check.is_none());
     assert_eq!(app.events, vec!["ok".to_string()]);
-    let inst = db::instances::get_by_machine(&env.db, APP, "m-1")
-        .await
-        .unwrap();
+    let inst = instance(&env.db, "m-1").await;
     assert_eq!(inst.status, 3, "Error");
-    let (_, _, ev, _) = db::instances::detail(&env.db, inst.id)
+    let ev = db::instances::detail(&env.db, inst.id)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .events;
     assert_eq!(
         ev[0].error_code,
         Some(268_435_466),
@@ -240,7 +237,7 @@ both!(bad_input_gets_a_status_and_writes_nothing);
 /// → steady-state unlock. The server's view matches at every step.
 async fn node_update_journey(b: Backend) {
     let env = env(b).await;
-    let (gid, bytes) = stored_fleet(&env, RolloutPolicy::default()).await;
+    let (_, bytes) = stored_fleet(&env, RolloutPolicy::default()).await;
     let base = serve(&env, |_| {}).await;
     let http = reqwest::Client::new();
     let node = "journey-1";
@@ -252,12 +249,7 @@ async fn node_update_journey(b: Backend) {
             r#"<request protocol="3.0"><app appid="{APP_BRACED}" version="1.0.0" track="stable" machineid="{node}">{events}</app></request>"#
         )
     };
-    let status = || async {
-        db::instances::get_by_machine(&env.db, APP, node)
-            .await
-            .unwrap()
-            .status
-    };
+    let status = || async { instance(&env.db, node).await.status };
 
     let resp = omaha(
         &base,
@@ -319,13 +311,11 @@ async fn node_update_journey(b: Backend) {
     );
     assert_eq!(status().await, 4);
     assert_eq!(lock("steady-state").await.unwrap().status(), 200);
-    assert!(
-        db::fleetlock::holders_of(&env.db, "stable")
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let breakdown = db::groups::version_breakdown(&env.db, gid).await.unwrap();
+    assert!(holders(&env.db, "stable").await.is_empty());
+    let breakdown = db::groups::view(&env.db, APP, "Stable")
+        .await
+        .unwrap()
+        .versions;
     assert_eq!(breakdown.len(), 1);
     assert_eq!(
         (breakdown[0].version.as_str(), breakdown[0].count),

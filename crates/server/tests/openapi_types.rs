@@ -14,17 +14,19 @@ fn v<T: Serialize>(t: T) -> Value {
 
 fn policy() -> api::Policy {
     api::Policy {
-        updates_enabled: true,
-        safe_mode: false,
-        max_updates_per_period: 10,
-        period_secs: 3600,
-        update_timeout_secs: 3600,
-        timezone: "UTC".into(),
-        maintenance_windows: vec![window()],
-        rollout_percent: 50,
-        failure_threshold_percent: 20,
-        pinned_version: Some("2.0.0".into()),
-        fleetlock_slots: 1,
+        rollout: api::RolloutPolicy {
+            updates_enabled: true,
+            safe_mode: false,
+            max_updates_per_period: 10,
+            period_secs: 3600,
+            update_timeout_secs: 3600,
+            timezone: "UTC".into(),
+            maintenance_windows: vec![window()],
+            rollout_percent: 50,
+            failure_threshold_percent: 20,
+            pinned_version: Some("2.0.0".into()),
+            fleetlock_slots: 1,
+        },
         halted_version: None,
         halted_reason: Some("failures".into()),
     }

@@ -12,16 +12,6 @@ use crate::state::AppState;
 
 pub use keelson_api_types::FleetLockHolder;
 
-impl From<crate::db::fleetlock::Holder> for FleetLockHolder {
-    fn from(h: crate::db::fleetlock::Holder) -> Self {
-        FleetLockHolder {
-            group: h.group,
-            id: h.id,
-            acquired_at: h.acquired_at,
-        }
-    }
-}
-
 /// Query of `GET /api/v1/fleetlock/holders`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

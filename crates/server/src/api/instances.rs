@@ -57,20 +57,20 @@ pub async fn query_instances(
     let (total, rows) = crate::db::instances::search(&state.db, &search).await?;
     Ok(InstancePage {
         total,
-        instances: rows.into_iter().map(crate::wire::instance).collect(),
+        instances: rows.into_iter().map(Instance::from).collect(),
     })
 }
 
 /// Load one instance with its history.
 pub async fn load_instance(state: &AppState, id: i64) -> Result<InstanceDetail, ApiError> {
-    let (row, history, events, rolled_back) = crate::db::instances::detail(&state.db, id)
+    let d = crate::db::instances::detail(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("instance", &id.to_string()))?;
     Ok(InstanceDetail {
-        instance: crate::wire::instance(row),
-        status_history: history.into_iter().map(StatusEntry::from).collect(),
-        events: events.into_iter().map(EventEntry::from).collect(),
-        rolled_back,
+        instance: d.instance.into(),
+        status_history: d.history.into_iter().map(StatusEntry::from).collect(),
+        events: d.events.into_iter().map(EventEntry::from).collect(),
+        rolled_back: d.rolled_back,
     })
 }
 

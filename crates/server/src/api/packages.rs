@@ -153,7 +153,7 @@ async fn stream_to_file(req: Request, path: &FsPath, limit: u64) -> Result<Strea
         })?;
         size += chunk.len() as u64;
         if size > limit {
-            crate::request::drain(stream).await;
+            crate::body::drain(stream).await;
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("upload is larger than the limit of {limit} bytes"),
@@ -199,14 +199,9 @@ pub async fn upload(
         }) => {}
         Err(e) => return Err(e.into()),
     }
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let limit = state.config.upload_limit;
-    if declared.is_some_and(|n| n > limit) {
-        crate::request::drain(req.into_body().into_data_stream()).await;
+    if crate::body::declared_length(req.headers()).is_some_and(|n| n > limit) {
+        crate::body::drain(req.into_body().into_data_stream()).await;
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("upload is larger than the limit of {limit} bytes"),

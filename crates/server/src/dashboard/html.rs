@@ -3,7 +3,7 @@
 //! Pages are built with `format!` and one escaping function instead of a template engine: there
 //! are few pages, the Rust compiler checks every value they use, and it costs no dependency.
 //! The rule that keeps it safe: every value that came from the database or the request goes
-//! through [`esc`] (or [`attr`]) exactly once, at the point it is put into markup.
+//! through [`esc`] (or [`attr_url`]) exactly once, at the point it is put into markup.
 
 use std::fmt::Write;
 

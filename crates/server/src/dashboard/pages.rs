@@ -1,5 +1,5 @@
 //! The dashboard's pages. Reads go through the same queries as the REST API; the policy form
-//! goes through the same validation and transaction ([`change_policy`]).
+//! goes through the same validation and transaction ([`crate::db::groups::change_policy`]).
 
 use std::fmt::Write;
 
@@ -11,15 +11,12 @@ use serde::Deserialize;
 use super::html::error_page;
 use super::html::{Section, attr_url, badge, esc, page, progress, status_bar, time, version_bar};
 use super::user::DashUser;
-use crate::api::groups::{
-    Group, MaintenanceWindow, PolicyUpdate, change_policy, load_group, load_groups, summarize,
-};
+use crate::api::groups::{Group, MaintenanceWindow, PolicyUpdate};
 use crate::api::instances::{
     ActivityFilter, InstanceFilter, STATUSES, load_instance, query_activity, query_instances,
 };
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::request::{acquire, load_app};
 use crate::state::AppState;
 
 fn fail(caller: &Caller, e: ApiError) -> Response {
@@ -39,7 +36,7 @@ fn group_card(g: &Group) -> String {
     let target = g.rollout.target_version.as_deref();
     let state_badge = if g.rollout.halted {
         badge("halted")
-    } else if g.policy.updates_enabled {
+    } else if g.policy.rollout.updates_enabled {
         badge("enabled")
     } else {
         badge("disabled")
@@ -59,7 +56,7 @@ fn group_card(g: &Group) -> String {
         track = esc(&g.track),
         channel = esc(g.channel.as_deref().unwrap_or("none")),
         target = esc(target.unwrap_or("none")),
-        pin = if g.policy.pinned_version.is_some() {
+        pin = if g.policy.rollout.pinned_version.is_some() {
             " (pinned)"
         } else {
             ""
@@ -71,7 +68,7 @@ fn group_card(g: &Group) -> String {
         inprog = g.rollout.in_progress,
         ok = g.rollout.succeeded,
         failed = g.rollout.failed,
-        wave = g.policy.rollout_percent,
+        wave = g.policy.rollout.rollout_percent,
     )
 }
 
@@ -87,9 +84,7 @@ pub async fn groups_overview(
 }
 
 async fn render_overview(state: &AppState) -> Result<String, ApiError> {
-    // Listed before taking a connection: SQLite's pool has one, and this call takes its own.
     let apps = crate::db::applications::list(&state.db).await?;
-    let mut conn = acquire(state).await?;
     if apps.is_empty() {
         return Ok("<p class=\"empty\">No applications yet: create one with <span class=\"mono\">keelson admin app create</span>.</p>".into());
     }
@@ -101,13 +96,12 @@ async fn render_overview(state: &AppState) -> Result<String, ApiError> {
             esc(&name),
             esc(&id)
         );
-        let groups = load_groups(&mut conn, &id).await?;
+        let groups = crate::db::groups::views(&state.db, &id).await?;
         if groups.is_empty() {
             body.push_str("<p class=\"empty\">No groups.</p>");
         }
-        for core in groups {
-            let g = summarize(&mut conn, core).await?;
-            body.push_str(&group_card(&g));
+        for view in groups {
+            body.push_str(&group_card(&Group::from(view)));
         }
         body.push_str("</div>");
     }
@@ -142,15 +136,11 @@ async fn render_group(
     status: StatusCode,
 ) -> Response {
     let result = async {
-        let mut conn = acquire(state).await?;
-        let app_row = load_app(&mut conn, &keelson_omaha::normalize_app_id(app)).await?;
-        let core = load_group(&mut conn, &app_row.id, group).await?;
-        let g = summarize(&mut conn, core).await?;
-        drop(conn);
+        let g = Group::from(crate::db::groups::view(&state.db, app, group).await?);
         let instances = query_instances(
             state,
             &InstanceFilter {
-                app: Some(app_row.id.clone()),
+                app: Some(g.application_id.clone()),
                 group: Some(g.name.clone()),
                 limit: Some(20),
                 ..Default::default()
@@ -158,10 +148,10 @@ async fn render_group(
         )
         .await?;
         let holders = crate::db::fleetlock::holders_with_time(&state.db, Some(&g.track)).await?;
-        Ok::<_, ApiError>((app_row, g, instances, holders))
+        Ok::<_, ApiError>((g, instances, holders))
     }
     .await;
-    let (app_row, g, instances, holders) = match result {
+    let (g, instances, holders) = match result {
         Ok(v) => v,
         Err(e) => return fail(caller, e),
     };
@@ -179,7 +169,7 @@ async fn render_group(
          <div class=\"card\" id=\"fleetlock\"><h2>Reboot slots (FleetLock {track}): {held} of {slots} held</h2>{holders}</div>\
          <div class=\"card\"><h2>Recently seen instances ({total})</h2>{table}\
          <p><a href=\"/ui/instances?app={app}&amp;group={group}\">All instances of this group</a></p></div>",
-        form = policy_form(&app_row.id, &g, caller.role >= Role::Admin),
+        form = policy_form(&g.application_id, &g, caller.role >= Role::Admin),
         status_bar = status_bar(&statuses),
         halt = match (&g.policy.halted_version, &g.policy.halted_reason) {
             (Some(v), reason) => format!(
@@ -191,15 +181,15 @@ async fn render_group(
         },
         track = esc(&g.track),
         held = holders.len(),
-        slots = g.policy.fleetlock_slots,
+        slots = g.policy.rollout.fleetlock_slots,
         holders = holder_table(
-            &group_url(&app_row.id, &g.name),
+            &group_url(&g.application_id, &g.name),
             &holders,
             caller.role >= Role::Admin
         ),
         total = instances.total,
         table = instance_table(&instances.instances),
-        app = attr_url(&app_row.id),
+        app = attr_url(&g.application_id),
         group = attr_url(&g.name),
     );
     (
@@ -222,7 +212,7 @@ fn windows_text(ws: &[MaintenanceWindow]) -> String {
 }
 
 fn policy_form(app: &str, g: &Group, editable: bool) -> String {
-    let p = &g.policy;
+    let p = &g.policy.rollout;
     let dis = if editable { "" } else { " disabled" };
     let checked = |b: bool| if b { " checked" } else { "" };
     let num = |name: &str, label: &str, value: i64, hint: &str| {
@@ -386,7 +376,11 @@ pub async fn policy_submit(
         );
     }
     let result = match parse_policy_form(&fields) {
-        Ok(update) => change_policy(&state, &caller.actor(), &app, &group, update).await,
+        Ok(update) => {
+            crate::db::groups::change_policy(&state.db, &caller.actor(), &app, &group, update)
+                .await
+                .map_err(ApiError::from)
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -457,13 +451,10 @@ pub async fn fleetlock_release(
         );
     }
     let result = async {
-        let mut conn = acquire(&state).await?;
-        let app_row = load_app(&mut conn, &keelson_omaha::normalize_app_id(&app)).await?;
-        let core = load_group(&mut conn, &app_row.id, &group).await?;
-        drop(conn);
-        crate::db::fleetlock::release_by_admin(&state.db, &caller.actor(), &core.track, &form.id)
+        let g = crate::db::groups::find(&state.db, &app, &group).await?;
+        crate::db::fleetlock::release_by_admin(&state.db, &caller.actor(), &g.track, &form.id)
             .await?;
-        Ok::<_, ApiError>(app_row.id)
+        Ok::<_, ApiError>(g.application_id)
     }
     .await;
     match result {

@@ -1,14 +1,14 @@
-//! The activity log: one row per change, written in the same transaction as the change.
+//! The activity log: one row per change, written by the db function that makes the change, in
+//! its transaction (`insert`, `record_and_commit`: visible only inside `db/`, so nothing else writes rows);
+//! [`list`] reads it.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{Db, DbError, Tx, now_unix};
 
 /// How much an entry matters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Severity {
     /// Routine change.
     Info,
     /// Needs a look (e.g. a node failed).
@@ -30,7 +30,7 @@ impl Severity {
 
 /// An entry to write.
 #[derive(Clone, Debug)]
-pub struct NewActivity<'a> {
+pub(super) struct NewActivity<'a> {
     /// How much it matters.
     pub severity: Severity,
     /// Machine-readable kind, e.g. `group.policy_updated`, `rollout.halted`.
@@ -48,7 +48,7 @@ pub struct NewActivity<'a> {
 }
 
 /// A stored entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Activity {
     /// Row id (increasing).
     pub id: i64,
@@ -71,7 +71,7 @@ pub struct Activity {
 }
 
 /// Append an entry inside the caller's transaction.
-pub async fn insert(tx: &mut Tx, a: &NewActivity<'_>) -> Result<(), DbError> {
+pub(super) async fn insert(tx: &mut Tx, a: &NewActivity<'_>) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO activity (created_at, severity, kind, actor, application_id, group_id, version, message) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -92,7 +92,7 @@ pub async fn insert(tx: &mut Tx, a: &NewActivity<'_>) -> Result<(), DbError> {
 
 /// Append an entry and commit the transaction holding the change it describes; `committing`
 /// names the commit in the error.
-pub async fn record_and_commit(
+pub(super) async fn record_and_commit(
     mut tx: Tx,
     a: &NewActivity<'_>,
     committing: &'static str,

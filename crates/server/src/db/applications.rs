@@ -1,6 +1,5 @@
 //! Applications: what nodes name in `<app appid=...>`.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
@@ -8,7 +7,7 @@ use super::{Db, DbError, now_unix};
 use keelson_omaha::normalize_app_id as normalize_id;
 
 /// A stored application.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Application {
     /// Normalised id: lowercase, without braces.
     pub id: String,
@@ -21,7 +20,7 @@ pub struct Application {
 }
 
 /// Check an application id (after normalising): 1..=128 of `[a-z0-9._-]`.
-pub fn validate_id(id: &str) -> Result<(), DbError> {
+fn validate_id(id: &str) -> Result<(), DbError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id
@@ -39,7 +38,7 @@ pub fn validate_id(id: &str) -> Result<(), DbError> {
     }
 }
 
-pub(crate) fn validate_name(field: &'static str, name: &str) -> Result<(), DbError> {
+fn validate_name(field: &'static str, name: &str) -> Result<(), DbError> {
     if name.trim().is_empty()
         || name.len() > 200
         || name.chars().any(|c| c.is_control() && c != '\n')
@@ -81,7 +80,10 @@ pub async fn get(db: &Db, id: &str) -> Result<Application, DbError> {
 
 /// One application by its normalized id, on a given connection or transaction (so a handler
 /// can read it inside the transaction that changes it).
-pub async fn get_on(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Application, DbError> {
+pub(super) async fn get_on(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> Result<Application, DbError> {
     sqlx::query_as::<_, Application>(&format!("SELECT {COLS} FROM applications WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)

@@ -158,15 +158,6 @@ pub async fn unlock(db: &Db, group: &str, id: &str) -> Result<UnlockOutcome, DbE
     Ok(UnlockOutcome::Released { was_held: n > 0 })
 }
 
-/// Holders of a lock group, oldest first.
-pub async fn holders_of(db: &Db, group: &str) -> Result<Vec<String>, DbError> {
-    Ok(holders_with_time(db, Some(group))
-        .await?
-        .into_iter()
-        .map(|h| h.id)
-        .collect())
-}
-
 /// One FleetLock holder: who holds a slot of which lock group since when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {

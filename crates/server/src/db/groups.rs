@@ -1,16 +1,22 @@
 //! Groups: the nodes of an application that send one track, with their rollout policy.
+//!
+//! Each change is one function that owns its transaction and writes its activity row there:
+//! [`create`], [`update`], [`change_policy`], [`delete`]. Reads: [`find`] (the row), [`view`]
+//! and [`views`] (with the instance summary the REST API and the dashboard show). The callers
+//! check the format of names; these functions check what only the database knows (the
+//! application, channel and packages named exist, names and tracks are free, the policy is one
+//! the grant engine accepts).
 
-use serde::Serialize;
+use keelson_api_types::{GroupUpdate, NewGroup, Policy, PolicyUpdate};
 use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
-use super::applications::validate_name;
 use super::{Db, DbError, Tx, flag, now_unix};
-use crate::grant::{MaintenanceWindow, RolloutPolicy};
+use crate::grant::{MaintenanceWindow, PolicyRules, RolloutPolicy};
 use keelson_omaha::normalize_app_id as normalize_id;
 
 /// A stored group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     /// Row id.
     pub id: i64,
@@ -22,14 +28,27 @@ pub struct Group {
     pub track: String,
     /// The channel it follows.
     pub channel_id: Option<i64>,
-    /// The rollout policy.
-    pub policy: RolloutPolicy,
-    /// The rollout version that is halted, if any.
-    pub halted_version: Option<String>,
-    /// Why it was halted.
-    pub halted_reason: Option<String>,
+    /// That channel's name.
+    pub channel: Option<String>,
+    /// The rollout policy and its automatic halt.
+    pub policy: Policy,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// A group with the summary of its instances: what the REST API and the dashboard show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupView {
+    /// The group.
+    pub group: Group,
+    /// Instances per version, most common first.
+    pub versions: Vec<VersionCount>,
+    /// Instances per status, by status code.
+    pub statuses: Vec<StatusCount>,
+    /// The version the group moves to: the pin, else its channel's package.
+    pub target_version: Option<String>,
+    /// Grants towards the target: (in progress, succeeded, failed).
+    pub grants: (i64, i64, i64),
 }
 
 #[derive(FromRow)]
@@ -39,6 +58,7 @@ struct GroupRow {
     name: String,
     track: String,
     channel_id: Option<i64>,
+    channel_name: Option<String>,
     updates_enabled: i64,
     safe_mode: i64,
     max_updates_per_period: i64,
@@ -69,59 +89,49 @@ impl TryFrom<GroupRow> for Group {
             name: r.name,
             track: r.track,
             channel_id: r.channel_id,
-            policy: RolloutPolicy {
-                updates_enabled: flag(r.updates_enabled),
-                safe_mode: flag(r.safe_mode),
-                max_updates_per_period: r.max_updates_per_period,
-                period_secs: r.period_secs,
-                update_timeout_secs: r.update_timeout_secs,
-                timezone: r.timezone,
-                maintenance_windows: windows,
-                rollout_percent: r.rollout_percent,
-                failure_threshold_percent: r.failure_threshold_percent,
-                pinned_version: r.pinned_version,
-                fleetlock_slots: r.fleetlock_slots,
+            channel: r.channel_name,
+            policy: Policy {
+                rollout: RolloutPolicy {
+                    updates_enabled: flag(r.updates_enabled),
+                    safe_mode: flag(r.safe_mode),
+                    max_updates_per_period: r.max_updates_per_period,
+                    period_secs: r.period_secs,
+                    update_timeout_secs: r.update_timeout_secs,
+                    timezone: r.timezone,
+                    maintenance_windows: windows,
+                    rollout_percent: r.rollout_percent,
+                    failure_threshold_percent: r.failure_threshold_percent,
+                    pinned_version: r.pinned_version,
+                    fleetlock_slots: r.fleetlock_slots,
+                },
+                halted_version: r.halted_version,
+                halted_reason: r.halted_reason,
             },
-            halted_version: r.halted_version,
-            halted_reason: r.halted_reason,
             created_at: r.created_at,
         })
     }
 }
 
-/// Every column of `groups`, read through the alias `g` (so the same list serves the join with
-/// `channels` below).
-const COLS: &str = "g.id, g.application_id, g.name, g.track, g.channel_id, g.updates_enabled, \
-    g.safe_mode, g.max_updates_per_period, g.period_secs, g.update_timeout_secs, g.timezone, \
-    g.maintenance_windows, g.rollout_percent, g.failure_threshold_percent, g.pinned_version, \
-    g.fleetlock_slots, g.halted_version, g.halted_reason, g.created_at";
+/// Every column of `groups` (alias `g`) and the name of its channel (alias `c`).
+const SELECT: &str = "SELECT g.id, g.application_id, g.name, g.track, g.channel_id, \
+    c.name AS channel_name, g.updates_enabled, g.safe_mode, g.max_updates_per_period, \
+    g.period_secs, g.update_timeout_secs, g.timezone, g.maintenance_windows, g.rollout_percent, \
+    g.failure_threshold_percent, g.pinned_version, g.fleetlock_slots, g.halted_version, \
+    g.halted_reason, g.created_at FROM groups g LEFT JOIN channels c ON c.id = g.channel_id";
 
-#[derive(FromRow)]
-struct GroupChannelRow {
-    #[sqlx(flatten)]
-    group: GroupRow,
-    channel_name: Option<String>,
-}
-
-/// Groups of `application_id` with the name of the channel each follows, by name; only the
-/// group called `name` when given. On a given connection or transaction (the REST API reads
-/// and writes a group in one transaction).
-pub async fn with_channel_in(
+/// Groups of `application_id` (normalized), by name; only the group called `name` when given.
+async fn select_in(
     conn: &mut sqlx::AnyConnection,
     application_id: &str,
     name: Option<&str>,
-) -> Result<Vec<(Group, Option<String>)>, DbError> {
+) -> Result<Vec<Group>, DbError> {
     let filter = if name.is_some() {
         "AND g.name = $2"
     } else {
         ""
     };
-    let sql = format!(
-        "SELECT {COLS}, c.name AS channel_name FROM groups g \
-         LEFT JOIN channels c ON c.id = g.channel_id \
-         WHERE g.application_id = $1 {filter} ORDER BY g.name"
-    );
-    let mut query = sqlx::query_as::<_, GroupChannelRow>(&sql).bind(application_id);
+    let sql = format!("{SELECT} WHERE g.application_id = $1 {filter} ORDER BY g.name");
+    let mut query = sqlx::query_as::<_, GroupRow>(&sql).bind(application_id);
     if let Some(n) = name {
         query = query.bind(n);
     }
@@ -130,50 +140,26 @@ pub async fn with_channel_in(
         .await
         .map_err(DbError::query("reading groups"))?
         .into_iter()
-        .map(|r| Ok((Group::try_from(r.group)?, r.channel_name)))
+        .map(Group::try_from)
         .collect()
 }
 
-/// Groups of an application, by name.
-pub async fn list(db: &Db, application_id: &str) -> Result<Vec<Group>, DbError> {
-    sqlx::query_as::<_, GroupRow>(&format!(
-        "SELECT {COLS} FROM groups g WHERE application_id = $1 ORDER BY name"
-    ))
-    .bind(normalize_id(application_id))
-    .fetch_all(db.pool())
-    .await
-    .map_err(DbError::query("listing groups"))?
-    .into_iter()
-    .map(Group::try_from)
-    .collect()
+/// Group `name` of application `app` (normalized): `NotFound` for a missing application
+/// (checked first) or group.
+async fn find_in(conn: &mut sqlx::AnyConnection, app: &str, name: &str) -> Result<Group, DbError> {
+    super::applications::get_on(conn, app).await?;
+    select_in(conn, app, Some(name))
+        .await?
+        .pop()
+        .ok_or_else(|| DbError::NotFound {
+            what: "group",
+            key: name.to_string(),
+        })
 }
 
-/// Every group of every application.
-pub async fn list_all(db: &Db) -> Result<Vec<Group>, DbError> {
-    sqlx::query_as::<_, GroupRow>(&format!(
-        "SELECT {COLS} FROM groups g ORDER BY application_id, name"
-    ))
-    .fetch_all(db.pool())
-    .await
-    .map_err(DbError::query("listing groups"))?
-    .into_iter()
-    .map(Group::try_from)
-    .collect()
-}
-
-/// One group by id.
-pub async fn get(db: &Db, id: i64) -> Result<Group, DbError> {
-    let mut conn = db
-        .pool()
-        .acquire()
-        .await
-        .map_err(DbError::query("acquiring a connection"))?;
-    get_in(&mut conn, id).await
-}
-
-/// One group by id, on a given connection or transaction.
-pub async fn get_in(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Group, DbError> {
-    sqlx::query_as::<_, GroupRow>(&format!("SELECT {COLS} FROM groups g WHERE id = $1"))
+/// One group by id, on the caller's connection or transaction.
+pub(super) async fn get_in(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Group, DbError> {
+    sqlx::query_as::<_, GroupRow>(&format!("{SELECT} WHERE g.id = $1"))
         .bind(id)
         .fetch_optional(conn)
         .await
@@ -186,14 +172,14 @@ pub async fn get_in(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Group, Db
 }
 
 /// The group of `application_id` whose track (or, failing that, name) is `track`.
-pub async fn find_by_track(
+pub(super) async fn find_by_track(
     conn: &mut sqlx::AnyConnection,
     application_id: &str,
     track: &str,
 ) -> Result<Option<Group>, DbError> {
     let row = sqlx::query_as::<_, GroupRow>(&format!(
-        "SELECT {COLS} FROM groups g WHERE application_id = $1 AND (track = $2 OR name = $2) \
-         ORDER BY CASE WHEN track = $2 THEN 0 ELSE 1 END, id LIMIT 1"
+        "{SELECT} WHERE g.application_id = $1 AND (g.track = $2 OR g.name = $2) \
+         ORDER BY CASE WHEN g.track = $2 THEN 0 ELSE 1 END, g.id LIMIT 1"
     ))
     .bind(application_id)
     .bind(track)
@@ -203,125 +189,137 @@ pub async fn find_by_track(
     row.map(Group::try_from).transpose()
 }
 
-/// A group to create.
-#[derive(Clone, Debug)]
-pub struct NewGroup {
-    /// Owning application (any spelling).
-    pub application_id: String,
-    /// Display name.
-    pub name: String,
-    /// Omaha track; `^[a-zA-Z0-9.-]+$` so it can also name the FleetLock group.
-    pub track: String,
-    /// Channel to follow.
-    pub channel_id: Option<i64>,
-    /// Rollout policy (validated).
-    pub policy: RolloutPolicy,
+/// Add the instance summary to `group`, on the caller's connection or transaction.
+async fn summarize_in(conn: &mut sqlx::AnyConnection, group: Group) -> Result<GroupView, DbError> {
+    let versions = version_counts_in(conn, group.id).await?;
+    let statuses = status_counts_in(conn, group.id).await?;
+    let target_version = match &group.policy.rollout.pinned_version {
+        Some(v) => Some(v.clone()),
+        None => channel_version_in(conn, group.id).await?,
+    };
+    let grants = match &target_version {
+        Some(t) => grant_outcomes_in(conn, group.id, t).await?,
+        None => (0, 0, 0),
+    };
+    Ok(GroupView {
+        group,
+        versions,
+        statuses,
+        target_version,
+        grants,
+    })
 }
 
-/// Check a track name: also a FleetLock group name, so `^[a-zA-Z0-9.-]+$`.
-pub fn validate_track(track: &str) -> Result<(), DbError> {
-    if track.is_empty()
-        || track.len() > 100
-        || !track
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    {
-        return Err(DbError::Invalid {
-            field: "track",
-            value: track.to_string(),
-            reason: "must match ^[a-zA-Z0-9.-]+$ (1-100 characters)".into(),
-        });
+/// A read transaction: every read of one answer sees the same state.
+async fn read(db: &Db) -> Result<Tx, DbError> {
+    db.begin().await
+}
+
+async fn end_read(tx: Tx) -> Result<(), DbError> {
+    tx.commit()
+        .await
+        .map_err(DbError::query("ending a group read"))
+}
+
+/// Group `name` of application `application_id` (any spelling), without the summary;
+/// `NotFound` for a missing application (checked first) or group.
+pub async fn find(db: &Db, application_id: &str, name: &str) -> Result<Group, DbError> {
+    let app = normalize_id(application_id);
+    let mut tx = read(db).await?;
+    let g = find_in(&mut tx, &app, name).await?;
+    end_read(tx).await?;
+    Ok(g)
+}
+
+/// Group `name` of application `application_id` (any spelling) with its summary.
+pub async fn view(db: &Db, application_id: &str, name: &str) -> Result<GroupView, DbError> {
+    let app = normalize_id(application_id);
+    let mut tx = read(db).await?;
+    let g = find_in(&mut tx, &app, name).await?;
+    let v = summarize_in(&mut tx, g).await?;
+    end_read(tx).await?;
+    Ok(v)
+}
+
+/// Every group of application `application_id` (any spelling) with its summary, by name;
+/// `NotFound` if the application does not exist.
+pub async fn views(db: &Db, application_id: &str) -> Result<Vec<GroupView>, DbError> {
+    let app = normalize_id(application_id);
+    let mut tx = read(db).await?;
+    super::applications::get_on(&mut tx, &app).await?;
+    let mut out = Vec::new();
+    for g in select_in(&mut tx, &app, None).await? {
+        out.push(summarize_in(&mut tx, g).await?);
+    }
+    end_read(tx).await?;
+    Ok(out)
+}
+
+/// The id of channel `name` of `app`, or [`DbError::UnknownChannel`].
+async fn channel_id_in(tx: &mut Tx, app: &str, name: &str) -> Result<i64, DbError> {
+    super::channels::id_by_name(tx, app, name)
+        .await?
+        .ok_or_else(|| DbError::UnknownChannel {
+            application: app.to_string(),
+            name: name.to_string(),
+        })
+}
+
+/// Check `policy` as the grant engine would and that a pinned version names a package of
+/// `app`.
+async fn check_policy_in(tx: &mut Tx, app: &str, policy: &RolloutPolicy) -> Result<(), DbError> {
+    policy.validate()?;
+    if let Some(v) = &policy.pinned_version {
+        super::packages::id_of_version_in(tx, app, v, "pinned_version").await?;
     }
     Ok(())
 }
 
-fn validate_policy(p: &RolloutPolicy) -> Result<(), DbError> {
-    p.validate().map_err(|e| DbError::Invalid {
-        field: "policy",
-        value: e.field.clone(),
-        reason: e.to_string(),
-    })
-}
-
-async fn check_channel(tx: &mut Tx, app: &str, channel_id: Option<i64>) -> Result<(), DbError> {
-    let Some(cid) = channel_id else {
-        return Ok(());
-    };
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT application_id FROM channels WHERE id = $1")
-            .bind(cid)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(DbError::query("reading channel"))?;
-    match row {
-        None => Err(DbError::NotFound {
-            what: "channel",
-            key: cid.to_string(),
-        }),
-        Some((a,)) if a != app => Err(DbError::Invalid {
-            field: "channel_id",
-            value: cid.to_string(),
-            reason: format!("channel belongs to application {a}, not {app}"),
-        }),
-        Some(_) => Ok(()),
-    }
-}
-
-fn windows_json(p: &RolloutPolicy) -> Result<String, DbError> {
-    serde_json::to_string(&p.maintenance_windows).map_err(|e| DbError::Invalid {
-        field: "maintenance_windows",
-        value: String::new(),
-        reason: e.to_string(),
-    })
-}
-
-/// Create a group.
-pub async fn create(db: &Db, actor: &str, new: &NewGroup) -> Result<Group, DbError> {
-    let app = normalize_id(&new.application_id);
-    validate_name("name", &new.name)?;
-    validate_track(&new.track)?;
-    validate_policy(&new.policy)?;
-    let p = &new.policy;
+/// Create group `new.name` of application `application_id` (any spelling), its track
+/// defaulting to its name, with the schema's default policy changed by `new.policy`, in one
+/// transaction with its `group.created` row. `NotFound` without the application,
+/// `UnknownChannel`, `TrackTaken`, `Conflict` (the name), `Policy` or `UnknownPackage` (the
+/// pin).
+pub async fn create(
+    db: &Db,
+    actor: &str,
+    application_id: &str,
+    new: &NewGroup,
+) -> Result<GroupView, DbError> {
+    let app = normalize_id(application_id);
+    let track = new.track.clone().unwrap_or_else(|| new.name.clone());
     let mut tx = db.begin().await?;
-    let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM applications WHERE id = $1")
-        .bind(&app)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(DbError::query("reading application"))?;
-    if exists.is_none() {
-        return Err(DbError::NotFound {
-            what: "application",
-            key: app,
+    super::applications::get_on(&mut tx, &app).await?;
+    let channel = match &new.channel {
+        Some(c) => Some(channel_id_in(&mut tx, &app, c).await?),
+        None => None,
+    };
+    if let Some(other) = track_owner_in(&mut tx, &app, &track).await? {
+        return Err(DbError::TrackTaken {
+            track,
+            group: other,
         });
     }
-    check_channel(&mut tx, &app, new.channel_id).await?;
     let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO groups (application_id, name, track, channel_id, updates_enabled, safe_mode, \
-         max_updates_per_period, period_secs, update_timeout_secs, timezone, maintenance_windows, rollout_percent, \
-         failure_threshold_percent, pinned_version, fleetlock_slots, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
+        "INSERT INTO groups (application_id, name, track, channel_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(&app)
     .bind(&new.name)
-    .bind(&new.track)
-    .bind(new.channel_id)
-    .bind(i64::from(p.updates_enabled))
-    .bind(i64::from(p.safe_mode))
-    .bind(p.max_updates_per_period)
-    .bind(p.period_secs)
-    .bind(p.update_timeout_secs)
-    .bind(&p.timezone)
-    .bind(windows_json(p)?)
-    .bind(p.rollout_percent)
-    .bind(p.failure_threshold_percent)
-    .bind(p.pinned_version.as_deref())
-    .bind(p.fleetlock_slots)
+    .bind(&track)
+    .bind(channel)
     .bind(now_unix())
     .fetch_one(&mut *tx)
     .await
-    .map_err(DbError::unique("group", &format!("{} (track {})", new.name, new.track)))?;
-    activity::record_and_commit(
-        tx,
+    .map_err(DbError::unique("group", &new.name))?;
+    if let Some(update) = &new.policy {
+        let mut policy = get_in(&mut tx, id).await?.policy;
+        update.clone().apply_to(&mut policy);
+        check_policy_in(&mut tx, &app, &policy.rollout).await?;
+        write_policy(&mut tx, id, &policy).await?;
+    }
+    activity::insert(
+        &mut tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "group.created",
@@ -329,56 +327,76 @@ pub async fn create(db: &Db, actor: &str, new: &NewGroup) -> Result<Group, DbErr
             application_id: Some(&app),
             group_id: Some(id),
             version: None,
-            message: format!("group {:?} (track {}) created", new.name, new.track),
+            message: format!(
+                "group {} created (track {track}, channel {})",
+                new.name,
+                new.channel.as_deref().unwrap_or("(none)")
+            ),
         },
-        "committing group",
     )
     .await?;
-    get(db, id).await
+    let group = get_in(&mut tx, id).await?;
+    let view = summarize_in(&mut tx, group).await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing group"))?;
+    Ok(view)
 }
 
-/// Change a group's name, track and channel.
+/// Rename group `name` of application `application_id` (any spelling), change its track or
+/// channel (`Some(None)` detaches it), in one transaction with its `group.updated` row.
+/// `NotFound`, `UnknownChannel`, or `Conflict` when the new name or track is taken.
 pub async fn update(
     db: &Db,
     actor: &str,
-    id: i64,
+    application_id: &str,
     name: &str,
-    track: &str,
-    channel_id: Option<i64>,
-) -> Result<Group, DbError> {
-    validate_name("name", name)?;
-    validate_track(track)?;
-    let g = get(db, id).await?;
+    change: &GroupUpdate,
+) -> Result<GroupView, DbError> {
+    let app = normalize_id(application_id);
     let mut tx = db.begin().await?;
-    check_channel(&mut tx, &g.application_id, channel_id).await?;
+    let current = find_in(&mut tx, &app, name).await?;
+    let new_name = change.name.clone().unwrap_or(current.name.clone());
+    let track = change.track.clone().unwrap_or(current.track.clone());
+    let channel = match &change.channel {
+        Some(Some(c)) => Some(channel_id_in(&mut tx, &app, c).await?),
+        Some(None) => None,
+        None => current.channel_id,
+    };
     sqlx::query("UPDATE groups SET name = $1, track = $2, channel_id = $3 WHERE id = $4")
-        .bind(name)
-        .bind(track)
-        .bind(channel_id)
-        .bind(id)
+        .bind(&new_name)
+        .bind(&track)
+        .bind(channel)
+        .bind(current.id)
         .execute(&mut *tx)
         .await
-        .map_err(DbError::unique("group", &format!("{name} (track {track})")))?;
-    activity::record_and_commit(
-        tx,
+        .map_err(DbError::unique(
+            "group name or track",
+            &format!("{new_name}/{track}"),
+        ))?;
+    activity::insert(
+        &mut tx,
         &NewActivity {
             severity: Severity::Info,
             kind: "group.updated",
             actor,
-            application_id: Some(&g.application_id),
-            group_id: Some(id),
+            application_id: Some(&app),
+            group_id: Some(current.id),
             version: None,
-            message: format!("group {name:?} updated (track {track}, channel {channel_id:?})"),
+            message: format!("group {name} updated (now {new_name}, track {track})"),
         },
-        "committing group",
     )
     .await?;
-    get(db, id).await
+    let group = get_in(&mut tx, current.id).await?;
+    let view = summarize_in(&mut tx, group).await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing group"))?;
+    Ok(view)
 }
 
-/// The name of the group of `application_id` (normalized) that already uses `track`, if
-/// any; on the caller's connection or transaction.
-pub async fn track_owner_in(
+/// The name of the group of `application_id` (normalized) that already uses `track`, if any.
+async fn track_owner_in(
     conn: &mut sqlx::AnyConnection,
     application_id: &str,
     track: &str,
@@ -393,83 +411,40 @@ pub async fn track_owner_in(
     Ok(row.map(|(n,)| n))
 }
 
-/// Insert group `name` with the schema's default policy inside the caller's transaction,
-/// which also writes the activity row; `Conflict` (key: the name) when taken. Returns the id.
-pub async fn insert_in(
-    tx: &mut Tx,
-    application_id: &str,
-    name: &str,
-    track: &str,
-    channel_id: Option<i64>,
-) -> Result<i64, DbError> {
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO groups (application_id, name, track, channel_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    )
-    .bind(application_id)
-    .bind(name)
-    .bind(track)
-    .bind(channel_id)
-    .bind(now_unix())
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(DbError::unique("group", name))?;
-    Ok(id)
+fn windows_json(p: &RolloutPolicy) -> Result<String, DbError> {
+    serde_json::to_string(&p.maintenance_windows).map_err(|e| DbError::Invalid {
+        field: "maintenance_windows",
+        value: String::new(),
+        reason: e.to_string(),
+    })
 }
 
-/// Set group `id`'s name, track and channel inside the caller's transaction, which also
-/// writes the activity row; `Conflict` (key `NAME/TRACK`) when either is taken.
-pub async fn rename_in(
-    tx: &mut Tx,
-    id: i64,
-    name: &str,
-    track: &str,
-    channel_id: Option<i64>,
-) -> Result<(), DbError> {
-    sqlx::query("UPDATE groups SET name = $1, track = $2, channel_id = $3 WHERE id = $4")
-        .bind(name)
-        .bind(track)
-        .bind(channel_id)
-        .bind(id)
-        .execute(&mut **tx)
-        .await
-        .map_err(DbError::unique(
-            "group name or track",
-            &format!("{name}/{track}"),
-        ))?;
-    Ok(())
-}
-
-/// Store `p` as group `id`'s policy inside `tx` (not validated here: callers do); with
-/// `clear_halt` also lift an automatic halt. Shared by [`update_policy`] and the REST API.
-pub(crate) async fn write_policy(
-    tx: &mut Tx,
-    id: i64,
-    p: &RolloutPolicy,
-    clear_halt: bool,
-) -> Result<(), DbError> {
-    let halt = if clear_halt {
+/// Store `p` as group `id`'s policy inside `tx` (checked by the caller); a policy without a
+/// halt also lifts an automatic halt.
+async fn write_policy(tx: &mut Tx, id: i64, p: &Policy) -> Result<(), DbError> {
+    let halt = if p.halted_version.is_none() {
         ", halted_version = NULL, halted_reason = NULL"
     } else {
         ""
     };
+    let r = &p.rollout;
     sqlx::query(&format!(
         "UPDATE groups SET updates_enabled = $1, safe_mode = $2, max_updates_per_period = $3, \
          period_secs = $4, update_timeout_secs = $5, timezone = $6, maintenance_windows = $7, \
          rollout_percent = $8, failure_threshold_percent = $9, pinned_version = $10, \
          fleetlock_slots = $11{halt} WHERE id = $12"
     ))
-    .bind(i64::from(p.updates_enabled))
-    .bind(i64::from(p.safe_mode))
-    .bind(p.max_updates_per_period)
-    .bind(p.period_secs)
-    .bind(p.update_timeout_secs)
-    .bind(&p.timezone)
-    .bind(windows_json(p)?)
-    .bind(p.rollout_percent)
-    .bind(p.failure_threshold_percent)
-    .bind(p.pinned_version.as_deref())
-    .bind(p.fleetlock_slots)
+    .bind(i64::from(r.updates_enabled))
+    .bind(i64::from(r.safe_mode))
+    .bind(r.max_updates_per_period)
+    .bind(r.period_secs)
+    .bind(r.update_timeout_secs)
+    .bind(&r.timezone)
+    .bind(windows_json(r)?)
+    .bind(r.rollout_percent)
+    .bind(r.failure_threshold_percent)
+    .bind(r.pinned_version.as_deref())
+    .bind(r.fleetlock_slots)
     .bind(id)
     .execute(&mut **tx)
     .await
@@ -477,60 +452,75 @@ pub(crate) async fn write_policy(
     Ok(())
 }
 
-/// Replace a group's rollout policy (validated; nothing is written when invalid).
-pub async fn update_policy(
+/// Apply `change` to the policy of group `name` of application `application_id` (any
+/// spelling), check the result as the grant engine would, and store it in one transaction
+/// with its row: `rollout.resumed` when it lifts a halt, else `group.policy_updated`, naming
+/// each value that changed. Nothing is written when a value is refused (`Policy`, or
+/// `UnknownPackage` for a pin). Returns the new policy.
+pub async fn change_policy(
     db: &Db,
     actor: &str,
-    id: i64,
-    policy: &RolloutPolicy,
-) -> Result<Group, DbError> {
-    validate_policy(policy)?;
-    let g = get(db, id).await?;
-    let p = policy;
+    application_id: &str,
+    name: &str,
+    change: PolicyUpdate,
+) -> Result<Policy, DbError> {
+    let app = normalize_id(application_id);
     let mut tx = db.begin().await?;
-    write_policy(&mut tx, id, p, false).await?;
-    let json = serde_json::to_string(p).unwrap_or_default();
+    let current = find_in(&mut tx, &app, name).await?;
+    let mut policy = current.policy.clone();
+    change.apply_to(&mut policy);
+    check_policy_in(&mut tx, &app, &policy.rollout).await?;
+    write_policy(&mut tx, current.id, &policy).await?;
+    let changes = describe_changes(&current.policy, &policy);
+    let resumed = current.policy.halted_version.is_some() && policy.halted_version.is_none();
     activity::record_and_commit(
         tx,
         &NewActivity {
-            severity: Severity::Info,
-            kind: "group.policy_updated",
+            severity: if resumed {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
+            kind: if resumed {
+                "rollout.resumed"
+            } else {
+                "group.policy_updated"
+            },
             actor,
-            application_id: Some(&g.application_id),
-            group_id: Some(id),
+            application_id: Some(&app),
+            group_id: Some(current.id),
             version: None,
-            message: format!("policy of group {:?} set to {json}", g.name),
+            message: format!(
+                "policy of group {name} updated: {}",
+                if changes.is_empty() {
+                    "no change".to_string()
+                } else {
+                    changes.join(", ")
+                }
+            ),
         },
         "committing group policy",
     )
     .await?;
-    get(db, id).await
+    Ok(policy)
 }
 
-/// Lift an automatic halt so the rollout continues.
-pub async fn resume(db: &Db, actor: &str, id: i64) -> Result<Group, DbError> {
-    let g = get(db, id).await?;
-    let mut tx = db.begin().await?;
-    sqlx::query("UPDATE groups SET halted_version = NULL, halted_reason = NULL WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(DbError::query("resuming group"))?;
-    activity::record_and_commit(
-        tx,
-        &NewActivity {
-            severity: Severity::Info,
-            kind: "rollout.resumed",
-            actor,
-            application_id: Some(&g.application_id),
-            group_id: Some(id),
-            version: g.halted_version.as_deref(),
-            message: format!("rollout of group {:?} resumed", g.name),
-        },
-        "committing resume",
-    )
-    .await?;
-    get(db, id).await
+/// "field: old -> new" for each value of the policy's JSON that differs.
+fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    b.iter()
+        .filter(|(k, v)| a.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            format!(
+                "{k}: {} -> {v}",
+                a.get(k).unwrap_or(&serde_json::Value::Null)
+            )
+        })
+        .collect()
 }
 
 /// Delete group `name` of application `application_id` (any spelling) in one transaction:
@@ -539,14 +529,7 @@ pub async fn resume(db: &Db, actor: &str, id: i64) -> Result<Group, DbError> {
 pub async fn delete(db: &Db, actor: &str, application_id: &str, name: &str) -> Result<(), DbError> {
     let app = normalize_id(application_id);
     let mut tx = db.begin().await?;
-    super::applications::get_on(&mut tx, &app).await?;
-    let (g, _) = with_channel_in(&mut tx, &app, Some(name))
-        .await?
-        .pop()
-        .ok_or_else(|| DbError::NotFound {
-            what: "group",
-            key: name.to_string(),
-        })?;
+    let g = find_in(&mut tx, &app, name).await?;
     for sql in [
         "UPDATE instances SET group_id = NULL WHERE group_id = $1",
         "DELETE FROM grants WHERE group_id = $1",
@@ -575,7 +558,7 @@ pub async fn delete(db: &Db, actor: &str, application_id: &str, name: &str) -> R
 }
 
 /// Instances per version in a group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct VersionCount {
     /// The version.
     pub version: String,
@@ -585,7 +568,7 @@ pub struct VersionCount {
 
 /// Instances per version in a group, most common first, ties by version precedence (newest
 /// first, [`keelson_version::compare`]); on the caller's connection.
-pub async fn version_counts_in(
+async fn version_counts_in(
     conn: &mut sqlx::AnyConnection,
     id: i64,
 ) -> Result<Vec<VersionCount>, DbError> {
@@ -604,18 +587,8 @@ pub async fn version_counts_in(
     Ok(v)
 }
 
-/// Instances per version in a group, most common first (see [`version_counts_in`]).
-pub async fn version_breakdown(db: &Db, id: i64) -> Result<Vec<VersionCount>, DbError> {
-    let mut conn = db
-        .pool()
-        .acquire()
-        .await
-        .map_err(DbError::query("getting a connection"))?;
-    version_counts_in(&mut conn, id).await
-}
-
 /// Instances per status code in a group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct StatusCount {
     /// Status code (see [`super::instances::InstanceStatus`]).
     pub status: i64,
@@ -624,7 +597,7 @@ pub struct StatusCount {
 }
 
 /// Instances per status in a group, by status code; on the caller's connection.
-pub async fn status_counts_in(
+async fn status_counts_in(
     conn: &mut sqlx::AnyConnection,
     id: i64,
 ) -> Result<Vec<StatusCount>, DbError> {
@@ -637,19 +610,9 @@ pub async fn status_counts_in(
     .map_err(DbError::query("counting statuses"))
 }
 
-/// Instances per status in a group.
-pub async fn status_breakdown(db: &Db, id: i64) -> Result<Vec<StatusCount>, DbError> {
-    let mut conn = db
-        .pool()
-        .acquire()
-        .await
-        .map_err(DbError::query("getting a connection"))?;
-    status_counts_in(&mut conn, id).await
-}
-
 /// The version of the package the group's channel points at, if any; on the caller's
 /// connection.
-pub async fn channel_version_in(
+async fn channel_version_in(
     conn: &mut sqlx::AnyConnection,
     id: i64,
 ) -> Result<Option<String>, DbError> {
@@ -666,7 +629,7 @@ pub async fn channel_version_in(
 
 /// Grants of a group towards `version`: (in progress, succeeded, failed); on the caller's
 /// connection.
-pub async fn grant_outcomes_in(
+async fn grant_outcomes_in(
     conn: &mut sqlx::AnyConnection,
     id: i64,
     version: &str,
@@ -689,4 +652,34 @@ pub async fn grant_outcomes_in(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn changes_name_each_value_that_differs() {
+        let old = Policy {
+            halted_version: Some("2.0.0".into()),
+            ..Policy::default()
+        };
+        let mut new = old.clone();
+        PolicyUpdate {
+            timezone: Some("Europe/Berlin".into()),
+            resume: true,
+            ..PolicyUpdate::default()
+        }
+        .apply_to(&mut new);
+        assert_eq!(
+            describe_changes(&old, &new),
+            // In key order (serde_json's map is sorted).
+            vec![
+                r#"halted_version: "2.0.0" -> null"#.to_string(),
+                r#"timezone: "UTC" -> "Europe/Berlin""#.to_string(),
+            ]
+        );
+        assert!(describe_changes(&new, &new).is_empty());
+    }
 }

@@ -1,13 +1,11 @@
 //! Instances (nodes), their status history and events.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{Db, DbError};
 
 /// Where a node is in its update, with Nebraska's codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InstanceStatus {
     /// Nothing known (1).
     Undefined,
@@ -71,8 +69,8 @@ impl InstanceStatus {
     }
 }
 
-/// A stored instance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+/// An instance (a node of one application) as the REST API and the dashboard show it.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Instance {
     /// Row id.
     pub id: i64,
@@ -80,8 +78,8 @@ pub struct Instance {
     pub machine_id: String,
     /// Application.
     pub application_id: String,
-    /// Group it reported (by track).
-    pub group_id: Option<i64>,
+    /// Name of the group it reported (by track), if any.
+    pub group_name: Option<String>,
     /// Version it runs.
     pub version: String,
     /// Status code ([`InstanceStatus`]).
@@ -100,92 +98,8 @@ pub struct Instance {
     pub created_at: i64,
 }
 
-const COLS: &str = "id, machine_id, application_id, group_id, version, status, ip, alias, oem, aleph_version, last_check, created_at";
-
-/// Which instances to list.
-#[derive(Clone, Debug, Default)]
-pub struct InstanceFilter {
-    /// Only this application.
-    pub application_id: Option<String>,
-    /// Only this group.
-    pub group_id: Option<i64>,
-    /// Only this version.
-    pub version: Option<String>,
-    /// Only this status code.
-    pub status: Option<i64>,
-    /// Page size (1..=1000, default 100).
-    pub limit: Option<i64>,
-    /// Rows to skip.
-    pub offset: Option<i64>,
-}
-
-const WHERE: &str = "WHERE ($1 IS NULL OR application_id = $1) AND ($2 IS NULL OR group_id = $2) \
-    AND ($3 IS NULL OR version = $3) AND ($4 IS NULL OR status = $4)";
-
-/// Instances matching `f`, most recently seen first.
-pub async fn list(db: &Db, f: &InstanceFilter) -> Result<Vec<Instance>, DbError> {
-    sqlx::query_as::<_, Instance>(&format!(
-        "SELECT {COLS} FROM instances {WHERE} ORDER BY last_check DESC, id LIMIT $5 OFFSET $6"
-    ))
-    .bind(f.application_id.as_deref())
-    .bind(f.group_id)
-    .bind(f.version.as_deref())
-    .bind(f.status)
-    .bind(f.limit.unwrap_or(100).clamp(1, 1000))
-    .bind(f.offset.unwrap_or(0).max(0))
-    .fetch_all(db.pool())
-    .await
-    .map_err(DbError::query("listing instances"))
-}
-
-/// How many instances match `f` (paging ignored).
-pub async fn count(db: &Db, f: &InstanceFilter) -> Result<i64, DbError> {
-    let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM instances {WHERE}"))
-        .bind(f.application_id.as_deref())
-        .bind(f.group_id)
-        .bind(f.version.as_deref())
-        .bind(f.status)
-        .fetch_one(db.pool())
-        .await
-        .map_err(DbError::query("counting instances"))?;
-    Ok(n)
-}
-
-/// One instance by row id.
-pub async fn get(db: &Db, id: i64) -> Result<Instance, DbError> {
-    sqlx::query_as::<_, Instance>(&format!("SELECT {COLS} FROM instances WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await
-        .map_err(DbError::query("reading instance"))?
-        .ok_or(DbError::NotFound {
-            what: "instance",
-            key: id.to_string(),
-        })
-}
-
-/// One instance by machine id and application.
-pub async fn get_by_machine(
-    db: &Db,
-    application_id: &str,
-    machine_id: &str,
-) -> Result<Instance, DbError> {
-    sqlx::query_as::<_, Instance>(&format!(
-        "SELECT {COLS} FROM instances WHERE application_id = $1 AND machine_id = $2"
-    ))
-    .bind(keelson_omaha::normalize_app_id(application_id))
-    .bind(machine_id)
-    .fetch_optional(db.pool())
-    .await
-    .map_err(DbError::query("reading instance"))?
-    .ok_or(DbError::NotFound {
-        what: "instance",
-        key: machine_id.to_string(),
-    })
-}
-
 /// A status change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct StatusChange {
     /// Status code.
     pub status: i64,
@@ -198,7 +112,7 @@ pub struct StatusChange {
 }
 
 /// An Omaha event a node reported.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Event {
     /// Omaha event type (3 update complete, 13 download started, 14 downloaded, ...).
     pub event_type: i64,
@@ -215,23 +129,6 @@ pub struct Event {
     /// `keelson_reason`: the agent's slug for a failure, if it sent one.
     pub reason: Option<String>,
 }
-
-/// An instance as the API lists it: id, machine id, application, group name, version, status
-/// code, ip, alias, oem, aleph version, last check, created at.
-pub type ListRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-);
 
 /// The instance search of the REST API and the dashboard; values are checked by the caller.
 #[derive(Clone, Debug, Default)]
@@ -252,12 +149,12 @@ pub struct Search {
     pub offset: i64,
 }
 
-const LIST_COLUMNS: &str = "i.id, i.machine_id, i.application_id, g.name, i.version, \
-     i.status, i.ip, i.alias, i.oem, i.aleph_version, i.last_check, i.created_at";
+const LIST_COLUMNS: &str = "i.id, i.machine_id, i.application_id, g.name AS group_name, \
+     i.version, i.status, i.ip, i.alias, i.oem, i.aleph_version, i.last_check, i.created_at";
 
 /// Instances matching `f`, most recently seen first: the total and one page, read in one
 /// transaction.
-pub async fn search(db: &Db, f: &Search) -> Result<(i64, Vec<ListRow>), DbError> {
+pub async fn search(db: &Db, f: &Search) -> Result<(i64, Vec<Instance>), DbError> {
     // Build the WHERE clause from fixed fragments; every value goes in as a bind parameter.
     let mut clauses: Vec<String> = Vec::new();
     let mut binds: Vec<String> = Vec::new();
@@ -311,7 +208,7 @@ pub async fn search(db: &Db, f: &Search) -> Result<(i64, Vec<ListRow>), DbError>
          LIMIT {} OFFSET {}",
         f.limit, f.offset
     );
-    let mut page_q = sqlx::query_as::<_, ListRow>(&page_sql);
+    let mut page_q = sqlx::query_as::<_, Instance>(&page_sql);
     for b in &binds {
         page_q = page_q.bind(b.clone());
     }
@@ -328,13 +225,23 @@ pub async fn search(db: &Db, f: &Search) -> Result<(i64, Vec<ListRow>), DbError>
     Ok((total, rows))
 }
 
-/// An instance row, its newest status changes and events, and the versions it rolled back
+/// An instance with its newest status changes and events, and the versions it rolled back
 /// from that are still blocked.
-pub type InstanceDetail = (ListRow, Vec<StatusChange>, Vec<Event>, Vec<String>);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceDetail {
+    /// The instance.
+    pub instance: Instance,
+    /// Its newest status changes, newest first.
+    pub history: Vec<StatusChange>,
+    /// Its newest events, newest first.
+    pub events: Vec<Event>,
+    /// Versions it rolled back from that an admin has not cleared, sorted.
+    pub rolled_back: Vec<String>,
+}
 
 /// Versions instance `id` rolled back from and that an admin has not cleared: the grant
 /// engine never offers them to it again. Sorted.
-pub async fn rolled_back_in(
+pub(super) async fn rolled_back_in(
     conn: &mut sqlx::AnyConnection,
     id: i64,
 ) -> Result<Vec<String>, DbError> {
@@ -353,7 +260,7 @@ pub async fn rolled_back_in(
 /// One instance with its newest 100 status changes and events, or `None`.
 pub async fn detail(db: &Db, id: i64) -> Result<Option<InstanceDetail>, DbError> {
     let mut tx = db.begin().await?;
-    let row: Option<ListRow> = sqlx::query_as(&format!(
+    let row: Option<Instance> = sqlx::query_as(&format!(
         "SELECT {LIST_COLUMNS} FROM instances i LEFT JOIN groups g ON g.id = i.group_id \
          WHERE i.id = $1"
     ))
@@ -384,7 +291,12 @@ pub async fn detail(db: &Db, id: i64) -> Result<Option<InstanceDetail>, DbError>
     tx.commit()
         .await
         .map_err(DbError::query("finishing the instance read"))?;
-    Ok(Some((row, history, events, rolled_back)))
+    Ok(Some(InstanceDetail {
+        instance: row,
+        history,
+        events,
+        rolled_back,
+    }))
 }
 
 /// Let instance `id` be offered `version` again after it rolled back from it: an admin's

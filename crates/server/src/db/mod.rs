@@ -5,7 +5,9 @@
 //! seconds for time; BIGINT 0/1 for flags; `RETURNING id`). Only the DDL differs, so there are
 //! two plain-SQL migration sets, `migrations/sqlite` and `migrations/postgres`, embedded in the
 //! binary and applied at start. Every change runs in one transaction together with its
-//! activity-log row ([`activity::insert`]).
+//! activity-log row (`activity::insert`), inside the one function of that operation (e.g.
+//! [`channels::create`], [`groups::change_policy`]): callers outside `db/` open no
+//! transaction and run no SQL.
 
 pub mod activity;
 pub mod applications;
@@ -96,6 +98,43 @@ pub enum DbError {
         /// The names of the channels pointing at it, comma-separated.
         users: String,
     },
+    /// A request names a package version its application does not have.
+    #[error("{field}: application {application} has no package with version {version:?}")]
+    UnknownPackage {
+        /// The request field naming it, e.g. `version`, `floors[2]`, `pinned_version`.
+        field: String,
+        /// The application (normalized).
+        application: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// A request names a channel its application does not have.
+    #[error("channel: application {application} has no channel {name:?}")]
+    UnknownChannel {
+        /// The application (normalized).
+        application: String,
+        /// The channel name asked for.
+        name: String,
+    },
+    /// A channel's floor list names one version twice.
+    #[error("floor {version:?} is listed twice")]
+    DuplicateFloor {
+        /// The request field of the second mention, e.g. `floors[1]`.
+        field: String,
+        /// The version.
+        version: String,
+    },
+    /// Another group of the application already uses the track.
+    #[error("track {track:?} is already used by group {group:?}")]
+    TrackTaken {
+        /// The track asked for.
+        track: String,
+        /// The group that has it.
+        group: String,
+    },
+    /// A rollout policy value the grant engine refuses.
+    #[error("{}: {}", .0.field, .0.reason)]
+    Policy(#[from] crate::grant::PolicyError),
     /// A row held a value this version cannot interpret (e.g. bad JSON in a column).
     #[error("corrupt {what} in the database: {detail}")]
     Corrupt {
@@ -108,12 +147,12 @@ pub enum DbError {
 
 impl DbError {
     /// Wrap a driver error, turning unique violations into [`DbError::Conflict`].
-    pub fn query(what: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
+    fn query(what: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
         move |source| DbError::Query { what, source }
     }
 
     /// Like [`DbError::query`] but a unique-constraint violation becomes `Conflict { key }`.
-    pub fn unique(what: &'static str, key: &str) -> impl FnOnce(sqlx::Error) -> DbError {
+    fn unique(what: &'static str, key: &str) -> impl FnOnce(sqlx::Error) -> DbError {
         let key = key.to_string();
         move |source| {
             let is_unique = source
@@ -128,9 +167,9 @@ impl DbError {
     }
 }
 
-/// Which backend a [`Db`] talks to.
+/// Which backend a URL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     /// A SQLite file.
     Sqlite,
     /// A PostgreSQL server.
@@ -141,7 +180,6 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
-    backend: Backend,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -217,7 +255,7 @@ impl Db {
                 backend: name,
                 source,
             })?;
-        Ok(Db { pool, backend })
+        Ok(Db { pool })
     }
 
     /// The connection pool, for reads.
@@ -225,13 +263,9 @@ impl Db {
         &self.pool
     }
 
-    /// Which backend this is.
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    /// Start a transaction; every change goes through one.
-    pub async fn begin(&self) -> Result<Tx, DbError> {
+    /// Start a transaction; every change goes through one. Private to `db/`: only its
+    /// functions open transactions.
+    async fn begin(&self) -> Result<Tx, DbError> {
         self.pool
             .begin()
             .await

@@ -77,7 +77,7 @@ fn is_hex(s: &str, len: usize) -> bool {
 
 /// Check a payload file name the client appends to a URL: 1-255 bytes, no path separators,
 /// `?`, `#` or spaces, no leading dot, no control characters (the REST API's rule).
-pub fn validate_filename(name: &str) -> Result<(), DbError> {
+fn validate_filename(name: &str) -> Result<(), DbError> {
     let ok = !name.trim().is_empty()
         && name.len() <= 255
         && !name.starts_with('.')
@@ -169,7 +169,7 @@ pub async fn get(db: &Db, id: i64) -> Result<Package, DbError> {
 }
 
 /// The package of `application_id` at `version`, if any (inside a transaction).
-pub async fn by_version(
+pub(super) async fn by_version(
     conn: &mut sqlx::AnyConnection,
     application_id: &str,
     version: &str,
@@ -182,6 +182,24 @@ pub async fn by_version(
     .fetch_optional(conn)
     .await
     .map_err(DbError::query("reading package by version"))
+}
+
+/// The id of the package of `application_id` (normalized) at `version`, or
+/// [`DbError::UnknownPackage`] naming the request `field` that asked for it.
+pub(super) async fn id_of_version_in(
+    conn: &mut sqlx::AnyConnection,
+    application_id: &str,
+    version: &str,
+    field: &str,
+) -> Result<i64, DbError> {
+    match by_version(conn, application_id, version).await? {
+        Some(p) => Ok(p.id),
+        None => Err(DbError::UnknownPackage {
+            field: field.to_string(),
+            application: application_id.to_string(),
+            version: version.to_string(),
+        }),
+    }
 }
 
 /// The package of application `application_id` (any spelling) at `version`: `NotFound` for

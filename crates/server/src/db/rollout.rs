@@ -1,5 +1,5 @@
-//! The database side of the grant algorithm: handle one node report (an Omaha `<app>`) in one
-//! transaction: upsert the instance, record its events (completions, failures, rollbacks),
+//! The database side of the grant algorithm: [`handle_reports`] handles the node reports of one
+//! Omaha request (one per `<app>`) in one transaction; for each it upserts the instance, record its events (completions, failures, rollbacks),
 //! build the [`GrantInput`] snapshot, run [`grant::decide`] and write what it decided.
 //!
 //! Concurrency: a decision that would grant or halt is re-taken after bumping the group's
@@ -18,6 +18,7 @@ use crate::grant::{
 };
 use keelson_omaha::{ErrorCode, EventResult, EventType};
 use keelson_version::Version;
+use tracing::Instrument;
 
 /// `max_updates_per_period` at or above this is "no rate limit" (the API's maximum), so the
 /// period count is skipped.
@@ -163,13 +164,13 @@ async fn set_status(
 }
 
 /// Counts for the rollout of `group` to `target` at `now`.
-pub async fn rollout_stats(
+async fn rollout_stats(
     conn: &mut sqlx::AnyConnection,
     group: &Group,
     target: &str,
     now: i64,
 ) -> Result<RolloutStats, DbError> {
-    let p = &group.policy;
+    let p = &group.policy.rollout;
     // Every count here is bounded so a decision stays cheap with 100,000 nodes in a group:
     // pending grants are few (index grants_group_pending), the period count stops at the
     // limit, success is an existence check, and the group size is only needed once something
@@ -359,19 +360,27 @@ async fn rollout_finished_check(tx: &mut Tx, group: &Group, grant_id: i64) -> Re
     Ok(())
 }
 
-/// Handle one node report in one transaction.
-pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbError> {
+/// Handle the node reports of one Omaha request (one per `<app>`) in one transaction, so a
+/// failure leaves nothing half-recorded; the outcomes are in the order of `reports`.
+pub async fn handle_reports(
+    db: &Db,
+    reports: &[NodeReport],
+) -> Result<Vec<ReportOutcome>, DbError> {
     let mut tx = db.begin().await?;
-    let out = handle_report_in(&mut tx, r).await?;
+    let mut out = Vec::with_capacity(reports.len());
+    for r in reports {
+        let span = tracing::info_span!("omaha", machine = %r.machine_id, app = %r.application_id);
+        out.push(handle_report_in(&mut tx, r).instrument(span).await?);
+    }
     tx.commit()
         .await
-        .map_err(DbError::query("committing node report"))?;
+        .map_err(DbError::query("committing node reports"))?;
     Ok(out)
 }
 
-/// Handle one node report inside the caller's transaction (the Omaha endpoint puts every
-/// `<app>` of a request in one). An unknown application writes nothing.
-pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutcome, DbError> {
+/// Handle one node report inside the caller's transaction. An unknown application writes
+/// nothing.
+async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutcome, DbError> {
     let app = keelson_omaha::normalize_app_id(&r.application_id);
     let now = r.now.timestamp();
     // The group lookup proves the application exists in the common case; only without a group
@@ -562,9 +571,9 @@ pub async fn handle_report_in(tx: &mut Tx, r: &NodeReport) -> Result<ReportOutco
 
     if failed_now && let Some(g) = &group {
         let (chan, _) = channel_version(tx, g.channel_id).await?;
-        if let Some(target) = grant::target_version(&g.policy, chan.as_deref()) {
+        if let Some(target) = grant::target_version(&g.policy.rollout, chan.as_deref()) {
             let stats = rollout_stats(tx, g, target, now).await?;
-            if let Some(cause) = grant::halt_check(&g.policy, &stats) {
+            if let Some(cause) = grant::halt_check(&g.policy.rollout, &stats) {
                 halt(tx, g, target, &cause).await?;
             }
         }
@@ -616,8 +625,8 @@ async fn decide_and_apply(
             now: r.now,
             machine_id: &r.machine_id,
             instance_version: &r.version,
-            policy: &group.policy,
-            halted_version: group.halted_version.as_deref(),
+            policy: &group.policy.rollout,
+            halted_version: group.policy.halted_version.as_deref(),
             channel_version: chan.as_deref(),
             floors: &floors,
             pending: pending.as_ref().map(|(_, p)| p),
@@ -649,7 +658,7 @@ async fn decide_and_apply(
             .await
             .map_err(DbError::query("locking group"))?;
         group = groups::get_in(tx, group.id).await?;
-        if let Some(t) = grant::target_version(&group.policy, chan.as_deref()) {
+        if let Some(t) = grant::target_version(&group.policy.rollout, chan.as_deref()) {
             let t = t.to_string();
             stats = rollout_stats(tx, &group, &t, now).await?;
         }
@@ -722,6 +731,16 @@ async fn decide_and_apply(
                     reason: format!("no package for version {version}"),
                 });
             };
+            // The offer carries the SHA-256 in binary: refuse a row that cannot make one here,
+            // before the grant is recorded, so the request fails as a whole.
+            if !(pkg.sha256_hex.len() == 64
+                && pkg.sha256_hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(DbError::Corrupt {
+                    what: "packages.sha256_hex",
+                    detail: format!("package {} has a corrupt sha256 in the database", pkg.id),
+                });
+            }
             if reason != GrantReason::Resend {
                 // A timed-out grant this node never finished is closed as failed.
                 if let Some((old, _)) = &pending {

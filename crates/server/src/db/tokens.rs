@@ -1,13 +1,12 @@
 //! API tokens: stored by the SHA-256 of their secret, never the secret itself.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
 use super::{Db, DbError, now_unix};
 
 /// A token as listed: never its secret or hash.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct TokenInfo {
     /// The token's ID.
     pub id: String,

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use keelson_api_types::{NewChannel, NewGroup};
 use keelson_server::db::packages::{NewPackage, Package};
 use keelson_server::db::rollout::{self, CheckAnswer, NodeEvent, NodeReport, ReportOutcome};
-use keelson_server::db::{self, Db};
+use keelson_server::db::{self, Db, DbError};
 use keelson_server::grant::RolloutPolicy;
 use keelson_server::{AppState, ServerConfig};
 use sha1::Digest as _;
@@ -179,8 +180,8 @@ pub async fn external_package(env: &Env, version: &str) -> Package {
 /// `stable` and `policy`. Returns (group id, channel id).
 pub async fn fleet(env: &Env, target: &str, policy: RolloutPolicy) -> (i64, i64) {
     application(env).await;
-    let pkg = external_package(env, target).await;
-    channel_and_group(env, pkg.id, policy).await
+    external_package(env, target).await;
+    channel_and_group(env, target, policy).await
 }
 
 /// The application `APP` the fleets are built in.
@@ -190,26 +191,41 @@ pub async fn application(env: &Env) {
         .unwrap();
 }
 
-/// Channel `stable` pointing at package `package_id` + group `Stable` with track `stable` and
-/// `policy`. Returns (group id, channel id).
-pub async fn channel_and_group(env: &Env, package_id: i64, policy: RolloutPolicy) -> (i64, i64) {
-    let ch = db::channels::create(&env.db, "test", APP, "stable", Some(package_id))
-        .await
-        .unwrap();
-    let g = db::groups::create(
+/// Channel `stable` pointing at the package of `version` + group `Stable` with track `stable`
+/// and `policy`, through the functions the REST API calls. Returns (group id, channel id).
+pub async fn channel_and_group(env: &Env, version: &str, policy: RolloutPolicy) -> (i64, i64) {
+    let ch = db::channels::create(
         &env.db,
         "test",
-        &db::groups::NewGroup {
-            application_id: APP.into(),
-            name: "Stable".into(),
-            track: "stable".into(),
-            channel_id: Some(ch.id),
-            policy,
+        APP,
+        &NewChannel {
+            name: "stable".into(),
+            version: Some(version.into()),
+            floors: Vec::new(),
         },
     )
     .await
     .unwrap();
-    (g.id, ch.id)
+    let g = db::groups::create(
+        &env.db,
+        "test",
+        APP,
+        &NewGroup {
+            name: "Stable".into(),
+            track: Some("stable".into()),
+            channel: Some("stable".into()),
+            policy: Some(policy.into()),
+        },
+    )
+    .await
+    .unwrap();
+    (g.group.id, ch.channel.id)
+}
+
+/// Handle one node report the way the Omaha endpoint handles a request with one `<app>`.
+pub async fn handle_report(db: &Db, r: &NodeReport) -> Result<ReportOutcome, DbError> {
+    let mut out = rollout::handle_reports(db, std::slice::from_ref(r)).await?;
+    Ok(out.remove(0))
 }
 
 /// A node report for `machine` at `version` at time `now`.
@@ -252,7 +268,7 @@ pub async fn check(
 
 /// Send a report; returns the granted version or the noupdate reason.
 pub async fn answer(env: &Env, r: NodeReport) -> Result<String, String> {
-    match rollout::handle_report(&env.db, &r).await.unwrap() {
+    match handle_report(&env.db, &r).await.unwrap() {
         ReportOutcome::Recorded {
             check: Some(CheckAnswer::Update { package, .. }),
             ..
@@ -277,11 +293,35 @@ pub async fn fail(env: &Env, machine: &str, version: &str, code: i64, now: DateT
     let mut r = report(machine, version, now);
     r.update_check = false;
     r.events = vec![event(3, 0, Some(code), "")];
-    let out = rollout::handle_report(&env.db, &r).await.unwrap();
+    let out = handle_report(&env.db, &r).await.unwrap();
     assert!(
         matches!(out, ReportOutcome::Recorded { check: None, .. }),
         "{out:?}"
     );
+}
+
+/// Instance `machine` of `APP`, read through the instance search the REST API uses.
+pub async fn instance(db: &Db, machine: &str) -> db::instances::Instance {
+    let search = db::instances::Search {
+        app: Some(APP.into()),
+        q: Some(machine.into()),
+        limit: 500,
+        ..Default::default()
+    };
+    let (_, rows) = db::instances::search(db, &search).await.unwrap();
+    rows.into_iter()
+        .find(|i| i.machine_id == machine)
+        .unwrap_or_else(|| panic!("no instance {machine}"))
+}
+
+/// The holders of FleetLock group `group`, oldest first, as the REST API lists them.
+pub async fn holders(db: &Db, group: &str) -> Vec<String> {
+    db::fleetlock::holders_with_time(db, Some(group))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect()
 }
 
 /// Count rows of `table` (a fixed name from the test).

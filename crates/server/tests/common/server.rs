@@ -139,7 +139,7 @@ impl TestServer {
             .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         // The instances come the way production makes them: Omaha reports through
-        // `db::rollout::handle_report` (no SQL of the test's own).
+        // `db::rollout::handle_reports` (no SQL of the test's own).
         let now = chrono::Utc::now();
         for i in 0..n {
             let version = if i < n / 2 { "1.0.0" } else { "2.0.0" };
@@ -151,18 +151,14 @@ impl TestServer {
                 // Granted 2.0.0, then failed: status history [error, update-granted].
                 let mut check = r.clone();
                 check.now = seen - chrono::Duration::seconds(500);
-                keelson_server::db::rollout::handle_report(&self.db, &check)
-                    .await
-                    .unwrap();
+                super::handle_report(&self.db, &check).await.unwrap();
                 r.events = vec![super::event(3, 0, Some(9), "")];
             } else {
                 // Complete on its version (as after an update from 0.9.0).
                 r.events = vec![super::event(3, 2, None, "0.9.0")];
             }
             r.update_check = false;
-            keelson_server::db::rollout::handle_report(&self.db, &r)
-                .await
-                .unwrap();
+            super::handle_report(&self.db, &r).await.unwrap();
         }
     }
 }
