@@ -74,39 +74,45 @@ fn every_page_of_docs_is_reachable_from_the_readme() {
     );
 }
 
-/// The directory of this build's binaries, with `keelson-server` and `keelson-agent` built
-/// (cargo builds only this package's binaries for its tests; `cargo test --workspace` builds
-/// them all, and then this build is a no-op).
+/// The newest modification time of the files under `dir` (recursively).
+fn newest(dir: &Path) -> std::time::SystemTime {
+    let mut t = std::time::SystemTime::UNIX_EPOCH;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        t = t.max(if m.is_dir() {
+            newest(&e.path())
+        } else {
+            m.modified().unwrap()
+        });
+    }
+    t
+}
+
+/// The directory of this build's binaries. Cargo builds only this package's binaries for its
+/// tests; `cargo test --workspace` (so `cargo xtask test`) builds `keelson-server` and
+/// `keelson-agent` too. Run alone, build them first; an older binary than its sources is
+/// refused rather than tested.
 fn bin_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_keelson"))
         .parent()
         .unwrap()
         .to_path_buf();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "keelson-server",
-            "-p",
-            "keelson-agent",
-            "--bins",
-        ])
-        .current_dir(root())
-        .env(
-            "CARGO_TARGET_DIR",
-            dir.parent().unwrap(), // target/, of target/debug
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "building keelson-server and keelson-agent failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for b in ["keelson", "keelson-server", "keelson-agent"] {
-        assert!(dir.join(b).is_file(), "{} is missing", dir.join(b).display());
+    let build = "cargo build -p keelson-server -p keelson-agent";
+    for (bin, src) in [
+        ("keelson-server", "crates/server/src"),
+        ("keelson-agent", "crates/agent/src"),
+    ] {
+        let path = dir.join(bin);
+        let built = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}: run `{build}` first", path.display()))
+            .modified()
+            .unwrap();
+        assert!(
+            built >= newest(&root().join(src)),
+            "{} is older than {src}: run `{build}` first",
+            path.display()
+        );
     }
     dir
 }
@@ -292,7 +298,12 @@ fn documented_host_commands_run() {
     let bins = bin_dir();
     let mut failures = Vec::new();
     let mut ran = Vec::new();
+    // KEELSON_DOCS_ONLY=README.md: run one document (while writing it).
+    let only = std::env::var("KEELSON_DOCS_ONLY").ok();
     for doc in documents() {
+        if only.as_ref().is_some_and(|o| *o != doc) {
+            continue;
+        }
         let text = read(&doc);
         let Some(run) = run_doc(&doc, &text, &bins) else {
             continue;
@@ -305,7 +316,7 @@ fn documented_host_commands_run() {
         }
     }
     assert!(
-        ran.iter().any(|d| d == "README.md") && ran.len() >= 4,
+        only.is_some() || (ran.iter().any(|d| d == "README.md") && ran.len() >= 4),
         "only {ran:?} have `sh doc-test` blocks"
     );
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
