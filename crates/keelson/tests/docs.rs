@@ -7,7 +7,7 @@
 //! namespace: the documents use `127.0.0.1:8080` as a user would, without meeting another
 //! test's server, and nothing a document starts in the background outlives its script. The
 //! scratch directory holds what the `sh slow` blocks would have made: `os` (the repository's
-//! OS definition) and `build/` (the update parts of versions 0.2.0 and 0.3.0, as
+//! OS definition) and `build/` (the update parts of versions 0.2.0, 0.3.0 and 4081.2.0, as
 //! `keelson image build --out build` writes them, small and fake). A failing command is
 //! named by its document, line and text. The `sh node` blocks run on a node in the VM tests
 //! (`crates/image/tests/common::doc_node_commands`).
@@ -120,7 +120,7 @@ fn bin_dir() -> PathBuf {
 /// What the `sh slow` blocks would have made, in the scratch directory `dir`.
 fn stand_in_for_slow_blocks(dir: &Path) {
     std::os::unix::fs::symlink(root().join("os"), dir.join("os")).unwrap();
-    for (i, v) in ["0.2.0", "0.3.0"].iter().enumerate() {
+    for (i, v) in ["0.2.0", "0.3.0", "4081.2.0"].iter().enumerate() {
         let usr = keelson_payload::testing::noise(300_000, i as u64 + 1);
         keelson_payload::testing::fake_image_dir(
             &dir.join("build"),
@@ -237,8 +237,12 @@ fn run_doc(doc: &str, text: &str, bins: &Path) -> Option<Run> {
                     .last()
                     .map(|(_, c)| c)
                     .unwrap_or_default();
-                writeln!(report, "{doc}:{n}: this command failed ({}):\n    {cmd}", out.status)
-                    .unwrap();
+                writeln!(
+                    report,
+                    "{doc}:{n}: this command failed ({}):\n    {cmd}",
+                    out.status
+                )
+                .unwrap();
             }
             None => writeln!(report, "{doc}: the script failed ({})", out.status).unwrap(),
         }
@@ -332,7 +336,10 @@ fn the_extractor_finds_untagged_commands_and_joins_lines() {
     assert_eq!(b[0].line, 3);
     assert_eq!(
         b[0].commands(),
-        vec![(4, "echo a \\\n  b   # two lines".to_string()), (8, "ls".to_string())]
+        vec![
+            (4, "echo a \\\n  b   # two lines".to_string()),
+            (8, "ls".to_string())
+        ]
     );
     assert_eq!(b[4].lang, "md");
     assert_eq!(b[4].lines.len(), 3);
@@ -342,13 +349,21 @@ fn the_extractor_finds_untagged_commands_and_joins_lines() {
     assert!(problems[1].starts_with("line 13: a fence without an info string"));
     assert!(problems[2].starts_with("line 17: a command with a prompt"));
     let node = shell_blocks(doc, "node").unwrap();
-    assert_eq!(node[0].commands(), vec![(25, "keelson-agent status".to_string())]);
-    assert!(blocks("```sh doc-test\nls\n").unwrap_err().contains("line 1"));
+    assert_eq!(
+        node[0].commands(),
+        vec![(25, "keelson-agent status".to_string())]
+    );
+    assert!(
+        blocks("```sh doc-test\nls\n")
+            .unwrap_err()
+            .contains("line 1")
+    );
 }
 
 #[test]
 fn a_failing_command_is_named_by_its_document_line() {
-    let doc = "intro\n\n```sh doc-test\ntrue\n```\n\n```sh doc-test\necho one\nfalse\necho never\n```\n";
+    let doc =
+        "intro\n\n```sh doc-test\ntrue\n```\n\n```sh doc-test\necho one\nfalse\necho never\n```\n";
     let run = run_doc("x.md", doc, Path::new("/nonexistent")).unwrap();
     assert!(!run.ok);
     assert!(
