@@ -233,8 +233,8 @@ fn run_doc(doc: &str, text: &str, bins: &Path) -> Option<Run> {
                 let cmd = blocks
                     .iter()
                     .flat_map(Block::commands)
-                    .filter(|(start, _)| *start <= n)
-                    .last()
+                    .rev()
+                    .find(|(start, _)| *start <= n)
                     .map(|(_, c)| c)
                     .unwrap_or_default();
                 writeln!(
@@ -376,4 +376,49 @@ fn a_failing_command_is_named_by_its_document_line() {
     let doc = "```sh doc-test\necho $UNSET_IN_THE_DOC\n```\n";
     let run = run_doc("y.md", doc, Path::new("/nonexistent")).unwrap();
     assert!(run.report.starts_with("y.md:2: "), "{}", run.report);
+}
+
+/// The `sh node` blocks run in the VM tests; here, each `keelson-agent` command among them
+/// must at least parse (its subcommand and flags exist: `--help` after them), and every
+/// command must start with a program the node has.
+#[test]
+fn node_commands_name_what_the_node_has() {
+    let on_node = [
+        "keelson-agent",
+        "systemctl",
+        "systemd-sysext",
+        "journalctl",
+        "cat",
+        "hello", // the extension of README.md's step 3
+    ];
+    let agent = bin_dir().join("keelson-agent");
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for doc in documents() {
+        for b in shell_blocks(&read(&doc), "node").unwrap() {
+            for (line, cmd) in b.commands() {
+                seen += 1;
+                let words: Vec<&str> = cmd.split_whitespace().collect();
+                if !on_node.contains(&words[0]) {
+                    problems.push(format!("{doc}:{line}: `{}` is not on a node", words[0]));
+                    continue;
+                }
+                if words[0] == "keelson-agent" {
+                    let out = Command::new(&agent)
+                        .args(words[1..].iter().take_while(|w| !w.starts_with('#')))
+                        .arg("--help")
+                        .output()
+                        .unwrap();
+                    if !out.status.success() {
+                        problems.push(format!(
+                            "{doc}:{line}: `{cmd}` does not parse:\n{}",
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen >= 5, "only {seen} node commands");
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }

@@ -134,7 +134,11 @@ mod doc_blocks;
 /// to run in the guest (e.g. each through `check`). One entry per logical command: lines
 /// ending in `\` joined with the next (newline kept), blank and comment lines dropped. The
 /// host-side docs test (`crates/keelson/tests/docs.rs`) runs the ```` ```sh doc-test ````
-/// blocks and refuses a shell block without a place; this is the other half.
+/// blocks, refuses a shell block without a place and checks that these commands name
+/// programs a node has; running them is this half. Note for the caller: in README.md
+/// `keelson-agent update --now` reboots the node (wait for the next boot before the next
+/// command), and the commands assume README.md's node config (the app unit
+/// `keelson-app.service`, the `hello` extension of step 3).
 pub fn doc_node_commands(doc: &str) -> Vec<String> {
     let blocks = doc_blocks::shell_blocks(doc, "node").unwrap_or_else(|e| panic!("{e}"));
     blocks
