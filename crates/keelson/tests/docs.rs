@@ -10,7 +10,12 @@
 //! OS definition) and `build/` (the update parts of versions 0.2.0, 0.3.0 and 4081.2.0, as
 //! `keelson image build --out build` writes them, small and fake). A failing command is
 //! named by its document, line and text. The `sh node` blocks run on a node in the VM tests
-//! (`crates/image/tests/common::doc_node_commands`).
+//! (`crates/image/tests/common::doc_node_commands`); here their `keelson-agent` commands must
+//! parse. The command synopses of `text` blocks must name real subcommands and flags.
+//!
+//! Run alone: `cargo build -p keelson-server -p keelson-agent && cargo test -p keelson --test
+//! docs` (`KEELSON_DOCS_ONLY=README.md` runs one document, `KEELSON_DOCS_SHOW=1` prints what
+//! the commands printed).
 #![allow(clippy::unwrap_used)]
 
 mod doc_blocks;
@@ -420,5 +425,77 @@ fn node_commands_name_what_the_node_has() {
         }
     }
     assert!(seen >= 5, "only {seen} node commands");
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// The command synopses of the `text` blocks (`keelson disk create IMAGE --size 4G [...]`):
+/// their subcommands exist and every `--flag` they name is in that subcommand's `--help`.
+fn synopses(doc: &str) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    for b in blocks(doc).unwrap().iter().filter(|b| b.lang == "text") {
+        let mut open = false;
+        for (n, l) in &b.lines {
+            let starts = ["keelson ", "keelson-agent ", "keelson-server "]
+                .iter()
+                .any(|p| l.starts_with(p));
+            let cont = l.starts_with(' ') && l.trim_start().starts_with(['[', '-']);
+            if starts {
+                out.push((*n, l.clone()));
+                open = true;
+            } else if open && cont {
+                let last = out.last_mut().unwrap();
+                last.1.push(' ');
+                last.1.push_str(l.trim());
+            } else {
+                open = false;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn synopses_match_the_cli() {
+    let bins = bin_dir();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for doc in documents() {
+        for (line, syn) in synopses(&read(&doc)) {
+            let mut words = syn.split_whitespace();
+            let prog = words.next().unwrap();
+            let subs: Vec<&str> = words
+                .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+                .filter(|w| !w.starts_with('-'))
+                .collect();
+            let out = Command::new(bins.join(prog))
+                .args(&subs)
+                .arg("--help")
+                .output()
+                .unwrap();
+            let help = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                problems.push(format!(
+                    "{doc}:{line}: `{prog} {}` is not a command:\n{}",
+                    subs.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+                continue;
+            }
+            checked += 1;
+            let flags = syn
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .filter(|w| w.starts_with("--") && w.len() > 2);
+            for f in flags {
+                let f = f.trim_end_matches('-');
+                if !help.contains(&format!("{f} ")) && !help.contains(&format!("{f}\n")) {
+                    problems.push(format!(
+                        "{doc}:{line}: `{prog} {}` has no {f}",
+                        subs.join(" ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} synopses found");
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
