@@ -213,7 +213,7 @@ fn run_doc(doc: &str, text: &str, bins: &Path) -> Option<Run> {
     );
     let mut cmd = Command::new("timeout");
     // A guard against a hanging command, not a timed assertion: it ends the namespace.
-    cmd.args(["--kill-after=10", "900", "unshare"]);
+    cmd.args(["--kill-after=10", "300", "unshare"]);
     if !is_root() {
         cmd.args(["--user", "--map-root-user"]);
     }
