@@ -125,3 +125,33 @@ pub fn host_run(cmd: &mut std::process::Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[path = "../../../keelson/tests/doc_blocks/mod.rs"]
+mod doc_blocks;
+
+/// The commands of the ```` ```sh node ```` blocks of a document (README.md or a docs/*.md
+/// page, its text), in order: what the docs show being typed on a Keelson node, for a VM test
+/// to run in the guest (e.g. each through `check`). One entry per logical command: lines
+/// ending in `\` joined with the next (newline kept), blank and comment lines dropped. The
+/// host-side docs test (`crates/keelson/tests/docs.rs`) runs the ```` ```sh doc-test ````
+/// blocks, refuses a shell block without a place and checks that these commands name
+/// programs a node has; running them is this half. Note for the caller: in README.md
+/// `keelson-agent update --now` reboots the node (wait for the next boot before the next
+/// command), and the commands assume README.md's node config (the app unit
+/// `keelson-app.service`, the `hello` extension of step 3).
+pub fn doc_node_commands(doc: &str) -> Vec<String> {
+    let blocks = doc_blocks::shell_blocks(doc, "node").unwrap_or_else(|e| panic!("{e}"));
+    blocks
+        .iter()
+        .flat_map(doc_blocks::Block::commands)
+        .map(|(_, cmd)| cmd)
+        .collect()
+}
+
+/// The text of a document of the repository (`README.md`, `docs/agent.md`).
+pub fn doc_text(path: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
