@@ -811,6 +811,8 @@ fn fleetlock_update_blessed() {
         "false",
         "--rollout-percent",
         "100",
+        "--failure-threshold",
+        "50",
         "--fleetlock-slots",
         "1",
     ]);
