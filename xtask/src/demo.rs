@@ -1,303 +1,246 @@
-//! `cargo xtask demo`: the main job. It runs every part of Keelson that exists, end to end, on
-//! this machine, and says plainly what is still missing.
+//! `cargo xtask demo`: the talk's demos (../shared/docs/talk-zero-touch-os-infrastructure.txt)
+//! replayed on this machine, with the scenario code that the VM tests run:
+//!
+//! - `update` (the default run): `fleetlock_update_blessed` of crates/image/tests/vm_update.rs
+//!   with the bad release: keelson-server on the host, a node booted from the stock v1 image
+//!   with a config (provisioning: an SSH key, a container web app, the update settings), v2
+//!   published, staged, rebooted into under a FleetLock slot and blessed; then a bad v3 that
+//!   waits for the slot, fails its health check three times and rolls back by itself, and the
+//!   server's halted rollout.
+//! - `provisioning`: `first_boot_provisions_user_files_and_app` of vm_provision.rs on its own (a
+//!   first boot that applies the config, a second that does not).
+//! - `sysext`: not built yet on a running node (see [`SYSEXT_MISSING`]).
+//!
+//! Each step's narration (the scenario's `==> ` lines) is shown with the time it came; the
+//! whole output goes to `target/demo/<step>.log`. At the end the last step keeps the server
+//! and the node up until Ctrl-C (which ends the scenario, its server and its QEMU together),
+//! unless `--no-wait`.
 
-use std::fs;
-use std::io::{IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
 
-use crate::{deps, util};
+use crate::{deps, util, vm};
 
-/// What the talk's three demos need that this tree does not do yet.
-const MISSING: &[&str] = &[
-    "the update shown on a node: keelson-agent and signed payloads are built and tested \
-     against keelson-server (crates/agent/tests), but no demo step boots a node through v2 yet",
-    "reboot coordination on the node (FleetLock, etcd locks)",
-    "system extensions: keelson sysext build/publish/update",
-];
+/// What `cargo xtask demo` runs.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Run only this step (repeatable). Without it: `update` (whose node is provisioned on
+    /// its first boot), then `sysext`.
+    #[arg(long, value_enum)]
+    step: Vec<Step>,
+    /// End after the last step instead of keeping the server and the node up until Ctrl-C.
+    #[arg(long)]
+    no_wait: bool,
+}
 
-/// Application id the demo registers (Flatcar's, so update_engine requests work unchanged).
-const DEMO_APP: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
-/// Where the demo's server listens.
-const DEMO_LISTEN: &str = "127.0.0.1:8080";
+/// The talk's demos.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Step {
+    /// A stock image's first boot applies a config and runs a container app.
+    Provisioning,
+    /// v2 staged, rebooted into under a FleetLock slot and blessed; a bad v3 rolled back.
+    Update,
+    /// System extensions on a running node.
+    Sysext,
+}
 
-pub fn run(no_vm: bool) -> Result<()> {
-    deps::run(false)?;
-    util::step("building keelson and keelson-server (release)");
-    util::run(util::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "keelson",
-        "-p",
-        "keelson-server",
-    ]))?;
-    let bin = util::workspace_root().join("target/release");
-    let keelson = bin.join("keelson");
-    let work = util::workspace_root().join("target/demo");
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Provisioning => "provisioning",
+            Step::Update => "update",
+            Step::Sysext => "sysext",
+        }
+    }
+}
 
-    demo_verity(&keelson, &work)?;
-    demo_disk(&keelson, &work)?;
-    let record = if no_vm {
-        let record = util::workspace_root()
-            .join(crate::vm::VM_DIR)
-            .join("keelson_0.1.0.json");
-        eprintln!(
-            "\n--no-vm: no image build and no boot; using {}",
-            record.display()
-        );
-        record
+/// What the sysext step cannot show yet.
+const SYSEXT_MISSING: &str = "not built yet: adding and updating an extension on a running \
+     node (keelson-server packages for extensions and the agent's side, issue [8/12] (b)). \
+     What exists: `keelson sysext build|check|sign|publish` (docs/sysext.md) and extensions \
+     enabled at provisioning (the `extensions:` config section), both run by the tests.";
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    let started = Instant::now();
+    let steps = if args.step.is_empty() {
+        vec![Step::Update, Step::Sysext]
     } else {
-        let record = demo_image()?;
-        demo_provisioning(&record)?;
-        record
+        args.step.clone()
     };
-    demo_server(&bin, &record, &work)?;
+    deps::run(false)?;
+    let root = util::workspace_root();
+    let work = root.join("target/demo");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
 
-    util::step("still missing");
-    for m in MISSING {
-        eprintln!("  - {m}");
-    }
-    Ok(())
-}
+    util::step("building keelson, keelson-server, the node's binaries and the scenarios");
+    let keelson = vm::keelson_binary()?;
+    util::run(util::cargo().args(["build", "-p", "keelson-server", "--bin", "keelson-server"]))
+        .context("building keelson-server")?;
+    vm::build_image_binaries()?;
+    let needs = |s: Step| steps.contains(&s);
+    let provision_bin = needs(Step::Provisioning)
+        .then(|| vm::vm_test_binary("vm_provision"))
+        .transpose()?;
+    let update_bin = needs(Step::Update)
+        .then(|| vm::vm_test_binary("vm_update"))
+        .transpose()?;
+    say_done("built", started);
 
-/// Write `len` bytes of deterministic pseudo-random data (xorshift) to `path`.
-fn pseudo_random_file(path: &Path, len: usize) -> Result<()> {
-    let mut f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-        let n = left.min(buf.len());
-        f.write_all(&buf[..n])?;
-        left -= n;
-    }
-    Ok(())
-}
-
-fn root_hash_of(output: &str) -> Option<String> {
-    output
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .map(|h| h.trim().to_string())
-}
-
-/// dm-verity: keelson and veritysetup build the same tree; a flipped byte is caught by block.
-fn demo_verity(keelson: &Path, work: &Path) -> Result<()> {
-    util::step("dm-verity: keelson next to veritysetup");
-    let data = work.join("verity-data.img");
-    pseudo_random_file(&data, 64 << 20)?;
-    // Same salt and superblock UUID for both, so the whole hash areas can be compared.
-    let salt = "e48da609055204e89ae53b655ca2216dd983cf3cb829f34f63a297d106d53e2d";
-    let uuid = "5a7e1e5c-0000-4000-8000-6b656c736f6e";
-    let ours = util::output(
-        Command::new(keelson)
-            .args(["verity", "format", "--salt", salt, "--uuid", uuid])
-            .arg(&data)
-            .arg(work.join("verity-hash.keelson")),
-    )?;
-    let theirs = util::output(
-        Command::new("veritysetup")
-            .args(["format", "--salt", salt, "--uuid", uuid])
-            .arg(&data)
-            .arg(work.join("verity-hash.veritysetup")),
-    )?;
-    let (a, b) = (root_hash_of(&ours), root_hash_of(&theirs));
-    eprintln!("keelson     root hash: {}", a.as_deref().unwrap_or("?"));
-    eprintln!("veritysetup root hash: {}", b.as_deref().unwrap_or("?"));
-    let (Some(a), Some(b)) = (a, b) else {
-        bail!("a root hash is missing from the output")
+    util::step("the OS images (built from os/ once, reused while their inputs are unchanged)");
+    let dir = root.join(vm::VM_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (_, pem) = vm::dev_update_key(&keelson, &dir)?;
+    let key_arg = pem.to_string_lossy().into_owned();
+    let image = |version: &str, extra: &[&str]| -> Result<PathBuf> {
+        let mut args = vec!["--update-key", key_arg.as_str()];
+        args.extend(extra);
+        vm::build_image_cached(&keelson, &dir, version, &args, None)
     };
-    if a != b {
-        bail!("root hashes differ");
+    let v1 = image("0.1.0", &[])?;
+    let releases = if needs(Step::Update) {
+        let v2 = image("0.2.0", &[])?;
+        let overlay = vm::bad_release_overlay(&dir)?;
+        let v3 = image("0.3.0", &["--overlay", &overlay.to_string_lossy()])?;
+        Some((v2, v3))
+    } else {
+        None
+    };
+    let busybox = vm::busybox(&dir)?;
+    let ssh = ssh_key(&work)?;
+    say_done("images ready", started);
+
+    let last = steps.last().copied();
+    for step in &steps {
+        let hold = Some(*step) == last && !args.no_wait;
+        let t = Instant::now();
+        util::step(&format!("demo: {}", step.name()));
+        match step {
+            Step::Provisioning => {
+                let bin = provision_bin.as_deref().context("no vm_provision binary")?;
+                let mut c = scenario(
+                    bin,
+                    "first_boot_provisions_user_files_and_app",
+                    &v1,
+                    &busybox,
+                );
+                c.env(
+                    "KEELSON_VM_CONSOLE_LOG",
+                    work.join("console-provisioning.log"),
+                );
+                run_scenario(step.name(), c, &work, hold)?;
+            }
+            Step::Update => {
+                let bin = update_bin.as_deref().context("no vm_update binary")?;
+                let (v2, v3) = releases.as_ref().context("no v2/v3 images")?;
+                let mut c = scenario(bin, "fleetlock_update_blessed", &v1, &busybox);
+                c.env("KEELSON_VM_V2_BUILD", v2)
+                    .env("KEELSON_VM_V3_BUILD", v3)
+                    .env("KEELSON_VM_UPDATE_KEYS", pem.parent().unwrap_or(&dir))
+                    .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
+                    .env("KEELSON_VM_CONSOLE_LOG", work.join("console-update.log"))
+                    .env("KEELSON_DEMO_SSH_PUBKEY", ssh.with_extension("pub"))
+                    .env("KEELSON_DEMO_SSH_PORT", free_port()?.to_string());
+                run_scenario(step.name(), c, &work, hold)?;
+            }
+            Step::Sysext => println!("sysext: {SYSEXT_MISSING}"),
+        }
+        println!("{}: done in {}", step.name(), mmss(t));
     }
-    let same = fs::read(work.join("verity-hash.keelson"))?
-        == fs::read(work.join("verity-hash.veritysetup"))?;
-    eprintln!("hash areas byte-identical: {same}");
-    if !same {
-        bail!("hash areas differ");
+    say_done("the demo ended", started);
+    Ok(())
+}
+
+/// The VM test `name` in `bin`, run directly (as `cargo xtask test` does) against image `v1`.
+fn scenario(bin: &Path, name: &str, v1: &Path, busybox: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.current_dir(util::workspace_root().join("crates/image"))
+        .args([
+            "--ignored",
+            "--exact",
+            name,
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("KEELSON_VM_BUILD", v1)
+        .env("KEELSON_VM_BUSYBOX", busybox);
+    c
+}
+
+/// Run a scenario: its narration (`==> ` lines) on stdout with the time since it started, all
+/// of its output in `work/<name>.log`; on failure, the log's tail. `hold`: it keeps the server
+/// and the node up at the end (`KEELSON_DEMO_HOLD`) until Ctrl-C.
+fn run_scenario(name: &str, mut c: Command, work: &Path, hold: bool) -> Result<()> {
+    let log_path = work.join(format!("{name}.log"));
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    if hold {
+        c.env("KEELSON_DEMO_HOLD", "1");
     }
-    // Flip one byte in data block 1000 and let verify find it.
-    let mut bytes = fs::read(&data)?;
-    bytes[1000 * 4096 + 17] ^= 0xff;
-    fs::write(&data, &bytes)?;
-    let verify = util::output(
-        Command::new(keelson)
-            .args(["verity", "verify"])
-            .arg(&data)
-            .arg(work.join("verity-hash.keelson"))
-            .arg(&a),
-    );
-    match verify {
-        Ok(_) => bail!("verify accepted corrupted data"),
-        Err(e) => {
-            let said = e
-                .downcast_ref::<keelson_cmd::CmdError>()
-                .map(|c| c.stderr_tail.trim().to_string())
-                .unwrap_or_else(|| format!("{e:#}"));
-            eprintln!("after flipping a byte in data block 1000, verify says: {said}");
+    c.stdout(Stdio::piped()).stderr(log.try_clone()?);
+    let line = keelson_cmd::describe(&c);
+    writeln!(log, "$ {line}")?;
+    let started = Instant::now();
+    let mut child = c.spawn().with_context(|| format!("starting `{line}`"))?;
+    let out = child.stdout.take().context("no stdout pipe")?;
+    println!("  (all of its output: {})", log_path.display());
+    for l in BufReader::new(out).lines() {
+        let l = l.with_context(|| format!("reading the output of `{line}`"))?;
+        writeln!(log, "{l}")?;
+        if let Some(said) = l.strip_prefix("==> ") {
+            println!("[{}] {said}", mmss(started));
         }
     }
-    Ok(())
-}
-
-/// GPT: the Keelson A/B layout, read back with the slot state.
-fn demo_disk(keelson: &Path, work: &Path) -> Result<()> {
-    util::step("disk: the Keelson A/B layout");
-    let img: PathBuf = work.join("disk.img");
-    util::output(
-        Command::new(keelson)
-            .args(["disk", "create", "--size", "4G"])
-            .arg(&img),
-    )?;
-    let show = util::output(Command::new(keelson).args(["disk", "show"]).arg(&img))?;
-    eprintln!("{show}");
-    Ok(())
-}
-
-/// The OS image: built from Debian packages, /usr on dm-verity, A/B slots (the VM tests' build).
-fn demo_image() -> Result<PathBuf> {
-    util::step("the OS image: Debian trixie -> erofs /usr -> dm-verity -> UKI -> GPT A/B");
-    let dir = util::workspace_root().join(crate::vm::VM_DIR);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let keelson = crate::vm::keelson_binary()?;
-    let record = crate::vm::build_image(&keelson, &dir, "0.1.0", &[])?;
-    let image = dir.join("keelson_0.1.0.img");
-    let show = util::output(Command::new(&keelson).args(["disk", "show"]).arg(&image))?;
-    eprintln!("{show}");
-    Ok(record)
-}
-
-/// Talk demo 1: a stock image boots with a config (fw_cfg) and comes up running a container
-/// app, fetched over HTTP in the initrd and checked by sha256; the first-boot VM test does
-/// exactly that and shows the guest's answers.
-fn demo_provisioning(record: &Path) -> Result<()> {
-    util::step(
-        "provisioning: boot the stock image with a config; it comes up running a container app",
-    );
-    let dir = util::workspace_root().join(crate::vm::VM_DIR);
-    let busybox = crate::vm::busybox(&dir)?;
-    util::run(&mut crate::vm::vm_test(
-        "vm_provision",
-        Some("first_boot_provisions_user_files_and_app"),
-        record,
-        &busybox,
-    )?)
-    .context("the provisioning demo failed")
-}
-
-/// Fleet control: keelson-server with the image's update parts as a package, a group on the
-/// stable channel, and an update check the way Flatcar's update_engine sends it.
-fn demo_server(bin: &Path, record: &Path, work: &Path) -> Result<()> {
-    util::step("fleet control: keelson-server (Omaha, REST API, dashboard, FleetLock)");
-    let state = work.join("server");
-    let _ = fs::remove_dir_all(&state);
-    fs::create_dir_all(&state)?;
-    let db = format!("sqlite://{}", state.join("keelson.db").display());
-    let token = util::output(Command::new(bin.join("keelson-server")).args([
-        "token",
-        "create",
-        "--role",
-        "admin",
-        "--database-url",
-        &db,
-    ]))?;
-    let token = token
-        .split_whitespace()
-        .find(|w| w.starts_with("kt_"))
-        .context("keelson-server token create printed no token")?
-        .to_string();
-    let mut server = Command::new(bin.join("keelson-server"))
-        .args(["--database-url", &db, "--listen", DEMO_LISTEN, "--data-dir"])
-        .arg(state.join("data"))
-        .spawn()
-        .context("starting keelson-server")?;
-    let result = (|| -> Result<()> {
-        let base = format!("http://{DEMO_LISTEN}");
-        wait_for_http(&format!("{base}/health"))?;
-        let admin = |args: &[&str]| -> Result<String> {
-            util::output(
-                Command::new(bin.join("keelson"))
-                    .arg("admin")
-                    .args(args)
-                    .env("KEELSON_SERVER", &base)
-                    .env("KEELSON_TOKEN", &token)
-                    .env("KEELSON_APP", DEMO_APP),
-            )
-        };
-        admin(&["app", "create", "--name", "Keelson", DEMO_APP])?;
-        // The update part of the built version: its usr image.
-        let parts = record.parent().unwrap_or(Path::new("."));
-        let usr = parts.join("keelson_0.1.0.usr.erofs");
-        admin(&[
-            "package",
-            "upload",
-            "--version",
-            "0.1.0",
-            &usr.to_string_lossy(),
-        ])?;
-        admin(&["channel", "create", "stable"])?;
-        admin(&["channel", "set", "stable", "--version", "0.1.0"])?;
-        admin(&["group", "create", "stable", "--channel", "stable"])?;
-        admin(&[
-            "policy",
-            "set",
-            "stable",
-            "--rollout-percent",
-            "50",
-            "--failure-threshold",
-            "10",
-        ])?;
-        // A node on an older version asks, as update_engine does.
-        let request = include_str!("../../crates/omaha/tests/data/update_check.xml")
-            .replace("version=\"3975.2.0\"", "version=\"0.0.9\"");
-        let answer = util::output(Command::new("curl").args([
-            "-sS",
-            "--data-binary",
-            &request,
-            "-H",
-            "Content-Type: text/xml",
-            &format!("{base}/v1/update/"),
-        ]))?;
-        eprintln!("update_engine-style check from a node on 0.0.9, the server answers:\n{answer}");
-        eprintln!("{}", admin(&["group", "list"])?);
-        eprintln!("dashboard: {base}/  (admin token: {token})");
-        eprintln!(
-            "look at: Groups -> stable (version breakdown, rollout progress, policy), Instances, Activity"
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{line}`"))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        for l in tail.iter().rev() {
+            eprintln!("  | {l}");
+        }
+        bail!(
+            "the {name} step failed ({status}); its output is in {}",
+            log_path.display()
         );
-        if std::io::stdin().is_terminal() {
-            eprintln!("press Enter to stop the server");
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-        }
-        Ok(())
-    })();
-    let _ = server.kill();
-    let _ = server.wait();
-    result
+    }
+    Ok(())
 }
 
-/// Poll `url` with curl until it answers (10 s at most).
-fn wait_for_http(url: &str) -> Result<()> {
-    for _ in 0..100 {
-        if util::output_with_timeout(
-            Command::new("curl").args(["-sSf", "-o", "/dev/null", url]),
-            std::time::Duration::from_secs(5),
-        )
-        .is_ok()
-        {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+/// The demo's SSH key pair (`work/ssh/id_ed25519`), made once with ssh-keygen.
+fn ssh_key(work: &Path) -> Result<PathBuf> {
+    let key = work.join("ssh/id_ed25519");
+    if key.is_file() && key.with_extension("pub").is_file() {
+        return Ok(key);
     }
-    bail!("{url} did not answer within 10 s")
+    let dir = work.join("ssh");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _ = std::fs::remove_file(&key);
+    util::output(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "keelson-demo", "-f"])
+            .arg(&key),
+    )
+    .context("making the demo's SSH key")?;
+    Ok(key)
+}
+
+/// A free TCP port on the host's loopback.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn mmss(since: Instant) -> String {
+    let s = since.elapsed().as_secs();
+    format!("{:02}:{:02}", s / 60, s % 60)
+}
+
+fn say_done(what: &str, started: Instant) {
+    println!("{what} ({} since the start)", mmss(started));
 }

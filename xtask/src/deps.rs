@@ -40,6 +40,10 @@ pub const HOST_PACKAGES: &[(&str, &str)] = &[
     ("binutils", "objcopy: reference UKI for the payload tests"),
     ("ca-certificates", "TLS to the Debian mirror"),
     ("curl", "Packages index: image package check"),
+    (
+        "openssh-client",
+        "ssh-keygen and ssh: the demo's key to its node",
+    ),
     ("xz-utils", "unpack Packages.xz"),
 ];
 

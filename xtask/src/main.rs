@@ -31,12 +31,9 @@ enum Command {
     },
     /// Run every check: fmt, clippy, unit and integration tests, VM tests.
     Test(test::TestArgs),
-    /// The main job: build and boot what exists, and say what is still missing.
-    Demo {
-        /// Skip the image build and the VM boot (the parts that take minutes).
-        #[arg(long)]
-        no_vm: bool,
-    },
+    /// The main job: the talk's demos (provisioning, update and rollback, extensions) on
+    /// this machine, then the server and the node stay up until Ctrl-C.
+    Demo(demo::DemoArgs),
     /// Benchmarks, each printed next to its peer or physical limit.
     Bench(bench::BenchArgs),
 }
@@ -47,7 +44,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Deps { check } => deps::run(check),
         Command::Test(args) => test::run(args),
-        Command::Demo { no_vm } => demo::run(no_vm),
+        Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

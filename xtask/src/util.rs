@@ -40,6 +40,21 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Run a command with its stdout and stderr appended to `log`; fail with its command line if
+/// it exits non-zero.
+pub fn run_logged(cmd: &mut Command, log: &std::fs::File) -> Result<()> {
+    let line = describe(cmd);
+    let status = cmd
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .status()
+        .with_context(|| format!("starting `{line}`"))?;
+    if !status.success() {
+        bail!("`{line}` failed with {status}");
+    }
+    Ok(())
+}
+
 /// Run a command and capture stdout (`keelson_cmd::run`); on failure the error carries the
 /// command line and the stderr tail.
 pub fn output(cmd: &mut Command) -> Result<String> {

@@ -57,8 +57,15 @@ pub fn image_build_command(keelson: &Path, out: &Path, version: &str) -> Command
     c
 }
 
-/// Build `os/` into `out` with `keelson image build`; returns the build record path.
+/// Build `os/` into `out` with `keelson image build` (the binaries it installs first), unless
+/// the same inputs built it before ([`build_image_cached`]); returns the build record path.
 pub fn build_image(keelson: &Path, out: &Path, version: &str, extra: &[&str]) -> Result<PathBuf> {
+    build_image_binaries()?;
+    build_image_cached(keelson, out, version, extra, None)
+}
+
+/// The release binaries an image carries: keelson-firstboot (initrd) and keelson-agent (/usr).
+pub fn build_image_binaries() -> Result<()> {
     // First-boot provisioning goes into the initrd (crates/firstboot, docs/first-boot.md).
     util::run(util::cargo().args(["build", "--release", "-p", "keelson-firstboot"]))
         .context("building the keelson-firstboot binary")?;
@@ -69,13 +76,104 @@ pub fn build_image(keelson: &Path, out: &Path, version: &str, extra: &[&str]) ->
     } else {
         util::step("no crates/agent in the workspace: the image is built without keelson-agent");
     }
-    util::run(image_build_command(keelson, out, version).args(extra))
-        .with_context(|| format!("building the OS image into {}", out.display()))?;
+    Ok(())
+}
+
+/// `keelson image build` of version `version` into `out` (output to `log` when given), skipped
+/// when `keelson_<version>.inputs` there holds the digest of the same inputs: os/, the keelson,
+/// keelson-firstboot and keelson-agent binaries, the version and the extra arguments (files and
+/// directories they name by content). A rebuild of unchanged inputs gives the same image
+/// (tests/vm.rs checks it), so the demo and repeated test runs need not wait for one.
+pub fn build_image_cached(
+    keelson: &Path,
+    out: &Path,
+    version: &str,
+    extra: &[&str],
+    log: Option<&std::fs::File>,
+) -> Result<PathBuf> {
     let record = out.join(format!("keelson_{version}.json"));
+    let image = out.join(format!("keelson_{version}.img"));
+    let stamp = out.join(format!("keelson_{version}.inputs"));
+    let mut c = image_build_command(keelson, out, version);
+    c.args(extra);
+    let digest = inputs_digest(&c)?;
+    if record.is_file()
+        && image.is_file()
+        && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == digest)
+    {
+        eprintln!(
+            "image {version}: inputs unchanged, reusing {}",
+            image.display()
+        );
+        return Ok(record);
+    }
+    let _ = std::fs::remove_file(&stamp);
+    match log {
+        None => util::run(&mut c),
+        Some(f) => util::run_logged(&mut c, f),
+    }
+    .with_context(|| format!("building the {version} OS image into {}", out.display()))?;
     if !record.is_file() {
         bail!("the build finished but wrote no {}", record.display());
     }
+    std::fs::write(&stamp, format!("{digest}\n"))
+        .with_context(|| format!("writing {}", stamp.display()))?;
     Ok(record)
+}
+
+/// SHA-256 over everything an image build reads: os/, the program and the binaries named by
+/// its environment, every argument, and the files and directories the arguments name.
+fn inputs_digest(c: &Command) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut paths = vec![PathBuf::from(c.get_program())];
+    for (k, v) in c.get_envs() {
+        h.update(k.as_encoded_bytes());
+        if let Some(v) = v {
+            h.update(v.as_encoded_bytes());
+            paths.push(PathBuf::from(v));
+        }
+    }
+    // The output directory holds earlier builds: it is named, not read.
+    let mut out_dir = false;
+    for a in c.get_args() {
+        h.update(a.as_encoded_bytes());
+        h.update([0]);
+        if !std::mem::replace(&mut out_dir, a == "--out") {
+            paths.push(PathBuf::from(a));
+        }
+    }
+    for p in paths.iter().filter(|p| p.exists()) {
+        hash_tree(&mut h, p)?;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Feed `path` into `h`: a file's bytes, a link's target, a directory's entries in order.
+fn hash_tree(h: &mut sha2::Sha256, path: &Path) -> Result<()> {
+    use sha2::Digest;
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    h.update(path.as_os_str().as_encoded_bytes());
+    h.update(meta.permissions().mode().to_le_bytes());
+    if meta.is_symlink() {
+        h.update(std::fs::read_link(path)?.as_os_str().as_encoded_bytes());
+    } else if meta.is_dir() {
+        let mut entries = std::fs::read_dir(path)
+            .with_context(|| format!("listing {}", path.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        entries.sort();
+        for e in entries {
+            hash_tree(h, &e)?;
+        }
+    } else {
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        std::io::copy(&mut f, h).with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// A statically linked busybox for the container test, from the Debian package (cached).
@@ -171,23 +269,10 @@ pub fn run_tests(only: &[String]) -> Result<()> {
         let handle = std::thread::spawn(move || -> Result<()> {
             let out = std::fs::File::create(&log2)
                 .with_context(|| format!("creating {}", log2.display()))?;
-            let quiet = |c: &mut Command| -> Result<()> {
-                let status = c
-                    .stdout(out.try_clone()?)
-                    .stderr(out.try_clone()?)
-                    .status()
-                    .with_context(|| format!("starting {}", keelson_cmd::describe(c)))?;
-                if !status.success() {
-                    bail!("`{}` failed with {status}", keelson_cmd::describe(c));
-                }
-                Ok(())
-            };
             let build = |version: &str, extra: &[&str]| -> Result<PathBuf> {
-                let out_dir = dir.clone();
-                let mut c = image_build_command(&keelson, &out_dir, version);
-                c.args(["--update-key", &key_arg]).args(extra);
-                quiet(&mut c).with_context(|| format!("building the {version} image"))?;
-                Ok(out_dir.join(format!("keelson_{version}.json")))
+                let mut args = vec!["--update-key", key_arg.as_str()];
+                args.extend(extra);
+                build_image_cached(&keelson, &dir, version, &args, Some(&out))
             };
             let v2 = build("0.2.0", &[])?;
             // The main stream may have ended already (it has nothing to wait for then).
@@ -205,7 +290,7 @@ pub fn run_tests(only: &[String]) -> Result<()> {
                 .env("KEELSON_VM_UPDATE_KEYS", dev_pem.parent().unwrap_or(&dir))
                 .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
                 .env("KEELSON_VM_CONSOLE_LOG", &console);
-            quiet(&mut c)
+            util::run_logged(&mut c, &out)
         });
         (handle, log)
     });

@@ -42,7 +42,9 @@ use sha2::{Digest, Sha256};
 mod app;
 mod common;
 
-use common::{build_record, check, data_url, env_path, host_run, poll_until, serve};
+use common::{
+    build_record, check, data_url, demo_ssh, env_path, hold, host_run, poll_until, say, serve,
+};
 
 /// Generous: CI runs TCG on two shared cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -253,8 +255,9 @@ fn exe(path: &str, script: &str) -> Value {
 }
 
 /// The node's config: the agent pointed at the host's server, a short reboot delay after a
-/// failed check, the container app, a health check that the app answers, and a check unit.
-fn node_config(server_port: u16, archive_port: u16, archive_sha256: &str) -> String {
+/// failed check, the container app, a health check that the app answers, and a check unit;
+/// `keys` are user keel's SSH keys.
+fn node_config(server_port: u16, archive_port: u16, archive_sha256: &str, keys: &[&str]) -> String {
     let update = format!(
         "[update]\nserver = \"http://10.0.2.2:{server_port}/v1/update/\"\ngroup = \"stable\"\n\n\
          [reboot]\nstrategy = \"fleetlock\"\nfleetlock_url = \"http://10.0.2.2:{server_port}/\"\n"
@@ -266,7 +269,7 @@ fn node_config(server_port: u16, archive_port: u16, archive_sha256: &str) -> Str
          sleep 1\ndone\necho 'the container app is not answering' >&2\nexit 1\n";
     serde_json::json!({
         "ignition": {"version": "3.4.0"},
-        "passwd": {"users": [{"name": "keel", "sshAuthorizedKeys": [SSH_KEY], "groups": ["sudo"]}]},
+        "passwd": {"users": [{"name": "keel", "sshAuthorizedKeys": keys, "groups": ["sudo"]}]},
         "storage": {"files": [
             {"path": "/etc/keelson/update.toml", "contents": {"source": data_url(&update)}},
             {
@@ -300,16 +303,20 @@ fn node_config(server_port: u16, archive_port: u16, archive_sha256: &str) -> Str
 
 /// The node: a private copy of the v1 image in `work`, provisioned with [`node_config`] (the
 /// app's archive served from the host), logging in on the console; `app_port` forwards the
-/// app's port to the host.
+/// app's port to the host. Under `cargo xtask demo`, the demo's SSH key is keel's too and its
+/// port is forwarded to the node's sshd ([`demo_ssh`]).
 fn node(work: &Path, v1_image: &Path, server: &Server, app_port: Option<u16>) -> VmOptions {
     let busybox = std::fs::read(env_path("KEELSON_VM_BUSYBOX")).unwrap();
     let archive = app::app_archive(&busybox, work).unwrap_or_else(|e| panic!("{e}"));
     let archive_sha = hex::encode(Sha256::digest(&archive));
     let archive_port = serve(archive);
     let config = work.join("node.ign");
+    let demo = demo_ssh();
+    let mut keys = vec![SSH_KEY];
+    keys.extend(demo.as_ref().map(|(key, _)| key.as_str()));
     std::fs::write(
         &config,
-        node_config(server.port, archive_port, &archive_sha),
+        node_config(server.port, archive_port, &archive_sha, &keys),
     )
     .unwrap();
     let disk = work.join("node.img");
@@ -322,6 +329,7 @@ fn node(work: &Path, v1_image: &Path, server: &Server, app_port: Option<u16>) ->
     let mut o = VmOptions::new(&disk);
     o.config = Some(config);
     o.host_forwards.extend(app_port.map(|p| (p, app::APP_PORT)));
+    o.host_forwards.extend(demo.map(|(_, port)| (port, 22)));
     o.credentials
         .push(("agetty.autologin".into(), "root".into()));
     o.credentials.push(("login.noauth".into(), "yes".into()));
@@ -589,19 +597,32 @@ fn update_bless_refuse_and_roll_back() {
     eprintln!("offer 0.2.4 refused: {reason}");
 
     // (b) v3 fails its own health check: never blessed, back on v2 within 3 boots.
+    bad_release_rolls_back(&server, &mut vm, &p3);
+    vm.kill();
+}
+
+/// (b) on a node running v2 with the `fleetlock` strategy and the group's one reboot slot: v3,
+/// whose own health check fails, is published while another node holds the slot. The node
+/// stages v3 and waits; once the slot is free it reboots, v3 is never blessed, the node is back
+/// on v2 within 3 boots by itself, reports the rollback, does not try v3 again, gives the slot
+/// back, and the server halts the group's rollout of v3.
+fn bad_release_rolls_back(server: &Server, vm: &mut Vm, p3: &Path) {
     let t = Instant::now();
     server.admin(&["policy", "set", "stable", "--resume"]);
     // [7/12] FleetLock: another node holds the group's one reboot slot, so the node stages v3
     // and waits; once the slot is free it takes it, reboots, and gives it back after the
     // rollback.
     server.fleetlock("pre-reboot", "another-node");
-    server.publish("0.3.0", &p3);
+    server.publish("0.3.0", p3);
     let from = vm.console_text().len();
     let out = vm
         .run_with_timeout("keelson-agent check", APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("v3 downloaded and staged in {:?}", t.elapsed());
-    let s = status(&mut vm);
+    say(format!(
+        "update: bad v3 published; the node downloaded and staged it in {:.0?}",
+        t.elapsed()
+    ));
+    let s = status(vm);
     assert_eq!(s["state"], "staged", "{}\n{s:#}", out.output);
     assert!(
         s["reboot"]["waiting_for"]
@@ -619,10 +640,11 @@ fn update_bless_refuse_and_roll_back() {
     let mut at = vm
         .wait_for_from("reboot: Restarting system", from, BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("the node never took the free slot and rebooted: {e}"));
-    eprintln!(
-        "the node took the reboot slot once it was free ({:?})",
+    say(format!(
+        "reboot coordination: the node waited while another node held the group's one \
+         FleetLock slot, then took it and rebooted into v3 ({:.0?})",
         t.elapsed()
-    );
+    ));
     for boot in 1..=3 {
         at = vm
             .wait_for_from(
@@ -634,30 +656,35 @@ fn update_bless_refuse_and_roll_back() {
         at = vm
             .wait_for_from("reboot: Restarting system", at, BOOT_TIMEOUT)
             .unwrap_or_else(|e| panic!("v3 boot {boot} did not reboot by itself: {e}"));
-        eprintln!(
-            "v3 boot {boot} failed its check and rebooted ({:?})",
+        say(format!(
+            "rollback: v3 boot {boot} of 3 failed its health check and rebooted by itself \
+             ({:.0?})",
             t.elapsed()
-        );
+        ));
     }
-    login(&mut vm, at, "the boot after v3's tries ran out");
+    login(vm, at, "the boot after v3's tries ran out");
     assert!(
-        check(&mut vm, "cat /usr/lib/os-release").contains("VERSION_ID=0.2.0"),
+        check(vm, "cat /usr/lib/os-release").contains("VERSION_ID=0.2.0"),
         "not back on v2"
     );
-    let s = wait_status(&mut vm, "rolled back from 0.3.0", BOOT_TIMEOUT, |s| {
+    let s = wait_status(vm, "rolled back from 0.3.0", BOOT_TIMEOUT, |s| {
         s["state"] == "rolled-back"
             && s["refused"]
                 .as_array()
                 .is_some_and(|r| r.contains(&"0.3.0".into()))
     });
-    eprintln!("rolled back to v2 after {:?}: {s:#}", t.elapsed());
-    assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
+    eprintln!("{s:#}");
+    say(format!(
+        "rollback: the node is back on v2 by itself after {:.0?}; the app answers again",
+        t.elapsed()
+    ));
+    assert!(check(vm, &fetch_app(APP_TRIES)).contains("served across updates"));
     // Not tried again: another check neither downloads nor reboots.
-    let before = boot_state(&mut vm);
-    check(&mut vm, "keelson-agent check");
-    let s = status(&mut vm);
+    let before = boot_state(vm);
+    check(vm, "keelson-agent check");
+    let s = status(vm);
     assert_eq!(s["running_version"], "0.2.0", "{s:#}");
-    assert_eq!(boot_state(&mut vm), before, "v3 was tried again");
+    assert_eq!(boot_state(vm), before, "v3 was tried again");
     // The server saw the rollback and halted the group's rollout of v3.
     let i = server.wait_instance("on 0.2.0 after the rollback", SERVER_WAIT, |i| {
         i["version"] == "0.2.0"
@@ -686,7 +713,10 @@ fn update_bless_refuse_and_roll_back() {
     let g = server.group();
     assert_eq!(g["policy"]["halted_version"], "0.3.0", "{g:#}");
     assert!(g["rollout"]["failed"].as_i64().unwrap() >= 1, "{g:#}");
-    vm.kill();
+    say(
+        "rollback: the server counted the failure and halted the group's rollout of v3; the \
+         node does not try v3 again and gave its reboot slot back",
+    );
 }
 
 /// Polls the app on the host's forwarded port every 200 ms until `stop`; (seconds since start,
@@ -781,14 +811,28 @@ fn fleetlock_update_blessed() {
         "false",
         "--rollout-percent",
         "100",
+        "--failure-threshold",
+        "50",
         "--fleetlock-slots",
         "1",
     ]);
     let app_port = free_port();
+    say(format!(
+        "server: keelson-server at {} with app, channel stable, group stable (rollout 100%, \
+         one FleetLock reboot slot)",
+        server.base
+    ));
+    let t = Instant::now();
     let o = node(work, &v1_image, &server, Some(app_port));
     let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
     login(&mut vm, 0, "v1's first boot");
     assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
+    say(format!(
+        "provisioning: the stock v1 image booted with its config (user keel and its SSH key, \
+         the update settings, a health check) and runs the container app, answering on host \
+         port {app_port} ({:.0?})",
+        t.elapsed()
+    ));
 
     // The outage of one reboot that `command` starts, until the app answers on `version`;
     // `rebooting` runs as soon as the console shows the reboot.
@@ -813,9 +857,18 @@ fn fleetlock_update_blessed() {
     };
     assert_eq!(server.holders(), Vec::<String>::new());
     server.publish("0.2.0", &p2);
+    say("update: v2 published on channel stable; on the node: keelson-agent update --now");
+    let t = Instant::now();
     let update = outage(&mut vm, "keelson-agent update --now", "0.2.0", &|| {
         // Rebooting: the slot is held, by this node alone.
-        assert_eq!(server.holders().len(), 1, "rebooted without the slot");
+        let held = server.holders();
+        assert_eq!(held.len(), 1, "rebooted without the slot");
+        say(format!(
+            "update: v2 verified and staged in the inactive slot; the node took the group's \
+             FleetLock slot ({}) and reboots ({:.0?})",
+            held[0],
+            t.elapsed()
+        ));
     });
     let s = wait_status(&mut vm, "complete on 0.2.0", BOOT_TIMEOUT, |s| {
         s["state"] == "complete"
@@ -837,10 +890,40 @@ fn fleetlock_update_blessed() {
     server.wait_instance("complete on 0.2.0", SERVER_WAIT, |i| {
         i["version"] == "0.2.0" && i["status"] == "complete"
     });
+    say(format!(
+        "update: v2 booted, passed its health checks and was blessed; the slot is free again \
+         and the server shows the node complete on v2 (app down {update:.0} s, {:.0?} in all)",
+        t.elapsed()
+    ));
     println!("update_downtime_s={update:.1}");
     if std::env::var_os("KEELSON_BENCH_PLAIN_REBOOT").is_some() {
         let plain = outage(&mut vm, "systemctl reboot", "0.2.0", &|| {});
         println!("plain_reboot_downtime_s={plain:.1}");
     }
+    // The demo goes on with a bad release (CI runs this part in the long test above).
+    if std::env::var_os("KEELSON_VM_V3_BUILD").is_some() {
+        let v3 = build_record("KEELSON_VM_V3_BUILD");
+        let p3 = payload(&bin, &v3, &key, &work.join("v3.payload"), &[]);
+        bad_release_rolls_back(&server, &mut vm, &p3);
+    }
+    let mut look = vec![
+        format!(
+            "dashboard: {}/ (log in with the admin token {})",
+            server.base, server.token
+        ),
+        format!("the app: curl http://127.0.0.1:{app_port}/"),
+        format!(
+            "keelson admin: KEELSON_SERVER={} KEELSON_TOKEN={} KEELSON_APP={APP_ID} \
+             target/debug/keelson admin group show stable",
+            server.base, server.token
+        ),
+    ];
+    if let Some((_, port)) = demo_ssh() {
+        look.push(format!(
+            "the node: ssh -i target/demo/ssh/id_ed25519 -p {port} keel@127.0.0.1, then \
+             sudo keelson-agent status"
+        ));
+    }
+    hold(&look);
     vm.kill();
 }

@@ -155,3 +155,33 @@ pub fn doc_text(path: &str) -> String {
         .join(path);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// One line of narration: what a scenario step did. `cargo xtask demo` shows these lines (and
+/// keeps the rest of the output in its log); in `cargo xtask test` they are ordinary output.
+pub fn say(what: impl std::fmt::Display) {
+    println!("==> {what}");
+}
+
+/// The end of a scenario under `cargo xtask demo` (`KEELSON_DEMO_HOLD` set): say where to look
+/// (`lines`), then keep the server and the node up until the demo is interrupted (Ctrl-C ends
+/// this process, its server and its QEMU together). Without the variable, returns at once.
+pub fn hold(lines: &[String]) {
+    if std::env::var_os("KEELSON_DEMO_HOLD").is_none() {
+        return;
+    }
+    for l in lines {
+        say(l);
+    }
+    say("ready: everything stays up until Ctrl-C");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// The demo's own SSH key (`KEELSON_DEMO_SSH_PUBKEY`, a public key file) and the host port to
+/// forward to the node's port 22 (`KEELSON_DEMO_SSH_PORT`), when `cargo xtask demo` gives them.
+pub fn demo_ssh() -> Option<(String, u16)> {
+    let key = std::fs::read_to_string(std::env::var_os("KEELSON_DEMO_SSH_PUBKEY")?).ok()?;
+    let port = std::env::var("KEELSON_DEMO_SSH_PORT").ok()?.parse().ok()?;
+    Some((key.trim().to_owned(), port))
+}
