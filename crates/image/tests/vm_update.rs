@@ -43,7 +43,8 @@ mod app;
 mod common;
 
 use common::{
-    build_record, check, data_url, demo_ssh, env_path, hold, host_run, poll_until, say, serve,
+    build_record, check, data_url, demo_ssh, doc_node_commands, doc_text, env_path, hold, host_run,
+    poll_until, say, serve,
 };
 
 /// Generous: CI runs TCG on two shared cores.
@@ -896,6 +897,23 @@ fn fleetlock_update_blessed() {
         t.elapsed()
     ));
     println!("update_downtime_s={update:.1}");
+    // What README.md and docs/reboot.md show being typed on a node, on this node (the README's
+    // node config is this one: the app unit, the fleetlock strategy). `update --now` is this
+    // scenario's own step above; the extension commands need the README's `hello` extension
+    // (vm_provision.rs merges one at provisioning and checks `systemd-sysext status`).
+    let readme = doc_text("README.md");
+    assert!(readme.contains("keelson-agent update --now"));
+    for doc in [readme, doc_text("docs/reboot.md")] {
+        for cmd in doc_node_commands(&doc) {
+            if cmd == "keelson-agent update --now"
+                || cmd == "hello"
+                || cmd.starts_with("systemd-sysext")
+            {
+                continue;
+            }
+            check(&mut vm, &cmd);
+        }
+    }
     if std::env::var_os("KEELSON_BENCH_PLAIN_REBOOT").is_some() {
         let plain = outage(&mut vm, "systemctl reboot", "0.2.0", &|| {});
         println!("plain_reboot_downtime_s={plain:.1}");
