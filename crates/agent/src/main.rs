@@ -90,18 +90,7 @@ enum LockCommand {
 
 fn main() -> anyhow::Result<()> {
     keelson_agent::failpoint::init();
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr);
-    if journald {
-        fmt.without_time().init();
-    } else {
-        fmt.init();
-    }
+    keelson_log::init(keelson_log::Style::default());
     let cli = Cli::parse();
     let mut paths = Paths::under(&cli.root);
     paths.disk = cli.disk.clone();

@@ -94,7 +94,7 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
+    keelson_log::init(keelson_log::Style { no_target: true });
     match run(&args) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -107,20 +107,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// journald stamps its own time: drop ours when stderr goes to the journal.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        b.without_time().with_ansi(false).init();
-    } else {
-        b.init();
-    }
-}
 
 /// The one line an operator sees on the console when a stage fails.
 fn failure_line(stage: Stage, source: &str, err: &anyhow::Error) -> String {

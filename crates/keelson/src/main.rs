@@ -54,7 +54,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_logging();
+    keelson_log::init(keelson_log::Style::default());
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Verity(c) => verity_cmd::run(c),
@@ -75,16 +75,3 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; no timestamps under journald (it stamps lines itself).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEELSON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
-    }
-}

@@ -57,11 +57,7 @@ enum TokenCommand {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    keelson_log::init(keelson_log::Style::default());
     let cli = Cli::parse();
     let db = Db::connect(&cli.database_url)
         .await
