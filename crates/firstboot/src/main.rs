@@ -107,7 +107,6 @@ fn main() -> ExitCode {
     }
 }
 
-
 /// The one line an operator sees on the console when a stage fails.
 fn failure_line(stage: Stage, source: &str, err: &anyhow::Error) -> String {
     // One line: the console and the emergency handler show it whole.

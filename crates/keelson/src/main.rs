@@ -74,4 +74,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
