@@ -123,6 +123,32 @@ impl Server {
         s
     }
 
+    /// [`Server::start`] with the fleet of the scenarios: the app, channel `stable` and group
+    /// `stable` on it (updates on, no safe mode, rollout 100%, halted at 50% failures, one
+    /// FleetLock reboot slot).
+    fn fleet(bin: &Path, dir: &Path) -> Server {
+        let server = Server::start(bin, dir);
+        server.admin(&["app", "create", "--name", "Keelson", APP_ID]);
+        server.admin(&["channel", "create", "stable"]);
+        server.admin(&["group", "create", "stable", "--channel", "stable"]);
+        server.admin(&[
+            "policy",
+            "set",
+            "stable",
+            "--updates-enabled",
+            "true",
+            "--safe-mode",
+            "false",
+            "--rollout-percent",
+            "100",
+            "--failure-threshold",
+            "50",
+            "--fleetlock-slots",
+            "1",
+        ]);
+        server
+    }
+
     /// `keelson admin ARGS` against this server.
     fn admin(&self, args: &[&str]) -> String {
         host_run(
@@ -449,25 +475,7 @@ fn update_bless_refuse_and_roll_back() {
     let p_tampered = tampered(&v3, "0.2.4", &key, &work.join("tampered.payload"));
     eprintln!("payloads built in {:?}", t.elapsed());
 
-    let server = Server::start(&bin, work);
-    server.admin(&["app", "create", "--name", "Keelson", APP_ID]);
-    server.admin(&["channel", "create", "stable"]);
-    server.admin(&["group", "create", "stable", "--channel", "stable"]);
-    server.admin(&[
-        "policy",
-        "set",
-        "stable",
-        "--updates-enabled",
-        "true",
-        "--safe-mode",
-        "false",
-        "--rollout-percent",
-        "100",
-        "--failure-threshold",
-        "50",
-        "--fleetlock-slots",
-        "1",
-    ]);
+    let server = Server::fleet(&bin, work);
 
     let o = node(work, &v1_image, &server, None);
     let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
@@ -798,25 +806,7 @@ fn fleetlock_update_blessed() {
     let scratch = tempfile::tempdir_in(v1_image.parent().unwrap()).unwrap();
     let work = scratch.path();
     let p2 = payload(&bin, &v2, &key, &work.join("v2.payload"), &[]);
-    let server = Server::start(&bin, work);
-    server.admin(&["app", "create", "--name", "Keelson", APP_ID]);
-    server.admin(&["channel", "create", "stable"]);
-    server.admin(&["group", "create", "stable", "--channel", "stable"]);
-    server.admin(&[
-        "policy",
-        "set",
-        "stable",
-        "--updates-enabled",
-        "true",
-        "--safe-mode",
-        "false",
-        "--rollout-percent",
-        "100",
-        "--failure-threshold",
-        "50",
-        "--fleetlock-slots",
-        "1",
-    ]);
+    let server = Server::fleet(&bin, work);
     let app_port = free_port();
     say(format!(
         "server: keelson-server at {} with app, channel stable, group stable (rollout 100%, \
