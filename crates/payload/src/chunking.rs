@@ -257,8 +257,10 @@ mod tests {
 
     #[test]
     fn unknown_algorithms_and_bad_sizes_are_refused() {
-        let mut c = Chunking::default();
-        c.algorithm = "rabin".into();
+        let c = Chunking {
+            algorithm: "rabin".into(),
+            ..Chunking::default()
+        };
         let e = c.check().unwrap_err();
         assert_eq!(e.reason(), "unknown_chunking");
         assert!(e.to_string().contains("rabin"), "{e}");
