@@ -19,7 +19,7 @@ use keelson_payload::{
 };
 
 use crate::boot::{self, Layout, OsRelease};
-use crate::chunks::{ChunkError, Index, Store};
+use crate::chunks::{ChunkError, Index, Region, Store};
 use crate::esp;
 use crate::paths::Paths;
 use crate::state::{Phase, Progress, Target};
@@ -462,21 +462,33 @@ impl Sources<'_> {
     }
 }
 
-/// The index of the active slot's chunks that `m` lists; empty (nothing reused) when the slot
-/// cannot be read, which costs only downloads.
-fn index_active_slot(node: &Node<'_>, m: &Manifest) -> Index {
-    let Some(view) = node.layout.slot(node.layout.running) else {
-        return Index::empty();
-    };
+/// The index of the chunks `m` lists that the running system holds: the active slot's usr
+/// and usr-verity partitions and the running version's UKI on the ESP. What cannot be read
+/// is left out (it costs only downloads).
+fn index_running_system(node: &Node<'_>, m: &Manifest) -> Index {
+    let mut regions = Vec::new();
+    if let Some(view) = node.layout.slot(node.layout.running) {
+        match Region::slot(&node.layout.disk, view) {
+            Ok(r) => regions.extend(r),
+            Err(e) => tracing::warn!(error = %e, "cannot read the active slot; not reusing it"),
+        }
+    }
+    let linux = node.paths.esp_linux();
+    if let Ok(entries) = esp::entries(&linux)
+        && let Some(e) = entries.iter().find(|e| e.version == node.os.version_id)
+        && let Ok(r) = Region::file(&linux.join(&e.file_name))
+    {
+        regions.push(r);
+    }
     let wanted: HashSet<&str> = m
         .parts
         .iter()
         .flat_map(|p| p.chunks.iter().map(|c| c.sha256.as_str()))
         .collect();
-    match Index::build(&node.layout.disk, view, &m.effective_chunking(), &wanted) {
+    match Index::build(&regions, &m.effective_chunking(), &wanted) {
         Ok(index) => index,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot index the active slot; downloading every chunk");
+            tracing::warn!(error = %e, "cannot index the running system; downloading every chunk");
             Index::empty()
         }
     }
@@ -556,7 +568,7 @@ pub async fn apply(
                 .unwrap_or(false)
     });
     let index = if needs_index {
-        index_active_slot(node, &manifest)
+        index_running_system(node, &manifest)
     } else {
         Index::empty()
     };

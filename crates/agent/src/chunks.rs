@@ -1,7 +1,8 @@
 //! Where the chunks of an update come from before they are written: the chunk store under
 //! `/var/lib/keelson/chunks` (every downloaded chunk, verified, as the payload's zstd frame,
-//! named by the sha256 of its uncompressed bytes) and the index of the chunks the active slot
-//! already holds (its usr and usr-verity partitions cut with the manifest's chunking). Neither
+//! named by the sha256 of its uncompressed bytes) and the index of the chunks the running
+//! system already holds (the active slot's usr and usr-verity partitions and the running
+//! version's UKI on the ESP, cut with the manifest's chunking). Neither
 //! is trusted: every chunk taken from either is hashed again against the signed manifest each
 //! time it is used, and a copy that does not match is dropped and fetched again.
 
@@ -124,68 +125,98 @@ impl Store {
     }
 }
 
-/// Where a chunk's bytes are on the disk holding the active slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a chunk's bytes are: a file or device, an offset, a length.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
-    /// Byte offset on the disk.
+    /// The file or device (the disk, or the running version's UKI on the ESP).
+    pub path: PathBuf,
+    /// Byte offset in it.
     pub offset: u64,
     /// Number of bytes.
     pub size: u64,
 }
 
-/// The chunks of the active slot that the new release lists, by sha256.
+/// A stretch of a file or device the running system already holds, to cut into chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    /// The file or device.
+    pub path: PathBuf,
+    /// Where the stretch starts.
+    pub offset: u64,
+    /// How long it is.
+    pub len: u64,
+}
+
+impl Region {
+    /// The active slot's usr (up to its erofs image's size, else the whole partition) and
+    /// usr-verity partitions on `disk`.
+    pub fn slot(disk: &Path, view: &SlotView) -> Result<Vec<Region>, ChunkError> {
+        let mut f = File::open(disk).map_err(io("opening", disk))?;
+        f.seek(SeekFrom::Start(view.usr_offset))
+            .map_err(io("seeking in", disk))?;
+        let mut head = vec![0u8; 1064];
+        let n = read_up_to(&mut (&mut f).take(view.usr_size), &mut head)
+            .map_err(io("reading", disk))?;
+        head.truncate(n);
+        let usr_len = erofs_size_of(&head).map_or(view.usr_size, |s| s.min(view.usr_size));
+        Ok(vec![
+            Region {
+                path: disk.to_owned(),
+                offset: view.usr_offset,
+                len: usr_len,
+            },
+            Region {
+                path: disk.to_owned(),
+                offset: view.verity_offset,
+                len: view.verity_size,
+            },
+        ])
+    }
+
+    /// A whole file (the running version's UKI).
+    pub fn file(path: &Path) -> Result<Region, ChunkError> {
+        let len = fs::metadata(path).map_err(io("reading", path))?.len();
+        Ok(Region {
+            path: path.to_owned(),
+            offset: 0,
+            len,
+        })
+    }
+}
+
+/// The chunks the running system already holds that the new release lists, by sha256.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
-    disk: PathBuf,
     found: HashMap<String, Location>,
 }
 
 impl Index {
-    /// Cuts the active slot's usr (up to its erofs image's size, else the whole partition)
-    /// and usr-verity partitions on `disk` with `chunking`, and keeps the chunks whose sha256
-    /// is in `wanted`. Reads each partition once, one chunk in memory at a time.
+    /// Cuts each region with `chunking` and keeps the chunks whose sha256 is in `wanted`.
+    /// Reads each region once, one chunk in memory at a time.
     pub fn build(
-        disk: &Path,
-        view: &SlotView,
+        regions: &[Region],
         chunking: &Chunking,
         wanted: &HashSet<&str>,
     ) -> Result<Index, ChunkError> {
         let mut found = HashMap::new();
-        for (offset, size, is_usr) in [
-            (view.usr_offset, view.usr_size, true),
-            (view.verity_offset, view.verity_size, false),
-        ] {
-            let mut f = File::open(disk).map_err(io("opening", disk))?;
-            let len = if is_usr {
-                f.seek(SeekFrom::Start(offset))
-                    .map_err(io("seeking in", disk))?;
-                // The superblock read below is relative to the partition.
-                let mut part = (&mut f).take(size);
-                let mut head = vec![0u8; 1064];
-                let n = read_up_to(&mut part, &mut head).map_err(io("reading", disk))?;
-                head.truncate(n);
-                erofs_size_of(&head).map_or(size, |s| s.min(size))
-            } else {
-                size
-            };
-            f.seek(SeekFrom::Start(offset))
-                .map_err(io("seeking in", disk))?;
-            let reader = BufReader::with_capacity(1 << 20, f.take(len));
+        for r in regions {
+            let mut f = File::open(&r.path).map_err(io("opening", &r.path))?;
+            f.seek(SeekFrom::Start(r.offset))
+                .map_err(io("seeking in", &r.path))?;
+            let reader = BufReader::with_capacity(1 << 20, f.take(r.len));
             for c in chunking.chunks(reader)? {
-                let (at, bytes) = c.map_err(io("reading", disk))?;
+                let (at, bytes) = c.map_err(io("reading", &r.path))?;
                 let sha = hex::encode(Sha256::digest(&bytes));
                 if wanted.contains(sha.as_str()) {
                     found.entry(sha).or_insert(Location {
-                        offset: offset + at,
+                        path: r.path.clone(),
+                        offset: r.offset + at,
                         size: bytes.len() as u64,
                     });
                 }
             }
         }
-        Ok(Index {
-            disk: disk.to_owned(),
-            found,
-        })
+        Ok(Index { found })
     }
 
     /// An index that finds nothing.
@@ -217,21 +248,22 @@ impl Index {
         if loc.size != chunk.size {
             return Ok(None);
         }
+        let path = &loc.path;
         let mut f = OpenOptions::new()
             .read(true)
-            .open(&self.disk)
-            .map_err(io("opening", &self.disk))?;
+            .open(path)
+            .map_err(io("opening", path))?;
         f.seek(SeekFrom::Start(loc.offset))
-            .map_err(io("seeking in", &self.disk))?;
+            .map_err(io("seeking in", path))?;
         let mut bytes = Vec::new();
         (&mut f)
             .take(loc.size)
             .read_to_end(&mut bytes)
-            .map_err(io("reading", &self.disk))?;
+            .map_err(io("reading", path))?;
         if hex::encode(Sha256::digest(&bytes)) == chunk.sha256 {
             Ok(Some(bytes))
         } else {
-            tracing::warn!(disk = %self.disk.display(), offset = loc.offset, "an indexed chunk of the active slot changed; downloading it");
+            tracing::warn!(path = %path.display(), offset = loc.offset, "an indexed local chunk changed; downloading it");
             Ok(None)
         }
     }
@@ -353,7 +385,7 @@ mod tests {
             .map(|(_, b)| hex::encode(Sha256::digest(b)))
             .collect();
         let wanted: HashSet<&str> = hashes.iter().map(String::as_str).collect();
-        let index = Index::build(&disk, &view, &c, &wanted).unwrap();
+        let index = Index::build(&Region::slot(&disk, &view).unwrap(), &c, &wanted).unwrap();
         let shared: u64 = new_chunks
             .iter()
             .zip(&hashes)
