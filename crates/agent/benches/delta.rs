@@ -54,6 +54,11 @@ struct Args {
     /// v2's version (newer than v1's).
     #[arg(long)]
     v2_version: Option<String>,
+    /// Only compare two usr images (OLD NEW): the bytes of NEW's chunks OLD lacks, zstd
+    /// compressed as a payload stores them, next to all of NEW's; no payload, no agent. For
+    /// measuring mkfs.erofs options.
+    #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+    compare: Option<Vec<PathBuf>>,
     /// Work directory (payload, node roots, disk images, server data); emptied first.
     #[arg(long)]
     work: Option<PathBuf>,
@@ -64,6 +69,9 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(files) = &args.compare {
+        return compare(&files[0], &files[1]);
+    }
     let tmp = tempfile::tempdir()?;
     let work = match &args.work {
         Some(w) => {
@@ -75,7 +83,12 @@ fn main() -> Result<()> {
         }
         None => tmp.path().to_path_buf(),
     };
-    let (v1, v2) = match (&args.v1_dir, &args.v1_version, &args.v2_dir, &args.v2_version) {
+    let (v1, v2) = match (
+        &args.v1_dir,
+        &args.v1_version,
+        &args.v2_dir,
+        &args.v2_version,
+    ) {
         (Some(d1), Some(n1), Some(d2), Some(n2)) if args.bench => (
             BuildInput::from_image_dir(d1, n1)?,
             BuildInput::from_image_dir(d2, n2)?,
@@ -171,6 +184,43 @@ fn main() -> Result<()> {
     if args.work.is_some() {
         let _ = fs::remove_dir_all(&work);
     }
+    Ok(())
+}
+
+/// [`Args::compare`].
+fn compare(old: &Path, new: &Path) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let chunking = keelson_payload::Chunking::default();
+    let mut have = std::collections::HashSet::new();
+    for c in chunking.chunks(std::io::BufReader::new(fs::File::open(old)?))? {
+        have.insert(Sha256::digest(c?.1));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let (mut size, mut full, mut missing, mut missing_raw) = (0u64, 0u64, 0u64, 0u64);
+    for c in chunking.chunks(std::io::BufReader::new(fs::File::open(new)?))? {
+        let bytes = c?.1;
+        size += bytes.len() as u64;
+        let h = Sha256::digest(&bytes);
+        if !seen.insert(h) {
+            continue;
+        }
+        let z = zstd::bulk::compress(&bytes, keelson_payload::DEFAULT_LEVEL)?.len() as u64;
+        full += z;
+        if !have.contains(&h) {
+            missing += z;
+            missing_raw += bytes.len() as u64;
+        }
+    }
+    println!(
+        "compare {} -> {}: new {:.1} MiB, stored {:.1} MiB, to download {:.2} MiB ({:.2} MiB raw) = {:.2}%",
+        old.display(),
+        new.display(),
+        size as f64 / MIB as f64,
+        full as f64 / MIB as f64,
+        missing as f64 / MIB as f64,
+        missing_raw as f64 / MIB as f64,
+        100.0 * missing as f64 / full as f64
+    );
     Ok(())
 }
 
