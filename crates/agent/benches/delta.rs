@@ -59,6 +59,9 @@ struct Args {
     /// measuring mkfs.erofs options.
     #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
     compare: Option<Vec<PathBuf>>,
+    /// With `--compare`: FastCDC sizes MIN/AVG/MAX in bytes (default: the payload's).
+    #[arg(long, value_name = "MIN/AVG/MAX")]
+    chunking: Option<String>,
     /// Work directory (payload, node roots, disk images, server data); emptied first.
     #[arg(long)]
     work: Option<PathBuf>,
@@ -70,7 +73,19 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(files) = &args.compare {
-        return compare(&files[0], &files[1]);
+        let chunking = match &args.chunking {
+            None => keelson_payload::Chunking::default(),
+            Some(spec) => {
+                let v: Vec<u64> = spec
+                    .split('/')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("--chunking {spec:?}: want MIN/AVG/MAX"))?;
+                ensure!(v.len() == 3, "--chunking {spec:?}: want MIN/AVG/MAX");
+                keelson_payload::Chunking::fastcdc(v[0], v[1], v[2])
+            }
+        };
+        return compare(&files[0], &files[1], &chunking);
     }
     let tmp = tempfile::tempdir()?;
     let work = match &args.work {
@@ -188,9 +203,8 @@ fn main() -> Result<()> {
 }
 
 /// [`Args::compare`].
-fn compare(old: &Path, new: &Path) -> Result<()> {
+fn compare(old: &Path, new: &Path, chunking: &keelson_payload::Chunking) -> Result<()> {
     use sha2::{Digest, Sha256};
-    let chunking = keelson_payload::Chunking::default();
     let mut have = std::collections::HashSet::new();
     for c in chunking.chunks(std::io::BufReader::new(fs::File::open(old)?))? {
         have.insert(Sha256::digest(c?.1));
@@ -212,9 +226,12 @@ fn compare(old: &Path, new: &Path) -> Result<()> {
         }
     }
     println!(
-        "compare {} -> {}: new {:.1} MiB, stored {:.1} MiB, to download {:.2} MiB ({:.2} MiB raw) = {:.2}%",
+        "compare {} -> {} ({}/{}/{}): new {:.1} MiB, stored {:.1} MiB, to download {:.2} MiB ({:.2} MiB raw) = {:.2}%",
         old.display(),
         new.display(),
+        chunking.min_size,
+        chunking.avg_size,
+        chunking.max_size,
         size as f64 / MIB as f64,
         full as f64 / MIB as f64,
         missing as f64 / MIB as f64,

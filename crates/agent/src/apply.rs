@@ -7,7 +7,7 @@
 //! after every check passed (except that a slot holding an old version is marked empty, with
 //! that version's boot entries removed, before its first byte is overwritten).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -446,12 +446,8 @@ impl Sources<'_> {
         Ok(self.index.get(chunk)?)
     }
 
-    fn ahead(&self, chunk: &Chunk) -> Ahead {
-        Ahead::spawn(
-            self.fetcher,
-            self.data_start + chunk.data_offset,
-            chunk.data_size,
-        )
+    fn ahead_run(&self, run: &Run) -> Ahead {
+        Ahead::spawn(self.fetcher, self.data_start + run.data_offset, run.len)
     }
 
     /// Downloads one chunk now (no request ahead).
@@ -693,6 +689,63 @@ pub async fn apply(
     Ok(slot)
 }
 
+/// A request fetches consecutive chunks (their compressed copies adjacent in the payload)
+/// until it holds at least this many bytes: small content-defined chunks do not cost a
+/// request each, and a chunk of this size or more is a request of its own.
+pub const RUN_BYTES: u64 = 256 << 10;
+
+/// Chunks `first..=last` of a part, downloaded by one range request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    first: usize,
+    last: usize,
+    /// Offset of the first chunk's compressed bytes, relative to `data_start`.
+    data_offset: u64,
+    /// Compressed bytes of the whole run.
+    len: u64,
+}
+
+/// The runs of the chunks `plan` marks for download ([`RUN_BYTES`]).
+fn runs(part: &Part, plan: &[bool]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for (i, c) in part.chunks.iter().enumerate() {
+        if !plan.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        if let Some(r) = out.last_mut()
+            && r.last + 1 == i
+            && r.data_offset.saturating_add(r.len) == c.data_offset
+            && r.len < RUN_BYTES
+        {
+            r.last = i;
+            r.len = r.len.saturating_add(c.data_size);
+            continue;
+        }
+        out.push(Run {
+            first: i,
+            last: i,
+            data_offset: c.data_offset,
+            len: c.data_size,
+        });
+    }
+    out
+}
+
+/// A run's bytes cut into its chunks' compressed copies, by chunk index.
+fn split_run(part: &Part, run: &Run, data: Vec<u8>) -> HashMap<usize, Vec<u8>> {
+    let mut out = HashMap::new();
+    for i in run.first..=run.last {
+        if let Some(c) = part.chunks.get(i) {
+            let from = usize::try_from(c.data_offset - run.data_offset).unwrap_or(usize::MAX);
+            let to = from.saturating_add(usize::try_from(c.data_size).unwrap_or(usize::MAX));
+            if let Some(b) = data.get(from..to) {
+                out.insert(i, b.to_vec());
+            }
+        }
+    }
+    out
+}
+
 /// The fetch phase: every part not done yet, chunk by chunk from a checked local copy or the
 /// payload, through the part's verifier; downloaded chunks go to the store.
 async fn fetch(
@@ -743,12 +796,20 @@ async fn fetch(
     for (part, plan) in pending.into_iter().zip(plan) {
         let name = part.name;
         let mut verifier = PartVerifier::new(part);
-        let next_download = |from: usize| (from..plan.len()).find(|&j| plan[j]);
-        // One range request ahead: the next chunk to download downloads while this one is
-        // checked and stored. It is sent only once the one before it has arrived, so requests
-        // still go out one at a time and in order (a resume and a cut download mean the same
-        // chunks).
-        let mut ahead = next_download(0).map(|j| (j, sources.ahead(&part.chunks[j])));
+        let runs = runs(part, &plan);
+        // One range request ahead: the next run of chunks to download downloads while this
+        // one is checked and stored. It is sent only once the one before it has arrived, so
+        // requests still go out one at a time and in order (a resume and a cut download mean
+        // the same chunks).
+        let mut next_run = 0usize;
+        let spawn_next = |next_run: &mut usize| {
+            let r = runs.get(*next_run).map(|r| (*r, sources.ahead_run(r)));
+            *next_run += 1;
+            r
+        };
+        let mut ahead = spawn_next(&mut next_run);
+        // The compressed chunks of the run that arrived last, by index.
+        let mut arrived: HashMap<usize, Vec<u8>> = HashMap::new();
         let mut unsynced = 0u64;
         for (i, chunk) in part.chunks.iter().enumerate() {
             let local = if plan[i] {
@@ -762,17 +823,23 @@ async fn fetch(
                     b
                 }
                 None => {
-                    let fetched = match ahead.take() {
-                        Some((j, a)) if j == i => {
-                            let r = a.join().await;
-                            ahead =
-                                next_download(i + 1).map(|j| (j, sources.ahead(&part.chunks[j])));
-                            r
-                        }
-                        // A local copy that turned out bad: download it now.
-                        other => {
-                            ahead = other;
-                            sources.download(chunk).await
+                    let fetched = if let Some(c) = arrived.remove(&i) {
+                        Ok(c)
+                    } else {
+                        match ahead.take() {
+                            Some((run, a)) if run.first == i => {
+                                let r = a.join().await;
+                                ahead = spawn_next(&mut next_run);
+                                r.map(|data| {
+                                    arrived = split_run(part, &run, data);
+                                    arrived.remove(&i).unwrap_or_default()
+                                })
+                            }
+                            // A local copy that turned out bad: download it now.
+                            other => {
+                                ahead = other;
+                                sources.download(chunk).await
+                            }
                         }
                     };
                     let compressed = match fetched {
@@ -884,6 +951,62 @@ mod tests {
                 part(PartName::Uki, uki),
             ],
         }
+    }
+
+    #[test]
+    fn runs_join_adjacent_small_chunks_up_to_run_bytes() {
+        let kib = 1024u64;
+        // Compressed sizes; chunk 5 shares an earlier copy (not adjacent in the data area).
+        let sizes = [
+            100 * kib,
+            100 * kib,
+            100 * kib,
+            10 * kib,
+            300 * kib,
+            50 * kib,
+            5 * kib,
+        ];
+        let mut chunks = Vec::new();
+        let mut data = 0u64;
+        for (i, &z) in sizes.iter().enumerate() {
+            let data_offset = if i == 5 { 0 } else { data };
+            chunks.push(Chunk {
+                offset: i as u64 * 1000,
+                size: 1000,
+                sha256: String::new(),
+                data_offset,
+                data_size: z,
+            });
+            if i != 5 {
+                data += z;
+            }
+        }
+        let part = Part {
+            name: PartName::Usr,
+            size: 7000,
+            sha256: String::new(),
+            chunks,
+        };
+        let all = [true; 7];
+        let r: Vec<(usize, usize)> = runs(&part, &all)
+            .iter()
+            .map(|r| (r.first, r.last))
+            .collect();
+        // 0-2 reach 300 KiB; 3-4 (4 alone is big); 5 not adjacent; 6.
+        assert_eq!(r, vec![(0, 2), (3, 4), (5, 5), (6, 6)]);
+        // A chunk not to download splits a run.
+        let plan = [true, false, true, true, true, true, true];
+        let r: Vec<(usize, usize)> = runs(&part, &plan)
+            .iter()
+            .map(|r| (r.first, r.last))
+            .collect();
+        assert_eq!(r, vec![(0, 0), (2, 4), (5, 5), (6, 6)]);
+        // A run's bytes split back into its chunks.
+        let run = runs(&part, &all)[0];
+        let bytes: Vec<u8> = (0..run.len).map(|b| (b % 251) as u8).collect();
+        let got = split_run(&part, &run, bytes.clone());
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[&1], bytes[(100 * kib) as usize..(200 * kib) as usize]);
     }
 
     #[test]

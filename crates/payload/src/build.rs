@@ -148,7 +148,7 @@ impl BuildInput {
 
 /// How to build a payload.
 pub struct BuildOptions<'a> {
-    /// How parts are cut into chunks (default: FastCDC 16/64/256 KiB), recorded in the
+    /// How parts are cut into chunks (default: FastCDC 8/32/128 KiB), recorded in the
     /// manifest.
     pub chunking: Chunking,
     /// zstd level (default 3).
