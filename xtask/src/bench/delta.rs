@@ -96,10 +96,7 @@ fn overlay(debs: &Path, out: &Path, pinned: &[(&str, &str)]) -> Result<PathBuf> 
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for (name, version) in pinned {
-        let file = debs.join(format!(
-            "{name}_{}_amd64.deb",
-            version.replace(':', "%3a")
-        ));
+        let file = debs.join(format!("{name}_{}_amd64.deb", version.replace(':', "%3a")));
         if !file.is_file() {
             let spec = format!("{name}={version}");
             let download = || {
