@@ -1,11 +1,13 @@
-//! Download and apply: the payload header by range request, every manifest check, a room
-//! check, then each part chunk by chunk (range request -> `decode_chunk` -> write at the
-//! chunk's offset -> `PartVerifier`; synced and the progress saved every
-//! [`CHECKPOINT_BYTES`]) into the inactive usr and usr-verity partitions and a temporary UKI
-//! on the ESP; then the UKI's usrhash, the GPT UUIDs and labels, and the UKI's
-//! rename to `keelson_<version>+3.efi`. The partition table and the boot entries change only
-//! after every check passed (except that a slot holding an old version is marked empty, with
-//! that version's boot entries removed, before its first byte is overwritten).
+//! Download and apply: the payload header by range request, every manifest check, the room
+//! checks, then two phases. Fetch: each part chunk by chunk, from a checked local copy (the
+//! chunk store, the running system: `chunks.rs`) or downloaded by range request (runs of
+//! adjacent chunks) -> `decode_chunk` -> chunk store, through `PartVerifier`; nothing outside
+//! `/var/lib/keelson` changes. Write: only once every chunk and part passed, the slot is
+//! cleared (and the old version's boot entries removed), each part is written from the
+//! local chunks, each hashed again, into the inactive usr and usr-verity partitions and a
+//! temporary UKI on the ESP (synced and the progress saved every [`CHECKPOINT_BYTES`]); then
+//! the UKI's usrhash, the GPT UUIDs and labels, and the UKI's rename to
+//! `keelson_<version>+3.efi`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};

@@ -6,9 +6,10 @@
 //! (a) v2 is published; the node downloads it into the inactive slot, reboots into it, the boot
 //!     is blessed, the server shows the instance complete on v2; a file in /etc and one in /var
 //!     written before are still there, and the container app answers again.
-//! (c) on the way to v2 the power is cut (QEMU killed) during the download, during the usr and
-//!     the verity writes, before and after the UKI's rename, and during v2's first boot; each
-//!     time a good version boots, and the update then completes.
+//! (c) on the way to v2 the power is cut (QEMU killed) during the download (the agent's fetch
+//!     phase), during the usr and the verity writes, before and after the UKI's rename, and
+//!     during v2's first boot; each time a good version boots, and the update then completes,
+//!     with the server sending well below the full payload (chunk reuse, [9/12]).
 //! (d) on v2, a tampered chunk, a manifest signed by an unknown key, an expired manifest and an
 //!     older release are each refused with their reason in `keelson-agent status`, and the ESP
 //!     and the partition table stay as they were.
@@ -550,8 +551,10 @@ fn update_bless_refuse_and_roll_back() {
     let served_before = server.served.load(std::sync::atomic::Ordering::SeqCst);
     server.publish("0.2.0", &p2);
     for point in [
+        // The fetch phase (chunks checked into the store; nothing outside /var changed yet),
+        // then the write phase.
+        "fetched:usr:100",
         "usr:0",
-        "usr:100",
         "usr-verity:0",
         "uki-before-rename",
         "uki-after-rename",
