@@ -187,13 +187,12 @@ fn main() -> Result<()> {
             wall
         );
     }
-    if let [(_, reuse, _, tr), (_, full, _, tf)] = results.as_slice() {
+    if let [(_, reuse, _, tr), (_, _, _, tf)] = results.as_slice() {
         println!(
             "  ratio downloaded v1 -> v2 / full payload: {:.3} (goal <= 0.25); apply time reuse / full: {:.2}",
             *reuse as f64 / payload_size as f64,
             tr / tf
         );
-        let _ = full;
     }
     drop(rt);
     if args.work.is_some() {

@@ -895,3 +895,29 @@ async fn a_corrupted_stored_chunk_is_fetched_again_never_written() {
     let off = (d.partition(UsrSlot::B.usr_partition()).unwrap().first_lba * 512) as usize;
     assert!(img[off..off + want.len()] == want[..], "usr B bytes");
 }
+
+/// A manifest (signed by a trusted key) naming a chunking this agent does not know is refused
+/// with its own reason, before anything is fetched or written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_chunking_algorithm_is_refused() {
+    refused(
+        "unknown chunking",
+        "unknown_chunking",
+        |f| {
+            let p = f.build("2.0.0", &f.key, |_, _| {});
+            let bytes = std::fs::read(&p).unwrap();
+            let h = keelson_payload::read_header(&bytes[..]).unwrap();
+            let text = String::from_utf8(h.manifest_bytes.clone()).unwrap();
+            let text = text.replacen("\"fixed\"", "\"rabin-2030\"", 1);
+            assert_ne!(text.as_bytes(), &h.manifest_bytes[..]);
+            let sig = f.key.sign_manifest(text.as_bytes());
+            let header = keelson_payload::Header::new(text.into_bytes(), vec![sig]).unwrap();
+            let mut out = header.to_bytes().unwrap();
+            out.extend_from_slice(&bytes[h.data_start as usize..]);
+            std::fs::write(&p, out).unwrap();
+            p
+        },
+        "2.0.0",
+    )
+    .await;
+}
