@@ -2,6 +2,7 @@
 //! measured side by side in the same run.
 
 mod boot;
+mod delta;
 mod fleet;
 mod image;
 mod provision;
@@ -34,6 +35,8 @@ enum Bench {
     Provision,
     /// The agent's apply (download, decompress, verify, write) next to a raw copy + sha256.
     Update,
+    /// Bytes downloaded from v1 to v2 with chunk reuse, next to the full payload.
+    Delta,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -45,5 +48,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Bench::Fleet => fleet::run(),
         Bench::Provision => provision::run(),
         Bench::Update => update::run(),
+        Bench::Delta => delta::run(),
     }
 }

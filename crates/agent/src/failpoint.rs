@@ -6,10 +6,13 @@
 //! verity writes and around the UKI's rename). Nothing else reads the variable. It is read
 //! once, at start ([`init`]) or at the first failpoint; after that a failpoint is one load.
 //!
-//! Names: `<part>:<chunk>` right after chunk `<chunk>` of `<part>` (`usr`, `usr-verity`, `uki`)
-//! was written, before the next checkpoint syncs it and saves the progress; `uki-before-rename` after the GPT
-//! switch, before the UKI's rename; `uki-after-rename` after the rename, before the state says
-//! `staged`.
+//! Names, in the order an apply reaches them: `fetched:<part>:<chunk>` in the fetch phase,
+//! right after chunk `<chunk>` of `<part>` (`usr`, `usr-verity`, `uki`) was checked (and, if
+//! downloaded, put in the chunk store), before the next checkpoint; `fetched` once every chunk
+//! and part passed and the write phase is saved, before the slot is cleared; `<part>:<chunk>`
+//! right after chunk `<chunk>` of `<part>` was written, before the next checkpoint syncs it and
+//! saves the progress; `uki-before-rename` after the GPT switch, before the UKI's rename;
+//! `uki-after-rename` after the rename, before the state says `staged`.
 
 use std::sync::OnceLock;
 
@@ -39,6 +42,13 @@ pub fn hit(name: &str) {
 pub fn chunk(part: &str, index: usize) {
     if armed().is_some() {
         hit(&format!("{part}:{index}"));
+    }
+}
+
+/// [`hit`] for chunk `index` of `part` in the fetch phase (`fetched:<part>:<index>`).
+pub fn fetched(part: &str, index: usize) {
+    if armed().is_some() {
+        hit(&format!("fetched:{part}:{index}"));
     }
 }
 

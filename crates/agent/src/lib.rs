@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod apply;
 pub mod boot;
+pub mod chunks;
 pub mod esp;
 pub mod etcd;
 pub mod failpoint;

@@ -56,6 +56,11 @@ impl Paths {
         self.at("/var/lib/keelson/agent")
     }
 
+    /// `/var/lib/keelson/chunks`: the verified chunks of the update being fetched.
+    pub fn chunk_store(&self) -> PathBuf {
+        self.at("/var/lib/keelson/chunks")
+    }
+
     /// The state file inside [`Paths::state_dir`].
     pub fn state_file(&self) -> PathBuf {
         self.state_dir().join("state.json")

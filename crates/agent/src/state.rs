@@ -23,21 +23,45 @@ pub struct Target {
     pub sha256: String,
 }
 
+/// The two phases of an apply: nothing outside `/var/lib/keelson` changes before `write`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Every chunk found locally or downloaded, checked and kept in the chunk store; every
+    /// part's hash checked.
+    #[default]
+    Fetch,
+    /// Every check passed: the slot is cleared and written from the verified chunks.
+    Write,
+}
+
 /// Where a download stands; enough to resume at the next chunk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     /// The slot being written (`A` or `B`), once chosen.
     pub slot: Option<String>,
-    /// Parts finished and verified, in order (`usr`, `usr-verity`, `uki`).
+    /// The phase (a state saved before phases existed reads as `fetch`).
+    #[serde(default)]
+    pub phase: Phase,
+    /// Parts finished in this phase, in order (`usr`, `usr-verity`, `uki`): fetched and
+    /// verified, or written.
     pub parts_done: Vec<String>,
-    /// The part being written, if any.
+    /// The part being fetched or written, if any.
     pub part: Option<String>,
-    /// Index of the next chunk of `part` to write.
+    /// Index of the next chunk of `part` to fetch or write.
     pub next_chunk: u64,
-    /// Uncompressed bytes written so far, over all parts.
+    /// Uncompressed bytes fetched plus bytes written so far.
     pub bytes_done: u64,
-    /// Uncompressed bytes of all parts (0 until the manifest was read).
+    /// Uncompressed bytes to fetch and write: twice the size of all parts (0 until the
+    /// manifest was read).
     pub bytes_total: u64,
+    /// Compressed bytes downloaded for this update so far.
+    #[serde(default)]
+    pub bytes_downloaded: u64,
+    /// Uncompressed bytes of the chunks found locally (active slot or chunk store) instead of
+    /// downloaded, in the fetch phase.
+    #[serde(default)]
+    pub bytes_reused: u64,
 }
 
 /// The agent's state. One value, persisted after every transition.
@@ -1120,6 +1144,9 @@ mod tests {
                 next_chunk: 3,
                 bytes_done: 10,
                 bytes_total: 20,
+                phase: Phase::Write,
+                bytes_downloaded: 7,
+                bytes_reused: 3,
             }),
             t0(),
             IV,
@@ -1127,6 +1154,12 @@ mod tests {
         store.save(&r).unwrap();
         assert_eq!(store.load().unwrap(), r);
         assert!(!dir.path().join("a/state.json.tmp").exists());
+        // A progress saved before phases existed reads as the fetch phase.
+        let old: Progress = serde_json::from_str(
+            r#"{"slot":"B","parts_done":[],"part":"usr","next_chunk":2,"bytes_done":5,"bytes_total":9}"#,
+        )
+        .unwrap();
+        assert_eq!((old.phase, old.bytes_downloaded), (Phase::Fetch, 0));
         std::fs::write(store.path(), b"{\"state\":\"nonsense\"}").unwrap();
         let e = store.load().unwrap_err().to_string();
         assert!(e.contains("state.json"), "{e}");

@@ -266,7 +266,7 @@ impl Fixture {
             uki: d.join("uki"),
         };
         let mut opts = BuildOptions {
-            chunk_size: CHUNK,
+            chunking: keelson_payload::Chunking::fixed(CHUNK),
             keys: vec![key],
             ..BuildOptions::default()
         };
@@ -718,4 +718,206 @@ async fn a_power_cut_after_the_uki_rename_resumes_to_staged() {
         d.partition(UsrSlot::B.usr_partition()).unwrap().label,
         "keelson_2.0.0"
     );
+}
+
+impl Fixture {
+    /// Slot B holds an older version, 0.9.0, with its boot entry on the ESP: what an apply
+    /// would clear before writing, and what a refusal must leave alone.
+    fn old_version_in_slot_b(&self) {
+        std::fs::write(self.work.join("b.usr"), noise(MIB as usize, 21)).unwrap();
+        std::fs::write(self.work.join("b.verity"), noise(4096, 22)).unwrap();
+        let mut d = Disk::open_rw(&self.disk).unwrap();
+        d.install_usr_slot(
+            UsrSlot::B,
+            "0.9.0",
+            &hex::decode(HASH_B).unwrap(),
+            &self.work.join("b.usr"),
+            &self.work.join("b.verity"),
+        )
+        .unwrap();
+        d.commit().unwrap();
+        std::fs::write(self.root.join("efi/EFI/Linux/keelson_0.9.0.efi"), "0.9 uki").unwrap();
+    }
+
+    /// The whole disk image (partition table and both slots).
+    fn disk_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.disk).unwrap()
+    }
+
+    fn store(&self) -> PathBuf {
+        self.root.join("var/lib/keelson/chunks")
+    }
+
+    fn store_files(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.store()) {
+            Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn manifest_of(payload: &Path) -> keelson_payload::Manifest {
+    let h = keelson_payload::read_header_file(payload).unwrap();
+    keelson_payload::Manifest::from_bytes(&h.manifest_bytes).unwrap()
+}
+
+/// Issue #10 7d: a chunk that fails its check, found after most of the payload was fetched,
+/// is refused with nothing outside /var/lib/keelson changed: the GPT (both copies), the old
+/// version's slot and boot entry, the ESP listing, byte for byte; the chunk store is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_chunk_leaves_the_partition_table_the_old_slot_and_the_esp_unchanged() {
+    let f = Fixture::new().await;
+    f.old_version_in_slot_b();
+    let p = f.build("2.0.0", &f.key, |_, _| {});
+    // Flip a byte of the UKI's last chunk: the last chunk fetched.
+    let h = keelson_payload::read_header_file(&p).unwrap();
+    let m = manifest_of(&p);
+    let c = m.parts[2].chunks.last().unwrap();
+    let mut bytes = std::fs::read(&p).unwrap();
+    let at = (h.data_start + c.data_offset + c.data_size / 2) as usize;
+    bytes[at] ^= 0xff;
+    std::fs::write(&p, bytes).unwrap();
+    f.publish("2.0.0", &p).await;
+    let esp_before = f.snapshot().0;
+    assert!(esp_before.contains(&"keelson_0.9.0.efi".to_string()));
+    let disk_before = f.disk_bytes();
+
+    let rec = f.cycle().await;
+    let AgentState::Failed { reason, .. } = &rec.state else {
+        panic!("expected failed: {:?}", rec.state)
+    };
+    assert_eq!(reason, "chunk_hash");
+    assert_eq!(f.snapshot().0, esp_before, "ESP listing changed");
+    assert!(
+        f.disk_bytes() == disk_before,
+        "the disk image (GPT or a slot) changed"
+    );
+    let d = Disk::open(&f.disk).unwrap();
+    assert_eq!(
+        d.partition(UsrSlot::B.usr_partition()).unwrap().label,
+        "keelson_0.9.0"
+    );
+    assert!(f.store_files().is_empty(), "{:?}", f.store_files());
+    assert_eq!(
+        f.agent().status().unwrap().last_error.unwrap().reason,
+        "chunk_hash"
+    );
+}
+
+/// Chunk reuse (#13): v2's usr is v1's (slot A) with an insertion; with content-defined
+/// chunks the agent takes most of it from slot A, downloads the rest, and slot B ends up
+/// with exactly v2's bytes. The old version in slot B is replaced only after the fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_of_the_active_slot_are_reused_and_only_the_rest_downloaded() {
+    let f = Fixture::new().await;
+    f.old_version_in_slot_b();
+    let v1 = std::fs::read(f.work.join("a.usr")).unwrap();
+    let mut v2 = v1[..300_000].to_vec();
+    v2.extend_from_slice(&noise(5000, 77));
+    v2.extend_from_slice(&v1[300_000..]);
+    v2.extend_from_slice(&noise(100_000, 78));
+    let usr = f.work.join("v2.usr");
+    std::fs::write(&usr, &v2).unwrap();
+    let payload = f.build("2.0.0", &f.key, |o, i| {
+        o.chunking = keelson_payload::Chunking::default();
+        i.usr = usr.clone();
+    });
+    f.publish("2.0.0", &payload).await;
+    let m = manifest_of(&payload);
+    let usr_chunks = m.parts[0].chunks.len();
+    let total: usize = m.parts.iter().map(|p| p.chunks.len()).sum();
+    assert!(usr_chunks >= 8, "{usr_chunks} usr chunks");
+
+    let before = f.proxied.load(Ordering::SeqCst);
+    let rec = f.cycle().await;
+    assert_eq!(rec.state.name(), "staged", "{:?}", rec.state);
+    let requests = f.proxied.load(Ordering::SeqCst) - before;
+    // Header (2), the verity and UKI chunks (nothing shared with slot A), and at most the
+    // usr chunks around the insertion and the new tail.
+    let others = total - usr_chunks;
+    assert!(
+        requests <= 2 + others + 4,
+        "{requests} requests for {usr_chunks} usr chunks"
+    );
+    let d = Disk::open(&f.disk).unwrap();
+    let img = f.disk_bytes();
+    let off = (d.partition(UsrSlot::B.usr_partition()).unwrap().first_lba * 512) as usize;
+    assert!(img[off..off + v2.len()] == v2[..], "usr B bytes");
+    assert_eq!(
+        d.partition(UsrSlot::B.usr_partition()).unwrap().label,
+        "keelson_2.0.0"
+    );
+    // 0.9.0's entry went with its slot; the store is gone once installed.
+    assert_eq!(
+        f.snapshot().0,
+        vec!["keelson_1.0.0.efi", "keelson_2.0.0+3.efi"]
+    );
+    assert!(f.store_files().is_empty(), "{:?}", f.store_files());
+}
+
+/// A chunk in the store that no longer matches its hash (bit rot, a write lost to a power
+/// cut) is dropped and downloaded again; the slot gets only verified bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_stored_chunk_is_fetched_again_never_written() {
+    let f = Fixture::new().await;
+    let payload = f.build("2.0.0", &f.key, |_, _| {});
+    f.publish("2.0.0", &payload).await;
+    // Cut the 5th request: chunks 0 and 1 of usr are in the store.
+    f.cut_at.store(5, Ordering::SeqCst);
+    let rec = f.cycle().await;
+    assert_eq!(rec.state.name(), "downloading", "{:?}", rec.state);
+    let m = manifest_of(&payload);
+    let stored = |i: usize| {
+        f.store()
+            .join(format!("{}.zst", m.parts[0].chunks[i].sha256))
+    };
+    assert!(stored(0).is_file() && stored(1).is_file());
+    // Chunk 0: one flipped byte. Chunk 1: cut short.
+    let mut b = std::fs::read(stored(0)).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    std::fs::write(stored(0), b).unwrap();
+    let b = std::fs::read(stored(1)).unwrap();
+    std::fs::write(stored(1), &b[..b.len() / 3]).unwrap();
+
+    let before = f.proxied.load(Ordering::SeqCst);
+    let rec = f.cycle().await;
+    assert_eq!(rec.state.name(), "staged", "{:?}", rec.state);
+    let total: usize = m.parts.iter().map(|p| p.chunks.len()).sum();
+    assert_eq!(
+        f.proxied.load(Ordering::SeqCst) - before,
+        2 + total,
+        "the header and every chunk, the two bad copies included"
+    );
+    let d = Disk::open(&f.disk).unwrap();
+    let img = f.disk_bytes();
+    let want = std::fs::read(f.work.join("2.0.0/usr")).unwrap();
+    let off = (d.partition(UsrSlot::B.usr_partition()).unwrap().first_lba * 512) as usize;
+    assert!(img[off..off + want.len()] == want[..], "usr B bytes");
+}
+
+/// A manifest (signed by a trusted key) naming a chunking this agent does not know is refused
+/// with its own reason, before anything is fetched or written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_chunking_algorithm_is_refused() {
+    refused(
+        "unknown chunking",
+        "unknown_chunking",
+        |f| {
+            let p = f.build("2.0.0", &f.key, |_, _| {});
+            let bytes = std::fs::read(&p).unwrap();
+            let h = keelson_payload::read_header(&bytes[..]).unwrap();
+            let text = String::from_utf8(h.manifest_bytes.clone()).unwrap();
+            let text = text.replacen("\"fixed\"", "\"rabin-2030\"", 1);
+            assert_ne!(text.as_bytes(), &h.manifest_bytes[..]);
+            let sig = f.key.sign_manifest(text.as_bytes());
+            let header = keelson_payload::Header::new(text.into_bytes(), vec![sig]).unwrap();
+            let mut out = header.to_bytes().unwrap();
+            out.extend_from_slice(&bytes[h.data_start as usize..]);
+            std::fs::write(&p, out).unwrap();
+            p
+        },
+        "2.0.0",
+    )
+    .await;
 }

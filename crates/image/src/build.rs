@@ -550,7 +550,11 @@ fn package_set(root: &Path) -> Result<String, ImageError> {
     Ok(lines.iter().map(|l| format!("{l}\n")).collect())
 }
 
-/// Build the erofs image of `root/usr`.
+/// Build the erofs image of `root/usr`. Fixed timestamps (`-T`) keep unchanged inodes the
+/// same bytes from one build to the next, so a node downloads little of the next release
+/// (chunk reuse); `-zlz4hc` downloaded no more than lz4, 64 KiB clusters or no compression
+/// and less than tail packing between two builds a package apart (docs/benchmarks.md,
+/// "delta").
 fn make_usr(root: &Path, out: &Path, sde: u64, seed: &str) -> Result<(), ImageError> {
     cmd::run(
         Command::new("mkfs.erofs")

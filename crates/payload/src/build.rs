@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
@@ -11,12 +11,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    Chunk, FORMAT, Header, MAX_CHUNK_SIZE, Manifest, Part, PartName, PayloadError, Signature,
+    Chunk, Chunking, FORMAT, Header, Manifest, Part, PartName, PayloadError, Signature,
     SigningKeyFile, check_uki_root_hash, read_header, read_uki,
 };
-
-/// The default chunk size: 1 MiB.
-pub const DEFAULT_CHUNK_SIZE: u64 = 1024 * 1024;
 
 /// The default zstd level.
 pub const DEFAULT_LEVEL: i32 = 3;
@@ -151,8 +148,9 @@ impl BuildInput {
 
 /// How to build a payload.
 pub struct BuildOptions<'a> {
-    /// Uncompressed chunk size (default 1 MiB, at most [`MAX_CHUNK_SIZE`]).
-    pub chunk_size: u64,
+    /// How parts are cut into chunks (default: FastCDC 8/32/128 KiB), recorded in the
+    /// manifest.
+    pub chunking: Chunking,
     /// zstd level (default 3).
     pub level: i32,
     /// The manifest's `created` time (whole seconds).
@@ -168,7 +166,7 @@ pub struct BuildOptions<'a> {
 impl Default for BuildOptions<'_> {
     fn default() -> Self {
         BuildOptions {
-            chunk_size: DEFAULT_CHUNK_SIZE,
+            chunking: Chunking::default(),
             level: DEFAULT_LEVEL,
             created: Utc::now().trunc_subsecs(0),
             expires_in: Duration::days(90),
@@ -243,27 +241,22 @@ fn write_part(
     data_len: &mut u64,
     stored: &mut HashMap<[u8; 32], Stored>,
 ) -> Result<Part, PayloadError> {
-    let mut f = File::open(path).map_err(|e| PayloadError::io(path, e))?;
+    let f = File::open(path).map_err(|e| PayloadError::io(path, e))?;
+    let mut cuts = opts
+        .chunking
+        .chunks(std::io::BufReader::with_capacity(1 << 20, f))?;
     let batch = rayon::current_num_threads().max(1) * 4;
     let mut part_hash = Sha256::new();
     let mut chunks = Vec::new();
     let mut offset = 0u64;
     loop {
-        // Read up to `batch` chunks: the only part bytes in memory at once.
+        // Cut up to `batch` chunks: the only part bytes in memory at once.
         let mut bufs = Vec::with_capacity(batch);
         for _ in 0..batch {
-            let mut buf = Vec::with_capacity(opts.chunk_size as usize);
-            (&mut f)
-                .take(opts.chunk_size)
-                .read_to_end(&mut buf)
-                .map_err(|e| PayloadError::io(path, e))?;
-            if buf.is_empty() {
-                break;
-            }
-            let full = buf.len() as u64 == opts.chunk_size;
-            bufs.push(buf);
-            if !full {
-                break;
+            match cuts.next() {
+                Some(Ok((_, buf))) => bufs.push(buf),
+                Some(Err(e)) => return Err(PayloadError::io(path, e)),
+                None => break,
             }
         }
         if bufs.is_empty() {
@@ -289,9 +282,6 @@ fn write_part(
             stored.insert(hashes[i], (*data_len, c.len() as u64));
             *data_len += c.len() as u64;
         }
-        let last = bufs
-            .last()
-            .is_some_and(|b| (b.len() as u64) < opts.chunk_size);
         for (b, h) in bufs.iter().zip(&hashes) {
             part_hash.update(b);
             let (data_offset, data_size) = stored[h];
@@ -306,9 +296,6 @@ fn write_part(
         }
         if let Some(p) = opts.progress {
             p(read);
-        }
-        if last {
-            break;
         }
     }
     Ok(Part {
@@ -328,15 +315,7 @@ pub fn build(
     out: &Path,
     opts: &BuildOptions,
 ) -> Result<Manifest, PayloadError> {
-    if opts.chunk_size == 0 || opts.chunk_size > MAX_CHUNK_SIZE {
-        return Err(PayloadError::BuildInput {
-            path: out.to_path_buf(),
-            message: format!(
-                "chunk size {} is outside 1..={MAX_CHUNK_SIZE}",
-                opts.chunk_size
-            ),
-        });
-    }
+    opts.chunking.check()?;
     keelson_version::Version::parse(&input.version)
         .map_err(|e| PayloadError::BadVersion { value: e.value })?;
     let uki_file = File::open(&input.uki).map_err(|e| PayloadError::io(&input.uki, e))?;
@@ -370,6 +349,7 @@ pub fn build(
         usr_root_hash: input.usr_root_hash.to_ascii_lowercase(),
         created: opts.created,
         expires: opts.created + opts.expires_in,
+        chunking: Some(opts.chunking.clone()),
         parts,
     };
     manifest.check_structure()?;

@@ -169,6 +169,14 @@ pub enum PayloadError {
         /// What is wrong.
         message: String,
     },
+    /// The manifest names a chunking algorithm this reader does not know.
+    #[error(
+        "the manifest's chunking algorithm {algorithm:?} is unknown to this reader (it knows fastcdc-2020 and fixed)"
+    )]
+    UnknownChunking {
+        /// The algorithm named.
+        algorithm: String,
+    },
     /// The image build output cannot be made into a payload.
     #[error("{}: {message}", path.display())]
     BuildInput {
@@ -203,6 +211,7 @@ impl PayloadError {
             PayloadError::BadUki { .. } => "bad_uki",
             PayloadError::BadKey { .. } => "bad_key",
             PayloadError::BuildInput { .. } => "build_input",
+            PayloadError::UnknownChunking { .. } => "unknown_chunking",
         }
     }
 

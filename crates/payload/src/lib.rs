@@ -7,6 +7,7 @@
 //! given. The format is specified in `docs/payload.md`.
 
 mod build;
+mod chunking;
 mod error;
 mod file;
 mod header;
@@ -17,7 +18,8 @@ pub mod testing;
 mod uki;
 mod verify;
 
-pub use build::{BuildInput, BuildOptions, DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, build, sign};
+pub use build::{BuildInput, BuildOptions, DEFAULT_LEVEL, build, sign};
+pub use chunking::{Chunking, Chunks, DEFAULT_CHUNK_SIZE, FASTCDC_2020, FIXED};
 pub use error::PayloadError;
 pub use file::{PartReader, PayloadFile, Verified, verify_file};
 pub use header::{

@@ -5,10 +5,11 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::PayloadError;
+use crate::{Chunking, PayloadError};
 
-/// The manifest format this crate writes and reads.
-pub const FORMAT: u32 = 1;
+/// The manifest format this crate writes: 2 records the chunking (`chunking`); format 1
+/// (fixed 1 MiB chunks, no `chunking`) is still read.
+pub const FORMAT: u32 = 2;
 
 /// The largest uncompressed chunk a manifest may list (bounds the memory of one decode).
 pub const MAX_CHUNK_SIZE: u64 = 16 * 1024 * 1024;
@@ -100,6 +101,9 @@ pub struct Manifest {
     pub created: DateTime<Utc>,
     /// After this time no node accepts the payload.
     pub expires: DateTime<Utc>,
+    /// How the parts were cut into chunks (format 2; absent in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunking: Option<Chunking>,
     /// The parts: usr, usr-verity and uki, each once.
     pub parts: Vec<Part>,
 }
@@ -108,6 +112,19 @@ impl Manifest {
     /// The part called `name`, if present.
     pub fn part(&self, name: PartName) -> Option<&Part> {
         self.parts.iter().find(|p| p.name == name)
+    }
+
+    /// The chunking the parts were cut with: the recorded one, or for format 1 fixed chunks
+    /// of the usr part's first chunk's size ([`crate::DEFAULT_CHUNK_SIZE`] if it has none).
+    pub fn effective_chunking(&self) -> Chunking {
+        match &self.chunking {
+            Some(c) => c.clone(),
+            None => Chunking::fixed(
+                self.part(PartName::Usr)
+                    .and_then(|p| p.chunks.first())
+                    .map_or(crate::DEFAULT_CHUNK_SIZE, |c| c.size),
+            ),
+        }
     }
 
     /// Parse manifest bytes (JSON) and check their structure ([`Manifest::check_structure`]).
@@ -126,14 +143,28 @@ impl Manifest {
         Ok(v)
     }
 
-    /// Structural soundness: format 1, each part exactly once, hashes are sha256 hex, chunks
-    /// in order tiling each part with no gap or overlap, sizes within bounds.
+    /// Structural soundness: format 1 (no chunking) or 2 (a known chunking, else
+    /// UnknownChunking), each part exactly once, hashes are sha256 hex, chunks in order tiling
+    /// each part with no gap or overlap, sizes within bounds (and the chunking's `max_size`).
     pub fn check_structure(&self) -> Result<(), PayloadError> {
-        if self.format != FORMAT {
-            return Err(PayloadError::malformed(format!(
-                "manifest format {} (this reader knows {FORMAT})",
-                self.format
-            )));
+        match (self.format, &self.chunking) {
+            (1, None) => {}
+            (1, Some(_)) => {
+                return Err(PayloadError::malformed(
+                    "manifest format 1 has no chunking field (format 2 has)",
+                ));
+            }
+            (2, None) => {
+                return Err(PayloadError::malformed(
+                    "manifest format 2 lacks its chunking field",
+                ));
+            }
+            (2, Some(c)) => c.check()?,
+            (n, _) => {
+                return Err(PayloadError::malformed(format!(
+                    "manifest format {n} (this reader knows 1 and {FORMAT})"
+                )));
+            }
         }
         for (field, value) in [
             ("os_id", &self.os_id),
@@ -155,8 +186,12 @@ impl Manifest {
                 )));
             }
         }
+        let max = self
+            .chunking
+            .as_ref()
+            .map_or(MAX_CHUNK_SIZE, |c| c.max_size);
         for part in &self.parts {
-            check_part(part)?;
+            check_part(part, max)?;
         }
         Ok(())
     }
@@ -181,7 +216,7 @@ pub(crate) fn max_data_size(size: u64) -> u64 {
     size.saturating_add(size / 128).saturating_add(4096)
 }
 
-fn check_part(part: &Part) -> Result<(), PayloadError> {
+fn check_part(part: &Part, max_chunk: u64) -> Result<(), PayloadError> {
     let name = part.name;
     check_hex(&format!("part {name} sha256"), &part.sha256)?;
     let mut end = 0u64;
@@ -195,11 +230,12 @@ fn check_part(part: &Part) -> Result<(), PayloadError> {
                 c.offset
             )));
         }
-        if c.size == 0 || c.size > MAX_CHUNK_SIZE {
+        if c.size == 0 || c.size > MAX_CHUNK_SIZE || c.size > max_chunk {
             return Err(PayloadError::malformed(format!(
-                "{} has size {} (want 1..={MAX_CHUNK_SIZE})",
+                "{} has size {} (want 1..={})",
                 at(),
-                c.size
+                c.size,
+                max_chunk.min(MAX_CHUNK_SIZE)
             )));
         }
         if c.data_size == 0 || c.data_size > max_data_size(c.size) {

@@ -77,7 +77,7 @@ impl Fixture {
             read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         };
         let opts = BuildOptions {
-            chunk_size: CHUNK,
+            chunking: crate::Chunking::fixed(CHUNK),
             created: created(),
             expires_in: Duration::days(30),
             keys,
@@ -563,7 +563,19 @@ fn unsound_manifests_are_malformed() {
                 m.parts.pop();
             }),
         ),
-        ("format", Box::new(|m| m.format = 2)),
+        ("format", Box::new(|m| m.format = 3)),
+        ("format 1 with chunking", Box::new(|m| m.format = 1)),
+        ("format 2 without chunking", Box::new(|m| m.chunking = None)),
+        (
+            "chunk larger than the chunking's max",
+            Box::new(|m| {
+                if let Some(c) = &mut m.chunking {
+                    c.max_size = 1024;
+                    c.min_size = 1024;
+                    c.avg_size = 1024;
+                }
+            }),
+        ),
         ("root hash", Box::new(|m| m.usr_root_hash = "xyz".into())),
         (
             "chunk hash",
@@ -586,7 +598,7 @@ fn unsound_manifests_are_malformed() {
     // Unknown fields and part names are refused by the parser.
     let text = String::from_utf8(m.to_bytes().unwrap()).unwrap();
     for bad in [
-        text.replacen("\"format\": 1,", "\"format\": 1, \"extra\": true,", 1),
+        text.replacen("\"format\": 2,", "\"format\": 2, \"extra\": true,", 1),
         text.replacen("\"usr-verity\"", "\"home\"", 1),
         text.replacen("\"data_size\"", "\"data_bytes\"", 1),
         "[]".into(),
@@ -916,4 +928,55 @@ fn usrhash_of_a_uki_made_with_objcopy_from_the_systemd_stub() {
     // The stub alone has no command line.
     let e = uki_usrhash(fs::File::open(stub).unwrap()).unwrap_err();
     assert!(e.to_string().contains("no .cmdline"), "{e}");
+}
+
+#[test]
+fn content_defined_chunks_round_trip_and_record_their_parameters() {
+    let fx = fixture();
+    let input = fx.image("0.3.0", ROOT, ROOT);
+    let out = fx.dir.path().join("cdc.payload");
+    let opts = BuildOptions {
+        created: created(),
+        keys: vec![&fx.key],
+        ..BuildOptions::default()
+    };
+    build(&input, &out, &opts).unwrap();
+    let v = verify_file(&out, &fx.keys, &expect()).unwrap();
+    assert_eq!(v.manifest.format, FORMAT);
+    assert_eq!(v.manifest.chunking, Some(Chunking::default()));
+    assert_eq!(v.manifest.effective_chunking(), Chunking::default());
+    // The chunks are the chunker's, over the part's bytes.
+    let want: Vec<(u64, u64)> = Chunking::default()
+        .chunks(&fx.usr[..])
+        .unwrap()
+        .map(|r| {
+            let (o, b) = r.unwrap();
+            (o, b.len() as u64)
+        })
+        .collect();
+    let got: Vec<(u64, u64)> = v.manifest.parts[0]
+        .chunks
+        .iter()
+        .map(|c| (c.offset, c.size))
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.len() > 3, "{got:?}");
+}
+
+#[test]
+fn format_1_manifests_still_read_and_unknown_chunking_is_its_own_refusal() {
+    let fx = fixture();
+    let m = manifest_of(&fx.build("0.2.0", vec![]));
+    let mut old = m.clone();
+    old.format = 1;
+    old.chunking = None;
+    let back = Manifest::from_bytes(&serde_json::to_vec(&old).unwrap()).unwrap();
+    assert_eq!(back.effective_chunking(), Chunking::fixed(CHUNK));
+    let mut unknown = m.clone();
+    if let Some(c) = &mut unknown.chunking {
+        c.algorithm = "buzhash".into();
+    }
+    let e = Manifest::from_bytes(&serde_json::to_vec(&unknown).unwrap()).unwrap_err();
+    assert_eq!(e.reason(), "unknown_chunking");
+    assert!(e.to_string().contains("buzhash"), "{e}");
 }
