@@ -41,6 +41,32 @@ pub const BUILD_ONLY_PACKAGES: [&str; 13] = [
 /// dracut configuration and modules (they are inside the initrd already).
 const BUILD_ONLY_DIRS: [&str; 2] = ["etc/dracut.conf.d", "usr/lib/dracut"];
 
+/// Files the purge writes with the time of the build (dpkg's and update-alternatives' logs,
+/// ldconfig's cache of file times): removed again, as mmdebstrap removes them after the
+/// install, so that two builds of the same inputs give the same /usr (its factory copy of
+/// /var is inside the erofs).
+const UNREPRODUCIBLE: [&str; 6] = [
+    "var/log/dpkg.log",
+    "var/log/apt/history.log",
+    "var/log/apt/term.log",
+    "var/log/alternatives.log",
+    "var/cache/ldconfig/aux-cache",
+    "var/log/apt/eipp.log.xz",
+];
+
+/// Remove [`UNREPRODUCIBLE`] under `root` (missing ones are fine).
+fn remove_unreproducible(root: &Path) -> Result<(), ImageError> {
+    for rel in UNREPRODUCIBLE {
+        let p = root.join(rel);
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&p)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// The installed packages of `root` among `wanted`, in `wanted`'s order.
 fn installed(root: &Path, wanted: &[&str]) -> Result<Vec<String>, ImageError> {
     let admin = root.join("var/lib/dpkg");
@@ -93,6 +119,7 @@ pub fn without_build_only(root: &Path, dest: &Path) -> Result<Vec<String>, Image
                 .args(&purge),
         )?;
     }
+    remove_unreproducible(dest)?;
     for d in BUILD_ONLY_DIRS {
         let p = dest.join(d);
         if p.exists() {
@@ -149,6 +176,23 @@ mod tests {
         );
         let e = installed(&d.path().join("nowhere"), &BUILD_ONLY_PACKAGES).unwrap_err();
         assert!(e.to_string().contains("var/lib/dpkg/status"), "{e}");
+    }
+
+    #[test]
+    fn the_purge_leaves_no_build_time_in_the_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for f in UNREPRODUCIBLE.iter().chain(["var/lib/dpkg/status"].iter()) {
+            fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            fs::write(r.join(f), "2026-12-04 22:56:00 remove dracut\n").unwrap();
+        }
+        remove_unreproducible(r).unwrap();
+        for f in UNREPRODUCIBLE {
+            assert!(!r.join(f).exists(), "{f}");
+        }
+        assert!(r.join("var/lib/dpkg/status").is_file());
+        // Again, with nothing left to remove.
+        remove_unreproducible(r).unwrap();
     }
 
     #[test]
