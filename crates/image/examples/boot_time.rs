@@ -5,8 +5,14 @@
 //! prefix `later_`: the first boot of an image and a boot of a node that is already set up.
 //! Used by `cargo xtask bench boot` for Keelson and stock Debian alike.
 //!
-//! Usage: `boot_time IMAGE [--reboot]`
+//! With `--analyze DIR` it also saves, for each boot, what the guest says about where the time
+//! went: `systemd-analyze time`, `critical-chain`, `blame` and the whole journal of the boot
+//! with monotonic timestamps (the initrd's part is only in the journal), as
+//! `DIR/{first,later}-{time,critical-chain,blame,journal}.txt`.
+//!
+//! Usage: `boot_time IMAGE [--reboot] [--analyze DIR]`
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use keelson_image::qemu::{Vm, VmOptions};
@@ -56,15 +62,40 @@ fn measure(
     Ok(out)
 }
 
+/// Save the guest's own account of the boot just measured into `dir` (files named `name-*`).
+fn analyze(vm: &mut Vm, dir: &Path, name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    for (what, command) in [
+        ("time", "systemd-analyze time"),
+        (
+            "critical-chain",
+            "systemd-analyze critical-chain --no-pager multi-user.target",
+        ),
+        ("blame", "systemd-analyze blame --no-pager"),
+        (
+            "journal",
+            "journalctl -b --no-pager --no-hostname -o short-monotonic",
+        ),
+    ] {
+        let out = vm.run_with_timeout(command, TIMEOUT)?;
+        std::fs::write(dir.join(format!("{name}-{what}.txt")), out.output)?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: boot_time IMAGE [--reboot]";
+    let usage = "usage: boot_time IMAGE [--reboot] [--analyze DIR]";
     let image = args.next().ok_or(usage)?;
-    let reboot = match args.next().as_deref() {
-        None => false,
-        Some("--reboot") => true,
-        Some(_) => return Err(usage.into()),
-    };
+    let mut reboot = false;
+    let mut analyze_dir: Option<PathBuf> = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--reboot" => reboot = true,
+            "--analyze" => analyze_dir = Some(args.next().ok_or(usage)?.into()),
+            _ => return Err(usage.into()),
+        }
+    }
     let mut o = VmOptions::new(&image);
     o.snapshot = true;
     o.credentials
@@ -75,12 +106,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut out = format!("image {image}\n");
     out.push_str(&measure(&mut vm, 0, start, "")?);
     out.push_str(&format!("kernel {}\n", vm.check("uname -r")?.trim()));
+    if let Some(dir) = &analyze_dir {
+        analyze(&mut vm, dir, "first")?;
+    }
     if reboot {
         let from = vm.console_text().len();
         let start = Instant::now();
         vm.send("systemctl reboot\n")?;
         let again = vm.wait_for_from("Linux version", from, TIMEOUT)?;
         out.push_str(&measure(&mut vm, again, start, "later_")?);
+        if let Some(dir) = &analyze_dir {
+            analyze(&mut vm, dir, "later")?;
+        }
     }
     print!("{out}");
     Ok(())

@@ -1145,12 +1145,27 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     let agent = add_agent(&root, agent_bin.as_deref())?;
     let update_keys = install_update_keys(&root, &keys)?;
     let seed = format!("{}:{}", def.name, version);
-    let packages = package_set(&root)?;
+    // /usr comes from a copy of the root without the build-only tools (dracut, ukify, apt,
+    // crate::slim); the root itself keeps them for ukify below.
+    let usr_root = w.join("usr-root");
+    {
+        let step = Step::start(opts.progress, "/usr without build-only packages");
+        crate::slim::without_build_only(&root, &usr_root)?;
+        // The factory copy again: /etc and the dpkg database changed with the purge.
+        make_factory(&usr_root, def.layout.root_mib)?;
+        step.done("build-only packages purged");
+    }
+    tracing::info!(
+        with_build_tools = crate::slim::tree_size(&root.join("usr"))?,
+        without = crate::slim::tree_size(&usr_root.join("usr"))?,
+        "bytes of /usr"
+    );
+    let packages = package_set(&usr_root)?;
 
     let usr_img = w.join("usr.erofs");
     {
         let step = Step::start(opts.progress, "/usr as erofs");
-        make_usr(&root, &usr_img, opts.source_date_epoch, &seed)?;
+        make_usr(&usr_root, &usr_img, opts.source_date_epoch, &seed)?;
         step.done("erofs image written");
     }
     check_fits(

@@ -12,6 +12,7 @@ pub mod build;
 pub mod oci;
 pub mod os;
 pub mod qemu;
+pub mod slim;
 
 use std::path::PathBuf;
 

@@ -232,7 +232,9 @@ pub fn stock_debian_image(spec: &StockDisk<'_>) -> Result<PathBuf> {
 /// The `key value` lines of one boot_time run.
 type Sample = Vec<(String, String)>;
 
-fn boot_once(image: &Path) -> Result<Sample> {
+/// Boot `image` once (and reboot it); the guest's own account of both boots (`systemd-analyze
+/// time`, `critical-chain`, `blame`, the journal) goes to `analyze`.
+fn boot_once(image: &Path, analyze: &Path) -> Result<Sample> {
     let out = util::output(
         util::cargo()
             .args([
@@ -245,7 +247,9 @@ fn boot_once(image: &Path) -> Result<Sample> {
                 "--",
             ])
             .arg(image)
-            .arg("--reboot"),
+            .arg("--reboot")
+            .arg("--analyze")
+            .arg(analyze),
     )
     .with_context(|| format!("booting {}", image.display()))?;
     let sample: Sample = out
@@ -259,6 +263,15 @@ fn boot_once(image: &Path) -> Result<Sample> {
         }
     }
     Ok(sample)
+}
+
+/// The 1, 5 and 15 minute load averages of the host (other builds share the cores), as
+/// `/proc/loadavg` gives them; "unknown" when it cannot be read.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -280,12 +293,14 @@ pub fn run() -> Result<()> {
     let keelson_img = vm_dir.join("keelson_0.1.0.img");
     let debian_img = debian_image(&root.join("target/bench/boot"))?;
 
+    let load = load_average();
     let mut results: Vec<(&str, Vec<Sample>)> =
         vec![("keelson", Vec::new()), ("debian", Vec::new())];
     for i in 0..runs {
         for (name, img) in [("keelson", &keelson_img), ("debian", &debian_img)] {
             util::step(&format!("bench boot: {name}, run {}/{runs}", i + 1));
-            let v = boot_once(img)?;
+            let analyze = root.join(format!("target/bench/boot/analyze/{name}-{}", i + 1));
+            let v = boot_once(img, &analyze)?;
             for (k, val) in &v {
                 eprintln!("  {k} {val}");
             }
@@ -330,11 +345,16 @@ pub fn run() -> Result<()> {
         ),
     ];
     println!(
-        "\nboot to multi-user.target, QEMU TCG + OVMF + systemd-boot, median of {runs} run(s)"
+        "\nboot to multi-user.target, QEMU TCG + OVMF + systemd-boot, median of {runs} run(s), \
+         load average {} before the first boot",
+        load
     );
     println!(
         "  {:<40} {:>10} {:>10} {:>8}",
         "", "keelson", "debian", "ratio"
+    );
+    println!(
+        "  (target: reboot ratio <= 1.00; systemd-analyze of each boot in target/bench/boot/analyze/)"
     );
     for (key, label) in keys {
         let (k, d) = (get("keelson", key), get("debian", key));

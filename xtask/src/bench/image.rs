@@ -55,5 +55,57 @@ pub fn run() -> Result<()> {
         "ratio packages-cached / cold",
         s(rootfs) / s(cold)
     );
+    sizes(&out.join("keelson_0.1.0.json"))
+}
+
+/// The UKI before issue #14 (2026-12-04, generic dracut initrd): the UKI target is half of it.
+const UKI_BEFORE: u64 = 44_530_176;
+/// The usr erofs before issue #14 (with dracut, ukify and apt in /usr).
+const USR_BEFORE: u64 = 265_138_176;
+
+/// Print the sizes of the build's update parts next to the sizes before issue #14, and how
+/// many versions' UKIs the ESP holds.
+fn sizes(record: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(record)
+        .with_context(|| format!("reading the build record {}", record.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing the build record {}", record.display()))?;
+    let size = |kind: &str| -> Result<u64> {
+        json["files"]
+            .as_array()
+            .and_then(|files| files.iter().find(|f| f["kind"] == kind))
+            .and_then(|f| f["size"].as_u64())
+            .with_context(|| format!("{} lists no {kind} file", record.display()))
+    };
+    let (uki, usr) = (size("uki")?, size("usr")?);
+    let esp = json["partitions"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["label"] == "esp"))
+        .and_then(|p| p["size"].as_u64())
+        .with_context(|| format!("{} lists no esp partition", record.display()))?;
+    let mb = |b: u64| b as f64 / 1e6;
+    println!("\nsizes of the update parts ({})", record.display());
+    println!(
+        "  {:<48} {:>8.1} MB  before {:>6.1} MB  ratio {:.2} (target <= 0.50)",
+        "UKI (kernel + initrd)",
+        mb(uki),
+        mb(UKI_BEFORE),
+        uki as f64 / UKI_BEFORE as f64
+    );
+    println!(
+        "  {:<48} {:>8.1} MB  before {:>6.1} MB  ratio {:.2}",
+        "/usr erofs",
+        mb(usr),
+        mb(USR_BEFORE),
+        usr as f64 / USR_BEFORE as f64
+    );
+    // systemd-boot twice (removable-media path and its own) and the loader files: about 1 MB.
+    let room = esp.saturating_sub(1 << 20);
+    println!(
+        "  {:<48} {:>8} (before {})",
+        format!("UKIs that fit the {} MiB ESP", esp >> 20),
+        room / uki.max(1),
+        room / UKI_BEFORE
+    );
     Ok(())
 }

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/bin/sh
 # Keelson emergency handler (initrd): print the reason the boot failed, then reboot after a
 # timeout (keelson.emergency_timeout=SECONDS on the kernel command line, default 15), so that
 # systemd-boot's boot counting can move on to the previous good version.

@@ -16,6 +16,21 @@ depends() {
 install() {
     inst_script "$moddir/keelson-emergency.sh" /usr/lib/keelson/keelson-emergency
     local unit
+    # What dracut-systemd would give a systemd initrd, which Keelson's leaves out (its shell
+    # hooks: cmdline, pre-udev, pre-trigger, the initqueue, pre-mount, mount, pre-pivot; systemd's
+    # generators do their work): initrd.target as the default, the initrd's os-release, and an
+    # emergency/rescue service (keelson-emergency).
+    ln_r "$systemdsystemunitdir/initrd.target" "$systemdsystemunitdir/default.target"
+    if [[ -e "$initdir/usr/lib/initrd-release" ]]; then
+        ln -sf ../usr/lib/initrd-release "$initdir/etc/initrd-release"
+        ln -sf initrd-release "$initdir/usr/lib/os-release"
+        ln -sf initrd-release "$initdir/etc/os-release"
+    fi
+    for unit in emergency.service rescue.service; do
+        if [[ ! -e "$initdir$systemdsystemunitdir/$unit" ]]; then
+            inst_simple "$moddir/emergency.service" "$systemdsystemunitdir/$unit"
+        fi
+    done
     for unit in emergency.service dracut-emergency.service; do
         inst_simple "$moddir/emergency-override.conf" \
             "$systemdsystemunitdir/$unit.d/50-keelson.conf"

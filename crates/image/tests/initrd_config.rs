@@ -1,0 +1,132 @@
+//! The initrd's definition in `os/` keeps its promises (docs/image.md, "The initrd"): the
+//! drivers of the machines Keelson supports are in dracut's exclusive list, the first-boot
+//! stages run from the verity-checked /usr, and the boot never waits on dracut's shell hooks.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+fn os_file(rel: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../os/rootfs")
+        .join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The words of the dracut setting `name` (every `name=` and `name+=` line, quotes removed).
+fn dracut_list(conf: &str, name: &str) -> Vec<String> {
+    conf.lines()
+        .filter_map(|l| {
+            l.strip_prefix(&format!("{name}+="))
+                .or_else(|| l.strip_prefix(&format!("{name}=")))
+        })
+        .flat_map(|v| v.trim().trim_matches('"').split_whitespace())
+        .map(str::to_string)
+        .collect()
+}
+
+const DRACUT_CONF: &str = "etc/dracut.conf.d/10-keelson.conf";
+
+#[test]
+fn the_supported_machines_disks_and_nics_are_in_the_driver_list() {
+    let conf = os_file(DRACUT_CONF);
+    let drivers = dracut_list(&conf, "drivers");
+    for want in [
+        // QEMU/KVM, GCP, OpenStack
+        "virtio_blk",
+        "virtio_scsi",
+        "virtio_net",
+        "gve",
+        // bare metal
+        "ahci",
+        "sd_mod",
+        // AWS
+        "ena",
+        "xen_blkfront",
+        "xen_netfront",
+        // Azure / Hyper-V
+        "hv_storvsc",
+        "hv_netvsc",
+        // VMware
+        "vmw_pvscsi",
+        "vmxnet3",
+        // the boot disk itself
+        "erofs",
+        "ext4",
+        "vfat",
+        "dm_verity",
+        "loop",
+    ] {
+        assert!(
+            drivers.iter().any(|d| d == want),
+            "{want} missing: {drivers:?}"
+        );
+    }
+    // dracut's replacement of '-' by '_' only touches the first one: names use '_'.
+    assert!(drivers.iter().all(|d| !d.contains('-')), "{drivers:?}");
+    // Never the generic everything-initrd again.
+    assert!(conf.lines().any(|l| l == "hostonly=\"no\""), "{conf}");
+    let omitted = dracut_list(&conf, "omit_dracutmodules");
+    for gone in ["dracut-systemd", "hwdb", "kernel-modules-extra", "bash"] {
+        assert!(omitted.iter().any(|m| m == gone), "{gone} not omitted");
+    }
+    let added = dracut_list(&conf, "add_dracutmodules");
+    for need in [
+        "systemd-initrd",
+        "systemd-veritysetup",
+        "systemd-repart",
+        "keelson",
+    ] {
+        assert!(added.iter().any(|m| m == need), "{need} not added");
+    }
+}
+
+#[test]
+fn first_boot_stages_run_from_the_verity_checked_usr() {
+    let dir = "usr/lib/dracut/modules.d/98keelson-firstboot";
+    for stage in ["fetch", "disks", "mount", "files", "done"] {
+        let unit = os_file(&format!("{dir}/keelson-firstboot-{stage}.service"));
+        assert!(
+            unit.lines().any(
+                |l| l == format!("ExecStart=/sysusr/usr/bin/keelson-firstboot --stage {stage}")
+            ),
+            "{stage}: {unit}"
+        );
+        assert!(
+            unit.lines().any(|l| l == "RequiresMountsFor=/sysusr/usr"),
+            "{stage}: {unit}"
+        );
+        assert!(
+            unit.lines().any(|l| l == "OnFailure=emergency.target"),
+            "{stage}: {unit}"
+        );
+    }
+    let setup = os_file(&format!("{dir}/module-setup.sh"));
+    assert!(!setup.contains("inst_binary keelson-firstboot"), "{setup}");
+    let networkd = os_file(&format!("{dir}/networkd-sysusr.conf"));
+    assert!(
+        networkd
+            .lines()
+            .any(|l| l == "ExecStart=!!/sysusr/usr/lib/systemd/systemd-networkd"),
+        "{networkd}"
+    );
+}
+
+#[test]
+fn the_initrd_has_a_default_target_and_an_emergency_handler_without_dracut_hooks() {
+    let setup = os_file("usr/lib/dracut/modules.d/99keelson/module-setup.sh");
+    assert!(
+        setup.contains(
+            "ln_r \"$systemdsystemunitdir/initrd.target\" \"$systemdsystemunitdir/default.target\""
+        ),
+        "{setup}"
+    );
+    let unit = os_file("usr/lib/dracut/modules.d/99keelson/emergency.service");
+    assert!(
+        unit.lines()
+            .any(|l| l == "ExecStart=/usr/lib/keelson/keelson-emergency"),
+        "{unit}"
+    );
+    // The handler runs under dash: no bash in the initrd.
+    let script = os_file("usr/lib/dracut/modules.d/99keelson/keelson-emergency.sh");
+    assert!(script.starts_with("#!/bin/sh\n"), "{script}");
+}
