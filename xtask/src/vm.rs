@@ -66,17 +66,18 @@ pub fn build_image(keelson: &Path, out: &Path, version: &str, extra: &[&str]) ->
 
 /// The release binaries an image carries: keelson-firstboot (initrd) and keelson-agent (/usr).
 pub fn build_image_binaries() -> Result<()> {
-    // First-boot provisioning goes into the initrd (crates/firstboot, docs/first-boot.md).
-    util::run(util::cargo().args(["build", "--release", "-p", "keelson-firstboot"]))
-        .context("building the keelson-firstboot binary")?;
-    // The update agent goes into /usr/bin (crates/agent, docs/agent.md).
-    if agent_binary().is_some() {
-        util::run(util::cargo().args(["build", "--release", "-p", "keelson-agent"]))
-            .context("building the keelson-agent binary")?;
-    } else {
-        util::step("no crates/agent in the workspace: the image is built without keelson-agent");
-    }
-    Ok(())
+    // First-boot provisioning goes into the initrd (crates/firstboot, docs/first-boot.md), the
+    // update agent into /usr/bin (crates/agent, docs/agent.md). One cargo run for both: built
+    // one `-p` at a time, their shared dependencies were compiled again for each feature set.
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "keelson-firstboot",
+        "-p",
+        "keelson-agent",
+    ]))
+    .context("building the keelson-firstboot and keelson-agent binaries")
 }
 
 /// `keelson image build` of version `version` into `out` (output to `log` when given), skipped

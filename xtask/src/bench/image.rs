@@ -18,8 +18,7 @@ pub fn run() -> Result<()> {
     let keelson = vm::keelson_binary()?;
     // Built before the clock starts: only `keelson image build` is timed (cargo may wait for
     // other builds' locks, which says nothing about the image build).
-    util::run(util::cargo().args(["build", "--release", "-p", "keelson-firstboot"]))
-        .context("building the keelson-firstboot binary")?;
+    vm::build_image_binaries()?;
     if cache.exists() {
         std::fs::remove_dir_all(&cache).with_context(|| format!("emptying {}", cache.display()))?;
     }
