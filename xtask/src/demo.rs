@@ -191,7 +191,8 @@ fn run_scenario(name: &str, mut c: Command, work: &Path, hold: bool) -> Result<(
     for l in BufReader::new(out).lines() {
         let l = l.with_context(|| format!("reading the output of `{line}`"))?;
         writeln!(log, "{l}")?;
-        if let Some(said) = l.strip_prefix("==> ") {
+        // libtest's "test NAME ... " has no newline: the first narration follows it.
+        if let Some((_, said)) = l.split_once("==> ") {
             println!("[{}] {said}", mmss(started));
         }
     }
