@@ -463,7 +463,7 @@ mod tests {
             let text = std::fs::read_to_string(&unit).unwrap();
             assert!(
                 text.contains(&format!(
-                    "ExecStart=/usr/bin/keelson-firstboot --stage {stage}\n"
+                    "ExecStart=/sysusr/usr/bin/keelson-firstboot --stage {stage}\n"
                 )),
                 "{}",
                 unit.display()
