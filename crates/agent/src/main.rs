@@ -240,9 +240,12 @@ async fn daemon(agent: &Agent) -> anyhow::Result<()> {
             .as_secs(),
         "keelson-agent started"
     );
+    // Woken because another command staged an update: coordinate its reboot now, but leave
+    // the update check to its own time.
+    let mut woke_early = false;
     loop {
         let until_check = first_check.saturating_duration_since(std::time::Instant::now());
-        let check = until_check <= Duration::from_secs(1);
+        let check = until_check <= Duration::from_secs(1) && !woke_early;
         let delay = {
             let _lock = agent.store().lock(true)?;
             let opts = CycleOptions {
@@ -283,6 +286,45 @@ async fn daemon(agent: &Agent) -> anyhow::Result<()> {
         // Before the first check, wake for it (or sooner, to report a verified boot).
         let delay = if check { delay } else { delay.min(until_check) };
         tracing::info!(seconds = delay.as_secs(), "next cycle");
-        tokio::time::sleep(delay).await;
+        woke_early = sleep_unless_staged(agent, delay).await;
+    }
+}
+
+/// How often the sleeping daemon looks whether the state file was rewritten.
+const STATE_POLL: Duration = Duration::from_secs(10);
+
+/// Sleeps for `delay`, or until another process (`check`, `update --now`) has rewritten the
+/// state file and staged an update, looked at every [`STATE_POLL`]; whether it woke early.
+/// Without this, an update that `check` staged while the reboot slot was taken waited for the
+/// daemon's own next wake (up to its first check, 2-12 min after start) instead of the lock's
+/// backoff. Other changes (`reset`, `rollback`, a refusal) wait for the next wake as before.
+async fn sleep_unless_staged(agent: &Agent, delay: Duration) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec()))
+    };
+    let path = agent.store().path();
+    let mut seen = stamp(path);
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep((deadline - now).min(STATE_POLL)).await;
+        let now_stamp = stamp(path);
+        if now_stamp != seen {
+            seen = now_stamp;
+            if agent
+                .store()
+                .load()
+                .is_ok_and(|r| matches!(r.state, State::Staged { .. }))
+            {
+                tracing::info!("another command staged an update: next cycle now");
+                return true;
+            }
+        }
     }
 }
