@@ -7,11 +7,7 @@
 
 mod common;
 
-use common::{Reply, Request, serve};
-use keelson_provision::engine::files::FilesOptions;
-use keelson_provision::fetch::Fetcher;
-use keelson_provision::http::{HttpClient, RetryPolicy};
-use keelson_provision::providers::FileProvider;
+use common::{Reply, Request, serve, stage_context};
 use keelson_provision::stages::{Stage, StageContext, run_stage};
 use sha2::Digest as _;
 
@@ -27,24 +23,11 @@ fn sha256(b: &[u8]) -> String {
 }
 
 fn context(dir: &tempfile::TempDir, config: &str) -> StageContext<'static> {
-    let cfg = dir.path().join("user.ign");
-    std::fs::write(&cfg, config).unwrap();
-    let root = dir.path().join("sysroot");
-    let units = root.join("usr/lib/systemd/system");
+    let ctx = stage_context(dir, config);
+    let units = ctx.root.join("usr/lib/systemd/system");
     std::fs::create_dir_all(&units).unwrap();
     std::fs::write(units.join("systemd-sysext.service"), SYSEXT_UNIT).unwrap();
-    StageContext {
-        providers: vec![Box::new(FileProvider { path: cfg })],
-        fetcher: Fetcher::new(HttpClient::new(RetryPolicy::quick(2)).unwrap(), 1 << 20),
-        root,
-        cache: dir.path().join("run/keelson/config.json"),
-        files: FilesOptions {
-            today: 1,
-            chown: false,
-            dry_run: false,
-            kernel_cmdline: Some("console=ttyS0".into()),
-        },
-    }
+    ctx
 }
 
 /// The YAML config's Ignition JSON, as `keelson config translate` writes it.

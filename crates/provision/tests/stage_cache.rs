@@ -7,36 +7,11 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Reply, Request, serve};
+use common::{Reply, Request, fetcher, serve, stage_context};
 use keelson_provision::engine::files::FilesOptions;
-use keelson_provision::fetch::{FetchError, Fetcher, ResourceSpec};
-use keelson_provision::http::{HttpClient, RetryPolicy};
-use keelson_provision::providers::FileProvider;
-use keelson_provision::stages::{Stage, StageContext, resource_cache, run_stage};
+use keelson_provision::fetch::{FetchError, ResourceSpec};
+use keelson_provision::stages::{Stage, resource_cache, run_stage};
 use sha2::Digest as _;
-
-fn fetcher() -> Fetcher {
-    Fetcher::new(HttpClient::new(RetryPolicy::quick(2)).unwrap(), 1 << 20)
-}
-
-fn context(dir: &tempfile::TempDir, config: &str) -> StageContext<'static> {
-    let cfg = dir.path().join("user.ign");
-    std::fs::write(&cfg, config).unwrap();
-    let root = dir.path().join("sysroot");
-    std::fs::create_dir_all(&root).unwrap();
-    StageContext {
-        providers: vec![Box::new(FileProvider { path: cfg })],
-        fetcher: fetcher(),
-        root,
-        cache: dir.path().join("run/keelson/config.json"),
-        files: FilesOptions {
-            today: 1,
-            chown: false,
-            dry_run: false,
-            kernel_cmdline: Some("console=ttyS0".into()),
-        },
-    }
-}
 
 fn sha256(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
@@ -64,7 +39,7 @@ fn files_stage_uses_only_what_the_fetch_stage_cached() {
         b = server.base,
         h = sha256(b"hello from http\n")
     );
-    let ctx = context(&dir, &config);
+    let ctx = stage_context(&dir, &config);
     let out = run_stage(Stage::Fetch, &ctx).unwrap();
     assert_eq!(server.requests().len(), 2, "{:?}", server.requests());
     let cached: Vec<_> = out
@@ -118,7 +93,7 @@ fn failed_fetch_fails_the_fetch_stage_before_the_disks_are_touched() {
         b = server.base,
         h = sha256(b"expected")
     );
-    let ctx = context(&dir, &config);
+    let ctx = stage_context(&dir, &config);
     let err = run_stage(Stage::Fetch, &ctx).unwrap_err().to_string();
     assert!(
         err.contains("$.storage.files[1].contents (/etc/b)") && err.contains("sha256 mismatch"),
@@ -137,7 +112,7 @@ fn a_bad_data_url_also_fails_in_fetch() {
     let dir = tempfile::tempdir().unwrap();
     let config = r#"{"ignition":{"version":"3.6.0"},"storage":{"files":[{"path":"/etc/a",
         "contents":{"source":"data:,abc","verification":{"hash":"sha256-0000000000000000000000000000000000000000000000000000000000000000"}}}]}}"#;
-    let ctx = context(&dir, config);
+    let ctx = stage_context(&dir, config);
     let err = run_stage(Stage::Fetch, &ctx).unwrap_err().to_string();
     assert!(
         err.contains("$.storage.files[0].contents") && err.contains("mismatch"),
@@ -184,7 +159,7 @@ fn luks_key_is_cached_by_fetch_and_lands_on_the_root_with_a_crypttab_line() {
         b = server.base,
         h = sha256(b"remote-luks-key")
     );
-    let ctx = context(&dir, &config);
+    let ctx = stage_context(&dir, &config);
     let out = run_stage(Stage::Fetch, &ctx).unwrap();
     assert!(
         out.outcome
@@ -226,12 +201,12 @@ fn kernel_arguments_are_checked_in_fetch_before_anything_is_fetched_or_written()
         )
     };
     // Already as wished (the context's command line is "console=ttyS0"): passes.
-    let ctx = context(&dir, &config(r#""console=ttyS0""#, r#""quiet""#));
+    let ctx = stage_context(&dir, &config(r#""console=ttyS0""#, r#""quiet""#));
     run_stage(Stage::Fetch, &ctx).unwrap();
     assert_eq!(server.requests().len(), 1);
 
     let dir = tempfile::tempdir().unwrap();
-    let ctx = context(&dir, &config(r#""console=ttyS0","nomodeset""#, ""));
+    let ctx = stage_context(&dir, &config(r#""console=ttyS0","nomodeset""#, ""));
     let err = run_stage(Stage::Fetch, &ctx).unwrap_err().to_string();
     assert!(
         err.starts_with(
@@ -243,7 +218,7 @@ fn kernel_arguments_are_checked_in_fetch_before_anything_is_fetched_or_written()
     assert_eq!(server.requests().len(), 1, "fetched after the check failed");
 
     let dir = tempfile::tempdir().unwrap();
-    let ctx = context(&dir, &config("", r#""console=ttyS0""#));
+    let ctx = stage_context(&dir, &config("", r#""console=ttyS0""#));
     let err = run_stage(Stage::Fetch, &ctx).unwrap_err().to_string();
     assert!(
         err.starts_with("$.kernelArguments.shouldNotExist[0]"),

@@ -129,3 +129,38 @@ pub fn serve(handler: impl Fn(&Request) -> Reply + Send + 'static) -> Server {
     });
     Server { base, requests }
 }
+
+/// A client with quick retries, as the stage tests use.
+pub fn fetcher() -> keelson_provision::fetch::Fetcher {
+    keelson_provision::fetch::Fetcher::new(
+        keelson_provision::http::HttpClient::new(keelson_provision::http::RetryPolicy::quick(2))
+            .unwrap(),
+        1 << 20,
+    )
+}
+
+/// The first-boot stages' context over `dir`: `config` as the user config (a file provider),
+/// the target root `dir/sysroot` (created), the stage cache under `dir/run`.
+pub fn stage_context(
+    dir: &tempfile::TempDir,
+    config: &str,
+) -> keelson_provision::stages::StageContext<'static> {
+    let cfg = dir.path().join("user.ign");
+    std::fs::write(&cfg, config).unwrap();
+    let root = dir.path().join("sysroot");
+    std::fs::create_dir_all(&root).unwrap();
+    keelson_provision::stages::StageContext {
+        providers: vec![Box::new(keelson_provision::providers::FileProvider {
+            path: cfg,
+        })],
+        fetcher: fetcher(),
+        root,
+        cache: dir.path().join("run/keelson/config.json"),
+        files: keelson_provision::engine::files::FilesOptions {
+            today: 1,
+            chown: false,
+            dry_run: false,
+            kernel_cmdline: Some("console=ttyS0".into()),
+        },
+    }
+}
