@@ -18,6 +18,8 @@
 //! Each measurement runs once unmeasured (page cache, block allocation), then `--runs` times
 //! alternating; medians are printed.
 
+mod common;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -34,11 +36,9 @@ use keelson_agent::state::{Progress, Record, State, Store, Target};
 use keelson_disk::{Disk, UsrSlot};
 use keelson_payload::testing::{MACHINE_X86_64, minimal_pe, noise};
 use keelson_payload::{BuildInput, BuildOptions, Manifest, PartName, SigningKeyFile};
-use keelson_server::{AppState, ServerConfig};
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
-const APP: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
 /// Root hash of the running slot A (any value: slot A is only read for its UUIDs).
 const HASH_A: &str = "11111111111111111111111111111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 /// Root hash the generated UKI pins (the generated verity tree is not a real tree of usr).
@@ -464,60 +464,11 @@ impl NodeFixture {
     }
 }
 
-/// keelson-server on 127.0.0.1:0 with a SQLite database; the payload uploaded through the
-/// REST API as the app's package. Returns the payload's URL.
+/// keelson-server on 127.0.0.1:0 with the payload ([`common::serve_payload`]). Returns the
+/// payload's URL.
 async fn start_server(work: &Path, payload: &Path, http: &reqwest::Client) -> Result<String> {
-    let data = work.join("server");
-    fs::create_dir_all(&data)?;
-    let db =
-        keelson_server::db::Db::connect(&format!("sqlite://{}", work.join("server.db").display()))
-            .await?;
-    let admin = keelson_server::auth::create_token(&db, keelson_server::auth::Role::Admin, "bench")
-        .await?
-        .token;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let router = keelson_server::router(AppState::new(db, ServerConfig::new(&data)));
-    tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await;
-        if let Err(e) = served {
-            eprintln!("keelson-server stopped: {e}");
-        }
-    });
-    let r = http
-        .post(format!("{base}/api/v1/apps"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"id": format!("{{{APP}}}"), "name": "Keelson"}))
-        .send()
-        .await?;
-    ensure!(r.status().is_success(), "creating the app: {}", r.status());
-    let name = payload
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("payload file name")?;
-    let version = name
-        .strip_prefix("keelson_")
-        .and_then(|n| n.strip_suffix(".payload"))
-        .context("payload file name")?;
-    let file = tokio::fs::File::open(payload).await?;
-    let r = http
-        .put(format!(
-            "{base}/api/v1/apps/{APP}/packages/{version}/payload?filename={name}"
-        ))
-        .bearer_auth(&admin)
-        .body(reqwest::Body::from(file))
-        .send()
-        .await?;
-    let status = r.status();
-    let pkg: serde_json::Value = r.json().await?;
-    ensure!(status == 201, "uploading the payload: {status} {pkg}");
-    let id = &pkg["id"];
-    ensure!(!id.is_null(), "no package id in {pkg}");
-    Ok(format!("{base}/packages/{id}/{name}"))
+    let (base, path) = common::serve_payload(work, payload, http).await?;
+    Ok(format!("{base}{path}"))
 }
 
 /// The peer: each part file copied through a SHA-256 writer into one target file, the hashes

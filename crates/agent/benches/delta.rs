@@ -15,6 +15,8 @@
 //! in front of it: headers and chunk data), their ratio, and each apply's wall time.
 //! Without `--bench` (`cargo test --all-targets`), a smoke test on small generated parts.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,10 +36,8 @@ use keelson_agent::state::{Progress, Target};
 use keelson_disk::{Disk, UsrSlot};
 use keelson_payload::testing::noise;
 use keelson_payload::{BuildInput, BuildOptions, Manifest, PartName, SigningKeyFile};
-use keelson_server::{AppState, ServerConfig};
 
 const MIB: u64 = 1 << 20;
-const APP: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
 
 #[derive(Parser)]
 #[command(about = "bytes downloaded and apply time from v1 to v2, with chunk reuse and without")]
@@ -410,27 +410,7 @@ async fn start_server(
     http: &reqwest::Client,
     served: Arc<AtomicU64>,
 ) -> Result<String> {
-    let data = work.join("server");
-    fs::create_dir_all(&data)?;
-    let db =
-        keelson_server::db::Db::connect(&format!("sqlite://{}", work.join("server.db").display()))
-            .await?;
-    let admin = keelson_server::auth::create_token(&db, keelson_server::auth::Role::Admin, "bench")
-        .await?
-        .token;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let router = keelson_server::router(AppState::new(db, ServerConfig::new(&data)));
-    tokio::spawn(async move {
-        let r = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await;
-        if let Err(e) = r {
-            eprintln!("keelson-server stopped: {e}");
-        }
-    });
+    let (base, path) = common::serve_payload(work, payload, http).await?;
     let proxy_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let proxy_base = format!("http://{}", proxy_l.local_addr()?);
     let counter = Counter {
@@ -444,34 +424,5 @@ async fn start_server(
             eprintln!("counting proxy stopped: {e}");
         }
     });
-    let r = http
-        .post(format!("{base}/api/v1/apps"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"id": format!("{{{APP}}}"), "name": "Keelson"}))
-        .send()
-        .await?;
-    ensure!(r.status().is_success(), "creating the app: {}", r.status());
-    let name = payload
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("payload file name")?;
-    let version = name
-        .strip_prefix("keelson_")
-        .and_then(|n| n.strip_suffix(".payload"))
-        .context("payload file name")?;
-    let file = tokio::fs::File::open(payload).await?;
-    let r = http
-        .put(format!(
-            "{base}/api/v1/apps/{APP}/packages/{version}/payload?filename={name}"
-        ))
-        .bearer_auth(&admin)
-        .body(reqwest::Body::from(file))
-        .send()
-        .await?;
-    let status = r.status();
-    let pkg: serde_json::Value = r.json().await?;
-    ensure!(status == 201, "uploading the payload: {status} {pkg}");
-    let id = &pkg["id"];
-    ensure!(!id.is_null(), "no package id in {pkg}");
-    Ok(format!("{proxy_base}/packages/{id}/{name}"))
+    Ok(format!("{proxy_base}{path}"))
 }
