@@ -5,6 +5,7 @@
 //! validate`), [`merge`] (Ignition's parent/child merge) and [`yaml::translate`] (the YAML
 //! front end).
 
+pub mod dataurl;
 pub mod gourl;
 pub mod json;
 pub mod merge;

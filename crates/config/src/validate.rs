@@ -275,8 +275,8 @@ fn ignition(ign: &Ignition, ctx: &mut Ctx<'_>) {
 }
 
 /// url.go `validateURL` for spec 3.`minor`: Go's url.Parse, then the scheme (gs since 3.2,
-/// arn since 3.4), the S3 `versionId` and the ARN form. Data URLs are decoded (and refused
-/// when malformed) by the fetcher.
+/// arn since 3.4), the S3 `versionId`, the ARN form, and data URLs decoded as the dataurl
+/// package decodes them ([`crate::dataurl`]).
 fn validate_url(u: &str, minor: u32) -> Result<(), String> {
     let url = gourl::parse(u).map_err(|_| msg::INVALID_URL.to_string())?;
     let version_id_ok = |url: &gourl::GoUrl| {
@@ -287,7 +287,9 @@ fn validate_url(u: &str, minor: u32) -> Result<(), String> {
         }
     };
     match url.scheme.as_str() {
-        "http" | "https" | "tftp" | "data" => Ok(()),
+        "http" | "https" | "tftp" => Ok(()),
+        // url.go: `dataurl.DecodeString(s)`, its error as the message.
+        "data" => crate::dataurl::decode(u).map(|_| ()),
         "gs" if minor >= 2 => Ok(()),
         "s3" => version_id_ok(&url),
         "arn" if minor >= 4 => {
@@ -518,24 +520,27 @@ fn storage(s: &Storage, ctx: &mut Ctx<'_>) {
     for (i, l) in s.links.iter().enumerate() {
         link(l, &format!("$.storage.links.{i}"), s, ctx);
     }
-    // A node whose path passes through a link of this config would be written through it.
-    let under_link = |path: &str| {
+    // storage.go validateDirectories/Files/Links: a node whose path passes through a link of
+    // this config would be written through it; one error per such link (a link with an empty
+    // path, itself an error, makes every absolute path one, as `HasPrefix(p, "" + "/")` does).
+    let links_above = |path: &str| {
         s.links
             .iter()
-            .any(|l| !l.path.is_empty() && path.starts_with(&format!("{}/", l.path)))
+            .filter(|l| path.starts_with(&format!("{}/", l.path)))
+            .count()
     };
-    for (i, f) in s.files.iter().enumerate() {
-        if under_link(&f.path) {
-            ctx.error(&format!("$.storage.files.{i}"), msg::FILE_USED_SYMLINK);
-        }
-    }
     for (i, d) in s.directories.iter().enumerate() {
-        if under_link(&d.path) {
+        for _ in 0..links_above(&d.path) {
             ctx.error(&format!("$.storage.directories.{i}"), msg::DIR_USED_SYMLINK);
         }
     }
+    for (i, f) in s.files.iter().enumerate() {
+        for _ in 0..links_above(&f.path) {
+            ctx.error(&format!("$.storage.files.{i}"), msg::FILE_USED_SYMLINK);
+        }
+    }
     for (i, l) in s.links.iter().enumerate() {
-        if under_link(&l.path) {
+        for _ in 0..links_above(&l.path) {
             ctx.error(&format!("$.storage.links.{i}"), msg::LINK_USED_SYMLINK);
         }
     }
@@ -569,11 +574,8 @@ fn storage(s: &Storage, ctx: &mut Ctx<'_>) {
         if ctx.minor < 2 {
             continue;
         }
-        if let Some(disk) = s
-            .disks
-            .iter()
-            .find(|d| !f.device.is_empty() && d.device == f.device)
-        {
+        // Ignition keys the disks by device in a map: the last disk of that device wins.
+        if let Some(disk) = s.disks.iter().rev().find(|d| d.device == f.device) {
             let at = format!("$.storage.filesystems.{i}.device");
             if !disk.partitions.is_empty() {
                 ctx.warn(&at, msg::PARTITIONS_OVERWRITTEN);
@@ -634,7 +636,7 @@ fn link(l: &Link, p: &str, s: &Storage, ctx: &mut Ctx<'_>) {
         // Relative hard link targets are joined to the link's own path, as Ignition does.
         clean(&format!("{}/{target}", l.path))
     };
-    if s.directories.iter().any(|d| d.path == target) {
+    for _ in s.directories.iter().filter(|d| d.path == target) {
         ctx.error(p, msg::HARD_LINK_TO_DIR);
     }
     for (set, field) in [
@@ -879,10 +881,12 @@ fn luks(l: &Luks, p: &str, ctx: &mut Ctx<'_>) {
     }
     if !l.key_file.is_empty() {
         resource(&l.key_file, &format!("{p}.keyFile"), false, ctx);
+        // luks.go reports this one at `keys`, a path that is not in the schema; kept so the
+        // report line is Ignition's.
         if let Some(src) = l.key_file.source.as_deref().filter(|s| !s.is_empty())
             && validate_url(src, ctx.minor).is_err()
         {
-            ctx.error(&format!("{p}.keyFile"), msg::INVALID_LUKS_KEYFILE);
+            ctx.error(&format!("{p}.keys"), msg::INVALID_LUKS_KEYFILE);
         }
     }
     let c = &l.clevis;
@@ -937,8 +941,9 @@ fn luks(l: &Luks, p: &str, ctx: &mut Ctx<'_>) {
         if clevis_present {
             ctx.error(&format!("{p}.cex"), msg::CEX_WITH_CLEVIS);
         }
-        if l.key_file.source.is_some() {
-            ctx.error(&format!("{p}.keyFile"), msg::CEX_WITH_KEYFILE);
+        // luks.go: `Cex.IsPresent() && util.NotEmpty(KeyFile.Source)`, reported at `cex`.
+        if not_empty(&l.key_file.source) {
+            ctx.error(&format!("{p}.cex"), msg::CEX_WITH_KEYFILE);
         }
     }
 }
@@ -978,107 +983,233 @@ struct UnitOption {
     section: String,
 }
 
-/// A port of the go-systemd `unit.Deserialize` lexer that Ignition's `validateUnitContent`
-/// runs (unit.go): text before the first section is skipped, `#`/`;` lines are comments, a
-/// `\` continues a value; the errors are go-systemd's, behind Ignition's prefix.
-fn deserialize_unit(contents: &str) -> Result<Vec<UnitOption>, String> {
-    let c: Vec<char> = contents.chars().collect();
-    let mut i = 0usize;
-    let mut opts = Vec::new();
-    // toEOL: the rest of the line without its "\n" / "\r\n"; "" at the end of input.
-    let to_eol = |i: &mut usize| -> String {
-        let start = *i;
-        while *i < c.len() && c[*i] != '\n' {
-            *i += 1;
+/// go-systemd's `SYSTEMD_LINE_MAX`: a lexer step that starts with at least this many bytes
+/// buffered and no line end among them fails with `line too long (max 2048 bytes)`.
+const SYSTEMD_LINE_MAX: usize = 2048;
+
+/// The size of the `bufio.Reader` go-systemd reads through (Go's default).
+const GO_BUFIO_SIZE: usize = 4096;
+
+/// What go-systemd's lexer sees of a `bufio.Reader` over a `strings.Reader`: the read
+/// position `r` and the end `w` of the buffered bytes, both as offsets into the whole input.
+/// The line-length check depends on how much is buffered when a step starts, so the refills
+/// are modelled exactly: a fill reads as much as the 4096-byte buffer holds.
+struct GoBufio<'a> {
+    text: &'a str,
+    data: &'a [u8],
+    r: usize,
+    w: usize,
+    last_rune: usize,
+}
+
+impl<'a> GoBufio<'a> {
+    fn new(text: &'a str) -> Self {
+        GoBufio {
+            text,
+            data: text.as_bytes(),
+            r: 0,
+            w: 0,
+            last_rune: 0,
         }
-        let mut line: String = c[start..*i].iter().collect();
-        if *i < c.len() {
-            *i += 1;
-        }
-        if line.ends_with('\r') {
-            line.pop();
-        }
-        line
-    };
-    let ignore_line = |i: &mut usize| loop {
-        let line = to_eol(i);
-        let line = line.strip_suffix(' ').unwrap_or(&line);
-        if !line.ends_with('\\') {
-            break;
-        }
-    };
-    // Before the first section: skip everything but comments and '['.
-    let mut section: Option<String> = None;
-    loop {
-        let Some(&r) = c.get(i) else {
-            return Ok(opts);
+    }
+
+    fn buffered(&self) -> usize {
+        self.w - self.r
+    }
+
+    /// `fill`: slide (a no-op with absolute offsets) and read once.
+    fn fill(&mut self) {
+        let room = GO_BUFIO_SIZE - self.buffered();
+        self.w += room.min(self.data.len() - self.w);
+    }
+
+    fn full_rune(&self) -> bool {
+        let b = &self.data[self.r..self.w];
+        let width = match b.first() {
+            None => return false,
+            Some(&c) if c < 0x80 => 1,
+            Some(&c) if c >= 0xF0 => 4,
+            Some(&c) if c >= 0xE0 => 3,
+            Some(_) => 2,
         };
-        i += 1;
-        if section.is_none() {
-            match r {
-                '[' => {}
-                '#' | ';' => {
-                    ignore_line(&mut i);
-                    continue;
-                }
-                _ => continue,
+        b.len() >= width
+    }
+
+    /// `ReadRune`; `None` at the end of the input.
+    fn read_rune(&mut self) -> Option<char> {
+        while self.r + 4 > self.w
+            && !self.full_rune()
+            && self.w < self.data.len()
+            && self.buffered() < GO_BUFIO_SIZE
+        {
+            self.fill();
+        }
+        if self.r == self.w {
+            return None;
+        }
+        // The rune is whole inside [r, w) (the loop above made sure), and r is on a character
+        // boundary (runes and the ASCII delimiters move it), but w may split a later
+        // character: decode from the text, not from the buffered window.
+        let c = self.text.get(self.r..)?.chars().next()?;
+        self.last_rune = c.len_utf8();
+        self.r += self.last_rune;
+        Some(c)
+    }
+
+    fn unread_rune(&mut self) {
+        self.r -= self.last_rune;
+        self.last_rune = 0;
+    }
+
+    /// `ReadBytes(delim)`: the bytes up to and including `delim`, and whether it was found
+    /// (else everything to the end of the input).
+    fn read_bytes(&mut self, delim: u8) -> (&'a [u8], bool) {
+        let start = self.r;
+        loop {
+            if let Some(i) = self.data[self.r..self.w].iter().position(|&c| c == delim) {
+                self.r += i + 1;
+                return (&self.data[start..self.r], true);
             }
-        } else if r.is_whitespace() {
-            continue;
-        } else if r == '#' || r == ';' {
-            ignore_line(&mut i);
-            continue;
-        } else if r != '[' {
-            // An option name up to '='.
-            let start = i - 1;
-            loop {
-                match c.get(i) {
+            if self.buffered() >= GO_BUFIO_SIZE {
+                // ErrBufferFull: collectFragments keeps the fragment and reads on.
+                self.r = self.w;
+            } else if self.w == self.data.len() {
+                self.r = self.w;
+                return (&self.data[start..self.r], false);
+            }
+            self.fill();
+        }
+    }
+
+    /// The lexer's `toEOL`: a line without `\r` *or* `\n` at its end (Go trims a `\r` suffix
+    /// first, so a CRLF line keeps its `\r`), and whether the input ended.
+    fn read_to_eol(&mut self) -> (&'a [u8], bool) {
+        let (line, found) = self.read_bytes(b'\n');
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        (line, !found)
+    }
+}
+
+/// The states of go-systemd's lexer (`lexNextSection`, `lexSectionName`, ...).
+enum LexStep {
+    NextSection,
+    SectionName,
+    SectionSuffix(String),
+    NextSectionOrOption(String),
+    OptionName(String),
+    OptionValue(String),
+    IgnoreLine(Box<LexStep>),
+}
+
+fn go_trim_space(b: &[u8]) -> &[u8] {
+    std::str::from_utf8(b).map_or(b, |s| s.trim().as_bytes())
+}
+
+/// A port of go-systemd's `unit.Deserialize` (v22, `unit/deserialize.go`), which Ignition's
+/// `parse.ParseUnitContents` runs: text before the first section is skipped, `#`/`;` lines
+/// are comments, a value goes on while its line *ends* with `\`, and each lexer step that
+/// starts with 2048 bytes buffered and no line end among them fails (`SYSTEMD_LINE_MAX`).
+/// The errors are go-systemd's, behind Ignition's prefix.
+fn deserialize_unit(contents: &str) -> Result<Vec<UnitOption>, String> {
+    let mut b = GoBufio::new(contents);
+    let mut opts = Vec::new();
+    let mut next = Some(LexStep::NextSection);
+    while let Some(step) = next {
+        if b.buffered() >= SYSTEMD_LINE_MAX
+            && !b.data[b.r..b.r + SYSTEMD_LINE_MAX]
+                .iter()
+                .any(|&c| c == b'\r' || c == b'\n')
+        {
+            return Err(format!("line too long (max {SYSTEMD_LINE_MAX} bytes)"));
+        }
+        next = match step {
+            LexStep::NextSection => match b.read_rune() {
+                None => None,
+                Some('[') => Some(LexStep::SectionName),
+                Some('#' | ';') => Some(LexStep::IgnoreLine(Box::new(LexStep::NextSection))),
+                Some(_) => Some(LexStep::NextSection),
+            },
+            LexStep::SectionName => {
+                let (sec, found) = b.read_bytes(b']');
+                if !found {
+                    return Err("unable to find end of section".into());
+                }
+                let name = String::from_utf8_lossy(&sec[..sec.len() - 1]).into_owned();
+                Some(LexStep::SectionSuffix(name))
+            }
+            LexStep::SectionSuffix(section) => {
+                let (garbage, _) = b.read_to_eol();
+                let garbage = go_trim_space(garbage);
+                if !garbage.is_empty() {
+                    // go-systemd prints its lexer's `section` field, which is never set,
+                    // and the bytes as Go's %v of a []byte.
+                    let bytes: Vec<String> = garbage.iter().map(u8::to_string).collect();
+                    return Err(format!(
+                        "found garbage after section name : [{}]",
+                        bytes.join(" ")
+                    ));
+                }
+                Some(LexStep::NextSectionOrOption(section))
+            }
+            LexStep::NextSectionOrOption(section) => match b.read_rune() {
+                None => None,
+                Some(c) if c.is_whitespace() => Some(LexStep::NextSectionOrOption(section)),
+                Some('[') => Some(LexStep::SectionName),
+                Some('#' | ';') => Some(LexStep::IgnoreLine(Box::new(
+                    LexStep::NextSectionOrOption(section),
+                ))),
+                Some(_) => {
+                    b.unread_rune();
+                    Some(LexStep::OptionName(section))
+                }
+            },
+            LexStep::OptionName(section) => loop {
+                match b.read_rune() {
                     None => return Err("EOF".into()),
                     Some('\n' | '\r') => {
                         return Err(
                             "unexpected newline encountered while parsing option name".into()
                         );
                     }
-                    Some('=') => break,
-                    Some(_) => i += 1,
+                    Some('=') => break Some(LexStep::OptionValue(section)),
+                    Some(_) => {}
+                }
+            },
+            LexStep::OptionValue(section) => {
+                let (line, _) = b.read_to_eol();
+                // A line ending with '\' continues the value (as a step of its own).
+                if !go_trim_space(line).is_empty() && line.ends_with(b"\\") {
+                    Some(LexStep::OptionValue(section))
+                } else {
+                    opts.push(UnitOption {
+                        section: section.clone(),
+                    });
+                    Some(LexStep::NextSectionOrOption(section))
                 }
             }
-            let _name: String = c[start..i].iter().collect();
-            i += 1;
-            // The value runs on while a line has a '\' (go-systemd looks for the last one).
-            while to_eol(&mut i).contains('\\') {}
-            opts.push(UnitOption {
-                section: section.clone().unwrap_or_default(),
-            });
-            continue;
-        }
-        // A section name up to ']', then nothing but spaces on the line.
-        let start = i;
-        while i < c.len() && c[i] != ']' {
-            i += 1;
-        }
-        if i >= c.len() {
-            return Err("unable to find end of section".into());
-        }
-        let name: String = c[start..i].iter().collect();
-        i += 1;
-        let garbage = to_eol(&mut i);
-        let garbage = garbage.trim();
-        if !garbage.is_empty() {
-            let bytes: Vec<String> = garbage.bytes().map(|b| b.to_string()).collect();
-            return Err(format!(
-                "found garbage after section name : [{}]",
-                bytes.join(" ")
-            ));
-        }
-        section = Some(name);
+            LexStep::IgnoreLine(then) => {
+                loop {
+                    let (line, _) = b.read_to_eol();
+                    let line = line.strip_suffix(b" ").unwrap_or(line);
+                    if !line.ends_with(b"\\") {
+                        break;
+                    }
+                }
+                Some(*then)
+            }
+        };
     }
+    Ok(opts)
 }
 
 /// unit.go `validateUnitContent` plus `validations.ValidateInstallSection`: `Some(true)`
 /// when the unit has an option in `[Install]`, `None` when it does not parse.
 fn unit_contents(contents: &str, p: &str, ctx: &mut Ctx<'_>) -> Option<bool> {
     match deserialize_unit(contents) {
+        // go-systemd returns nil for a unit without options, and ValidateInstallSection
+        // says nothing then (shared/validations/unit.go: "contentSections == nil").
+        Ok(opts) if opts.is_empty() => None,
         Ok(opts) => Some(opts.iter().any(|o| o.section == "Install")),
         Err(e) => {
             ctx.error(p, format!("invalid unit content: {e}"));
@@ -1117,20 +1248,24 @@ fn unit(u: &Unit, p: &str, ctx: &mut Ctx<'_>) {
 fn systemd(s: &Systemd, ctx: &mut Ctx<'_>) {
     for (i, u) in s.units.iter().enumerate() {
         unit(u, &format!("$.systemd.units.{i}"), ctx);
-        // Enabling an instance uses its template's [Install] section.
+        // systemd.go `Systemd.Validate`: an enabled `P@I.service` (regexp
+        // `^(.+?)@(.+?)\.service$`, whatever its own contents) whose template `P@.service`
+        // has contents that parse and no [Install] option: a warning at the instance's
+        // `contents`.
         if u.enabled == Some(true)
-            && u.contents.is_none()
-            && let Some((prefix, rest)) = u.name.split_once('@')
-            && let Some((instance, ext)) = rest.rsplit_once('.')
+            && let Some(stem) = u.name.strip_suffix(".service")
+            && let Some((prefix, instance)) = stem.split_once('@')
+            && !prefix.is_empty()
             && !instance.is_empty()
         {
-            let template = format!("{prefix}@.{ext}");
-            if let Some(t) = s.units.iter().find(|t| t.name == template)
-                && let Some(c) = &t.contents
+            let template = format!("{prefix}@.service");
+            // Ignition looks the template up in a map: the last unit of that name wins.
+            if let Some(t) = s.units.iter().rev().find(|t| t.name == template)
+                && let Some(c) = t.contents.as_deref().filter(|c| !c.is_empty())
                 && deserialize_unit(c).is_ok_and(|o| !o.iter().any(|o| o.section == "Install"))
             {
                 ctx.warn(
-                    &format!("$.systemd.units.{i}"),
+                    &format!("$.systemd.units.{i}.contents"),
                     format!(
                         "template unit {template:?} for {:?} doesn't have Install section",
                         u.name

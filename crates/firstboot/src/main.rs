@@ -365,14 +365,22 @@ mod tests {
                 .trim(),
             "from file"
         );
-        // Ignition's record of this first boot, for the tools that read it.
-        let result: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(env.path("root/etc/.ignition-result.json")).unwrap(),
-        )
-        .unwrap();
+        // Ignition's record of this first boot, for the tools that read it: in the target
+        // root's /etc, mode 0600, Go's indented JSON with a final newline, no previousReport.
+        let path = env.path("root/etc/.ignition-result.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let result: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(result["userConfigProvided"], true);
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
         assert_eq!(result["provisioningBootID"], boot_id.trim());
+        assert!(text.starts_with("{\n  \"provisioningBootID\": "), "{text}");
+        assert!(text.ends_with("}\n"), "{text}");
+        assert!(result.get("previousReport").is_none(), "{text}");
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
     }
 
     #[test]
@@ -423,6 +431,8 @@ mod tests {
         // Planned before applied: nothing of the config reached the root.
         assert!(!env.path("root/etc/a").exists());
         assert!(env.path("esp").join(MARKER).exists());
+        // No record of a first boot that did not finish.
+        assert!(!env.path("root/etc/.ignition-result.json").exists());
     }
 
     #[test]
@@ -436,9 +446,24 @@ mod tests {
             std::fs::read_to_string(env.path("root/etc/hello")).unwrap(),
             "hi"
         );
+        // A machine provisioned before: Ignition nests the earlier record as previousReport.
+        let earlier = r#"{"provisioningBootID":"11111111-2222-3333-4444-555555555555","provisioningDate":"2026-01-01T00:00:00Z","userConfigProvided":true}"#;
+        std::fs::write(env.path("root/etc/.ignition-result.json"), earlier).unwrap();
         // Nothing to clear, and no ESP is touched (a PXE boot may have none).
         std::fs::remove_dir_all(env.path("esp")).unwrap();
         assert!(env.stage(Stage::Done));
+        let result: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(env.path("root/etc/.ignition-result.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            result["previousReport"],
+            serde_json::from_str::<serde_json::Value>(earlier).unwrap()
+        );
+        assert_ne!(
+            result["provisioningBootID"],
+            "11111111-2222-3333-4444-555555555555"
+        );
     }
 
     #[test]

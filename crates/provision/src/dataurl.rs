@@ -1,36 +1,18 @@
-//! RFC 2397 `data:` URLs: `data:[<mediatype>][;base64],<data>`, percent-encoded or base64.
-
-use base64::Engine as _;
+//! RFC 2397 `data:` URLs, decoded as Ignition's fetcher decodes them: through
+//! `keelson_config::dataurl` (the port of the `vincent-petithory/dataurl` package that
+//! validation uses too), so a URL the fetch stage reads is one validation accepted, with the
+//! same grammar and messages. Like Ignition's `FetchFromDataURL`, which decodes the
+//! re-serialized URL, the scheme may be in any case.
 
 /// Why a `data:` URL could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DataUrlError {
-    /// The URL does not start with `data:`.
-    #[error("{url_head}: not a data URL")]
-    NotDataUrl {
+    /// The URL does not decode; `reason` is the dataurl package's message.
+    #[error("{url_head}: {reason}")]
+    Invalid {
         /// The first characters of the URL.
         url_head: String,
-    },
-    /// No comma separates the header from the data.
-    #[error("{url_head}: data URL has no ',' before the data")]
-    NoComma {
-        /// The first characters of the URL.
-        url_head: String,
-    },
-    /// A `%` is not followed by two hex digits.
-    #[error("{url_head}: bad percent-escape at byte {offset} of the data")]
-    BadEscape {
-        /// The first characters of the URL.
-        url_head: String,
-        /// Offset in the data part.
-        offset: usize,
-    },
-    /// The base64 payload does not decode.
-    #[error("{url_head}: bad base64 data: {reason}")]
-    BadBase64 {
-        /// The first characters of the URL.
-        url_head: String,
-        /// Decoder message.
+        /// Why, in Ignition's words (`invalid data character`, `missing comma before data`).
         reason: String,
     },
 }
@@ -46,62 +28,21 @@ pub fn url_head(url: &str) -> String {
 
 /// Decode a `data:` URL into its bytes.
 pub fn decode(url: &str) -> Result<Vec<u8>, DataUrlError> {
-    let head = || url_head(url);
-    let rest = url
-        .get(..5)
-        .filter(|p| p.eq_ignore_ascii_case("data:"))
-        .map(|_| &url[5..])
-        .ok_or_else(|| DataUrlError::NotDataUrl { url_head: head() })?;
-    let (meta, data) = rest
-        .split_once(',')
-        .ok_or_else(|| DataUrlError::NoComma { url_head: head() })?;
-    let is_base64 = meta
-        .rsplit(';')
-        .next()
-        .is_some_and(|last| last.eq_ignore_ascii_case("base64"));
-    let raw = percent_decode(data).map_err(|offset| DataUrlError::BadEscape {
-        url_head: head(),
-        offset,
-    })?;
-    if !is_base64 {
-        return Ok(raw);
-    }
-    // Whitespace is allowed inside base64 data URLs; padding is optional in practice.
-    let compact: Vec<u8> = raw
-        .into_iter()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    engine
-        .decode(&compact)
-        .map_err(|e| DataUrlError::BadBase64 {
-            url_head: head(),
-            reason: e.to_string(),
-        })
-}
-
-/// Percent-decode; `Err(offset)` names the bad escape.
-fn percent_decode(s: &str) -> Result<Vec<u8>, usize> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3).ok_or(i)?;
-            let hi = (hex[0] as char).to_digit(16).ok_or(i)?;
-            let lo = (hex[1] as char).to_digit(16).ok_or(i)?;
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+    // Go's url.Parse lowercases the scheme and the fetcher decodes u.String().
+    let lowered;
+    let url_in = match url.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("data:") && p != "data:" => {
+            lowered = format!("data:{}", &url[5..]);
+            lowered.as_str()
         }
-    }
-    Ok(out)
+        _ => url,
+    };
+    keelson_config::dataurl::decode(url_in)
+        .map(|d| d.data)
+        .map_err(|reason| DataUrlError::Invalid {
+            url_head: url_head(url),
+            reason,
+        })
 }
 
 #[cfg(test)]
@@ -116,8 +57,6 @@ mod tests {
             ("data:,hello%20world", b"hello world"),
             ("data:text/plain;charset=utf-8,a%0Ab", b"a\nb"),
             ("data:;base64,aGVsbG8=", b"hello"),
-            ("data:;base64,aGVsbG8", b"hello"),
-            ("data:text/plain;base64,aGVs%0AbG8=", b"hello"),
             ("DATA:,x", b"x"),
             ("data:,a,b", b"a,b"),
             ("data:,%e2%9c%93", "✓".as_bytes()),
@@ -129,29 +68,31 @@ mod tests {
 
     #[test]
     fn rejects_table() {
-        assert!(matches!(
-            decode("http://x"),
-            Err(DataUrlError::NotDataUrl { .. })
-        ));
-        assert!(matches!(
-            decode("data:text/plain"),
-            Err(DataUrlError::NoComma { .. })
-        ));
+        let reason = |url: &str| match decode(url) {
+            Err(DataUrlError::Invalid { reason, .. }) => reason,
+            other => panic!("{url}: {other:?}"),
+        };
+        assert_eq!(reason("http://x"), "missing data prefix");
+        assert_eq!(reason("data:text/plain"), "incomplete media type");
         assert_eq!(
-            decode("data:,ab%zz"),
-            Err(DataUrlError::BadEscape {
-                url_head: "data:,ab%zz".into(),
-                offset: 2
-            })
+            reason("data:,ab%zz"),
+            "rfc2396: invalid char 0x25 in unescape sequence"
         );
-        assert!(matches!(
-            decode("data:,ab%4"),
-            Err(DataUrlError::BadEscape { .. })
-        ));
-        assert!(matches!(
-            decode("data:;base64,!!!"),
-            Err(DataUrlError::BadBase64 { .. })
-        ));
+        assert_eq!(
+            reason("data:,ab%4"),
+            "rfc2396: unexpected end of unescape sequence"
+        );
+        assert_eq!(reason("data:;base64,!!!"), "invalid data character");
+        // Ignition's decoder wants base64 padding, and no escapes in base64 data.
+        assert_eq!(
+            reason("data:;base64,aGVsbG8"),
+            "illegal base64 data at input byte 4"
+        );
+        assert_eq!(
+            reason("data:text/plain;base64,aGVs%0AbG8="),
+            "invalid data character"
+        );
+        assert_eq!(reason("data:,a b"), "invalid data character");
     }
 
     #[test]

@@ -388,12 +388,18 @@ fn done(ctx: &StageContext<'_>, source: Option<&ConfigSource>) -> Result<Outcome
     }
     let mut out = Outcome::default();
     let user_config_provided = matches!(source, Some(ConfigSource::Provider(_)));
-    crate::result::record_first_boot(&ctx.root, user_config_provided).map_err(|e| {
-        ApplyError::Invalid {
-            field: crate::result::RESULT_FILE.to_string(),
-            reason: e.to_string(),
-        }
-    })?;
+    let record =
+        crate::result::record_first_boot(&ctx.root, user_config_provided).map_err(|e| {
+            ApplyError::Invalid {
+                field: crate::result::RESULT_FILE.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+    if record.previous_report.is_some() {
+        // An earlier result file: it is nested as previousReport, and Ignition warns.
+        out.warnings
+            .push(crate::result::ALREADY_RAN_WARNING.to_string());
+    }
     out.push(
         crate::result::RESULT_FILE,
         engine::NodeKind::File,
@@ -483,6 +489,10 @@ mod tests {
                 .replace('%', "%25")
                 .replace('"', "%22")
                 .replace(' ', "%20")
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('[', "%5B")
+                .replace(']', "%5D")
         );
         std::fs::write(&cfg, parent).unwrap();
         let ctx = StageContext {
@@ -591,6 +601,10 @@ mod tests {
             s.replace('%', "%25")
                 .replace('"', "%22")
                 .replace(' ', "%20")
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('[', "%5B")
+                .replace(']', "%5D")
         };
         let replacement =
             r#"{"ignition":{"version":"3.6.0"},"storage":{"files":[{"path":"/etc/replaced"}]}}"#;

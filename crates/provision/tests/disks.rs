@@ -236,6 +236,12 @@ fn should_exist_false_next_to_zero_start_and_size() {
     let delete_at = cmd.find("--delete=1").unwrap();
     let new_at = cmd.find("--new=3:").unwrap();
     assert!(delete_at < new_at, "deletions come first: {cmd}");
+    // Start and size 0 were resolved (sgdisk --pretend after the deletion), as Ignition
+    // does before it commits: the new partition is written with explicit sectors.
+    assert!(
+        cmd.contains(&format!("--new=3:{}:+{}", hole.0, hole.1)),
+        "{cmd}"
+    );
     plan.apply().unwrap();
 
     let (_, after) = read_partitions(&img).unwrap();
@@ -267,4 +273,142 @@ fn negative_partition_number_is_refused_at_apply_time() {
         "{err}"
     );
     assert!(read_partitions(&img).unwrap().1.is_empty());
+}
+
+fn disk_config(img: &str, wipe_table: bool, partitions: &str) -> keelson_config::Config {
+    config(&format!(
+        r#"{{"ignition":{{"version":"3.6.0"}},"storage":{{"disks":[{{"device":"{img}","wipeTable":{wipe_table},"partitions":[{partitions}]}}]}}}}"#
+    ))
+}
+
+/// Ignition processes the partitions numbered 0 ("the next free number") after the numbered
+/// ones, wherever the config lists them (partitions.go `PartitionList`): a numbered partition
+/// listed after an unnumbered one that takes the rest of the disk still gets its place.
+#[test]
+fn unnumbered_partitions_are_created_last() {
+    assert!(tool("sgdisk"), "sgdisk is a host package (gdisk)");
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(&dir, "disk.img", 32);
+    let cfg = disk_config(
+        &img,
+        false,
+        r#"{"label":"REST","sizeMiB":0},{"number":1,"label":"FIRST","sizeMiB":4}"#,
+    );
+    let plan = plan_disks(&cfg).unwrap();
+    let cmd = plan.commands().last().unwrap().clone();
+    assert!(
+        cmd.find("--new=1:").unwrap() < cmd.find("--new=0:").unwrap(),
+        "{cmd}"
+    );
+    plan.apply().unwrap();
+    let (_, parts) = read_partitions(&img).unwrap();
+    let got: Vec<_> = parts
+        .iter()
+        .map(|p| (p.number, p.label.as_str(), p.start))
+        .collect();
+    assert_eq!(got, vec![(1, "FIRST", 2048), (2, "REST", 2048 + 4 * 2048)]);
+    assert_eq!(parts[0].size, 4 * 2048);
+    assert!(parts[1].size > 20 * 2048, "{parts:?}");
+}
+
+/// Issue 15, apply time: a partition deleted next to a partition of size 0 that grows into the
+/// space it leaves. Ignition resolves size 0 with `sgdisk --pretend` after the deletions, finds
+/// that the kept partition no longer matches (it could be larger) and, with `resize`, recreates
+/// it at the same start, with the same GUIDs and label, over the freed space.
+#[test]
+fn deleted_partition_makes_room_for_a_size_zero_resize() {
+    assert!(tool("sgdisk"), "sgdisk is a host package (gdisk)");
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(&dir, "disk.img", 32);
+    plan_disks(&disk_config(
+        &img,
+        false,
+        r#"{"number":1,"label":"ROOT","sizeMiB":8},{"number":2,"label":"OLD","sizeMiB":8}"#,
+    ))
+    .unwrap()
+    .apply()
+    .unwrap();
+    let (_, before) = read_partitions(&img).unwrap();
+    let root = before[0].clone();
+
+    // Without resize, a kept partition whose size 0 resolves to more than it has is a mismatch.
+    let err = plan_disks(&disk_config(
+        &img,
+        false,
+        r#"{"number":1,"sizeMiB":0},{"number":2,"shouldExist":false,"wipePartitionEntry":true}"#,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("partition 1") && err.contains("size"), "{err}");
+    assert_eq!(
+        read_partitions(&img).unwrap().1,
+        before,
+        "a failed plan changes nothing"
+    );
+
+    let plan = plan_disks(&disk_config(
+        &img,
+        false,
+        r#"{"number":1,"sizeMiB":0,"resize":true},{"number":2,"shouldExist":false,"wipePartitionEntry":true}"#,
+    ))
+    .unwrap();
+    let cmd = plan.commands().last().unwrap().clone();
+    // Deletions first, then the resolved start and size in sectors (the rest of the disk).
+    assert!(
+        cmd.starts_with("sgdisk --delete=1 --delete=2 --new=1:2048:+"),
+        "{cmd}"
+    );
+    plan.apply().unwrap();
+    let (_, after) = read_partitions(&img).unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    let grown = &after[0];
+    assert_eq!(
+        (grown.number, grown.start, grown.label.as_str()),
+        (1, root.start, "ROOT")
+    );
+    assert_eq!(
+        (&grown.guid, &grown.type_guid),
+        (&root.guid, &root.type_guid)
+    );
+    assert!(grown.size > 28 * 2048, "{after:?}");
+
+    // Applied again, the same config finds everything as it should be.
+    let again = plan_disks(&disk_config(
+        &img,
+        false,
+        r#"{"number":1,"sizeMiB":0,"resize":true},{"number":2,"shouldExist":false,"wipePartitionEntry":true}"#,
+    ))
+    .unwrap();
+    assert!(again.commands().is_empty(), "{:?}", again.commands());
+}
+
+/// With wipeTable, start and size 0 are resolved against the empty table the wipe leaves
+/// (`--clear` in the pretend run), not against the partitions about to go.
+#[test]
+fn zero_size_after_wipe_table_takes_the_whole_disk() {
+    assert!(tool("sgdisk"), "sgdisk is a host package (gdisk)");
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(&dir, "disk.img", 32);
+    plan_disks(&disk_config(
+        &img,
+        false,
+        r#"{"number":1,"sizeMiB":8},{"number":2,"sizeMiB":8}"#,
+    ))
+    .unwrap()
+    .apply()
+    .unwrap();
+    let plan = plan_disks(&disk_config(
+        &img,
+        true,
+        r#"{"number":2,"label":"ALL","startMiB":0,"sizeMiB":0}"#,
+    ))
+    .unwrap();
+    let cmds = plan.commands();
+    assert_eq!(cmds[0], format!("sgdisk --zap-all {img}"));
+    assert!(cmds[1].starts_with("sgdisk --new=2:2048:+"), "{cmds:?}");
+    plan.apply().unwrap();
+    let (_, parts) = read_partitions(&img).unwrap();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    assert_eq!((parts[0].number, parts[0].start), (2, 2048));
+    assert!(parts[0].size > 30 * 2048, "{parts:?}");
 }

@@ -366,15 +366,74 @@ fn mib_to_sectors(mib: i64, sector: u64, device: &str, field: &str) -> Result<u6
         .ok_or_else(|| storage_err(device, format!("{field} {mib} is not a valid size")))
 }
 
+/// One partition of the config as Ignition's disks stage sees it (`sgdisk.Partition` in
+/// `internal/sgdisk`): start and size in sectors, `None` when not given, `Some(0)` for
+/// "sgdisk's default" until [`resolve_zeroes`] replaces it with what sgdisk would pick.
+struct Spec<'a> {
+    p: &'a Partition,
+    number: u32,
+    start: Option<u64>,
+    size: Option<u64>,
+}
+
+impl Spec<'_> {
+    fn should_exist(&self) -> bool {
+        self.p.should_exist != Some(false)
+    }
+
+    fn wipe_entry(&self) -> bool {
+        self.p.wipe_partition_entry.unwrap_or(false)
+    }
+
+    fn name(&self) -> String {
+        match (self.number, &self.p.label) {
+            (0, Some(l)) => format!("partition {l:?}"),
+            (n, _) => format!("partition {n}"),
+        }
+    }
+}
+
+fn spec<'a>(dev: &str, sector: u64, p: &'a Partition) -> Result<Spec<'a>, ApplyError> {
+    // Ignition does not validate the number; sgdisk refuses a negative one, so do we.
+    let number = match p.number {
+        Some(n) if n < 0 => {
+            return Err(storage_err(
+                dev,
+                format!("partition number {n} is not a valid partition number"),
+            ));
+        }
+        Some(n) => u32::try_from(n)
+            .map_err(|_| storage_err(dev, format!("partition number {n} is out of range")))?,
+        None => 0,
+    };
+    Ok(Spec {
+        p,
+        number,
+        start: p
+            .start_mib
+            .map(|s| mib_to_sectors(s, sector, dev, "startMiB"))
+            .transpose()?,
+        size: p
+            .size_mib
+            .map(|s| mib_to_sectors(s, sector, dev, "sizeMiB"))
+            .transpose()?,
+    })
+}
+
+/// Ignition's `partitionDisk` (`internal/exec/stages/disks/partitions.go`), planned instead of
+/// run: partitions numbered 0 go last, start/size 0 are resolved with `sgdisk --pretend` as if
+/// every partition of the config were (re)created after the deletions, then each partition
+/// goes through Ignition's exists/shouldExist/matches/wipePartitionEntry matrix. One `sgdisk`
+/// run does all deletions before all creations (`buildOptions` in `internal/sgdisk`).
 fn plan_disk(disk: &keelson_config::Disk, plan: &mut DisksPlan) -> Result<(), ApplyError> {
     let dev = disk.device.as_str();
     if !std::path::Path::new(dev).exists() {
         return Err(storage_err(dev, "device does not exist"));
     }
     let (sector, mut existing) = read_partitions(dev)?;
-    let mut args: Vec<String> = Vec::new();
+    let wipe_table = disk.wipe_table.unwrap_or(false);
     let mut actions = Vec::new();
-    if disk.wipe_table.unwrap_or(false) {
+    if wipe_table {
         plan.commands.push(Step::run(
             "sgdisk",
             vec!["--zap-all".into(), dev.into()],
@@ -383,27 +442,27 @@ fn plan_disk(disk: &keelson_config::Disk, plan: &mut DisksPlan) -> Result<(), Ap
         actions.push("wipe partition table".to_string());
         existing.clear();
     }
-    // Ignition's sgdisk op puts every deletion before every creation (internal/sgdisk
-    // `buildOptions`), whatever the order of the config: a partition with start or size 0
-    // next to a `shouldExist: false` one takes the largest free block *after* the deletion.
+    // Ignition sorts the partitions stably so that those numbered 0 ("the next free number")
+    // come last, wherever the config lists them (`PartitionList`).
+    let mut ordered: Vec<&Partition> = disk.partitions.iter().collect();
+    ordered.sort_by_key(|p| p.number.unwrap_or(0) == 0);
+    let mut specs = ordered
+        .into_iter()
+        .map(|p| spec(dev, sector, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    resolve_zeroes(dev, wipe_table, &existing, &mut specs)?;
+
     let mut deletes: Vec<String> = Vec::new();
-    for p in &disk.partitions {
-        plan_partition(
-            dev,
-            sector,
-            p,
-            &existing,
-            &mut deletes,
-            &mut args,
-            &mut actions,
-        )?;
+    let mut creates: Vec<String> = Vec::new();
+    for s in &specs {
+        plan_partition(dev, s, &existing, &mut deletes, &mut creates, &mut actions)?;
     }
-    deletes.append(&mut args);
     let mut args = deletes;
+    args.append(&mut creates);
     if !args.is_empty() {
         // Ignition's trick: let sgdisk check the whole change before doing it. On a disk we
         // are about to wipe, the check runs after the wipe (as part of apply).
-        if !disk.wipe_table.unwrap_or(false) {
+        if !wipe_table {
             let mut pretend = vec!["--pretend".to_string()];
             pretend.extend(args.iter().cloned());
             pretend.push(dev.into());
@@ -418,163 +477,260 @@ fn plan_disk(disk: &keelson_config::Disk, plan: &mut DisksPlan) -> Result<(), Ap
     Ok(())
 }
 
-fn plan_partition(
+/// Ignition's `getRealStartAndSize`: an existing partition whose entry may not be wiped keeps
+/// its start and size where the config gives none; then, if a numbered partition that should
+/// exist has start or size 0, `sgdisk --pretend` deletes every existing partition of the
+/// config, creates every one that should exist, and reports (`--info`) where those land. On
+/// a disk whose table is wiped first, the pretend run starts from an empty table (`--clear`).
+fn resolve_zeroes(
     dev: &str,
-    sector: u64,
-    p: &Partition,
+    wipe_table: bool,
     existing: &[ExistingPartition],
-    deletes: &mut Vec<String>,
-    args: &mut Vec<String>,
-    actions: &mut Vec<String>,
+    specs: &mut [Spec<'_>],
 ) -> Result<(), ApplyError> {
-    // Ignition does not validate the number; sgdisk refuses a negative one, so do we.
-    let number = match p.number {
-        Some(n) if n < 0 => {
-            return Err(storage_err(
-                dev,
-                format!("partition number {n} is not a valid partition number"),
+    let mut deletes = Vec::new();
+    let mut creates = Vec::new();
+    for s in specs.iter_mut() {
+        if let Some(e) = find_existing(existing, s.number) {
+            deletes.push(format!("--delete={}", e.number));
+            if !s.wipe_entry() {
+                s.start.get_or_insert(e.start);
+                s.size.get_or_insert(e.size);
+            }
+        }
+        if s.should_exist() {
+            creates.push(format!(
+                "--new={}:{}:+{}",
+                s.number,
+                s.start.unwrap_or(0),
+                s.size.unwrap_or(0)
             ));
         }
-        Some(n) => u32::try_from(n)
-            .map_err(|_| storage_err(dev, format!("partition number {n} is out of range")))?,
-        None => 0,
-    };
-    let found = if number > 0 {
-        existing.iter().find(|e| e.number == number)
-    } else {
-        p.label
-            .as_deref()
-            .and_then(|l| existing.iter().find(|e| e.label == l))
-    };
-    let name = match (number, &p.label) {
-        (0, Some(l)) => format!("partition {l:?}"),
-        (n, _) => format!("partition {n}"),
-    };
-    let wipe = p.wipe_partition_entry.unwrap_or(false);
-    if p.should_exist == Some(false) {
-        if let Some(e) = found {
-            if !wipe {
-                return Err(storage_err(
-                    dev,
-                    format!(
-                        "{name} exists and shouldExist is false, but wipePartitionEntry is not set"
-                    ),
-                ));
-            }
-            deletes.push(format!("--delete={}", e.number));
-            actions.push(format!("delete {name}"));
-        }
+    }
+    let inspect: Vec<u32> = specs
+        .iter()
+        .filter(|s| s.number != 0 && (s.start == Some(0) || s.size == Some(0)))
+        .map(|s| s.number)
+        .collect();
+    if inspect.is_empty() {
         return Ok(());
     }
-    let want_start = p
-        .start_mib
-        .filter(|s| *s != 0)
-        .map(|s| mib_to_sectors(s, sector, dev, "startMiB"))
-        .transpose()?;
-    let want_size = p
-        .size_mib
-        .filter(|s| *s != 0)
-        .map(|s| mib_to_sectors(s, sector, dev, "sizeMiB"))
-        .transpose()?;
-    let want_type = p.type_guid.clone().map(|t| t.to_uppercase());
-    let want_guid = p.guid.clone().map(|t| t.to_uppercase());
-    if let Some(e) = found {
-        let mut diffs = Vec::new();
-        if p.label.as_deref().is_some_and(|l| l != e.label) {
-            diffs.push("label");
+    let mut args = vec!["--pretend".to_string()];
+    if wipe_table {
+        args.push("--clear".into());
+    }
+    args.extend(deletes);
+    args.extend(creates);
+    args.extend(inspect.iter().map(|n| format!("--info={n}")));
+    args.push(dev.into());
+    let out = run_command("sgdisk", &args)?;
+    let dims = parse_pretend_info(&out, inspect.len())
+        .ok_or_else(|| storage_err(dev, format!("sgdisk had unexpected output: {out}")))?;
+    for (n, (first, last)) in inspect.iter().zip(dims) {
+        for s in specs.iter_mut().filter(|s| s.number == *n) {
+            if s.start.is_some() {
+                s.start = Some(first);
+            }
+            if s.size.is_some() {
+                s.size = Some(last + 1 - first);
+            }
         }
-        if want_start.is_some_and(|s| s != e.start) {
-            diffs.push("start");
+    }
+    Ok(())
+}
+
+/// The `First sector:`/`Last sector:` pairs of `sgdisk --info` output, in order; `None` unless
+/// there are exactly `count` well-formed pairs (Ignition's `parseSgdiskPretend`).
+fn parse_pretend_info(out: &str, count: usize) -> Option<Vec<(u64, u64)>> {
+    let value = |line: &str, prefix: &str| -> Option<Option<u64>> {
+        let rest = line.strip_prefix(prefix)?;
+        Some(rest.split_whitespace().next().and_then(|v| v.parse().ok()))
+    };
+    let mut pairs = Vec::new();
+    let mut first: Option<u64> = None;
+    for line in out.lines() {
+        if let Some(v) = value(line, "First sector: ") {
+            if first.is_some() {
+                return None;
+            }
+            first = Some(v?);
+        } else if let Some(v) = value(line, "Last sector: ") {
+            let f = first.take()?;
+            let l = v?;
+            if l < f {
+                return None;
+            }
+            pairs.push((f, l));
         }
-        let size_differs = want_size.is_some_and(|s| s != e.size);
-        if want_type.as_deref().is_some_and(|t| t != e.type_guid) {
-            diffs.push("typeGuid");
-        }
-        if want_guid.as_deref().is_some_and(|g| g != e.guid) {
-            diffs.push("guid");
-        }
-        if diffs.is_empty() && !size_differs {
-            actions.push(format!("keep {name}"));
+    }
+    (first.is_none() && pairs.len() == count).then_some(pairs)
+}
+
+/// The partition of that number on the disk; a partition numbered 0 ("the next free number")
+/// never exists yet, as in Ignition (`DiskInfo.GetPartition`).
+fn find_existing(existing: &[ExistingPartition], number: u32) -> Option<&ExistingPartition> {
+    if number == 0 {
+        return None;
+    }
+    existing.iter().find(|e| e.number == number)
+}
+
+/// Ignition's `partitionMatchesCommon`: everything the config gives, except the size, is what
+/// the disk has (GUIDs compared without case).
+fn matches_common(s: &Spec<'_>, e: &ExistingPartition) -> Vec<&'static str> {
+    let mut diffs = Vec::new();
+    if s.start.is_some_and(|v| v != e.start) {
+        diffs.push("start");
+    }
+    if s.p
+        .guid
+        .as_deref()
+        .is_some_and(|g| !g.is_empty() && !g.eq_ignore_ascii_case(&e.guid))
+    {
+        diffs.push("guid");
+    }
+    if s.p
+        .type_guid
+        .as_deref()
+        .is_some_and(|g| !g.is_empty() && !g.eq_ignore_ascii_case(&e.type_guid))
+    {
+        diffs.push("typeGuid");
+    }
+    if s.p.label.as_deref().is_some_and(|l| l != e.label) {
+        diffs.push("label");
+    }
+    diffs
+}
+
+fn push_new(
+    creates: &mut Vec<String>,
+    number: u32,
+    start: Option<u64>,
+    size: Option<u64>,
+    label: Option<&str>,
+    type_guid: Option<&str>,
+    guid: Option<&str>,
+) {
+    // sgdisk takes "+N" as a count of sectors when no unit is given; 0 is its default (the
+    // start, or the end, of the largest free block).
+    creates.push(format!(
+        "--new={number}:{}:+{}",
+        start.unwrap_or(0),
+        size.unwrap_or(0)
+    ));
+    // A number of 0 means "next free", which sgdisk also resolves for the options below.
+    if let Some(l) = label {
+        creates.push(format!("--change-name={number}:{l}"));
+    }
+    let t = type_guid.filter(|t| !t.is_empty()).unwrap_or(LINUX_FS_TYPE);
+    creates.push(format!("--typecode={number}:{}", t.to_uppercase()));
+    if let Some(g) = guid.filter(|g| !g.is_empty()) {
+        creates.push(format!("--partition-guid={number}:{}", g.to_uppercase()));
+    }
+}
+
+fn plan_partition(
+    dev: &str,
+    s: &Spec<'_>,
+    existing: &[ExistingPartition],
+    deletes: &mut Vec<String>,
+    creates: &mut Vec<String>,
+    actions: &mut Vec<String>,
+) -> Result<(), ApplyError> {
+    let p = s.p;
+    let name = s.name();
+    let found = find_existing(existing, s.number);
+    let Some(e) = found else {
+        if !s.should_exist() {
+            // Specified as nonexistent and not there: nothing to do.
             return Ok(());
         }
-        let resize_only = diffs.is_empty() && size_differs && p.resize.unwrap_or(false);
-        if !resize_only && !wipe {
-            let mut all = diffs.clone();
-            if size_differs {
-                all.push("size");
-            }
+        if let Some(l) = &p.label
+            && (l.len() > 36 || l.contains(':'))
+        {
+            return Err(storage_err(
+                dev,
+                format!("{name}: label {l:?} must be at most 36 bytes and contain no ':'"),
+            ));
+        }
+        push_new(
+            creates,
+            s.number,
+            s.start,
+            s.size,
+            p.label.as_deref(),
+            p.type_guid.as_deref(),
+            p.guid.as_deref(),
+        );
+        let size = match (p.size_mib, s.size) {
+            (Some(m), _) if m != 0 => format!("{m} MiB"),
+            (_, Some(n)) if n != 0 => format!("largest free block, {n} sectors"),
+            _ => "largest free block".into(),
+        };
+        actions.push(format!("create {name} ({size})"));
+        return Ok(());
+    };
+    if !s.should_exist() {
+        if !s.wipe_entry() {
             return Err(storage_err(
                 dev,
                 format!(
-                    "{name} exists but its {} differ(s) from the config, and neither wipePartitionEntry nor (for size only) resize is set",
-                    all.join(", ")
+                    "{name} exists and shouldExist is false, but wipePartitionEntry is not set"
                 ),
             ));
         }
-        // Recreate in place: unspecified start/size/label/type/guid inherit the old values.
         deletes.push(format!("--delete={}", e.number));
-        let start = want_start.unwrap_or(e.start);
-        let end = match want_size {
-            Some(s) => format!("{}", start + s - 1),
-            None if resize_only => "0".into(),
-            None => format!("{}", e.start + e.size - 1),
-        };
-        args.push(format!("--new={}:{start}:{end}", e.number));
-        args.push(format!(
-            "--change-name={}:{}",
-            e.number,
-            p.label.clone().unwrap_or_else(|| e.label.clone())
-        ));
-        args.push(format!(
-            "--typecode={}:{}",
-            e.number,
-            want_type.unwrap_or_else(|| e.type_guid.clone())
-        ));
-        args.push(format!(
-            "--partition-guid={}:{}",
-            e.number,
-            want_guid.unwrap_or_else(|| e.guid.clone())
-        ));
-        actions.push(format!(
-            "{} {name}",
-            if resize_only { "resize" } else { "recreate" }
-        ));
+        actions.push(format!("delete {name}"));
         return Ok(());
     }
-    if let Some(l) = &p.label
-        && (l.chars().count() > 36 || l.contains(':'))
-    {
-        return Err(storage_err(
-            dev,
-            format!("{name}: label {l:?} must be at most 36 characters and contain no ':'"),
-        ));
+    let common = matches_common(s, e);
+    let size_differs = s.size.is_some_and(|v| v != e.size);
+    if common.is_empty() && !size_differs {
+        actions.push(format!("keep {name}"));
+        return Ok(());
     }
-    let start = want_start
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| "0".into());
-    let end = want_size
-        .map(|s| format!("+{}", s))
-        .unwrap_or_else(|| "0".into());
-    // sgdisk takes "+N" as a count of sectors when no unit is given.
-    args.push(format!("--new={number}:{start}:{end}"));
-    // A number of 0 means "next free", which sgdisk also resolves for the options below.
-    if let Some(l) = &p.label {
-        args.push(format!("--change-name={number}:{l}"));
+    if s.wipe_entry() {
+        // Recreated from the config alone, as Ignition does: what it leaves out takes sgdisk's
+        // defaults, not the old entry's.
+        deletes.push(format!("--delete={}", e.number));
+        push_new(
+            creates,
+            e.number,
+            s.start,
+            s.size,
+            p.label.as_deref(),
+            p.type_guid.as_deref(),
+            p.guid.as_deref(),
+        );
+        actions.push(format!("recreate {name}"));
+        return Ok(());
     }
-    args.push(format!(
-        "--typecode={number}:{}",
-        want_type.unwrap_or_else(|| LINUX_FS_TYPE.into())
-    ));
-    if let Some(g) = want_guid {
-        args.push(format!("--partition-guid={number}:{g}"));
+    if common.is_empty() && p.resize.unwrap_or(false) {
+        // Ignition's resize: the same entry (number, GUIDs, label, start) with the new size.
+        deletes.push(format!("--delete={}", e.number));
+        push_new(
+            creates,
+            e.number,
+            Some(e.start),
+            s.size,
+            Some(&e.label),
+            Some(&e.type_guid),
+            Some(&e.guid),
+        );
+        actions.push(format!("resize {name}"));
+        return Ok(());
     }
-    let size = p
-        .size_mib
-        .filter(|s| *s != 0)
-        .map(|s| format!("{s} MiB"))
-        .unwrap_or_else(|| "largest free block".into());
-    actions.push(format!("create {name} ({size})"));
-    Ok(())
+    let mut all = common;
+    if size_differs {
+        all.push("size");
+    }
+    Err(storage_err(
+        dev,
+        format!(
+            "{name} exists but its {} differ(s) from the config, and neither wipePartitionEntry nor (for size only) resize is set",
+            all.join(", ")
+        ),
+    ))
 }
 
 fn label_limit(format: &str) -> Option<usize> {
@@ -688,4 +844,37 @@ fn plan_filesystem(fs: &Filesystem, plan: &mut DisksPlan) -> Result<(), ApplyErr
         format!("create {format} filesystem{label}"),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn pretend_info_pairs() {
+        let out = "Setting name!\nPartition GUID code: 0FC63DAF-8483-4772-8E79-3D69D8477DE4 (Linux filesystem)\n\
+                   First sector: 2048 (at 1024.0 KiB)\nLast sector: 10239 (at 5.0 MiB)\n\
+                   Partition size: 8192 sectors (4.0 MiB)\n\
+                   First sector: 10240 (at 5.0 MiB)\nLast sector: 65502 (at 32.0 MiB)\n";
+        assert_eq!(
+            parse_pretend_info(out, 2),
+            Some(vec![(2048, 10239), (10240, 65502)])
+        );
+        // Fewer or more blocks than asked for, a block cut short, garbage numbers: refused.
+        assert_eq!(parse_pretend_info(out, 1), None);
+        assert_eq!(parse_pretend_info(out, 3), None);
+        assert_eq!(
+            parse_pretend_info("First sector: 2048 (at 1 MiB)\n", 1),
+            None
+        );
+        assert_eq!(
+            parse_pretend_info("First sector: x (at 1 MiB)\nLast sector: 9 (at 1 MiB)\n", 1),
+            None
+        );
+        assert_eq!(
+            parse_pretend_info("First sector: 10 (a)\nLast sector: 9 (b)\n", 1),
+            None
+        );
+    }
 }
