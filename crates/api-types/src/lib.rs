@@ -191,6 +191,46 @@ pub struct Package {
     pub sha256_hex: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// OS-bound system extensions attached to this package, sorted by name (empty when none).
+    #[serde(default)]
+    pub extensions: Vec<PackageExtension>,
+}
+
+/// An OS-bound system extension file attached to a package: the Omaha answer that grants the
+/// package lists it as an extra `<package name="{name}.raw">`, and the server serves it at
+/// `/packages/{package id}/{name}.raw`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageExtension {
+    /// Extension (systemd image) name; see [`extension_name_problem`].
+    pub name: String,
+    /// File size in bytes.
+    pub size: i64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// SHA-1 of the file, hex.
+    pub sha1: String,
+}
+
+/// Longest extension name the server accepts.
+pub const EXTENSION_NAME_MAX: usize = 64;
+
+/// Why `name` is not a valid extension name (systemd's image name: 1-64 of `[A-Za-z0-9_.-]`,
+/// no leading dot), or `None` when it is.
+pub fn extension_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > EXTENSION_NAME_MAX {
+        Some("must be at most 64 characters")
+    } else if name.starts_with('.') {
+        Some("must not start with a dot")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        Some("may only contain letters, digits, '_', '.' and '-'")
+    } else {
+        None
+    }
 }
 
 /// Body of `POST /api/v1/apps/{app}/packages`: a payload hosted elsewhere.
@@ -833,6 +873,36 @@ mod tests {
         }
         assert_eq!(status_name(99), "unknown");
         assert_eq!(status_code("bogus"), None);
+    }
+
+    #[test]
+    fn extension_names() {
+        for ok in ["jq", "docker-27", "a.b_c", "A1", &"x".repeat(64)] {
+            assert_eq!(extension_name_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "a b",
+            "jq\n",
+            "é",
+            &"x".repeat(65),
+            "..",
+        ] {
+            assert!(extension_name_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn package_without_extensions_key_reads_as_none() {
+        let v = serde_json::json!({
+            "id": 1, "application_id": "a", "version": "1.0.0", "filename": "f", "url": null,
+            "stored": true, "download_path": "/packages/1/f", "size": 3, "sha1_hex": "",
+            "sha256_hex": "", "created_at": 0
+        });
+        let p: Package = serde_json::from_value(v).unwrap();
+        assert!(p.extensions.is_empty());
     }
 
     #[test]

@@ -225,13 +225,53 @@ pub enum PackageCmd {
         #[arg(long)]
         sha256: String,
     },
-    /// Delete a package.
+    /// Delete a package (and its extensions).
     Delete {
         #[command(flatten)]
         app: AppArg,
         /// Version.
         version: String,
     },
+    /// Attach an OS-bound system extension (a `.raw` built for this OS version) to a stored
+    /// package; nodes granted the package download it with the OS update.
+    AddExtension {
+        #[command(flatten)]
+        app: AppArg,
+        /// Version of the OS package.
+        #[arg(long)]
+        version: String,
+        /// Extension name (default: from the file name, `NAME.raw` or `NAME_VERSION.raw`).
+        #[arg(long)]
+        name: Option<String>,
+        /// The extension image.
+        file: PathBuf,
+    },
+    /// Remove an extension from a package.
+    RemoveExtension {
+        #[command(flatten)]
+        app: AppArg,
+        /// Version of the OS package.
+        #[arg(long)]
+        version: String,
+        /// Extension name.
+        name: String,
+    },
+}
+
+/// The extension name a file is published under when `--name` is not given: the file name
+/// without `.raw`, and without a trailing `_VERSION` (a part after the last `_` that starts with
+/// a digit), as `keelson sysext build` names its outputs (`NAME.raw`, `NAME_VERSION.raw`).
+/// `None` when that is not a valid extension name.
+pub fn extension_name_from_file(file: &std::path::Path) -> Option<String> {
+    let f = file.file_name()?.to_str()?;
+    let stem = f.strip_suffix(".raw").unwrap_or(f);
+    let name = match stem.rsplit_once('_') {
+        Some((n, v)) if !n.is_empty() && v.starts_with(|c: char| c.is_ascii_digit()) => n,
+        _ => stem,
+    };
+    keelson_api_types::extension_name_problem(name)
+        .is_none()
+        .then(|| name.to_string())
 }
 
 /// `keelson admin group ...`.
@@ -865,7 +905,7 @@ fn run_channel(conn: &Connection, cmd: ChannelCmd) -> Result<()> {
 
 fn package_rows(ps: &[Package]) -> String {
     table(
-        &["VERSION", "SIZE", "WHERE", "SHA256"],
+        &["VERSION", "SIZE", "WHERE", "SHA256", "EXTENSIONS"],
         ps.iter()
             .map(|p| {
                 vec![
@@ -876,6 +916,15 @@ fn package_rows(ps: &[Package]) -> String {
                         None => format!("stored ({})", p.filename),
                     },
                     p.sha256_hex.clone(),
+                    if p.extensions.is_empty() {
+                        "-".to_string()
+                    } else {
+                        p.extensions
+                            .iter()
+                            .map(|e| e.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    },
                 ]
             })
             .collect(),
@@ -952,7 +1001,72 @@ fn run_package(conn: &Connection, cmd: PackageCmd) -> Result<()> {
             ))?;
             deleted(conn, format!("package {version}"))
         }
+        PackageCmd::AddExtension {
+            app,
+            version,
+            name,
+            file,
+        } => {
+            let name = match name {
+                Some(n) => n,
+                None => extension_name_from_file(&file).with_context(|| {
+                    format!(
+                        "no extension name in the file name {}; pass --name",
+                        file.display()
+                    )
+                })?,
+            };
+            if let Some(problem) = keelson_api_types::extension_name_problem(&name) {
+                bail!("extension name {name:?} {problem}");
+            }
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let len = f
+                .metadata()
+                .with_context(|| format!("reading the size of {}", file.display()))?
+                .len();
+            let path = format!(
+                "/api/v1/apps/{}/packages/{}/extensions/{}",
+                enc(&app.app),
+                enc(&version),
+                enc(&name)
+            );
+            // Streamed from the file, like a payload upload.
+            let req = api
+                .request(Method::PUT, &path)
+                .header("content-type", "application/octet-stream")
+                .body(reqwest::blocking::Body::sized(f, len));
+            let p: Package =
+                api.send(format!("uploading {} to PUT {path}", file.display()), req)?;
+            show(conn.json, &p, extension_rows)
+        }
+        PackageCmd::RemoveExtension { app, version, name } => {
+            api.delete(&format!(
+                "/api/v1/apps/{}/packages/{}/extensions/{}",
+                enc(&app.app),
+                enc(&version),
+                enc(&name)
+            ))?;
+            deleted(conn, format!("extension {name} of package {version}"))
+        }
     }
+}
+
+fn extension_rows(p: &Package) -> String {
+    table(
+        &["VERSION", "EXTENSION", "SIZE", "SHA256"],
+        p.extensions
+            .iter()
+            .map(|e| {
+                vec![
+                    p.version.clone(),
+                    e.name.clone(),
+                    e.size.to_string(),
+                    e.sha256.clone(),
+                ]
+            })
+            .collect(),
+    )
 }
 
 fn group_rows(gs: &[Group]) -> String {
@@ -1270,6 +1384,27 @@ pub struct RollbackCleared {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn extension_names_from_files() {
+        use std::path::Path;
+        for (file, want) in [
+            ("out/jq.raw", Some("jq")),
+            ("jq_1.7.1.raw", Some("jq")),
+            ("my_tool.raw", Some("my_tool")),
+            ("docker-27.raw", Some("docker-27")),
+            ("my_tool_2.0.raw", Some("my_tool")),
+            ("_1.0.raw", Some("_1.0")),
+            (".hidden.raw", None),
+            ("a b.raw", None),
+        ] {
+            assert_eq!(
+                extension_name_from_file(Path::new(file)).as_deref(),
+                want,
+                "{file}"
+            );
+        }
+    }
 
     #[test]
     fn dates_are_civil_utc() {

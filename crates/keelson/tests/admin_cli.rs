@@ -112,6 +112,89 @@ fn admin_cli_drives_the_server() {
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[0]["version"], "2.0.0");
 
+    // OS-bound extensions: the name comes from the file name (NAME_VERSION.raw) or --name.
+    let ext: Vec<u8> = (0..9_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let ext_file = dir.path().join("jq_1.7.1.raw");
+    std::fs::write(&ext_file, &ext).unwrap();
+    let pkg = cli.json(&[
+        "package",
+        "add-extension",
+        "--app",
+        APP,
+        "--version",
+        "2.0.0",
+        ext_file.to_str().unwrap(),
+    ]);
+    assert_eq!(pkg["extensions"][0]["name"], "jq");
+    assert_eq!(pkg["extensions"][0]["size"], 9_000);
+    let human = cli.ok(&[
+        "package",
+        "add-extension",
+        "--app",
+        APP,
+        "--version",
+        "2.0.0",
+        "--name",
+        "tools",
+        ext_file.to_str().unwrap(),
+    ]);
+    assert!(
+        human.contains("EXTENSION") && human.contains("tools"),
+        "{human}"
+    );
+    let list = cli.json(&["package", "list", "--app", APP]);
+    let names: Vec<&str> = list[0]["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["jq", "tools"]);
+    assert!(
+        cli.ok(&["package", "list", "--app", APP])
+            .contains("jq,tools")
+    );
+    // The external package cannot carry extensions; the server names the field.
+    let err = cli.fails(
+        &server.admin_token,
+        &[
+            "package",
+            "add-extension",
+            "--app",
+            APP,
+            "--version",
+            "1.0.0",
+            ext_file.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("field version"), "{err}");
+    let err = cli.fails(
+        &server.admin_token,
+        &[
+            "package",
+            "add-extension",
+            "--app",
+            APP,
+            "--version",
+            "2.0.0",
+            "--name",
+            ".bad",
+            ext_file.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("must not start with a dot"), "{err}");
+    cli.ok(&[
+        "package",
+        "remove-extension",
+        "--app",
+        APP,
+        "--version",
+        "2.0.0",
+        "tools",
+    ]);
+    let list = cli.json(&["package", "list", "--app", APP]);
+    assert_eq!(list[0]["extensions"].as_array().unwrap().len(), 1);
+
     // Channel and group.
     let ch = cli.json(&[
         "channel",

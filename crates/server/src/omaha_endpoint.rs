@@ -68,8 +68,27 @@ fn offer(pkg: &Package, base: &str) -> Result<omaha::UpdateOffer, String> {
         size: u64::try_from(pkg.size).unwrap_or(0),
         sha256,
         sha1,
-        extra_packages: Vec::new(),
+        extra_packages: extension_packages(pkg),
     })
+}
+
+/// The package's OS-bound extensions as extra `<package name="{name}.raw" required="false">`
+/// entries, in name order (the order the database layer sorts them in): downloaded from the
+/// payload's codebase, checked by the agent against `hash_sha256` (hex).
+fn extension_packages(pkg: &Package) -> Vec<omaha::Package> {
+    use base64::Engine as _;
+    pkg.extensions
+        .iter()
+        .map(|e| omaha::Package {
+            name: e.file_name(),
+            hash_sha1: hex::decode(&e.sha1_hex)
+                .ok()
+                .map(|raw| base64::engine::general_purpose::STANDARD.encode(raw)),
+            hash_sha256_hex: Some(e.sha256_hex.clone()),
+            size: u64::try_from(e.size).unwrap_or(0),
+            required: false,
+        })
+        .collect()
 }
 
 fn node_report(

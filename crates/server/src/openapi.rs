@@ -21,6 +21,10 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/apps/{app}/packages", &["get", "post"]),
     ("/api/v1/apps/{app}/packages/{version}", &["get", "delete"]),
     ("/api/v1/apps/{app}/packages/{version}/payload", &["put"]),
+    (
+        "/api/v1/apps/{app}/packages/{version}/extensions/{name}",
+        &["put", "delete"],
+    ),
     ("/api/v1/apps/{app}/groups", &["get", "post"]),
     (
         "/api/v1/apps/{app}/groups/{group}",
@@ -170,6 +174,16 @@ pub fn document() -> Value {
                 admin: true,
             }),
         },
+        "/api/v1/apps/{app}/packages/{version}/extensions/{name}": {
+            "put": op(Op {
+                summary: "Attach an OS-bound system extension (raw body: the .raw DDI, streamed to disk, hashed) to a package stored here; offered as {name}.raw with the package (409 if the name is taken: delete it first)",
+                params: vec![app_p(), path_param("version", "Package version"), path_param("name", "Extension name: 1-64 of [A-Za-z0-9_.-], no leading dot")],
+                body: Some(json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } })),
+                responses: [vec![ok("201", "Attached; the package with its extensions", Some(r("Package")))], errors(&["400", "404", "409", "413"])].concat(),
+                admin: true,
+            }),
+            "delete": op(Op { summary: "Remove an extension from a package", params: vec![app_p(), path_param("version", "Package version"), path_param("name", "Extension name")], body: None, responses: [vec![ok("204", "Removed", None)], errors(&["404"])].concat(), admin: true }),
+        },
         "/api/v1/apps/{app}/groups": {
             "get": op(Op { summary: "List groups with version breakdown and rollout progress", params: vec![app_p()], body: None, responses: [vec![ok("200", "Groups", Some(array_of("Group")))], errors(&["404"])].concat(), admin: false }),
             "post": op(Op { summary: "Create a group", params: vec![app_p()], body: Some(body("NewGroup")), responses: [vec![ok("201", "Created", Some(r("Group")))], write_errors(&["400", "404", "409", "413", "415", "422"])].concat(), admin: true }),
@@ -246,7 +260,8 @@ pub fn document() -> Value {
         "Channel": { "type": "object", "required": ["id", "application_id", "name", "version", "floors", "created_at"], "properties": { "id": s("integer"), "application_id": s("string"), "name": s("string"), "version": ns("string"), "floors": { "type": "array", "items": s("string") }, "created_at": s("integer") } },
         "NewChannel": { "type": "object", "required": ["name"], "additionalProperties": false, "properties": { "name": s("string"), "version": ns("string"), "floors": { "type": "array", "items": s("string") } } },
         "ChannelUpdate": { "type": "object", "additionalProperties": false, "properties": { "version": ns("string"), "floors": { "type": "array", "items": s("string") } } },
-        "Package": { "type": "object", "required": ["id", "application_id", "version", "filename", "url", "stored", "download_path", "size", "sha1_hex", "sha256_hex", "created_at"], "properties": { "id": s("integer"), "application_id": s("string"), "version": s("string"), "filename": s("string"), "url": ns("string"), "stored": s("boolean"), "download_path": ns("string"), "size": s("integer"), "sha1_hex": s("string"), "sha256_hex": s("string"), "created_at": s("integer") } },
+        "Package": { "type": "object", "required": ["id", "application_id", "version", "filename", "url", "stored", "download_path", "size", "sha1_hex", "sha256_hex", "created_at", "extensions"], "properties": { "id": s("integer"), "application_id": s("string"), "version": s("string"), "filename": s("string"), "url": ns("string"), "stored": s("boolean"), "download_path": ns("string"), "size": s("integer"), "sha1_hex": s("string"), "sha256_hex": s("string"), "created_at": s("integer"), "extensions": array_of("PackageExtension") } },
+        "PackageExtension": { "type": "object", "required": ["name", "size", "sha256", "sha1"], "description": "An OS-bound extension file, served at /packages/{package id}/{name}.raw", "properties": { "name": s("string"), "size": s("integer"), "sha256": s("string"), "sha1": s("string") } },
         "NewExternalPackage": { "type": "object", "required": ["version", "filename", "url", "size", "sha256_hex"], "additionalProperties": false, "properties": { "version": s("string"), "filename": s("string"), "url": s("string"), "size": { "type": "integer", "minimum": 1 }, "sha256_hex": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$" }, "sha1_hex": s("string") } },
         "MaintenanceWindow": { "type": "object", "required": ["days", "start", "end"], "additionalProperties": false, "properties": { "days": { "type": "array", "items": { "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] } }, "start": { "type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$" }, "end": { "type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$" } } },
         "Policy": { "type": "object", "properties": {

@@ -1,4 +1,5 @@
-//! Package payloads: `GET`/`HEAD /packages/{id}/{filename}` serves a stored payload with HTTP
+//! Package payloads: `GET`/`HEAD /packages/{id}/{filename}` serves a stored payload, or the
+//! package's OS-bound extension when `filename` is `{name}.raw` (`crate::db::extensions`), with HTTP
 //! range requests (`Range: bytes=a-b`, `a-`, `-n` → 206 with `Content-Range`; unsatisfiable →
 //! 416 with `bytes */size`), which update_engine uses to resume downloads. Packages with an
 //! external URL are not served here (the Omaha answer points at their URL). Uploads go through
@@ -119,14 +120,22 @@ async fn serve(
         }
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let Some(stored) = pkg
+    // The payload, else one of the package's OS-bound extensions (`{name}.raw`).
+    let payload = pkg
         .stored_path
         .as_deref()
         .filter(|_| pkg.filename == filename)
-    else {
+        .map(|s| (s, pkg.sha256_hex.as_str()));
+    let extension = || {
+        pkg.extensions
+            .iter()
+            .find(|e| e.file_name() == filename)
+            .map(|e| (e.stored_path.as_str(), e.sha256_hex.as_str()))
+    };
+    let Some((stored, sha256_hex)) = payload.or_else(extension) else {
         return text(
             StatusCode::NOT_FOUND,
-            format!("package {id} has no stored payload named {filename:?}"),
+            format!("package {id} has no stored payload or extension named {filename:?}"),
         );
     };
     // stored_path is a bare file name chosen by the server; refuse anything else.
@@ -148,7 +157,7 @@ async fn serve(
         Ok(m) => m.len(),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let etag = format!("\"{}\"", pkg.sha256_hex);
+    let etag = format!("\"{sha256_hex}\"");
     // If-Range with a different validator means the client's partial copy is stale.
     let if_range_ok = headers
         .get(header::IF_RANGE)

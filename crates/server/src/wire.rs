@@ -32,6 +32,18 @@ impl From<db::packages::Package> for api::Package {
             sha1_hex: p.sha1_hex,
             sha256_hex: p.sha256_hex,
             created_at: p.created_at,
+            extensions: p.extensions.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<db::extensions::Extension> for api::PackageExtension {
+    fn from(e: db::extensions::Extension) -> Self {
+        api::PackageExtension {
+            name: e.name,
+            size: e.size,
+            sha256: e.sha256_hex,
+            sha1: e.sha1_hex,
         }
     }
 }

@@ -74,6 +74,15 @@ fn instance() -> api::Instance {
     }
 }
 
+fn package_extension() -> api::PackageExtension {
+    api::PackageExtension {
+        name: "jq".into(),
+        size: 4096,
+        sha256: "ab".repeat(32),
+        sha1: "cd".repeat(20),
+    }
+}
+
 /// One or more samples of the Rust type behind each schema name of the document.
 fn samples() -> Vec<(&'static str, Value)> {
     vec![
@@ -181,8 +190,10 @@ fn samples() -> Vec<(&'static str, Value)> {
                 sha1_hex: "00".repeat(20),
                 sha256_hex: "00".repeat(32),
                 created_at: 1,
+                extensions: vec![package_extension()],
             }),
         ),
+        ("PackageExtension", v(package_extension())),
         (
             "NewExternalPackage",
             v(api::NewExternalPackage {

@@ -54,6 +54,10 @@ pub fn router() -> Router<AppState> {
             axum::routing::put(packages::upload),
         )
         .route(
+            "/api/v1/apps/{app}/packages/{version}/extensions/{name}",
+            axum::routing::put(packages::upload_extension).delete(packages::delete_extension),
+        )
+        .route(
             "/api/v1/apps/{app}/groups",
             get(groups::list).post(groups::create),
         )

@@ -148,15 +148,29 @@ async fn render_group(
         )
         .await?;
         let holders = crate::db::fleetlock::holders_with_time(&state.db, Some(&g.track)).await?;
-        Ok::<_, ApiError>((g, instances, holders))
+        // The target package's OS-bound extensions, offered with it.
+        let target = match &g.rollout.target_version {
+            Some(v) => {
+                match crate::db::packages::get_version(&state.db, &g.application_id, v).await {
+                    Ok(p) => Some(keelson_api_types::Package::from(p)),
+                    Err(crate::db::DbError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => None,
+        };
+        Ok::<_, ApiError>((g, instances, holders, target))
     }
     .await;
-    let (g, instances, holders) = match result {
+    let (g, instances, holders, target) = match result {
         Ok(v) => v,
         Err(e) => return fail(caller, e),
     };
     let mut body = flash.unwrap_or_default();
     body.push_str(&group_card(&g));
+    if let Some(p) = &target {
+        body.push_str(&extensions_card(p));
+    }
     let statuses: Vec<(String, i64)> = g
         .statuses
         .iter()
@@ -202,6 +216,31 @@ async fn render_group(
         )),
     )
         .into_response()
+}
+
+/// The OS-bound extensions of a group's target package (offered with the OS update).
+fn extensions_card(p: &keelson_api_types::Package) -> String {
+    let list = if p.extensions.is_empty() {
+        "<p>None: nodes get the OS payload only.</p>".to_string()
+    } else {
+        let rows: String = p
+            .extensions
+            .iter()
+            .map(|e| {
+                format!(
+                    "<tr><td class=\"mono\">{name}.raw</td><td>{size}</td><td class=\"mono\">{sha}</td></tr>",
+                    name = esc(&e.name),
+                    size = e.size,
+                    sha = esc(&e.sha256),
+                )
+            })
+            .collect();
+        format!("<table><tr><th>Extension</th><th>Bytes</th><th>SHA-256</th></tr>{rows}</table>")
+    };
+    format!(
+        "<div class=\"card\" id=\"extensions\"><h2>OS-bound extensions of {version}</h2>{list}</div>",
+        version = esc(&p.version)
+    )
 }
 
 fn windows_text(ws: &[MaintenanceWindow]) -> String {

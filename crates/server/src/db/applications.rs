@@ -186,8 +186,9 @@ pub async fn update(
 }
 
 /// Delete an application and everything under it (floors, instances, groups, channels,
-/// packages) in one transaction with its `application.deleted` row; `NotFound` if it does
-/// not exist. Returns the stored payload file names of its packages.
+/// packages and their extensions) in one transaction with its `application.deleted` row;
+/// `NotFound` if it does not exist. Returns the stored file names of its packages' payloads
+/// and extensions.
 pub async fn delete(db: &Db, actor: &str, id: &str) -> Result<Vec<String>, DbError> {
     let id = normalize_id(id);
     let mut tx = db.begin().await?;
@@ -198,6 +199,7 @@ pub async fn delete(db: &Db, actor: &str, id: &str) -> Result<Vec<String>, DbErr
             .fetch_all(&mut *tx)
             .await
             .map_err(DbError::query("listing application packages"))?;
+    let extension_files = super::extensions::files_of_application(&mut tx, &id).await?;
     // Children first: SQLite only cascades with foreign_keys on, and explicit deletes keep both
     // backends identical.
     for sql in [
@@ -205,6 +207,7 @@ pub async fn delete(db: &Db, actor: &str, id: &str) -> Result<Vec<String>, DbErr
         "DELETE FROM instances WHERE application_id = $1",
         "DELETE FROM groups WHERE application_id = $1",
         "DELETE FROM channels WHERE application_id = $1",
+        "DELETE FROM package_extensions WHERE package_id IN (SELECT id FROM packages WHERE application_id = $1)",
         "DELETE FROM packages WHERE application_id = $1",
         "DELETE FROM applications WHERE id = $1",
     ] {
@@ -228,5 +231,9 @@ pub async fn delete(db: &Db, actor: &str, id: &str) -> Result<Vec<String>, DbErr
         "committing application delete",
     )
     .await?;
-    Ok(files.into_iter().filter_map(|(f,)| f).collect())
+    Ok(files
+        .into_iter()
+        .filter_map(|(f,)| f)
+        .chain(extension_files)
+        .collect())
 }

@@ -12,6 +12,7 @@
 pub mod activity;
 pub mod applications;
 pub mod channels;
+pub mod extensions;
 pub mod fleetlock;
 pub mod groups;
 pub mod instances;

@@ -3,6 +3,7 @@
 use sqlx::FromRow;
 
 use super::activity::{self, NewActivity, Severity};
+use super::extensions::{self, Extension};
 use super::{Db, DbError, now_unix};
 use keelson_omaha::normalize_app_id as normalize_id;
 
@@ -30,6 +31,10 @@ pub struct Package {
     pub sha256_hex: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// Its OS-bound extension files, sorted by name (filled in by [`list`], [`get`],
+    /// [`get_version`] and the grant; not a column).
+    #[sqlx(skip)]
+    pub extensions: Vec<Extension>,
 }
 
 /// A package to create.
@@ -134,9 +139,9 @@ impl NewPackage {
 
 const COLS: &str = "id, application_id, version, filename, url, stored_path, size, sha1_hex, sha256_hex, created_at";
 
-/// Packages of application `application_id` (any spelling), newest version first
-/// ([`keelson_version::compare`]); `NotFound` if the application does not exist. One read
-/// transaction.
+/// Packages of application `application_id` (any spelling) with their extensions, newest
+/// version first ([`keelson_version::compare`]); `NotFound` if the application does not
+/// exist. One read transaction.
 pub async fn list(db: &Db, application_id: &str) -> Result<Vec<Package>, DbError> {
     let app = normalize_id(application_id);
     let mut tx = db.begin().await?;
@@ -148,6 +153,13 @@ pub async fn list(db: &Db, application_id: &str) -> Result<Vec<Package>, DbError
     .fetch_all(&mut *tx)
     .await
     .map_err(DbError::query("listing packages"))?;
+    let mut exts = extensions::of_application(&mut tx, &app).await?;
+    for p in &mut v {
+        // `exts` is sorted by name, so each package's share stays sorted.
+        let (mine, rest) = exts.into_iter().partition(|e| e.package_id == p.id);
+        p.extensions = mine;
+        exts = rest;
+    }
     tx.commit()
         .await
         .map_err(DbError::query("ending the package list read"))?;
@@ -155,20 +167,28 @@ pub async fn list(db: &Db, application_id: &str) -> Result<Vec<Package>, DbError
     Ok(v)
 }
 
-/// One package by id.
+/// One package by id, with its extensions. One read transaction.
 pub async fn get(db: &Db, id: i64) -> Result<Package, DbError> {
-    sqlx::query_as::<_, Package>(&format!("SELECT {COLS} FROM packages WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db.pool())
+    let mut tx = db.begin().await?;
+    let mut pkg =
+        sqlx::query_as::<_, Package>(&format!("SELECT {COLS} FROM packages WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(DbError::query("reading package"))?
+            .ok_or(DbError::NotFound {
+                what: "package",
+                key: id.to_string(),
+            })?;
+    pkg.extensions = extensions::of_package(&mut tx, pkg.id).await?;
+    tx.commit()
         .await
-        .map_err(DbError::query("reading package"))?
-        .ok_or(DbError::NotFound {
-            what: "package",
-            key: id.to_string(),
-        })
+        .map_err(DbError::query("ending the package read"))?;
+    Ok(pkg)
 }
 
-/// The package of `application_id` at `version`, if any (inside a transaction).
+/// The package of `application_id` at `version`, if any (inside a transaction), without its
+/// extensions (see [`with_extensions`]).
 pub(super) async fn by_version(
     conn: &mut sqlx::AnyConnection,
     application_id: &str,
@@ -202,13 +222,26 @@ pub(super) async fn id_of_version_in(
     }
 }
 
-/// The package of application `application_id` (any spelling) at `version`: `NotFound` for
-/// a missing application (checked first) or package. One read transaction.
+/// Fill in `pkg.extensions` (inside a transaction).
+pub(super) async fn with_extensions(
+    conn: &mut sqlx::AnyConnection,
+    mut pkg: Package,
+) -> Result<Package, DbError> {
+    pkg.extensions = extensions::of_package(conn, pkg.id).await?;
+    Ok(pkg)
+}
+
+/// The package of application `application_id` (any spelling) at `version`, with its
+/// extensions: `NotFound` for a missing application (checked first) or package. One read
+/// transaction.
 pub async fn get_version(db: &Db, application_id: &str, version: &str) -> Result<Package, DbError> {
     let app = normalize_id(application_id);
     let mut tx = db.begin().await?;
     super::applications::get_on(&mut tx, &app).await?;
-    let pkg = by_version(&mut tx, &app, version).await?;
+    let pkg = match by_version(&mut tx, &app, version).await? {
+        Some(p) => Some(with_extensions(&mut tx, p).await?),
+        None => None,
+    };
     tx.commit()
         .await
         .map_err(DbError::query("ending the package read"))?;
@@ -283,6 +316,7 @@ pub async fn create(db: &Db, actor: &str, new: &NewPackage) -> Result<Package, D
         sha1_hex,
         sha256_hex,
         created_at,
+        extensions: Vec::new(),
     };
     tx.commit()
         .await
@@ -291,9 +325,9 @@ pub async fn create(db: &Db, actor: &str, new: &NewPackage) -> Result<Package, D
 }
 
 /// Delete the package of application `application_id` (any spelling) at `version`, with its
-/// channel floors, in one transaction with a `package.deleted` row. Refused with
-/// [`DbError::InUse`] while a channel points at it. Returns the package so the caller can
-/// remove a stored payload after the commit.
+/// channel floors and extensions, in one transaction with a `package.deleted` row. Refused
+/// with [`DbError::InUse`] while a channel points at it. Returns the package with its
+/// extensions so the caller can remove the stored files after the commit.
 pub async fn delete(
     db: &Db,
     actor: &str,
@@ -309,6 +343,7 @@ pub async fn delete(
             what: "package",
             key: version.to_string(),
         })?;
+    let pkg = with_extensions(&mut tx, pkg).await?;
     let users: Vec<(String,)> = sqlx::query_as("SELECT name FROM channels WHERE package_id = $1")
         .bind(pkg.id)
         .fetch_all(&mut *tx)
@@ -330,6 +365,11 @@ pub async fn delete(
         .execute(&mut *tx)
         .await
         .map_err(DbError::query("removing package floors"))?;
+    sqlx::query("DELETE FROM package_extensions WHERE package_id = $1")
+        .bind(pkg.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::query("removing package extensions"))?;
     sqlx::query("DELETE FROM packages WHERE id = $1")
         .bind(pkg.id)
         .execute(&mut *tx)

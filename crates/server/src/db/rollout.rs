@@ -98,7 +98,7 @@ pub enum CheckAnswer {
     },
     /// `<updatecheck status="ok">` with this package.
     Update {
-        /// The package to send.
+        /// The package to send, with its OS-bound extensions.
         package: Box<Package>,
         /// Why it was granted.
         reason: GrantReason,
@@ -798,6 +798,8 @@ async fn decide_and_apply(
                 )
                 .await?;
             }
+            // The offer lists the package's OS-bound extensions after the payload.
+            let pkg = packages::with_extensions(tx, pkg).await?;
             Ok(CheckAnswer::Update {
                 package: Box::new(pkg),
                 reason,
