@@ -118,6 +118,7 @@ fn main() -> Result<()> {
         url: url.clone(),
         size: payload_size,
         sha256: String::new(),
+        extensions: vec![],
     };
 
     let parts: Vec<(PathBuf, String)> = [PartName::Usr, PartName::UsrVerity, PartName::Uki]

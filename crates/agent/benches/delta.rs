@@ -144,6 +144,7 @@ fn main() -> Result<()> {
         url,
         size: payload_size,
         sha256: String::new(),
+        extensions: vec![],
     };
 
     let mut results = Vec::new();

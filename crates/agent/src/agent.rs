@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::apply::{self, ApplyError, Node};
 use crate::boot::{self, Layout, OsRelease};
 use crate::esp::{self, Counter};
+use crate::extensions::{self, ExtensionError};
 use crate::lock::{LockError, LockStatus, RebootLock, lock_backoff};
 use crate::omaha::{Client, Identity};
 use crate::paths::Paths;
@@ -54,6 +55,15 @@ pub enum AgentError {
     /// The reboot lock (for `lock status|unlock` and `update --now`).
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// An extension's files, links or record.
+    #[error(transparent)]
+    Extension(Box<ExtensionError>),
+}
+
+impl From<ExtensionError> for AgentError {
+    fn from(e: ExtensionError) -> Self {
+        AgentError::Extension(Box::new(e))
+    }
 }
 
 /// How a cycle treats the reboot.
@@ -101,6 +111,9 @@ pub struct Agent {
     pub lock_backoff_base: Duration,
     /// The daemon's wait between looks at a new boot until it is blessed.
     pub verify_poll: Duration,
+    /// The command run after an independent extension's link changed
+    /// (`systemd-sysext refresh`; tests: a script).
+    pub sysext_refresh_command: Vec<String>,
     store: Store,
     http: reqwest::Client,
 }
@@ -121,6 +134,7 @@ impl Agent {
             reboot_command: vec!["systemctl".into(), "reboot".into()],
             lock_backoff_base: crate::lock::LOCK_BACKOFF_BASE,
             verify_poll: VERIFY_POLL,
+            sysext_refresh_command: extensions::default_refresh_command(),
             http,
         })
     }
@@ -172,6 +186,10 @@ impl Agent {
     }
 
     fn identity(&self, facts: &NodeFacts) -> Result<Identity, AgentError> {
+        self.identity_for(&facts.os.version_id)
+    }
+
+    fn identity_for(&self, version: &str) -> Result<Identity, AgentError> {
         let read = |p: std::path::PathBuf| {
             std::fs::read_to_string(&p)
                 .map(|s| s.trim().to_owned())
@@ -180,7 +198,7 @@ impl Agent {
         let boot_id = read(self.paths.boot_id())?;
         Ok(Identity {
             app_id: self.settings.app_id.clone(),
-            version: facts.os.version_id.clone(),
+            version: version.to_owned(),
             track: self.settings.group.clone(),
             machine_id: read(self.paths.machine_id())?,
             boot_id: format!("{{{boot_id}}}"),
@@ -258,6 +276,7 @@ impl Agent {
         }
         drop(_span);
         rec = self.flush(rec, &client).await?;
+        self.check_extensions(&client, opts.on_demand).await;
         if let State::Downloading {
             target, progress, ..
         } = rec.state.clone()
@@ -278,6 +297,27 @@ impl Agent {
         target: &state::Target,
         progress: state::Progress,
     ) -> Result<Record, AgentError> {
+        if progress.phase == state::Phase::Fetch
+            && let Err(e) =
+                extensions::fetch_bound(&self.paths, &self.http, &self.settings, target).await
+        {
+            // Before the payload's first byte: nothing was written to the slot or the ESP.
+            let input = if e.is_transient() {
+                tracing::warn!(error = %e, "OS-bound extension download interrupted; tried again next cycle");
+                Input::CheckFailed {
+                    reason: e.reason().to_owned(),
+                    detail: e.to_string(),
+                }
+            } else {
+                tracing::error!(error = %e, reason = e.reason(), "update refused: OS-bound extension");
+                Input::ApplyFailed {
+                    reason: e.reason().to_owned(),
+                    detail: e.to_string(),
+                    code: e.code(),
+                }
+            };
+            return self.save_step(&rec, &input);
+        }
         let node = Node {
             paths: &self.paths,
             layout: &facts.layout,
@@ -318,6 +358,94 @@ impl Agent {
                 self.save_step(&rec, &apply_failed(&e))
             }
         }
+    }
+
+    /// The independent extensions' pass (after the OS check): each checked, updated and merged
+    /// on its own; failures are in their record, never the cycle's.
+    async fn check_extensions(&self, os_client: &Client, on_demand: bool) {
+        let Server::Url(url) = &self.settings.server else {
+            return;
+        };
+        if !self
+            .settings
+            .extensions
+            .values()
+            .any(|e| matches!(e, crate::settings::Extension::Independent { .. }))
+        {
+            return;
+        }
+        let ctx = extensions::Context {
+            paths: &self.paths,
+            http: &self.http,
+            url,
+            os: os_client.identity(),
+            refresh: &self.sysext_refresh_command,
+            on_demand,
+        };
+        if let Err(e) = extensions::update_independent(&ctx, &self.settings).await {
+            tracing::error!(error = %e, "extension pass failed");
+        }
+    }
+
+    /// `extensions check`: the independent extensions' pass alone (no OS check); the caller
+    /// holds the state lock.
+    pub async fn extensions_check(&self) -> Result<(), AgentError> {
+        let os = boot::read_os_release(&self.paths.os_release())?;
+        let Server::Url(url) = &self.settings.server else {
+            return Ok(());
+        };
+        let client = Client::new(self.http.clone(), url, self.identity_for(&os.version_id)?);
+        let ctx = extensions::Context {
+            paths: &self.paths,
+            http: &self.http,
+            url,
+            os: client.identity(),
+            refresh: &self.sysext_refresh_command,
+            on_demand: true,
+        };
+        extensions::update_independent(&ctx, &self.settings).await?;
+        Ok(())
+    }
+
+    /// `extensions link` (at boot, before systemd-sysext): links each OS-bound extension's
+    /// file for the running OS version into `/run/extensions` and keeps only the files for the
+    /// running version, the other slot's and an update in progress.
+    pub fn extensions_link(&self) -> Result<extensions::LinkOutcome, AgentError> {
+        let os = boot::read_os_release(&self.paths.os_release())?;
+        let mut keep = std::collections::BTreeSet::new();
+        keep.insert(os.version_id.clone());
+        match self.facts() {
+            Ok(f) => {
+                if let Some(v) = f
+                    .layout
+                    .slot(f.layout.inactive())
+                    .and_then(|s| s.version.clone())
+                {
+                    keep.insert(v);
+                }
+            }
+            Err(e) => {
+                // Without the other slot's version nothing is removed but the running one's.
+                tracing::warn!(error = %e, "cannot read the slots; keeping every extension file");
+                return Ok(extensions::link(
+                    &self.paths,
+                    &self.settings,
+                    &os.version_id,
+                    &keep_all(&self.paths, &self.settings),
+                )?);
+            }
+        }
+        if let Ok(rec) = self.store.load()
+            && let Some(v) = Self::target_version(&rec.state)
+        {
+            keep.insert(v.to_owned());
+        }
+        Ok(extensions::link(
+            &self.paths,
+            &self.settings,
+            &os.version_id,
+            &keep,
+        )?)
     }
 
     /// The lock of the configured strategy.
@@ -523,8 +651,9 @@ impl Agent {
         )
     }
 
-    /// `reset`: clear the failure and the refused versions.
+    /// `reset`: clear the failure and the refused versions (the extensions' too).
     pub fn reset(&self) -> Result<Record, AgentError> {
+        extensions::reset(&self.paths)?;
         let rec = self.store.load()?;
         self.save_step(&rec, &Input::Reset)
     }
@@ -578,6 +707,7 @@ impl Agent {
             },
             node_error: facts.err().map(|e| e.to_string()),
             reboot: self.reboot_view(&rec, Utc::now()),
+            extensions: extensions::views(&self.paths, &self.settings),
         })
     }
 
@@ -663,6 +793,21 @@ pub fn next_delay(interval: Duration, poll: Option<u32>, failures: u32, jitter: 
     backed + backed.mul_f64(jitter.clamp(0.0, 1.0) * 0.1)
 }
 
+/// Every OS version some OS-bound extension has a file for: nothing is removed.
+fn keep_all(paths: &Paths, settings: &Settings) -> std::collections::BTreeSet<String> {
+    extensions::os_bound(settings)
+        .iter()
+        .filter_map(|n| std::fs::read_dir(paths.extension_store().join(n)).ok())
+        .flat_map(|rd| rd.flatten())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_prefix("os-")?
+                .strip_suffix(".raw")
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 fn apply_failed(e: &ApplyError) -> Input {
     Input::ApplyFailed {
         reason: e.reason().to_owned(),
@@ -719,6 +864,8 @@ pub struct Status {
     pub node_error: Option<String>,
     /// The reboot into a staged update: what it waits for, and the lock.
     pub reboot: RebootView,
+    /// The configured system extensions.
+    pub extensions: Vec<extensions::View>,
 }
 
 /// The reboot part of `status`.
@@ -813,6 +960,12 @@ impl std::fmt::Display for Status {
         if let Some(e) = &self.node_error {
             writeln!(f, "node:      {e}")?;
         }
+        if !self.extensions.is_empty() {
+            writeln!(f, "extensions:")?;
+            for e in &self.extensions {
+                write!(f, "  {e}")?;
+            }
+        }
         Ok(())
     }
 }
@@ -876,6 +1029,7 @@ mod tests {
                 url: "u".into(),
                 size: 1,
                 sha256: "x".into(),
+                extensions: vec![],
             },
             slot: "B".into(),
             previous_version: "1".into(),

@@ -5,7 +5,8 @@
 //! [`omaha`] speaks Omaha to keelson-server as update_engine does; [`apply`] downloads a
 //! payload chunk by chunk into the inactive usr slot and installs its UKI; [`boot`] finds the
 //! running slot and assesses the boot; [`esp`] names and cleans boot entries; [`window`] and
-//! [`reboot`] decide when to reboot; [`agent`] ties them together for the daemon and the CLI.
+//! [`reboot`] decide when to reboot; [`extensions`] keeps system extensions up to date (with the
+//! OS or on their own); [`agent`] ties them together for the daemon and the CLI.
 //! Every path comes from [`paths::Paths`], so all of it runs against temp dirs in tests.
 
 pub mod agent;
@@ -14,6 +15,7 @@ pub mod boot;
 pub mod chunks;
 pub mod esp;
 pub mod etcd;
+pub mod extensions;
 pub mod failpoint;
 pub mod lock;
 pub mod omaha;

@@ -35,6 +35,10 @@ struct Cli {
     /// (default 30000; tests use less).
     #[arg(long, value_name = "MS", global = true)]
     verify_poll_ms: Option<u64>,
+    /// Merge changed extensions by running PROGRAM (no arguments) instead of
+    /// `systemd-sysext refresh` (tests: a script that records the links).
+    #[arg(long, value_name = "PROGRAM", global = true)]
+    sysext_refresh_command: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +70,31 @@ enum Command {
         #[command(subcommand)]
         command: LockCommand,
     },
+    /// The system extensions of `[extensions.NAME]` in /etc/keelson/update.toml.
+    Extensions {
+        #[command(subcommand)]
+        command: ExtensionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExtensionsCommand {
+    /// (At boot, before systemd-sysext.service) link each OS-bound extension's file for the
+    /// running OS version into /run/extensions; drop files for versions in neither slot.
+    Link {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each configured extension: version, link, files, last check and error.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the independent extensions now (no OS check): download, switch and merge a
+    /// newer version.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +131,12 @@ fn main() -> anyhow::Result<()> {
             .to_str()
             .with_context(|| format!("--reboot-command {}: not UTF-8", program.display()))?;
         agent.reboot_command = vec![program.to_owned()];
+    }
+    if let Some(program) = &cli.sysext_refresh_command {
+        let program = program.to_str().with_context(|| {
+            format!("--sysext-refresh-command {}: not UTF-8", program.display())
+        })?;
+        agent.sysext_refresh_command = vec![program.to_owned()];
     }
     if let Some(ms) = cli.lock_backoff_ms {
         if ms == 0 {
@@ -161,6 +196,41 @@ fn main() -> anyhow::Result<()> {
             println!("The other slot boots from the next boot on; reboot to switch now.");
         }
         Command::Lock { command } => runtime.block_on(lock_command(&agent, command))?,
+        Command::Extensions { command } => match command {
+            ExtensionsCommand::Link { json } => {
+                let out = agent
+                    .extensions_link()
+                    .context("linking the OS-bound extensions")?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                } else {
+                    print!("{out}");
+                }
+            }
+            ExtensionsCommand::Status { json } => {
+                let views = keelson_agent::extensions::views(&agent.paths, &agent.settings);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&views)?);
+                } else if views.is_empty() {
+                    println!(
+                        "no extensions configured ([extensions.NAME] in /etc/keelson/update.toml)"
+                    );
+                } else {
+                    for v in &views {
+                        print!("{v}");
+                    }
+                }
+            }
+            ExtensionsCommand::Check => {
+                let _lock = agent.store().lock(true)?;
+                runtime
+                    .block_on(agent.extensions_check())
+                    .context("checking the extensions")?;
+                for v in keelson_agent::extensions::views(&agent.paths, &agent.settings) {
+                    print!("{v}");
+                }
+            }
+        },
         Command::Reset => {
             let _lock = agent.store().lock(true)?;
             agent.reset().context("reset")?;

@@ -6,7 +6,7 @@ use keelson_omaha::{
     UpdateCheck, UpdateStatus, valid_reason,
 };
 
-use crate::state::{Answer, Report, Target};
+use crate::state::{Answer, ExtensionPackage, Report, Target};
 
 /// The client's name and version in requests.
 pub const CLIENT_VERSION: &str = concat!("keelson-agent-", env!("CARGO_PKG_VERSION"));
@@ -248,16 +248,34 @@ pub fn answer_from(response: &Response, url: &str) -> Result<CheckOutcome, Omaha
             if pkg.size == 0 {
                 return Err(bad(format!("package {} has size 0", pkg.name)));
             }
-            let url = if base.ends_with('/') {
-                format!("{base}{}", pkg.name)
-            } else {
-                format!("{base}/{}", pkg.name)
+            let join = |name: &str| {
+                if base.ends_with('/') {
+                    format!("{base}{name}")
+                } else {
+                    format!("{base}/{name}")
+                }
             };
+            // The extra packages `{name}.raw` are extensions built for this version; others
+            // (or ones without a hex sha256) are not ours and are skipped.
+            let extensions = m.packages[1..]
+                .iter()
+                .filter_map(|p| {
+                    let name = p.name.strip_suffix(".raw")?;
+                    let sha256 = p.hash_sha256_hex.clone()?;
+                    Some(ExtensionPackage {
+                        name: name.to_owned(),
+                        url: join(&p.name),
+                        size: p.size,
+                        sha256: sha256.to_ascii_lowercase(),
+                    })
+                })
+                .collect();
             Answer::Offer(Target {
                 version: m.version.clone(),
-                url,
+                url: join(&pkg.name),
                 size: pkg.size,
                 sha256,
+                extensions,
             })
         }
     };
@@ -429,6 +447,30 @@ mod tests {
         };
         assert_eq!(t.url, "http://s/packages/7/keelson_2.0.0.payload");
         assert_eq!(t.size, 1234);
+        assert!(t.extensions.is_empty());
+        let with_ext = UpdateOffer {
+            extra_packages: vec![keelson_omaha::Package {
+                name: "jq.raw".into(),
+                hash_sha1: None,
+                hash_sha256_hex: Some("AB".repeat(32)),
+                size: 99,
+                required: false,
+            }],
+            ..offer.clone()
+        };
+        let resp = Response::new(vec![ResponseApp::update("x", true, 1, &with_ext)]);
+        let Answer::Offer(t) = answer_from(&resp, "u").unwrap().answer else {
+            panic!()
+        };
+        assert_eq!(
+            t.extensions,
+            vec![ExtensionPackage {
+                name: "jq".into(),
+                url: "http://s/packages/7/jq.raw".into(),
+                size: 99,
+                sha256: "ab".repeat(32),
+            }]
+        );
         let resp = Response::new(vec![ResponseApp::no_update("x", true, 1)]);
         assert_eq!(answer_from(&resp, "u").unwrap().answer, Answer::NoUpdate);
         let resp = Response::new(vec![]);

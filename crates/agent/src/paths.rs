@@ -61,6 +61,26 @@ impl Paths {
         self.at("/var/lib/keelson/chunks")
     }
 
+    /// `/var/lib/keelson/extensions`: the extension files, one directory per extension.
+    pub fn extension_store(&self) -> PathBuf {
+        self.at("/var/lib/keelson/extensions")
+    }
+
+    /// `/var/lib/extensions`: where the independent extensions' links are (a sysext path).
+    pub fn sysext_var(&self) -> PathBuf {
+        self.at("/var/lib/extensions")
+    }
+
+    /// `/run/extensions`: where the OS-bound extensions are linked at boot (a sysext path).
+    pub fn sysext_run(&self) -> PathBuf {
+        self.at("/run/extensions")
+    }
+
+    /// The independent extensions' record inside [`Paths::state_dir`].
+    pub fn extensions_state_file(&self) -> PathBuf {
+        self.state_dir().join("extensions.json")
+    }
+
     /// The state file inside [`Paths::state_dir`].
     pub fn state_file(&self) -> PathBuf {
         self.state_dir().join("state.json")

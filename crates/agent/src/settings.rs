@@ -6,6 +6,7 @@
 //! `/etc/flatcar/update.conf` (SERVER, GROUP, REBOOT_STRATEGY, LOCKSMITHD_REBOOT_WINDOW_*),
 //! `/etc/keelson/update.toml` (what provisioning's `updates:` section writes).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -120,8 +121,26 @@ pub struct Settings {
     pub interval: Duration,
     /// Reboot policy.
     pub reboot: RebootSettings,
+    /// The system extensions the agent keeps up to date, by name (`[extensions.NAME]`).
+    pub extensions: BTreeMap<String, Extension>,
     /// The files that were read, lowest precedence first.
     pub sources: Vec<PathBuf>,
+}
+
+/// How one `[extensions.NAME]` is updated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Extension {
+    /// `bound = "os"`: the file named `NAME.raw` attached to each OS package, fetched with the
+    /// OS update and linked at boot for the running OS version.
+    OsBound,
+    /// Its own Omaha application on the server, updated without a reboot.
+    Independent {
+        /// The application id.
+        app_id: String,
+        /// The group (Omaha `track`); `None` = the OS's group.
+        group: Option<String>,
+    },
 }
 
 impl Default for Settings {
@@ -138,6 +157,7 @@ impl Default for Settings {
                 lock_group: None,
                 lock_id: None,
             },
+            extensions: BTreeMap::new(),
             sources: Vec::new(),
         }
     }
@@ -150,6 +170,16 @@ struct TomlFile {
     update: TomlUpdate,
     #[serde(default)]
     reboot: Option<TomlReboot>,
+    #[serde(default)]
+    extensions: BTreeMap<String, TomlExtension>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlExtension {
+    bound: Option<String>,
+    app_id: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,6 +273,51 @@ impl Settings {
                 ));
             }
             self.interval = Duration::from_secs(m * 60);
+        }
+        for (name, e) in &file.extensions {
+            let key = |k: &str| format!("extensions.{name}.{k}");
+            check_extension_name(name)
+                .map_err(|r| invalid(&format!("extensions.{name}"), name, r))?;
+            let ext = match (&e.bound, &e.app_id) {
+                (Some(b), _) if b != "os" => {
+                    return Err(invalid(&key("bound"), b, "the only binding is \"os\""));
+                }
+                (Some(_), Some(app)) => {
+                    return Err(invalid(
+                        &key("app_id"),
+                        app,
+                        "an OS-bound extension follows the OS package and has no app_id",
+                    ));
+                }
+                (Some(_), None) => {
+                    if let Some(g) = &e.group {
+                        return Err(invalid(
+                            &key("group"),
+                            g,
+                            "an OS-bound extension follows the OS's group",
+                        ));
+                    }
+                    Extension::OsBound
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        &key("app_id"),
+                        "",
+                        "required for an independent extension (or bound = \"os\")",
+                    ));
+                }
+                (None, Some(app)) => {
+                    check_token(app).map_err(|r| invalid(&key("app_id"), app, r))?;
+                    if let Some(g) = &e.group {
+                        check_token(g).map_err(|r| invalid(&key("group"), g, r))?;
+                    }
+                    Extension::Independent {
+                        app_id: app.clone(),
+                        group: e.group.clone(),
+                    }
+                }
+            };
+            self.extensions.insert(name.clone(), ext);
         }
         let Some(r) = file.reboot else {
             return Ok(());
@@ -512,6 +587,23 @@ fn parse_server(value: &str) -> Result<Server, &'static str> {
     }
 }
 
+/// systemd's image name grammar for an extension: `[A-Za-z0-9_.-]+`, no leading dot, at
+/// most 64 characters; and not ending in `.raw` (the file is `NAME.raw`).
+pub fn check_extension_name(v: &str) -> Result<(), &'static str> {
+    if v.is_empty()
+        || v.len() > 64
+        || v.starts_with('.')
+        || v.ends_with(".raw")
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        Err("must match [A-Za-z0-9_.-]+, at most 64 characters, no leading dot, no .raw")
+    } else {
+        Ok(())
+    }
+}
+
 fn check_token(v: &str) -> Result<(), &'static str> {
     if v.is_empty() || v.len() > 128 || v.chars().any(|c| c.is_control() || c == '"') {
         Err("must be 1 to 128 printable characters")
@@ -695,6 +787,67 @@ mod tests {
         let s = Settings::load(&Paths::under(dir.path())).unwrap();
         assert_eq!(s.group, "prod", "the provisioned file wins");
         assert_eq!(s.sources.len(), 3);
+    }
+
+    #[test]
+    fn extensions_are_os_bound_or_their_own_app() {
+        let mut s = Settings::default();
+        s.apply_toml(
+            Path::new("u.toml"),
+            "[extensions.jq]\nbound = \"os\"\n\n[extensions.tools]\napp_id = \"5b2b5a9c-1111-4222-8333-944445555666\"\ngroup = \"beta\"\n\n[extensions.htop]\napp_id = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.extensions["jq"], Extension::OsBound);
+        assert_eq!(
+            s.extensions["tools"],
+            Extension::Independent {
+                app_id: "5b2b5a9c-1111-4222-8333-944445555666".into(),
+                group: Some("beta".into())
+            }
+        );
+        assert_eq!(
+            s.extensions["htop"],
+            Extension::Independent {
+                app_id: "x".into(),
+                group: None
+            }
+        );
+        // What `keelson config translate` writes for `updates.extensions` (quoted keys; see
+        // crates/config/src/yaml/keelson.rs, `update_extensions_become_agent_tables`).
+        let mut t = Settings::default();
+        t.apply_toml(
+            Path::new("u.toml"),
+            "[update]\nserver = \"https://u.example/v1/update/\"\n\n[reboot]\nstrategy = \"reboot\"\ntime_zone = \"UTC\"\n\n[extensions.\"jq\"]\nbound = \"os\"\n\n[extensions.\"tools.x\"]\napp_id = \"5b2b5a9c-8d1e-4c3a-9f0b-0a1b2c3d4e5f\"\ngroup = \"beta\"\n",
+        )
+        .unwrap();
+        assert_eq!(t.extensions["jq"], Extension::OsBound);
+        assert_eq!(
+            t.extensions["tools.x"],
+            Extension::Independent {
+                app_id: "5b2b5a9c-8d1e-4c3a-9f0b-0a1b2c3d4e5f".into(),
+                group: Some("beta".into())
+            }
+        );
+        let bad = |text: &str| {
+            Settings::default()
+                .apply_toml(Path::new("/etc/keelson/update.toml"), text)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            bad("[extensions.tools]\n"),
+            "/etc/keelson/update.toml: extensions.tools.app_id = \"\": required for an independent extension (or bound = \"os\")"
+        );
+        assert!(
+            bad("[extensions.jq]\nbound = \"usr\"\n").contains("extensions.jq.bound = \"usr\""),
+        );
+        assert!(bad("[extensions.jq]\nbound = \"os\"\napp_id = \"a\"\n").contains("has no app_id"));
+        assert!(
+            bad("[extensions.jq]\nbound = \"os\"\ngroup = \"a\"\n").contains("extensions.jq.group")
+        );
+        assert!(bad("[extensions.\".hidden\"]\nbound = \"os\"\n").contains("no leading dot"));
+        assert!(bad("[extensions.\"jq.raw\"]\nbound = \"os\"\n").contains("extensions.jq.raw"));
+        assert!(bad("[extensions.jq]\nbound = \"os\"\nenabled = true\n").contains("unknown field"));
     }
 
     #[test]

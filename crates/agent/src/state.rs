@@ -21,6 +21,23 @@ pub struct Target {
     pub size: u64,
     /// Base64 SHA-256 of the whole payload file, as Omaha names it.
     pub sha256: String,
+    /// The extension files attached to this OS version (the response's `{name}.raw` extra
+    /// packages), for the OS-bound extensions (`extensions.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<ExtensionPackage>,
+}
+
+/// One `{name}.raw` extra package of an OS update: an OS-bound extension built for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionPackage {
+    /// The extension name (the package name without `.raw`).
+    pub name: String,
+    /// Its full URL (codebase + `{name}.raw`).
+    pub url: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 (the package's `hash_sha256`).
+    pub sha256: String,
 }
 
 /// The two phases of an apply: nothing outside `/var/lib/keelson` changes before `write`.
@@ -758,6 +775,7 @@ mod tests {
             url: format!("http://s/packages/1/keelson_{v}.payload"),
             size: 100,
             sha256: "x".into(),
+            extensions: vec![],
         }
     }
 

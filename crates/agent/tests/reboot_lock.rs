@@ -105,6 +105,7 @@ fn staged_record() -> Record {
                 url: "http://unused/p".into(),
                 size: 1,
                 sha256: "x".into(),
+                extensions: vec![],
             },
             slot: "B".into(),
             previous_version: "1.0.0".into(),

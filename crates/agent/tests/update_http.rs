@@ -6,6 +6,8 @@
 //! partition table as they were and is visible in `status`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -215,29 +217,11 @@ impl Fixture {
     }
 
     async fn admin_post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let text = r.text().await.unwrap();
-        assert!(status.is_success(), "{path}: {status} {text}");
-        serde_json::from_str(&text).unwrap()
+        common::admin_post(&self.http, &self.base, &self.admin, path, body).await
     }
 
     async fn admin_get(&self, path: &str) -> serde_json::Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.admin)
-            .send()
-            .await
-            .unwrap();
-        r.json().await.unwrap()
+        common::admin_get(&self.http, &self.base, &self.admin, path).await
     }
 
     /// Builds `keelson_<version>.payload` with `tweak` applied to the options and the input.
@@ -920,4 +904,141 @@ async fn an_unknown_chunking_algorithm_is_refused() {
         "2.0.0",
     )
     .await;
+}
+
+/// Enables the OS-bound extension `name` in the node's settings.
+fn enable_bound(f: &Fixture, name: &str) {
+    let p = f.root.join("etc/keelson/update.toml");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str(&format!("\n[extensions.{name}]\nbound = \"os\"\n"));
+    std::fs::write(p, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_os_bound_extension_the_update_lacks_fails_it_before_any_write() {
+    let f = Fixture::new().await;
+    enable_bound(&f, "jq");
+    let payload = f.build("2.0.0", &f.key, |_, _| {});
+    f.publish("2.0.0", &payload).await;
+    let before = f.snapshot();
+    let rec = f.cycle().await;
+    let AgentState::Failed { reason, detail, .. } = &rec.state else {
+        panic!("expected failed: {:?}", rec.state)
+    };
+    assert_eq!(reason, "extension_missing");
+    assert!(
+        detail.contains("OS version 2.0.0") && detail.contains("jq.raw"),
+        "names the extension: {detail}"
+    );
+    assert_eq!(f.snapshot(), before, "ESP or GPT changed");
+    assert_eq!(
+        f.proxied.load(Ordering::SeqCst),
+        0,
+        "not one byte of the payload was fetched"
+    );
+    assert!(!f.root.join("var/lib/keelson/chunks").exists());
+    // `status --json` says it.
+    let json = serde_json::to_value(f.agent().status().unwrap()).unwrap();
+    assert_eq!(json["state"], "failed");
+    assert_eq!(json["detail"]["reason"], "extension_missing");
+    assert_eq!(json["extensions"][0]["name"], "jq");
+    assert_eq!(json["extensions"][0]["kind"], "os-bound");
+    // The server got 3/0 with update_engine's response-handler code and the reason.
+    let events = f.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, c, _)| (*t, *r, *c) == (3, 0, Some(3))),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn os_bound_extensions_are_fetched_with_the_update_and_linked_for_the_booted_version() {
+    let f = Fixture::new().await;
+    enable_bound(&f, "jq");
+    enable_bound(&f, "htop");
+    let payload = f.build("2.0.0", &f.key, |_, _| {});
+    f.publish("2.0.0", &payload).await;
+    let attach = |name: &'static str, body: &'static [u8]| {
+        let f = &f;
+        async move {
+            let r = f
+                .http
+                .put(format!(
+                    "{}/api/v1/apps/{APP}/packages/2.0.0/extensions/{name}",
+                    f.base
+                ))
+                .bearer_auth(&f.admin)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    attach("jq", b"jq built for 2.0.0").await;
+    // htop is not attached yet: the update fails naming htop only.
+    let rec = f.cycle().await;
+    let AgentState::Failed { reason, detail, .. } = &rec.state else {
+        panic!("expected failed: {:?}", rec.state)
+    };
+    assert_eq!(reason, "extension_missing");
+    assert!(
+        detail.contains("htop.raw") && !detail.contains("jq.raw"),
+        "{detail}"
+    );
+    attach("htop", b"htop built for 2.0.0").await;
+    f.agent().reset().unwrap();
+    let rec = f.cycle().await;
+    let AgentState::Staged { target, .. } = &rec.state else {
+        panic!("expected staged: {:?}", rec.state)
+    };
+    assert_eq!(
+        target
+            .extensions
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        ["htop", "jq"]
+    );
+    let store = f.root.join("var/lib/keelson/extensions");
+    assert_eq!(
+        std::fs::read(store.join("jq/os-2.0.0.raw")).unwrap(),
+        b"jq built for 2.0.0"
+    );
+    assert_eq!(
+        std::fs::read(store.join("htop/os-2.0.0.raw")).unwrap(),
+        b"htop built for 2.0.0"
+    );
+
+    // Still on 1.0.0 (not rebooted): jq has no file for it, nothing is linked, and the file
+    // for the staged version is kept.
+    let out = f.agent().extensions_link().unwrap();
+    assert_eq!(out.os_version, "1.0.0");
+    assert!(out.extensions.iter().all(|e| e.file.is_none()), "{out:?}");
+    assert!(out.removed.is_empty());
+    assert!(store.join("jq/os-2.0.0.raw").exists());
+
+    // "Booted" 2.0.0: /run/extensions/jq.raw resolves to the file fetched with the update.
+    std::fs::write(
+        f.root.join("usr/lib/os-release"),
+        "ID=keelson\nVERSION_ID=2.0.0\n",
+    )
+    .unwrap();
+    std::fs::write(store.join("jq/os-0.9.0.raw"), b"old").unwrap();
+    let out = f.agent().extensions_link().unwrap();
+    assert_eq!(out.os_version, "2.0.0");
+    assert_eq!(
+        std::fs::read(f.root.join("run/extensions/jq.raw")).unwrap(),
+        b"jq built for 2.0.0"
+    );
+    assert_eq!(
+        std::fs::read(f.root.join("run/extensions/htop.raw")).unwrap(),
+        b"htop built for 2.0.0"
+    );
+    assert!(!store.join("jq/os-0.9.0.raw").exists(), "{out:?}");
+    let json = serde_json::to_value(f.agent().status().unwrap()).unwrap();
+    assert_eq!(json["extensions"][1]["name"], "jq");
+    assert_eq!(json["extensions"][1]["version"], "2.0.0");
 }

@@ -140,6 +140,89 @@ fn push_link(out: &mut Node, link: Node) {
     }
 }
 
+/// `updates.extensions:` -> the agent's `[extensions."NAME"]` tables: `bound: os` (the OS
+/// package's file named NAME, docs/sysext.md) or `app_id` (+ optional `group`) of an
+/// independent extension's own application.
+fn update_extensions(t: &mut Translator<'_>, e: &Node) -> String {
+    let path = "$.updates.extensions";
+    let Value::Array(items) = &e.value else {
+        t.error(e.pos, path, "extensions must be a list");
+        return String::new();
+    };
+    let mut toml = String::new();
+    let mut seen = HashSet::new();
+    for (i, x) in items.iter().enumerate() {
+        let p = format!("{path}.{i}");
+        if !matches!(x.value, Value::Object(_)) {
+            t.error(x.pos, &p, "each extension must be a mapping");
+            continue;
+        }
+        check_keys(t, x, &p, &["name", "bound", "app_id", "group"]);
+        let Some((name, npos)) = str_field(t, x, "name", &p) else {
+            if x.get("name").is_none() {
+                t.error(x.pos, &format!("{p}.name"), "name is required");
+            }
+            continue;
+        };
+        if name.is_empty()
+            || name.len() > 64
+            || name.starts_with('.')
+            || name.ends_with(".raw")
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            t.error(
+                npos,
+                &format!("{p}.name"),
+                "name must be 1-64 letters, digits, -, _ or . (no leading dot, no .raw)",
+            );
+        } else if !seen.insert(name.clone()) {
+            t.error(
+                npos,
+                &format!("{p}.name"),
+                format!("extension {name} is listed twice"),
+            );
+        }
+        let bound = str_field(t, x, "bound", &p);
+        let app_id = str_field(t, x, "app_id", &p);
+        let group = str_field(t, x, "group", &p);
+        toml.push_str(&format!("\n[extensions.{}]\n", toml_str(&name)));
+        match (&bound, &app_id) {
+            (Some((b, bpos)), _) if b != "os" => {
+                t.error(*bpos, &format!("{p}.bound"), "bound must be \"os\"");
+            }
+            (Some(_), Some((_, apos))) => t.error(
+                *apos,
+                &format!("{p}.app_id"),
+                "an OS-bound extension (bound: os) has no app_id",
+            ),
+            (Some(_), None) => {
+                toml.push_str("bound = \"os\"\n");
+                if let Some((_, gpos)) = &group {
+                    t.error(
+                        *gpos,
+                        &format!("{p}.group"),
+                        "an OS-bound extension follows the OS's group",
+                    );
+                }
+            }
+            (None, Some((app, _))) => {
+                toml.push_str(&format!("app_id = {}\n", toml_str(app)));
+                if let Some((g, _)) = &group {
+                    toml.push_str(&format!("group = {}\n", toml_str(g)));
+                }
+            }
+            (None, None) => t.error(
+                x.pos,
+                &format!("{p}.app_id"),
+                "app_id is required (or bound: os for an OS-bound extension)",
+            ),
+        }
+    }
+    toml
+}
+
 /// `updates:` -> `/etc/keelson/update.toml`.
 pub(super) fn updates(t: &mut Translator<'_>, u: &Node, out: &mut Node) {
     let path = "$.updates";
@@ -159,6 +242,7 @@ pub(super) fn updates(t: &mut Translator<'_>, u: &Node, out: &mut Node) {
             "etcd_endpoints",
             "time_zone",
             "windows",
+            "extensions",
         ],
     );
     let mut toml = String::from(
@@ -264,6 +348,11 @@ pub(super) fn updates(t: &mut Translator<'_>, u: &Node, out: &mut Node) {
         "time_zone = {}\n",
         toml_str(tz.as_ref().map_or("UTC", |(z, _)| z.as_str()))
     ));
+    // The agent's `[extensions.NAME]` tables go last (after the windows' array tables).
+    let extensions = u
+        .get("extensions")
+        .map(|e| update_extensions(t, e))
+        .unwrap_or_default();
     if let Some(ws) = u.get("windows") {
         let Value::Array(items) = &ws.value else {
             t.error(ws.pos, "$.updates.windows", "windows must be a list");
@@ -336,6 +425,7 @@ pub(super) fn updates(t: &mut Translator<'_>, u: &Node, out: &mut Node) {
             ));
         }
     }
+    toml.push_str(&extensions);
     // Uncompressed, so the generated settings stay readable in the Ignition JSON.
     let url = data_url_plain(toml.as_bytes());
     let compression = "";
@@ -632,6 +722,65 @@ mod tests {
         let yaml = "variant: keelson\nversion: 1.0.0\nupdates:\n  server: https://u.example/v1/update/\n  group: beta\n  reboot_strategy: fleetlock\n  fleetlock_url: http://fl.example:8080\n  time_zone: America/New_York\n  windows:\n    - days: [mon, Friday]\n      start: \"02:30\"\n      length: 2h\n";
         let want = "# Written by keelson config translate from the `updates:` section.\n[update]\nserver = \"https://u.example/v1/update/\"\ngroup = \"beta\"\n\n[reboot]\nstrategy = \"fleetlock\"\nfleetlock_url = \"http://fl.example:8080\"\ntime_zone = \"America/New_York\"\n\n[[reboot.window]]\ndays = [\"Mon\", \"Fri\"]\nstart = \"02:30\"\nlength_minutes = 120\n";
         assert_eq!(generated(yaml, UPDATE_CONFIG_PATH), want);
+    }
+
+    #[test]
+    fn update_extensions_become_agent_tables() {
+        let yaml = "variant: keelson\nversion: 1.0.0\nupdates:\n  server: https://u.example/v1/update/\n  extensions:\n    - name: jq\n      bound: os\n    - name: tools.x\n      app_id: 5b2b5a9c-8d1e-4c3a-9f0b-0a1b2c3d4e5f\n      group: beta\n";
+        let want = "# Written by keelson config translate from the `updates:` section.\n[update]\nserver = \"https://u.example/v1/update/\"\n\n[reboot]\nstrategy = \"reboot\"\ntime_zone = \"UTC\"\n\n[extensions.\"jq\"]\nbound = \"os\"\n\n[extensions.\"tools.x\"]\napp_id = \"5b2b5a9c-8d1e-4c3a-9f0b-0a1b2c3d4e5f\"\ngroup = \"beta\"\n";
+        assert_eq!(generated(yaml, UPDATE_CONFIG_PATH), want);
+    }
+
+    #[test]
+    fn update_extensions_errors_name_the_field() {
+        for (entry, field, message) in [
+            (
+                "- bound: os",
+                "$.updates.extensions.0.name",
+                "name is required",
+            ),
+            (
+                "- name: .x\n      bound: os",
+                "$.updates.extensions.0.name",
+                "no leading dot",
+            ),
+            (
+                "- name: x\n      bound: usr",
+                "$.updates.extensions.0.bound",
+                "bound must be",
+            ),
+            (
+                "- name: x",
+                "$.updates.extensions.0.app_id",
+                "app_id is required",
+            ),
+            (
+                "- name: x\n      bound: os\n      app_id: a",
+                "$.updates.extensions.0.app_id",
+                "has no app_id",
+            ),
+            (
+                "- name: x\n      bound: os\n      group: g",
+                "$.updates.extensions.0.group",
+                "follows the OS's group",
+            ),
+            (
+                "- name: x\n      bound: os\n    - name: x\n      app_id: a",
+                "$.updates.extensions.1.name",
+                "listed twice",
+            ),
+        ] {
+            let yaml =
+                format!("variant: keelson\nversion: 1.0.0\nupdates:\n  extensions:\n    {entry}\n");
+            let report = crate::yaml::translate(&yaml, &crate::yaml::Options::default())
+                .unwrap_err()
+                .report();
+            let found = report
+                .entries
+                .iter()
+                .any(|e| e.path == field && e.message.contains(message));
+            assert!(found, "{entry}: {:?}", report.entries);
+        }
     }
 
     #[test]
