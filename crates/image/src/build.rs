@@ -602,6 +602,64 @@ fn make_uki(root: &Path, kver: &str, cmdline: &str, sde: u64) -> Result<PathBuf,
     Ok(root.join(rel))
 }
 
+/// Every kernel module in the root's initrd comes with the modules it depends on (the root's
+/// `modules.dep`): dracut's `omit_drivers` drops a dependency silently, and a module without
+/// one does not load (erofs needs libcrc32c, dm-verity reed_solomon: /usr is never found).
+fn check_initrd_modules(root: &Path, kver: &str) -> Result<(), ImageError> {
+    let listing = cmd::run(
+        Command::new("chroot")
+            .arg(root)
+            .arg("lsinitrd")
+            .arg(format!("/boot/initrd.img-{kver}")),
+    )?;
+    let dep_path = root.join("usr/lib/modules").join(kver).join("modules.dep");
+    let deps = fs::read_to_string(&dep_path).map_err(io_err(&dep_path))?;
+    let missing = missing_module_deps(&listing, kver, &deps);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ImageError::Missing {
+        path: root.join(format!("boot/initrd.img-{kver}")),
+        message: format!(
+            "kernel modules in the initrd without a module they depend on (dracut.conf.d \
+             omit_drivers?): {}",
+            missing
+                .iter()
+                .map(|(m, d)| format!("{m} needs {d}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+/// `(module, dependency)` pairs of the modules in `listing` (lsinitrd's `ls -l` lines) whose
+/// dependency in `modules_dep` (depmod's `path: dep dep ...` lines, paths relative to the
+/// release's module directory) is not in the listing.
+fn missing_module_deps(listing: &str, kver: &str, modules_dep: &str) -> Vec<(String, String)> {
+    let prefix = format!("usr/lib/modules/{kver}/");
+    let present: std::collections::BTreeSet<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter_map(|p| p.strip_prefix(&prefix))
+        .filter(|p| p.contains(".ko"))
+        .collect();
+    let mut missing = Vec::new();
+    for line in modules_dep.lines() {
+        let Some((module, needs)) = line.split_once(':') else {
+            continue;
+        };
+        if !present.contains(module.trim()) {
+            continue;
+        }
+        for dep in needs.split_whitespace() {
+            if !present.contains(dep) {
+                missing.push((module.trim().to_string(), dep.to_string()));
+            }
+        }
+    }
+    missing
+}
+
 /// Environment variable naming the `keelson-firstboot` binary (built by `cargo xtask`) that
 /// goes into the initrd with the dracut module `98keelson-firstboot`.
 pub const FIRSTBOOT_BIN_ENV: &str = "KEELSON_FIRSTBOOT_BIN";
@@ -1142,6 +1200,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     // Before the initrd is made again: dracut's systemd-repart module copies repart.d into it.
     make_factory(&root, def.layout.root_mib)?;
     add_firstboot(&root, &kver, opts.progress)?;
+    check_initrd_modules(&root, &kver)?;
     let agent = add_agent(&root, agent_bin.as_deref())?;
     let update_keys = install_update_keys(&root, &keys)?;
     let seed = format!("{}:{}", def.name, version);
@@ -1303,6 +1362,36 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    #[test]
+    fn initrd_module_without_its_dependency_is_reported() {
+        let k = "6.1-test";
+        let listing = format!(
+            "-rw-r--r-- 1 root root 63472 Apr 11 2025 usr/lib/modules/{k}/kernel/fs/erofs/erofs.ko.xz\n\
+             -rw-r--r-- 1 root root 23644 Apr 11 2025 usr/lib/modules/{k}/kernel/drivers/md/dm-verity.ko.xz\n\
+             -rw-r--r-- 1 root root 22500 Apr 11 2025 usr/lib/modules/{k}/kernel/drivers/md/dm-bufio.ko.xz\n\
+             -rw-r--r-- 1 root root 90940 Apr 11 2025 usr/lib/modules/{k}/kernel/drivers/md/dm-mod.ko.xz\n\
+             -rw-r--r-- 1 root root 2092 Apr 11 2025 usr/lib/modules/{k}/kernel/lib/libcrc32c.ko.xz\n"
+        );
+        let dep = "kernel/fs/erofs/erofs.ko.xz: kernel/lib/libcrc32c.ko.xz\n\
+                   kernel/drivers/md/dm-bufio.ko.xz: kernel/drivers/md/dm-mod.ko.xz\n\
+                   kernel/drivers/md/dm-verity.ko.xz: kernel/drivers/md/dm-bufio.ko.xz kernel/drivers/md/dm-mod.ko.xz kernel/lib/reed_solomon/reed_solomon.ko.xz\n\
+                   kernel/fs/xfs/xfs.ko.xz: kernel/lib/libcrc32c.ko.xz kernel/lib/other.ko.xz\n";
+        assert_eq!(
+            missing_module_deps(&listing, k, dep),
+            vec![(
+                "kernel/drivers/md/dm-verity.ko.xz".to_string(),
+                "kernel/lib/reed_solomon/reed_solomon.ko.xz".to_string()
+            )]
+        );
+        assert!(
+            missing_module_deps(
+                &listing,
+                k,
+                "kernel/fs/erofs/erofs.ko.xz: kernel/lib/libcrc32c.ko.xz\n"
+            )
+            .is_empty()
+        );
+    }
 
     #[test]
     fn partition_uuids_are_the_root_hash_halves() {

@@ -130,3 +130,74 @@ fn the_initrd_has_a_default_target_and_an_emergency_handler_without_dracut_hooks
     let script = os_file("usr/lib/dracut/modules.d/99keelson/keelson-emergency.sh");
     assert!(script.starts_with("#!/bin/sh\n"), "{script}");
 }
+
+#[test]
+fn later_boots_are_told_apart_before_usr_and_first_boot_modules_come_from_usr() {
+    let dir = "usr/lib/dracut/modules.d/98keelson-firstboot";
+    // The marker check needs only the ESP and the initrd's mount, and sits before the fetch
+    // stage; every stage (and the module loader switch) is skipped by the stamp it writes.
+    let check = os_file(&format!("{dir}/keelson-firstboot-check.service"));
+    assert!(
+        check
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| !l.contains("sysusr")),
+        "{check}"
+    );
+    assert!(
+        check
+            .lines()
+            .any(|l| l.starts_with("Before=") && l.contains("keelson-firstboot-fetch.service")),
+        "{check}"
+    );
+    let script = os_file(&format!("{dir}/keelson-firstboot-check.sh"));
+    assert!(script.starts_with("#!/bin/sh\n"), "{script}");
+    assert!(script.contains("keelson/first_boot"), "{script}");
+    assert!(script.contains("keelson.first_boot=1"), "{script}");
+    // The VM tests wait for this on the console of a later boot.
+    assert!(script.contains("not the first boot"), "{script}");
+    for unit in ["fetch", "disks", "mount", "files", "done", "modprobe"] {
+        let text = os_file(&format!("{dir}/keelson-firstboot-{unit}.service"));
+        assert!(
+            text.lines()
+                .any(|l| l == "ConditionPathExists=!/run/keelson/not-first-boot"),
+            "{unit}: {text}"
+        );
+    }
+    // The first-boot-only modules are omitted, never the boot disk's own or what they need.
+    let conf = os_file(DRACUT_CONF);
+    let omitted = dracut_list(&conf, "omit_drivers");
+    for only_first_boot in [
+        "xfs",
+        "md_mod",
+        "raid1",
+        "raid456",
+        "dm_crypt",
+        "algif_skcipher",
+    ] {
+        assert!(
+            omitted.iter().any(|m| m == only_first_boot),
+            "{only_first_boot} not omitted"
+        );
+    }
+    for boot_disk in [
+        "dm_verity",
+        "dm_mod",
+        "dm_bufio",
+        "erofs",
+        "libcrc32c",
+        "reed_solomon",
+    ] {
+        assert!(
+            !omitted.iter().any(|m| m == boot_disk),
+            "{boot_disk} omitted: /usr would not mount"
+        );
+    }
+    let modprobe = os_file(&format!("{dir}/keelson-firstboot-modprobe.service"));
+    assert!(
+        modprobe
+            .lines()
+            .any(|l| l == "Conflicts=initrd-switch-root.target"),
+        "the real root must get its own module loader back: {modprobe}"
+    );
+}

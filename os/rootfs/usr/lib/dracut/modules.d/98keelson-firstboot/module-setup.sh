@@ -21,25 +21,33 @@ depends() {
 
 installkernel() {
     # fw_cfg (the qemu provider), the virtio NIC, and vfat for the ESP's first-boot marker.
+    # What only the disks and mount stages use (xfs, md RAID, dm-crypt with AES-XTS and the
+    # crypto API sockets cryptsetup checks ciphers through) is not here: the kernel loads it
+    # from /sysusr/usr (keelson-firstboot-modprobe), so that every later boot of every node
+    # does not carry it.
     instmods qemu_fw_cfg virtio_net af_packet vfat nls_cp437 nls_iso8859-1 nls_ascii
-    # The disks stage: file systems it formats, md RAID levels, and dm-crypt with the
-    # default LUKS2 cipher (aes-xts-plain64) for storage.luks, with the kernel crypto API
-    # sockets cryptsetup checks ciphers through. Missing ones are skipped. No btrfs: the image
-    # has no mkfs.btrfs.
-    instmods ext4 xfs md_mod linear raid0 raid1 raid10 raid456 \
-        dm_mod dm_crypt xts aes_generic aesni_intel sha256_generic \
-        af_alg algif_skcipher algif_hash
 }
 
 install() {
     inst_multiple mount umount modprobe
     # What /sysusr/usr/bin/keelson-firstboot links against besides glibc.
     inst_libdir_file "libgcc_s.so*"
-    # The disks stage's tools, when the root has them. sgdisk (with libstdc++, 2.7 MB) and
-    # mkfs.xfs run from /sysusr/usr instead (the disks unit's PATH and LD_LIBRARY_PATH): only a
-    # first boot with a storage section needs them.
-    inst_multiple -o blkid wipefs mkfs.ext4 mke2fs mkfs.vfat mkswap \
-        mdadm cryptsetup dmsetup partx
+    # The disks stage's tools run from /sysusr/usr (the disks unit's PATH and
+    # LD_LIBRARY_PATH): sgdisk, mkfs.xfs, mkfs.vfat, mkswap, wipefs, mdadm, cryptsetup. Only a
+    # first boot with a storage section needs them. blkid and mkfs.ext4 are the initrd's own
+    # (systemd-repart formats the root with mkfs.ext4).
+    inst_multiple -o blkid mkfs.ext4 mke2fs
+    inst_script "$moddir/keelson-firstboot-modprobe.sh" /usr/lib/keelson/keelson-firstboot-modprobe
+    inst_script "$moddir/keelson-firstboot-check.sh" /usr/lib/keelson/keelson-firstboot-check
+    inst_multiple ln mkdir cat
+    # /dev/md/NAME for the arrays the disks stage creates (the mount stage and the config's
+    # file systems name them so): Debian's rule, with mdadm from /sysusr/usr (libc and
+    # libudev only, both the initrd's). dracut's mdraid module (mdadm, mdmon, assembly of
+    # existing arrays in the initrd) is left out; the real root assembles them.
+    mkdir -p "$initdir/usr/lib/udev/rules.d"
+    sed 's|/usr/sbin/mdadm|/sysusr/usr/sbin/mdadm|' \
+        "$dracutsysrootdir/usr/lib/udev/rules.d/63-md-raid-arrays.rules" \
+        > "$initdir/usr/lib/udev/rules.d/63-md-raid-arrays.rules"
 
     # networkd in the initrd, DHCP on every Ethernet link: remote config resources are fetched
     # before the real root is touched (as Ignition does). It stops at switch-root.
@@ -64,6 +72,12 @@ install() {
     grep -E '^systemd-network:' "$dracutsysrootdir/etc/group" >> "$initdir/etc/group"
 
     local stage
+    local unit
+    for unit in check modprobe; do
+        inst_simple "$moddir/keelson-firstboot-$unit.service" \
+            "$systemdsystemunitdir/keelson-firstboot-$unit.service"
+        $SYSTEMCTL -q --root "$initdir" add-wants initrd.target "keelson-firstboot-$unit.service"
+    done
     for stage in fetch disks mount files done; do
         inst_simple "$moddir/keelson-firstboot-$stage.service" \
             "$systemdsystemunitdir/keelson-firstboot-$stage.service"

@@ -41,4 +41,20 @@ install() {
     # Optional only because the kernel's postinst may run dracut before e2fsprogs is
     # unpacked; the image build runs dracut again on the finished root (add_firstboot).
     inst_multiple -o mkfs.ext4 mke2fs /etc/mke2fs.conf
+
+    # What other modules add but no unit of this initrd runs (each is in /usr for the node):
+    # ls, cp, mv, sed, less and dmesg with libtinfo (dracut's base, for its shell hooks and
+    # the emergency shell, which keelson-emergency replaces), libbpf (systemd's optional BPF features,
+    # dlopen()ed: no initrd unit restricts with BPF), lz4 and xxhash (journald compresses
+    # with zstd), findmnt and libsmartcols (dracut's shell hooks; losetup and partx, its other
+    # users, came with the left-out shutdown and mdraid modules).
+    local d
+    for d in ls cp mv sed less dmesg findmnt; do
+        rm -f "$initdir/usr/bin/$d"
+    done
+    for d in $libdirs; do
+        rm -f "$initdir$d"/libtinfo.so* "$initdir$d"/libbpf.so* "$initdir$d"/libelf.so* \
+            "$initdir$d"/libelf-*.so "$initdir$d"/liblz4.so* "$initdir$d"/libxxhash.so* \
+            "$initdir$d"/libsmartcols.so*
+    done
 }
