@@ -9,21 +9,25 @@
 //!   server's halted rollout.
 //! - `provisioning`: `first_boot_provisions_user_files_and_app` of vm_provision.rs on its own (a
 //!   first boot that applies the config, a second that does not).
-//! - `sysext`: not built yet on a running node (see [`SYSEXT_MISSING`]).
+//! - `sysext`: `extension_update_without_reboot` of vm_update.rs: an extension published on
+//!   keelson-server as its own application, installed by the node's agent and merged, then a
+//!   newer version merged with `systemd-sysext refresh`, same boot, same container.
 //!
 //! Each step's narration (the scenario's `==> ` lines) is shown with the time it came; the
 //! whole output goes to `target/demo/<step>.log`. At the end the last step keeps the server
 //! and the node up until Ctrl-C (which ends the scenario, its server and its QEMU together),
 //! unless `--no-wait`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::vm::Profile;
 use crate::{deps, util, vm};
 
 /// What `cargo xtask demo` runs.
@@ -59,12 +63,6 @@ impl Step {
     }
 }
 
-/// What the sysext step cannot show yet.
-const SYSEXT_MISSING: &str = "not built yet: adding and updating an extension on a running \
-     node (keelson-server packages for extensions and the agent's side, issue [8/12] (b)). \
-     What exists: `keelson sysext build|check|sign|publish` (docs/sysext.md) and extensions \
-     enabled at provisioning (the `extensions:` config section), both run by the tests.";
-
 pub fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     let steps = if args.step.is_empty() {
@@ -77,17 +75,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let work = root.join("target/demo");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
 
-    util::step("building keelson, keelson-server, the node's binaries and the scenarios");
-    let keelson = vm::keelson_binary()?;
-    util::run(util::cargo().args(["build", "-p", "keelson-server", "--bin", "keelson-server"]))
-        .context("building keelson-server")?;
-    vm::build_image_binaries()?;
+    util::step(
+        "building keelson, keelson-server, the node's binaries and the scenarios (one release build)",
+    );
+    let bin_dir = vm::release_binaries()?;
+    let keelson = bin_dir.join("keelson");
     let needs = |s: Step| steps.contains(&s);
     let provision_bin = needs(Step::Provisioning)
-        .then(|| vm::vm_test_binary("vm_provision"))
+        .then(|| vm::vm_test_binary_in("vm_provision", Profile::Release))
         .transpose()?;
-    let update_bin = needs(Step::Update)
-        .then(|| vm::vm_test_binary("vm_update"))
+    let update_bin = (needs(Step::Update) || needs(Step::Sysext))
+        .then(|| vm::vm_test_binary_in("vm_update", Profile::Release))
         .transpose()?;
     say_done("built", started);
 
@@ -127,6 +125,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
                     "first_boot_provisions_user_files_and_app",
                     &v1,
                     &busybox,
+                    &bin_dir,
                 );
                 c.env(
                     "KEELSON_VM_CONSOLE_LOG",
@@ -137,17 +136,29 @@ pub fn run(args: DemoArgs) -> Result<()> {
             Step::Update => {
                 let bin = update_bin.as_deref().context("no vm_update binary")?;
                 let (v2, v3) = releases.as_ref().context("no v2/v3 images")?;
-                let mut c = scenario(bin, "fleetlock_update_blessed", &v1, &busybox);
+                let mut c = scenario(bin, "fleetlock_update_blessed", &v1, &busybox, &bin_dir);
                 c.env("KEELSON_VM_V2_BUILD", v2)
                     .env("KEELSON_VM_V3_BUILD", v3)
                     .env("KEELSON_VM_UPDATE_KEYS", pem.parent().unwrap_or(&dir))
-                    .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
                     .env("KEELSON_VM_CONSOLE_LOG", work.join("console-update.log"))
                     .env("KEELSON_DEMO_SSH_PUBKEY", ssh.with_extension("pub"))
                     .env("KEELSON_DEMO_SSH_PORT", free_port()?.to_string());
                 run_scenario(step.name(), c, &work, hold)?;
             }
-            Step::Sysext => println!("sysext: {SYSEXT_MISSING}"),
+            Step::Sysext => {
+                let bin = update_bin.as_deref().context("no vm_update binary")?;
+                let mut c = scenario(
+                    bin,
+                    "extension_update_without_reboot",
+                    &v1,
+                    &busybox,
+                    &bin_dir,
+                );
+                c.env("KEELSON_VM_CONSOLE_LOG", work.join("console-sysext.log"))
+                    .env("KEELSON_DEMO_SSH_PUBKEY", ssh.with_extension("pub"))
+                    .env("KEELSON_DEMO_SSH_PORT", free_port()?.to_string());
+                run_scenario(step.name(), c, &work, hold)?;
+            }
         }
         println!("{}: done in {}", step.name(), mmss(t));
     }
@@ -156,7 +167,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
 }
 
 /// The VM test `name` in `bin`, run directly (as `cargo xtask test` does) against image `v1`.
-fn scenario(bin: &Path, name: &str, v1: &Path, busybox: &Path) -> Command {
+fn scenario(bin: &Path, name: &str, v1: &Path, busybox: &Path, bin_dir: &Path) -> Command {
     let mut c = Command::new(bin);
     c.current_dir(util::workspace_root().join("crates/image"))
         .args([
@@ -167,7 +178,8 @@ fn scenario(bin: &Path, name: &str, v1: &Path, busybox: &Path) -> Command {
             "--nocapture",
         ])
         .env("KEELSON_VM_BUILD", v1)
-        .env("KEELSON_VM_BUSYBOX", busybox);
+        .env("KEELSON_VM_BUSYBOX", busybox)
+        .env("KEELSON_VM_BIN_DIR", bin_dir);
     c
 }
 
@@ -188,17 +200,40 @@ fn run_scenario(name: &str, mut c: Command, work: &Path, hold: bool) -> Result<(
     let mut child = c.spawn().with_context(|| format!("starting `{line}`"))?;
     let out = child.stdout.take().context("no stdout pipe")?;
     println!("  (all of its output: {})", log_path.display());
+    // On a terminal a spinner under the narration shows the step's clock and what it waits
+    // for; into a pipe or file only the narration lines go, without escapes.
+    let progress = if std::io::stdout().is_terminal() {
+        let p = ProgressBar::new_spinner();
+        p.set_style(
+            ProgressStyle::with_template("  {spinner} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        p.enable_steady_tick(std::time::Duration::from_millis(250));
+        p
+    } else {
+        ProgressBar::hidden()
+    };
     for l in BufReader::new(out).lines() {
         let l = l.with_context(|| format!("reading the output of `{line}`"))?;
         writeln!(log, "{l}")?;
         // libtest's "test NAME ... " has no newline: the first narration follows it.
         if let Some((_, said)) = l.split_once("==> ") {
-            println!("[{}] {said}", mmss(started));
+            let said = format!("[{}] {said}", mmss(started));
+            if progress.is_hidden() {
+                println!("{said}");
+            } else {
+                progress.println(&said);
+                progress.set_message(format!(
+                    "after: {}",
+                    said.chars().take(70).collect::<String>()
+                ));
+            }
         }
     }
     let status = child
         .wait()
         .with_context(|| format!("waiting for `{line}`"))?;
+    progress.finish_and_clear();
     if !status.success() {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(40).collect();

@@ -170,11 +170,32 @@ fn hash_tree(h: &mut sha2::Sha256, path: &Path) -> Result<()> {
             hash_tree(h, &e)?;
         }
     } else {
-        let mut f =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        std::io::copy(&mut f, h).with_context(|| format!("reading {}", path.display()))?;
+        h.update(file_digest(path, &meta)?);
     }
     Ok(())
+}
+
+/// SHA-256 of a file's bytes, remembered for the run by path, size and modification time:
+/// the three image builds of a test run name the same binaries (hundreds of MB), read once.
+fn file_digest(path: &Path, meta: &std::fs::Metadata) -> Result<[u8; 32]> {
+    use sha2::Digest;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Seen = HashMap<(PathBuf, u64, Option<std::time::SystemTime>), [u8; 32]>;
+    static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
+    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(d) = seen.lock().ok().and_then(|m| m.get(&key).copied()) {
+        return Ok(d);
+    }
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut fh = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut fh).with_context(|| format!("reading {}", path.display()))?;
+    let d: [u8; 32] = fh.finalize().into();
+    if let Ok(mut m) = seen.lock() {
+        m.insert(key, d);
+    }
+    Ok(d)
 }
 
 /// A statically linked busybox for the container test, from the Debian package (cached).
@@ -250,10 +271,9 @@ pub fn run_tests(only: &[String]) -> Result<()> {
     // Two streams side by side: each guest has one vCPU (qemu.rs), so one stream leaves a core
     // of CI's two idle. The update stream builds v2 and a v3 whose own health check fails
     // (both signed with the development key, published on a keelson-server on the host), runs
-    // the long update test and writes its output to a log that is printed when it ends. The
-    // main stream runs the other files, then the FleetLock update test with the v2 that the
-    // update stream hands over once built.
-    let (v2_tx, v2_rx) = std::sync::mpsc::channel::<PathBuf>();
+    // the long update test and then the demo's update scenario, and writes their output to a
+    // log that is printed when it ends. The main stream runs the other files and the extension
+    // update (v1 only).
     let update_stream = wanted("vm_update").then(|| {
         let (keelson, dir, record, busybox, key_arg, dev_pem, root) = (
             keelson.clone(),
@@ -265,7 +285,7 @@ pub fn run_tests(only: &[String]) -> Result<()> {
             root.clone(),
         );
         let log = dir.join("vm_update.log");
-        let console = console("vm_update");
+        let consoles = [console("vm_update"), console("vm_update-fleetlock")];
         let log2 = log.clone();
         let handle = std::thread::spawn(move || -> Result<()> {
             let out = std::fs::File::create(&log2)
@@ -276,22 +296,31 @@ pub fn run_tests(only: &[String]) -> Result<()> {
                 build_image_cached(&keelson, &dir, version, &args, Some(&out))
             };
             let v2 = build("0.2.0", &[])?;
-            // The main stream may have ended already (it has nothing to wait for then).
-            let _ = v2_tx.send(v2.clone());
             let overlay = bad_release_overlay(&dir)?;
             let v3 = build("0.3.0", &["--overlay", &overlay.to_string_lossy()])?;
-            let mut c = vm_test(
-                "vm_update",
-                Some("update_bless_refuse_and_roll_back"),
-                &record,
-                &busybox,
-            )?;
-            c.env("KEELSON_VM_V2_BUILD", v2)
-                .env("KEELSON_VM_V3_BUILD", v3)
-                .env("KEELSON_VM_UPDATE_KEYS", dev_pem.parent().unwrap_or(&dir))
-                .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
-                .env("KEELSON_VM_CONSOLE_LOG", &console);
-            util::run_logged(&mut c, &out)
+            // The long test (power cuts, refusals), then the demo's update step as it runs
+            // in `cargo xtask demo`: v2 through a FleetLock slot, then the bad v3's rollback.
+            let mut failed = Vec::new();
+            for (name, console) in ["update_bless_and_refuse", "fleetlock_update_blessed"]
+                .into_iter()
+                .zip(&consoles)
+            {
+                let run = vm_test("vm_update", Some(name), &record, &busybox).and_then(|mut c| {
+                    c.env("KEELSON_VM_V2_BUILD", &v2)
+                        .env("KEELSON_VM_V3_BUILD", &v3)
+                        .env("KEELSON_VM_UPDATE_KEYS", dev_pem.parent().unwrap_or(&dir))
+                        .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
+                        .env("KEELSON_VM_CONSOLE_LOG", console);
+                    util::run_logged(&mut c, &out)
+                });
+                if let Err(e) = run {
+                    failed.push(format!("{name}: {e:#}"));
+                }
+            }
+            if !failed.is_empty() {
+                bail!("{}", failed.join("\n"));
+            }
+            Ok(())
         });
         (handle, log)
     });
@@ -332,29 +361,19 @@ pub fn run_tests(only: &[String]) -> Result<()> {
         stream("vm_provision", "first-boot provisioning", c);
     }
     if wanted("vm_update") {
-        match v2_rx.recv() {
-            Ok(v2) => {
-                let c = vm_test(
-                    "vm_update",
-                    Some("fleetlock_update_blessed"),
-                    &record,
-                    &busybox,
-                )
-                .map(|mut c| {
-                    c.env("KEELSON_VM_V2_BUILD", v2)
-                        .env("KEELSON_VM_UPDATE_KEYS", dev_pem.parent().unwrap_or(&dir))
-                        .env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
-                        .env("KEELSON_VM_CONSOLE_LOG", console("vm_update-fleetlock"));
-                    c
-                });
-                stream("vm_update", "an update through FleetLock, blessed", c);
-            }
-            Err(_) => failed.push(
-                "an update through FleetLock (vm_update.rs): v2 was not built (see the update \
-                 stream's log below)"
-                    .to_owned(),
-            ),
-        }
+        // Needs only v1.
+        let c = vm_test(
+            "vm_update",
+            Some("extension_update_without_reboot"),
+            &record,
+            &busybox,
+        )
+        .map(|mut c| {
+            c.env("KEELSON_VM_BIN_DIR", root.join("target/debug"))
+                .env("KEELSON_VM_CONSOLE_LOG", console("vm_update-sysext"));
+            c
+        });
+        stream("vm_update", "an extension updated without a reboot", c);
     }
     if let Some((handle, log)) = update_stream {
         let result = handle
@@ -384,8 +403,59 @@ pub fn run_tests(only: &[String]) -> Result<()> {
 
 /// Build the test binary of `crates/image/tests/<file>.rs` (cargo's JSON messages name it).
 pub fn vm_test_binary(file: &str) -> Result<PathBuf> {
-    let out = util::output(util::cargo().args([
-        "test",
+    vm_test_binary_in(file, Profile::Dev)
+}
+
+/// A cargo profile: the test suite builds the host side in `dev` (and the image's two
+/// binaries in `release`); the demo builds everything in `release`, so it compiles the
+/// workspace once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `target/debug`.
+    Dev,
+    /// `target/release`.
+    Release,
+}
+
+impl Profile {
+    /// Where cargo puts this profile's binaries.
+    pub fn dir(self) -> PathBuf {
+        util::workspace_root().join(match self {
+            Profile::Dev => "target/debug",
+            Profile::Release => "target/release",
+        })
+    }
+
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Profile::Dev => &[],
+            Profile::Release => &["--release"],
+        }
+    }
+}
+
+/// Every binary of the demo in one release cargo run: `keelson`, `keelson-server`, and the
+/// image's `keelson-firstboot` and `keelson-agent`; returns `target/release`.
+pub fn release_binaries() -> Result<PathBuf> {
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "keelson",
+        "-p",
+        "keelson-server",
+        "-p",
+        "keelson-firstboot",
+        "-p",
+        "keelson-agent",
+    ]))
+    .context("building keelson, keelson-server, keelson-firstboot and keelson-agent")?;
+    Ok(Profile::Release.dir())
+}
+
+/// [`vm_test_binary`] in `profile`.
+pub fn vm_test_binary_in(file: &str, profile: Profile) -> Result<PathBuf> {
+    let out = util::output(util::cargo().args(["test"]).args(profile.flags()).args([
         "-p",
         "keelson-image",
         "--test",
@@ -440,10 +510,16 @@ pub fn bad_release_overlay(dir: &Path) -> Result<PathBuf> {
 /// or only `exact`) against the build record `record`, with the test container's busybox: the
 /// test binary, built first and run directly (in the crate's directory, as `cargo test` would).
 pub fn vm_test(file: &str, exact: Option<&str>, record: &Path, busybox: &Path) -> Result<Command> {
-    let mut c = Command::new(vm_test_binary(file)?);
+    let bin = vm_test_binary(file)?;
+    let mut c = Command::new(&bin);
     c.current_dir(util::workspace_root().join("crates/image"))
         .args(["--ignored", "--test-threads=1", "--nocapture"]);
     if let Some(name) = exact {
+        // `--exact` with a name that no longer exists runs nothing and passes: refuse it.
+        let list = util::output(Command::new(&bin).args(["--ignored", "--list"]))?;
+        if !list.lines().any(|l| l == format!("{name}: test")) {
+            bail!("{file}.rs has no VM test named {name}");
+        }
         c.args(["--exact", name]);
     }
     c.env("KEELSON_VM_BUILD", record)

@@ -61,29 +61,11 @@ struct Extensions {
     jq_sha256: String,
 }
 
-fn openssl_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (key, cert) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.crt")),
-    );
-    host_run(
-        std::process::Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", &format!("/CN={name}"), "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
-    (key, cert)
-}
-
 fn build_extensions(scratch: &Path) -> Extensions {
     let keelson = keelson_bin();
     let os_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../os");
-    let (trusted_key, trusted_cert) = openssl_cert(scratch, "keelson-test-trusted");
-    let (other_key, other_cert) = openssl_cert(scratch, "keelson-test-untrusted");
+    let (trusted_key, trusted_cert) = common::openssl_cert(scratch, "keelson-test-trusted");
+    let (other_key, other_cert) = common::openssl_cert(scratch, "keelson-test-untrusted");
     let sysext = |name: &str, extra: &[&std::ffi::OsStr]| -> (Vec<u8>, String) {
         let out = scratch.join(format!("{name}.raw"));
         let mut c = std::process::Command::new(&keelson);

@@ -13,14 +13,22 @@
 //! (d) on v2, a tampered chunk, a manifest signed by an unknown key, an expired manifest and an
 //!     older release are each refused with their reason in `keelson-agent status`, and the ESP
 //!     and the partition table stay as they were.
-//! (b) v3, whose own health check (`/usr/lib/keelson/health.d`) fails, is published; the node
-//!     boots it, it is never blessed, the node is back on v2 by itself within 3 boots, reports
-//!     the rollback, does not try v3 again, and the server halts the group's rollout.
 //!
-//! The node reboots with the `fleetlock` strategy against keelson-server ([7/12]): it reboots
-//! into v3 only once another node gave the group's one slot back, and frees it again.
+//! `update_bless_and_refuse` runs (a), (c) and (d) on one node. `fleetlock_update_blessed`, the
+//! update step of `cargo xtask demo` run the same way in CI, takes a node from v1 to v2 under
+//! the `fleetlock` strategy against keelson-server ([7/12]) and then runs (b):
+//! (b) v3, whose own health check (`/usr/lib/keelson/health.d`) fails, is published while
+//!     another node holds the group's one reboot slot; once the slot is free the node boots v3,
+//!     it is never blessed, the node is back on v2 by itself within 3 boots, reports the
+//!     rollback, does not try v3 again, frees the slot, and the server halts the group's
+//!     rollout.
 //!
-//! The scenarios share one node and its boots (CI runs TCG on two cores).
+//! Extensions ([8/12], docs/sysext.md): `extension_update_without_reboot` (6b) installs and
+//! updates an independent extension (its own application on the server) with `systemd-sysext
+//! refresh`, same boot, same container; `fleetlock_update_blessed` (6d) carries an OS-bound
+//! extension built for v2 with the v1 -> v2 update and finds it merged on v2's first boot.
+//!
+//! Each test's scenarios share one node and its boots (CI runs TCG on two cores).
 //!
 //! `cargo xtask test` (xtask/src/vm.rs) builds the images and sets: `KEELSON_VM_BUILD` (v1, the
 //! node's image), `KEELSON_VM_V2_BUILD`, `KEELSON_VM_V3_BUILD` (build records),
@@ -172,10 +180,21 @@ impl Server {
     /// FleetLock reboot slot).
     fn fleet(bin: &Path, dir: &Path) -> Server {
         let server = Server::start(bin, dir);
-        server.admin(&["app", "create", "--name", "Keelson", APP_ID]);
-        server.admin(&["channel", "create", "stable"]);
-        server.admin(&["group", "create", "stable", "--channel", "stable"]);
-        server.admin(&[
+        server.open_app(
+            APP_ID,
+            "Keelson",
+            &["--failure-threshold", "50", "--fleetlock-slots", "1"],
+        );
+        server
+    }
+
+    /// Application `app` named `name`, with channel `stable` and group `stable` on it: updates
+    /// on, no safe mode, rollout 100%, and the further `policy set` options `policy`.
+    fn open_app(&self, app: &str, name: &str, policy: &[&str]) {
+        self.admin(&["app", "create", "--name", name, app]);
+        self.admin_app(app, &["channel", "create", "stable"]);
+        self.admin_app(app, &["group", "create", "stable", "--channel", "stable"]);
+        let mut set = vec![
             "policy",
             "set",
             "stable",
@@ -185,12 +204,9 @@ impl Server {
             "false",
             "--rollout-percent",
             "100",
-            "--failure-threshold",
-            "50",
-            "--fleetlock-slots",
-            "1",
-        ]);
-        server
+        ];
+        set.extend(policy);
+        self.admin_app(app, &set);
     }
 
     /// `keelson admin ARGS` against this server.
@@ -213,6 +229,12 @@ impl Server {
 
     /// Upload `payload` as `version` and point the stable channel at it.
     fn publish(&self, version: &str, payload: &Path) {
+        self.publish_with(version, payload, &[]);
+    }
+
+    /// [`Server::publish`] with OS-bound extension files attached to the package (name, file)
+    /// before the channel points at it.
+    fn publish_with(&self, version: &str, payload: &Path, extensions: &[(&str, &Path)]) {
         self.admin(&[
             "package",
             "upload",
@@ -220,7 +242,31 @@ impl Server {
             version,
             payload.to_str().unwrap(),
         ]);
+        for (name, raw) in extensions {
+            self.attach_extension(version, name, raw);
+        }
         self.admin(&["channel", "set", "stable", "--version", version]);
+    }
+
+    /// `keelson admin ARGS --app APP`: the commands of another application (an extension's).
+    fn admin_app(&self, app: &str, args: &[&str]) -> String {
+        let mut a = args.to_vec();
+        a.extend(["--app", app]);
+        self.admin(&a)
+    }
+
+    /// Attaches the OS-bound extension file `raw` as `name` to the OS package `version`
+    /// (`keelson admin package add-extension`).
+    fn attach_extension(&self, version: &str, name: &str, raw: &Path) {
+        self.admin(&[
+            "package",
+            "add-extension",
+            "--version",
+            version,
+            "--name",
+            name,
+            raw.to_str().unwrap(),
+        ]);
     }
 
     /// A FleetLock request of another node (`pre-reboot` takes a slot, `steady-state` frees it).
@@ -325,39 +371,71 @@ fn exe(path: &str, script: &str) -> Value {
     serde_json::json!({"path": path, "mode": 0o755, "contents": {"source": data_url(script)}})
 }
 
+/// What a scenario adds to the node's config: more `/etc/keelson/update.toml` (the
+/// `[extensions.NAME]` tables) and more `storage.files` entries (a certificate in
+/// `/etc/verity.d`).
+#[derive(Debug, Default)]
+struct Extras {
+    update_toml: String,
+    files: Vec<Value>,
+}
+
+impl Extras {
+    /// `[extensions.NAME]` `toml` for each extension, and `cert` trusted for their signatures.
+    fn extensions(toml: &str, cert: &Path) -> Extras {
+        let pem = std::fs::read_to_string(cert).unwrap();
+        Extras {
+            update_toml: format!("\n{toml}"),
+            files: vec![serde_json::json!({
+                "path": "/etc/verity.d/keelson-test-ext.crt",
+                "contents": {"source": data_url(&pem)}
+            })],
+        }
+    }
+}
+
 /// The node's config: the agent pointed at the host's server, a short reboot delay after a
 /// failed check, the container app, a health check that the app answers, and a check unit;
-/// `keys` are user keel's SSH keys.
-fn node_config(server_port: u16, archive_port: u16, archive_sha256: &str, keys: &[&str]) -> String {
+/// `keys` are user keel's SSH keys; `extras` what the scenario adds.
+fn node_config(
+    server_port: u16,
+    archive_port: u16,
+    archive_sha256: &str,
+    keys: &[&str],
+    extras: &Extras,
+) -> String {
     let update = format!(
         "[update]\nserver = \"http://10.0.2.2:{server_port}/v1/update/\"\ngroup = \"stable\"\n\n\
-         [reboot]\nstrategy = \"fleetlock\"\nfleetlock_url = \"http://10.0.2.2:{server_port}/\"\n"
+         [reboot]\nstrategy = \"fleetlock\"\nfleetlock_url = \"http://10.0.2.2:{server_port}/\"\n{}",
+        extras.update_toml
     );
     // The app is part of what makes a boot good: it must answer before the boot is blessed.
     let app_check = "#!/bin/bash\nfor i in $(seq 120); do\n  \
          if { exec 3<>/dev/tcp/127.0.0.1/8080; } 2>/dev/null; then\n    \
          printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; grep -q 'HTTP/1' <&3 && exit 0\n  fi\n  \
          sleep 1\ndone\necho 'the container app is not answering' >&2\nexit 1\n";
+    let mut files = vec![
+        serde_json::json!({"path": "/etc/keelson/update.toml", "contents": {"source": data_url(&update)}}),
+        serde_json::json!({
+            "path": "/etc/keelson/health.conf",
+            "contents": {"source": data_url(&format!("REBOOT_AFTER_SECS={REBOOT_AFTER_SECS}\n"))}
+        }),
+        exe("/etc/keelson/health.d/20-app", app_check),
+        serde_json::json!({
+            "path": "/var/lib/keelson-app/app.oci.tar",
+            "mode": 0o600,
+            "contents": {
+                "source": format!("http://10.0.2.2:{archive_port}/app.oci.tar"),
+                "verification": {"hash": format!("sha256-{archive_sha256}")}
+            }
+        }),
+        serde_json::json!({"path": "/srv/www/index.html", "contents": {"source": data_url("served across updates\n")}}),
+    ];
+    files.extend(extras.files.iter().cloned());
     serde_json::json!({
         "ignition": {"version": "3.4.0"},
         "passwd": {"users": [{"name": "keel", "sshAuthorizedKeys": keys, "groups": ["sudo"]}]},
-        "storage": {"files": [
-            {"path": "/etc/keelson/update.toml", "contents": {"source": data_url(&update)}},
-            {
-                "path": "/etc/keelson/health.conf",
-                "contents": {"source": data_url(&format!("REBOOT_AFTER_SECS={REBOOT_AFTER_SECS}\n"))}
-            },
-            exe("/etc/keelson/health.d/20-app", app_check),
-            {
-                "path": "/var/lib/keelson-app/app.oci.tar",
-                "mode": 0o600,
-                "contents": {
-                    "source": format!("http://10.0.2.2:{archive_port}/app.oci.tar"),
-                    "verification": {"hash": format!("sha256-{archive_sha256}")}
-                }
-            },
-            {"path": "/srv/www/index.html", "contents": {"source": data_url("served across updates\n")}}
-        ]},
+        "storage": {"files": files},
         "systemd": {"units": [
             {"name": "keelson-app.service", "enabled": true, "contents": APP_UNIT},
             {
@@ -376,7 +454,13 @@ fn node_config(server_port: u16, archive_port: u16, archive_sha256: &str, keys: 
 /// app's archive served from the host), logging in on the console; `app_port` forwards the
 /// app's port to the host. Under `cargo xtask demo`, the demo's SSH key is keel's too and its
 /// port is forwarded to the node's sshd ([`demo_ssh`]).
-fn node(work: &Path, v1_image: &Path, server: &Server, app_port: Option<u16>) -> VmOptions {
+fn node(
+    work: &Path,
+    v1_image: &Path,
+    server: &Server,
+    app_port: Option<u16>,
+    extras: &Extras,
+) -> VmOptions {
     let busybox = std::fs::read(env_path("KEELSON_VM_BUSYBOX")).unwrap();
     let archive = app::app_archive(&busybox, work).unwrap_or_else(|e| panic!("{e}"));
     let archive_sha = hex::encode(Sha256::digest(&archive));
@@ -387,7 +471,7 @@ fn node(work: &Path, v1_image: &Path, server: &Server, app_port: Option<u16>) ->
     keys.extend(demo.as_ref().map(|(key, _)| key.as_str()));
     std::fs::write(
         &config,
-        node_config(server.port, archive_port, &archive_sha, &keys),
+        node_config(server.port, archive_port, &archive_sha, &keys, extras),
     )
     .unwrap();
     let disk = work.join("node.img");
@@ -480,7 +564,7 @@ fn refuse(server: &Server, vm: &mut Vm, version: &str, payload: &Path) -> String
 
 #[test]
 #[ignore = "needs built images, keelson-server and QEMU: run by `cargo xtask test`"]
-fn update_bless_refuse_and_roll_back() {
+fn update_bless_and_refuse() {
     let v1 = build_record("KEELSON_VM_BUILD");
     let v2 = build_record("KEELSON_VM_V2_BUILD");
     let v3 = build_record("KEELSON_VM_V3_BUILD");
@@ -495,7 +579,6 @@ fn update_bless_refuse_and_roll_back() {
     let t = Instant::now();
     let p1 = payload(&bin, &v1, &key, &work.join("v1.payload"), &[]);
     let p2 = payload(&bin, &v2, &key, &work.join("v2.payload"), &[]);
-    let p3 = payload(&bin, &v3, &key, &work.join("v3.payload"), &[]);
     let other = work.join("other-key");
     host_run(
         Command::new(bin.join("keelson"))
@@ -521,7 +604,7 @@ fn update_bless_refuse_and_roll_back() {
 
     let server = Server::fleet(&bin, work);
 
-    let o = node(work, &v1_image, &server, None);
+    let o = node(work, &v1_image, &server, None, &Extras::default());
     let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
     login(&mut vm, 0, "the first boot of v1");
     assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
@@ -656,8 +739,8 @@ fn update_bless_refuse_and_roll_back() {
     check(&mut vm, "keelson-agent reset");
     eprintln!("offer 0.2.4 refused: {reason}");
 
-    // (b) v3 fails its own health check: never blessed, back on v2 within 3 boots.
-    bad_release_rolls_back(&server, &mut vm, &p3);
+    // (b), v3 failing its own health check and rolling back, runs in
+    // `fleetlock_update_blessed`, the demo's update step, on a node with a reboot slot.
     vm.kill();
 }
 
@@ -666,14 +749,14 @@ fn update_bless_refuse_and_roll_back() {
 /// stages v3 and waits; once the slot is free it reboots, v3 is never blessed, the node is back
 /// on v2 within 3 boots by itself, reports the rollback, does not try v3 again, gives the slot
 /// back, and the server halts the group's rollout of v3.
-fn bad_release_rolls_back(server: &Server, vm: &mut Vm, p3: &Path) {
+fn bad_release_rolls_back(server: &Server, vm: &mut Vm, p3: &Path, extensions: &[(&str, &Path)]) {
     let t = Instant::now();
     server.admin(&["policy", "set", "stable", "--resume"]);
     // [7/12] FleetLock: another node holds the group's one reboot slot, so the node stages v3
     // and waits; once the slot is free it takes it, reboots, and gives it back after the
     // rollback.
     server.fleetlock("pre-reboot", "another-node");
-    server.publish("0.3.0", p3);
+    server.publish_with("0.3.0", p3, extensions);
     let from = vm.console_text().len();
     let out = vm
         .run_with_timeout("keelson-agent check", APPLY_TIMEOUT)
@@ -846,6 +929,233 @@ fn longest_outage_spans_from_last_to_next_answer() {
 /// `cargo xtask test` runs it in the stream beside the long update test. `cargo xtask bench
 /// update` runs it with `KEELSON_BENCH_PLAIN_REBOOT=1`, which adds a plain reboot of the same
 /// node afterwards (`plain_reboot_downtime_s=`), the downtime's peer.
+/// The independent extension of [`extension_update_without_reboot`]: its own application.
+const EXT_APP_ID: &str = "7d0c4b9e-3f5a-4c1d-9e2b-6a8f0d1c2b3a";
+
+/// What says the container app was not restarted: the unit's main PID and start time, and the
+/// container task's PID.
+fn app_identity(vm: &mut Vm) -> String {
+    check(
+        vm,
+        "systemctl show keelson-app.service -p MainPID -p ExecMainStartTimestampMonotonic; \
+         ctr -n default task ls | grep keelson-app",
+    )
+}
+
+/// (6b) An independent extension published on keelson-server (its own application, channel and
+/// group: the OS's rollout machinery) is installed, then updated from 1.0 to 1.1, each time
+/// downloaded, checked, linked in /var/lib/extensions and merged with `systemd-sysext
+/// refresh`, without a reboot and without disturbing the running container; then a 1.2 that
+/// systemd-sysext refuses (untrusted signature) is rolled back to 1.1 and reported.
+#[test]
+#[ignore = "needs built images, keelson-server and QEMU: run by `cargo xtask test`"]
+fn extension_update_without_reboot() {
+    let v1 = build_record("KEELSON_VM_BUILD");
+    let bin = env_path("KEELSON_VM_BIN_DIR");
+    let v1_image = PathBuf::from(v1["image"].as_str().unwrap());
+    let scratch = tempfile::tempdir_in(v1_image.parent().unwrap()).unwrap();
+    let work = scratch.path();
+    let (key, cert) = common::openssl_cert(work, "keelson-test-ext");
+    let greet = |version: &str| {
+        common::script_sysext(
+            work,
+            ("greet", version),
+            ("greet", &format!("#!/bin/sh\necho greet {version}\n")),
+            (&key, &cert),
+            &[],
+        )
+    };
+    let (e10, e11) = (greet("1.0"), greet("1.1"));
+    // 1.2 is signed with a key the node does not trust: systemd-sysext refuses it, and one
+    // refused image fails the whole merge.
+    let (other_key, other_cert) = common::openssl_cert(work, "keelson-test-untrusted");
+    let e12 = common::script_sysext(
+        work,
+        ("greet", "1.2"),
+        ("greet", "#!/bin/sh\necho greet 1.2\n"),
+        (&other_key, &other_cert),
+        &[],
+    );
+    let server = Server::fleet(&bin, work);
+    server.open_app(EXT_APP_ID, "greet extension", &[]);
+    let publish = |version: &str, raw: &Path| {
+        server.admin_app(
+            EXT_APP_ID,
+            &[
+                "package",
+                "upload",
+                "--version",
+                version,
+                raw.to_str().unwrap(),
+            ],
+        );
+        server.admin_app(
+            EXT_APP_ID,
+            &["channel", "set", "stable", "--version", version],
+        );
+    };
+    say(format!(
+        "server: keelson-server at {}; the extension `greet` is its own application {EXT_APP_ID} \
+         (channel stable, group stable), its packages the signed .raw images built with \
+         `keelson sysext build`",
+        server.base
+    ));
+    let t = Instant::now();
+    let extras = Extras::extensions(
+        &format!("[extensions.greet]\napp_id = \"{EXT_APP_ID}\"\n"),
+        &cert,
+    );
+    let o = node(work, &v1_image, &server, None, &extras);
+    let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
+    login(&mut vm, 0, "v1's first boot");
+    assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
+    let boot_id = check(&mut vm, "cat /proc/sys/kernel/random/boot_id");
+    let app = app_identity(&mut vm);
+    say(format!(
+        "node: v1 booted with [extensions.greet] app_id = {EXT_APP_ID} in \
+         /etc/keelson/update.toml and the signing certificate in /etc/verity.d; the container \
+         app runs ({:.0?})",
+        t.elapsed()
+    ));
+
+    let ext_instance = |version: &str| {
+        poll_until(
+            &format!("the extension's instance on {version}"),
+            SERVER_WAIT,
+            POLL,
+            || {
+                let page: Value = serde_json::from_str(
+                    &server.admin_app(EXT_APP_ID, &["instance", "list", "--json"]),
+                )
+                .unwrap();
+                let i = page["instances"][0].clone();
+                if i["version"] == version {
+                    Ok(i)
+                } else {
+                    Err(i)
+                }
+            },
+        )
+    };
+    for (version, raw) in [("1.0", &e10), ("1.1", &e11)] {
+        let t = Instant::now();
+        publish(version, raw);
+        let out = check(&mut vm, "keelson-agent extensions check");
+        assert!(
+            out.contains(&format!(
+                "greet (independent, app {EXT_APP_ID}): version {version}"
+            )),
+            "{out}"
+        );
+        assert_eq!(check(&mut vm, "greet").trim(), format!("greet {version}"));
+        let st = check(&mut vm, "systemd-sysext status --no-pager");
+        assert!(st.contains("greet"), "systemd-sysext status:\n{st}");
+        assert_eq!(
+            check(&mut vm, "readlink /var/lib/extensions/greet.raw").trim(),
+            format!("../keelson/extensions/greet/greet_{version}.raw")
+        );
+        let s = status(&mut vm);
+        let ext = &s["extensions"][0];
+        assert_eq!(ext["version"], version, "{s:#}");
+        assert!(ext["last_error"].is_null(), "{s:#}");
+        ext_instance(version);
+        assert_eq!(
+            check(&mut vm, "cat /proc/sys/kernel/random/boot_id"),
+            boot_id,
+            "no reboot"
+        );
+        assert_eq!(
+            app_identity(&mut vm),
+            app,
+            "the container app was not restarted"
+        );
+        assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
+        say(format!(
+            "extension: greet {version} published; `keelson-agent extensions check` downloaded \
+             and checked it, linked /var/lib/extensions/greet.raw and ran systemd-sysext \
+             refresh: `greet` prints \"greet {version}\", the server shows the node on {version}, \
+             same boot, same container ({:.0?})",
+            t.elapsed()
+        ));
+    }
+    let t = Instant::now();
+    publish("1.2", &e12);
+    check(&mut vm, "keelson-agent extensions check");
+    assert_eq!(
+        check(&mut vm, "greet").trim(),
+        "greet 1.1",
+        "1.1 merged again"
+    );
+    assert_eq!(
+        check(&mut vm, "readlink /var/lib/extensions/greet.raw").trim(),
+        "../keelson/extensions/greet/greet_1.1.raw"
+    );
+    let st = check(&mut vm, "systemd-sysext status --no-pager");
+    assert!(st.contains("greet"), "systemd-sysext status:\n{st}");
+    let s = status(&mut vm);
+    let ext = &s["extensions"][0];
+    assert_eq!(ext["version"], "1.1", "{s:#}");
+    assert_eq!(ext["last_error"]["reason"], "sysext_refresh", "{s:#}");
+    assert_eq!(ext["refused"], serde_json::json!(["1.2"]), "{s:#}");
+    let failure = poll_until(
+        "the extension's 3/0 on the server",
+        SERVER_WAIT,
+        POLL,
+        || {
+            let page: Value = serde_json::from_str(
+                &server.admin_app(EXT_APP_ID, &["instance", "list", "--json"]),
+            )
+            .unwrap();
+            let id = page["instances"][0]["id"].as_i64().unwrap().to_string();
+            let d: Value =
+                serde_json::from_str(&server.admin(&["instance", "show", &id, "--json"])).unwrap();
+            let events = d["events"].as_array().cloned().unwrap_or_default();
+            events
+                .into_iter()
+                .find(|e| e["event_result"] == 0 && e["reason"] == "sysext_refresh")
+                .ok_or(d)
+        },
+    );
+    assert_eq!(
+        check(&mut vm, "cat /proc/sys/kernel/random/boot_id"),
+        boot_id
+    );
+    assert_eq!(
+        app_identity(&mut vm),
+        app,
+        "the container app was not restarted"
+    );
+    say(format!(
+        "extension: greet 1.2, signed with a key the node does not trust, published: the \
+         refresh with it failed, the agent linked 1.1 again and merged it (`greet` prints \
+         \"greet 1.1\"), reported 3/0 (error code {}, reason sysext_refresh) and will not try \
+         1.2 again until `keelson-agent reset` ({:.0?})",
+        failure["error_code"],
+        t.elapsed()
+    ));
+    let mut look = vec![
+        format!(
+            "dashboard: {}/ (log in with the admin token {})",
+            server.base, server.token
+        ),
+        format!(
+            "keelson admin: KEELSON_SERVER={} KEELSON_TOKEN={} KEELSON_APP={EXT_APP_ID} \
+             {} admin instance list",
+            server.base,
+            server.token,
+            bin.join("keelson").display()
+        ),
+    ];
+    if let Some((_, port)) = demo_ssh() {
+        look.push(format!(
+            "the node: ssh -i target/demo/ssh/id_ed25519 -p {port} keel@127.0.0.1, then \
+             greet; systemd-sysext status; sudo keelson-agent extensions status"
+        ));
+    }
+    hold(&look);
+    vm.kill();
+}
+
 #[test]
 #[ignore = "needs built images, keelson-server and QEMU: run by `cargo xtask test`"]
 fn fleetlock_update_blessed() {
@@ -857,6 +1167,20 @@ fn fleetlock_update_blessed() {
     let scratch = tempfile::tempdir_in(v1_image.parent().unwrap()).unwrap();
     let work = scratch.path();
     let p2 = payload(&bin, &v2, &key, &work.join("v2.payload"), &[]);
+    // (6d) An OS-bound extension built for v2 (VERSION_ID=0.2.0), attached to v2's package:
+    // the agent fetches it with the update and it is merged on v2's first boot.
+    let v2_version = v2["version"].as_str().unwrap();
+    let (ext_key, ext_cert) = common::openssl_cert(work, "keelson-test-ext");
+    let notes = common::script_sysext(
+        work,
+        ("notes", v2_version),
+        (
+            "release-notes",
+            &format!("#!/bin/sh\necho release notes of {v2_version}\n"),
+        ),
+        (&ext_key, &ext_cert),
+        &["--os-bound", v2_version],
+    );
     let server = Server::fleet(&bin, work);
     let app_port = free_port();
     say(format!(
@@ -865,7 +1189,8 @@ fn fleetlock_update_blessed() {
         server.base
     ));
     let t = Instant::now();
-    let o = node(work, &v1_image, &server, Some(app_port));
+    let extras = Extras::extensions("[extensions.notes]\nbound = \"os\"\n", &ext_cert);
+    let o = node(work, &v1_image, &server, Some(app_port), &extras);
     let mut vm = Vm::start(&o).unwrap_or_else(|e| panic!("{e}"));
     login(&mut vm, 0, "v1's first boot");
     assert!(check(&mut vm, &fetch_app(APP_TRIES)).contains("served across updates"));
@@ -898,8 +1223,12 @@ fn fleetlock_update_blessed() {
         longest_outage(&poller.join().unwrap())
     };
     assert_eq!(server.holders(), Vec::<String>::new());
-    server.publish("0.2.0", &p2);
-    say("update: v2 published on channel stable; on the node: keelson-agent update --now");
+    server.publish_with("0.2.0", &p2, &[("notes", &notes)]);
+    say(
+        "update: v2 published on channel stable, with the OS-bound extension `notes` built for \
+         it attached to its package; on the node ([extensions.notes] bound = \"os\"): \
+         keelson-agent update --now",
+    );
     let t = Instant::now();
     let update = outage(&mut vm, "keelson-agent update --now", "0.2.0", &|| {
         // Rebooting: the slot is held, by this node alone.
@@ -938,6 +1267,28 @@ fn fleetlock_update_blessed() {
         t.elapsed()
     ));
     println!("update_downtime_s={update:.1}");
+    // (6d) The extension fetched with v2 was linked for v2 at boot and merged.
+    assert_eq!(
+        check(&mut vm, "release-notes").trim(),
+        format!("release notes of {v2_version}")
+    );
+    let st = check(&mut vm, "systemd-sysext status --no-pager");
+    assert!(st.contains("notes"), "systemd-sysext status:\n{st}");
+    assert_eq!(
+        check(&mut vm, "readlink /run/extensions/notes.raw").trim(),
+        format!("../../var/lib/keelson/extensions/notes/os-{v2_version}.raw")
+    );
+    let ext = &s["extensions"][0];
+    assert_eq!(
+        (&ext["name"], &ext["version"]),
+        (&Value::from("notes"), &Value::from(v2_version)),
+        "{s:#}"
+    );
+    say(format!(
+        "extension: on v2's first boot keelson-extensions-link.service linked \
+         /run/extensions/notes.raw to the file fetched with the update, before systemd-sysext \
+         merged it: `release-notes` prints \"release notes of {v2_version}\""
+    ));
     // What README.md and docs/reboot.md show being typed on a node, on this node (the README's
     // node config is this one: the app unit, the fleetlock strategy). `update --now` is this
     // scenario's own step above; the extension commands need the README's `hello` extension
@@ -959,11 +1310,24 @@ fn fleetlock_update_blessed() {
         let plain = outage(&mut vm, "systemctl reboot", "0.2.0", &|| {});
         println!("plain_reboot_downtime_s={plain:.1}");
     }
-    // The demo goes on with a bad release (CI runs this part in the long test above).
+    // (b) a bad release, when given (CI and the demo): v3 carries its own build of the
+    // node's OS-bound extension, as any release must (without it the agent refuses v3 with
+    // extension_missing and nothing rolls back).
     if std::env::var_os("KEELSON_VM_V3_BUILD").is_some() {
         let v3 = build_record("KEELSON_VM_V3_BUILD");
+        let v3_version = v3["version"].as_str().unwrap();
         let p3 = payload(&bin, &v3, &key, &work.join("v3.payload"), &[]);
-        bad_release_rolls_back(&server, &mut vm, &p3);
+        let notes3 = common::script_sysext(
+            work,
+            ("notes", v3_version),
+            (
+                "release-notes",
+                &format!("#!/bin/sh\necho release notes of {v3_version}\n"),
+            ),
+            (&ext_key, &ext_cert),
+            &["--os-bound", v3_version],
+        );
+        bad_release_rolls_back(&server, &mut vm, &p3, &[("notes", &notes3)]);
     }
     let mut look = vec![
         format!(
@@ -973,8 +1337,10 @@ fn fleetlock_update_blessed() {
         format!("the app: curl http://127.0.0.1:{app_port}/"),
         format!(
             "keelson admin: KEELSON_SERVER={} KEELSON_TOKEN={} KEELSON_APP={APP_ID} \
-             target/debug/keelson admin group show stable",
-            server.base, server.token
+             {} admin group show stable",
+            server.base,
+            server.token,
+            bin.join("keelson").display()
         ),
     ];
     if let Some((_, port)) = demo_ssh() {

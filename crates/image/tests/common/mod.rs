@@ -185,3 +185,61 @@ pub fn demo_ssh() -> Option<(String, u16)> {
     let port = std::env::var("KEELSON_DEMO_SSH_PORT").ok()?.parse().ok()?;
     Some((key.trim().to_owned(), port))
 }
+
+/// A self-signed RSA key and certificate named `name` in `dir` (`openssl req -x509`): a node
+/// with the certificate in `/etc/verity.d` trusts extensions signed with the key
+/// (docs/sysext.md). Returns (key, certificate).
+pub fn openssl_cert(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    let (key, cert) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.crt")),
+    );
+    host_run(
+        std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", &format!("/CN={name}"), "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    (key, cert)
+}
+
+/// `keelson sysext build` of an extension `name` at `version` holding one executable script,
+/// `usr/bin/{program}` = `script`, signed with `key`/`cert`, into `dir/{name}_{version}.raw`
+/// (the file name keelson-server's packages of an independent extension use); `extra` are more
+/// build arguments (`--os-bound V`).
+pub fn script_sysext(
+    dir: &std::path::Path,
+    (name, version): (&str, &str),
+    (program, script): (&str, &str),
+    (key, cert): (&std::path::Path, &std::path::Path),
+    extra: &[&str],
+) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tree = dir.join(format!("tree-{name}-{version}"));
+    let bin = tree.join("usr/bin").join(program);
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::write(&bin, script).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.join(format!("{name}_{version}.raw"));
+    let os_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../os");
+    host_run(
+        std::process::Command::new(keelson_bin())
+            .args(["sysext", "build", "--name", name, "--version", version])
+            .arg("--os-dir")
+            .arg(&os_dir)
+            .arg("--dir")
+            .arg(&tree)
+            .arg("--key")
+            .arg(key)
+            .arg("--cert")
+            .arg(cert)
+            .args(extra)
+            .arg("--out")
+            .arg(&out),
+    );
+    out
+}
