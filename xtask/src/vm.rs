@@ -44,6 +44,8 @@ pub fn image_build_command(keelson: &Path, out: &Path, version: &str) -> Command
     if let Some(agent) = agent_binary() {
         c.env("KEELSON_AGENT_BIN", agent);
     }
+    // Its log lines go to the user's output between the steps, which say how long each took.
+    c.env("KEELSON_LOG_TIME", "0");
     c.args([
         "image",
         "build",

@@ -470,3 +470,40 @@ fn show_reads_the_backup_when_the_primary_is_corrupt() {
     ]);
     assert_eq!(show_json(&img)["gpt_read_from"], "primary");
 }
+
+/// The log lines keelson writes to a pipe: with a timestamp by default, without one under
+/// `KEELSON_LOG_TIME=0` (what `cargo xtask demo` sets for the image builds it shows), and never
+/// with colour codes when stderr is not a terminal.
+#[test]
+fn log_lines_with_and_without_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = |name: &str, time: Option<&str>| {
+        let path = dir.path().join(name);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keelson"));
+        c.args(["disk", "create", path.to_str().unwrap(), "--size", "64M"])
+            .args(["--esp-size", "8M", "--usr-size", "16M"])
+            .args(["--usr-verity-size", "1M", "--root-min-size", "4M"])
+            .env("KEELSON_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("KEELSON_LOG_TIME");
+        if let Some(v) = time {
+            c.env("KEELSON_LOG_TIME", v);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let stamped = create("a.img", None);
+    let line = stamped
+        .lines()
+        .find(|l| l.contains("created disk image"))
+        .unwrap_or_else(|| panic!("no log line in {stamped:?}"));
+    assert!(line.starts_with("20"), "no timestamp: {line:?}");
+    let plain = create("b.img", Some("0"));
+    let line = plain
+        .lines()
+        .find(|l| l.contains("created disk image"))
+        .unwrap_or_else(|| panic!("no log line in {plain:?}"));
+    assert!(line.trim_start().starts_with("INFO "), "{line:?}");
+    assert!(!stamped.contains('\x1b') && !plain.contains('\x1b'));
+}
