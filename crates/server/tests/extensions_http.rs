@@ -295,6 +295,16 @@ async fn os_bound_round_trip(b: Backend) {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(s.count("package_extensions").await, 1);
+
+    // Deleting the application removes its stored payload and extension with their rows.
+    let r = s
+        .admin(Method::DELETE, &format!("/api/v1/apps/{APP}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(data_files(&s), Vec::<String>::new());
+    assert_eq!(s.count("package_extensions").await, 0);
 }
 both!(os_bound_round_trip);
 

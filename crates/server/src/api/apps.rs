@@ -83,15 +83,18 @@ pub async fn update(
     Ok(Json(current.into()))
 }
 
-/// `DELETE /api/v1/apps/{app}`: removes its channels, packages, groups and instances too.
+/// `DELETE /api/v1/apps/{app}`: removes its channels, packages (their stored payloads and
+/// extensions included), groups and instances too.
 pub async fn delete(
     State(state): State<AppState>,
     RequireAdmin(caller): RequireAdmin,
     Path(app): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    // The API has always left stored payload files in the data directory when deleting an
-    // application; the returned names are ignored to keep that behaviour (see the report).
-    let _payloads = db::applications::delete(&state.db, &caller.actor(), &app).await?;
+    let files = db::applications::delete(&state.db, &caller.actor(), &app).await?;
+    // Only after the commit, as for one package: its payloads and extensions.
+    for name in &files {
+        super::packages::remove_stored(&state, name).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

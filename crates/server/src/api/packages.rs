@@ -387,7 +387,7 @@ pub async fn delete_extension(
 
 /// Remove a stored file of a deleted row (only after the commit: a rolled-back delete must
 /// still find its file); a failure is logged, the row is gone either way.
-async fn remove_stored(state: &AppState, name: &str) {
+pub(crate) async fn remove_stored(state: &AppState, name: &str) {
     let path = state.config.data_dir.join(name);
     if let Err(e) = tokio::fs::remove_file(&path).await {
         tracing::warn!(path = %path.display(), error = %e, "removing a deleted file");
