@@ -412,39 +412,31 @@ impl Agent {
     /// running version, the other slot's and an update in progress.
     pub fn extensions_link(&self) -> Result<extensions::LinkOutcome, AgentError> {
         let os = boot::read_os_release(&self.paths.os_release())?;
-        let mut keep = std::collections::BTreeSet::new();
-        keep.insert(os.version_id.clone());
-        match self.facts() {
-            Ok(f) => {
-                if let Some(v) = f
-                    .layout
-                    .slot(f.layout.inactive())
-                    .and_then(|s| s.version.clone())
-                {
-                    keep.insert(v);
-                }
+        // Kept besides the running version's files: the other slot's version (a rollback
+        // boots it) and the one being downloaded or staged.
+        let other = self.facts().map(|f| {
+            f.layout
+                .slot(f.layout.inactive())
+                .and_then(|s| s.version.clone())
+        });
+        let target = self
+            .store
+            .load()
+            .map_err(AgentError::from)
+            .map(|rec| Self::target_version(&rec.state).map(str::to_owned));
+        let keep: Option<std::collections::BTreeSet<String>> = match (other, target) {
+            (Ok(other), Ok(target)) => Some(other.into_iter().chain(target).collect()),
+            (Err(e), _) | (_, Err(e)) => {
+                // Without either of them nothing is removed.
+                tracing::warn!(error = %e, "cannot read the slots or the state; keeping every extension file");
+                None
             }
-            Err(e) => {
-                // Without the other slot's version nothing is removed but the running one's.
-                tracing::warn!(error = %e, "cannot read the slots; keeping every extension file");
-                return Ok(extensions::link(
-                    &self.paths,
-                    &self.settings,
-                    &os.version_id,
-                    &keep_all(&self.paths, &self.settings),
-                )?);
-            }
-        }
-        if let Ok(rec) = self.store.load()
-            && let Some(v) = Self::target_version(&rec.state)
-        {
-            keep.insert(v.to_owned());
-        }
+        };
         Ok(extensions::link(
             &self.paths,
             &self.settings,
             &os.version_id,
-            &keep,
+            keep.as_ref(),
         )?)
     }
 
@@ -791,21 +783,6 @@ pub fn next_delay(interval: Duration, poll: Option<u32>, failures: u32, jitter: 
         .saturating_mul(1u32 << failures.min(8))
         .min(Duration::from_secs(4 * 3600).max(base));
     backed + backed.mul_f64(jitter.clamp(0.0, 1.0) * 0.1)
-}
-
-/// Every OS version some OS-bound extension has a file for: nothing is removed.
-fn keep_all(paths: &Paths, settings: &Settings) -> std::collections::BTreeSet<String> {
-    extensions::os_bound(settings)
-        .iter()
-        .filter_map(|n| std::fs::read_dir(paths.extension_store().join(n)).ok())
-        .flat_map(|rd| rd.flatten())
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_prefix("os-")?
-                .strip_suffix(".raw")
-                .map(str::to_owned)
-        })
-        .collect()
 }
 
 fn apply_failed(e: &ApplyError) -> Input {

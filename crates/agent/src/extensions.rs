@@ -371,6 +371,9 @@ pub async fn fetch_bound(
         let Some(pkg) = target.extensions.iter().find(|p| &p.name == name) else {
             continue;
         };
+        // The offered version names the file, and the signed manifest that vouches for it is
+        // fetched later: nothing of it may reach outside the extension's directory.
+        check_version(name, &target.version)?;
         let dest = bound_file(paths, name, &target.version);
         let fetched = fetch_verified(http, name, &pkg.url, pkg.size, &pkg.sha256, &dest).await?;
         tracing::info!(
@@ -429,12 +432,12 @@ impl std::fmt::Display for LinkOutcome {
 /// Links `/run/extensions/{name}.raw` to each OS-bound extension's file for `os_version`
 /// (relative links, so they resolve under any root), removes a link when there is no file
 /// for it, and removes the extensions' files for OS versions not in `keep` (`os_version` is
-/// always kept).
+/// always kept; `None` keeps every file).
 pub fn link(
     paths: &Paths,
     settings: &Settings,
     os_version: &str,
-    keep: &BTreeSet<String>,
+    keep: Option<&BTreeSet<String>>,
 ) -> Result<LinkOutcome, ExtensionError> {
     let run = paths.sysext_run();
     let mut out = LinkOutcome {
@@ -464,6 +467,9 @@ pub fn link(
                 file: None,
             });
         }
+        let Some(keep) = keep else {
+            continue;
+        };
         let dir = paths.extension_store().join(&name);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -947,7 +953,16 @@ impl std::fmt::Display for View {
 
 /// `reset`: forget the independent extensions' failures and refused versions.
 pub fn reset(paths: &Paths) -> Result<(), ExtensionError> {
-    let mut records = Records::load(paths)?;
+    let mut records = match Records::load(paths) {
+        Ok(r) => r,
+        // An unreadable record file is what a reset is for: start again from none (its
+        // unsent reports are lost with it), instead of refusing the whole reset.
+        Err(e @ ExtensionError::Corrupt { .. }) => {
+            tracing::warn!(error = %e, "extension records unreadable; reset starts them afresh");
+            return Records::default().save(paths);
+        }
+        Err(e) => return Err(e),
+    };
     if records.extensions.is_empty() {
         return Ok(());
     }
@@ -992,7 +1007,7 @@ mod tests {
         std::fs::create_dir_all(paths.sysext_run()).unwrap();
         std::os::unix::fs::symlink("/nowhere", paths.sysext_run().join("htop.raw")).unwrap();
         let keep: BTreeSet<String> = ["1.0.0".to_owned()].into();
-        let out = link(&paths, &s, "2.0.0", &keep).unwrap();
+        let out = link(&paths, &s, "2.0.0", Some(&keep)).unwrap();
         assert_eq!(
             out.extensions,
             vec![
@@ -1027,7 +1042,7 @@ mod tests {
         assert_eq!(left, ["notes.txt", "os-1.0.0.raw", "os-2.0.0.raw"]);
         assert_eq!(out.removed.len(), 2);
         // Booted back into 1.0.0: the link follows, nothing else removed.
-        let out = link(&paths, &s, "1.0.0", &["2.0.0".to_owned()].into()).unwrap();
+        let out = link(&paths, &s, "1.0.0", Some(&["2.0.0".to_owned()].into())).unwrap();
         assert!(out.removed.is_empty());
         assert_eq!(std::fs::read(&l).unwrap(), b"jq for 1.0.0");
     }
@@ -1127,6 +1142,38 @@ mod tests {
         );
         std::fs::write(paths.extensions_state_file(), b"{").unwrap();
         assert_eq!(Records::load(&paths).unwrap_err().reason(), "state");
+        // A reset does not stop at an unreadable file: it starts the records afresh.
+        reset(&paths).unwrap();
+        assert_eq!(Records::load(&paths).unwrap(), Records::default());
+    }
+
+    #[test]
+    fn an_offered_os_version_that_is_no_file_name_is_refused_before_any_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let s = settings("[extensions.jq]\nbound = \"os\"\n");
+        let target = Target {
+            version: "/../../../../extensions/evil".into(),
+            url: "http://127.0.0.1:9/p".into(),
+            size: 1,
+            sha256: String::new(),
+            extensions: vec![crate::state::ExtensionPackage {
+                name: "jq".into(),
+                url: "http://127.0.0.1:9/jq.raw".into(),
+                size: 1,
+                sha256: "00".repeat(32),
+            }],
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = rt
+            .block_on(fetch_bound(&paths, &reqwest::Client::new(), &s, &target))
+            .unwrap_err();
+        assert_eq!(e.reason(), "extension_bad_offer", "{e}");
+        assert!(e.to_string().contains("jq"), "{e}");
+        assert!(!paths.extension_store().exists());
     }
 
     #[test]
