@@ -276,8 +276,9 @@ impl Settings {
         }
         for (name, e) in &file.extensions {
             let key = |k: &str| format!("extensions.{name}.{k}");
-            check_extension_name(name)
-                .map_err(|r| invalid(&format!("extensions.{name}"), name, r))?;
+            if let Some(r) = keelson_api_types::extension_name_problem(name) {
+                return Err(invalid(&format!("extensions.{name}"), name, r));
+            }
             let ext = match (&e.bound, &e.app_id) {
                 (Some(b), _) if b != "os" => {
                     return Err(invalid(&key("bound"), b, "the only binding is \"os\""));
@@ -587,23 +588,6 @@ fn parse_server(value: &str) -> Result<Server, &'static str> {
     }
 }
 
-/// systemd's image name grammar for an extension: `[A-Za-z0-9_.-]+`, no leading dot, at
-/// most 64 characters; and not ending in `.raw` (the file is `NAME.raw`).
-pub fn check_extension_name(v: &str) -> Result<(), &'static str> {
-    if v.is_empty()
-        || v.len() > 64
-        || v.starts_with('.')
-        || v.ends_with(".raw")
-        || !v
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
-        Err("must match [A-Za-z0-9_.-]+, at most 64 characters, no leading dot, no .raw")
-    } else {
-        Ok(())
-    }
-}
-
 fn check_token(v: &str) -> Result<(), &'static str> {
     if v.is_empty() || v.len() > 128 || v.chars().any(|c| c.is_control() || c == '"') {
         Err("must be 1 to 128 printable characters")
@@ -845,7 +829,9 @@ mod tests {
         assert!(
             bad("[extensions.jq]\nbound = \"os\"\ngroup = \"a\"\n").contains("extensions.jq.group")
         );
-        assert!(bad("[extensions.\".hidden\"]\nbound = \"os\"\n").contains("no leading dot"));
+        assert!(
+            bad("[extensions.\".hidden\"]\nbound = \"os\"\n").contains("must not start with a dot")
+        );
         assert!(bad("[extensions.\"jq.raw\"]\nbound = \"os\"\n").contains("extensions.jq.raw"));
         assert!(bad("[extensions.jq]\nbound = \"os\"\nenabled = true\n").contains("unknown field"));
     }

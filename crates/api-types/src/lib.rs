@@ -215,7 +215,8 @@ pub struct PackageExtension {
 pub const EXTENSION_NAME_MAX: usize = 64;
 
 /// Why `name` is not a valid extension name (systemd's image name: 1-64 of `[A-Za-z0-9_.-]`,
-/// no leading dot), or `None` when it is.
+/// no leading dot; not ending in `.raw`, which the file name adds), or `None` when it is. The
+/// server, `keelson admin` and the agent's settings all check names with it.
 pub fn extension_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("must not be empty")
@@ -223,6 +224,8 @@ pub fn extension_name_problem(name: &str) -> Option<&'static str> {
         Some("must be at most 64 characters")
     } else if name.starts_with('.') {
         Some("must not start with a dot")
+    } else if name.ends_with(".raw") {
+        Some("must not end in .raw (the image's file name adds it)")
     } else if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
@@ -889,6 +892,7 @@ mod tests {
             "é",
             &"x".repeat(65),
             "..",
+            "jq.raw",
         ] {
             assert!(extension_name_problem(bad).is_some(), "{bad:?}");
         }

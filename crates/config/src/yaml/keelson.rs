@@ -164,19 +164,8 @@ fn update_extensions(t: &mut Translator<'_>, e: &Node) -> String {
             }
             continue;
         };
-        if name.is_empty()
-            || name.len() > 64
-            || name.starts_with('.')
-            || name.ends_with(".raw")
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            t.error(
-                npos,
-                &format!("{p}.name"),
-                "name must be 1-64 letters, digits, -, _ or . (no leading dot, no .raw)",
-            );
+        if let Some(problem) = keelson_api_types::extension_name_problem(&name) {
+            t.error(npos, &format!("{p}.name"), format!("name {problem}"));
         } else if !seen.insert(name.clone()) {
             t.error(
                 npos,
@@ -742,7 +731,7 @@ mod tests {
             (
                 "- name: .x\n      bound: os",
                 "$.updates.extensions.0.name",
-                "no leading dot",
+                "name must not start with a dot",
             ),
             (
                 "- name: x\n      bound: usr",
