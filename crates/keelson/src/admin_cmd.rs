@@ -535,6 +535,21 @@ impl Api {
         let _: Value = self.send(format!("DELETE {path}"), self.request(Method::DELETE, path))?;
         Ok(())
     }
+
+    /// `PUT path` with `file` as the body, streamed from the file (a payload or an extension
+    /// is never held in memory).
+    fn put_file<T: DeserializeOwned>(&self, path: &str, file: &std::path::Path) -> Result<T> {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let len = f
+            .metadata()
+            .with_context(|| format!("reading the size of {}", file.display()))?
+            .len();
+        let req = self
+            .request(Method::PUT, path)
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::blocking::Body::sized(f, len));
+        self.send(format!("uploading {} to PUT {path}", file.display()), req)
+    }
 }
 
 /// Percent-encode one path segment or query value.
@@ -944,12 +959,6 @@ fn run_package(conn: &Connection, cmd: PackageCmd) -> Result<()> {
             filename,
             file,
         } => {
-            let f = std::fs::File::open(&file)
-                .with_context(|| format!("opening {}", file.display()))?;
-            let len = f
-                .metadata()
-                .with_context(|| format!("reading the size of {}", file.display()))?
-                .len();
             let filename = match filename {
                 Some(f) => f,
                 None => file
@@ -969,13 +978,7 @@ fn run_package(conn: &Connection, cmd: PackageCmd) -> Result<()> {
                 enc(&version),
                 enc(&filename)
             );
-            // Streamed from the file: the payload is never held in memory.
-            let req = api
-                .request(Method::PUT, &path)
-                .header("content-type", "application/octet-stream")
-                .body(reqwest::blocking::Body::sized(f, len));
-            let p: Package =
-                api.send(format!("uploading {} to PUT {path}", file.display()), req)?;
+            let p: Package = api.put_file(&path, &file)?;
             show(conn.json, &p, |p| package_rows(std::slice::from_ref(p)))
         }
         PackageCmd::Add {
@@ -1008,7 +1011,13 @@ fn run_package(conn: &Connection, cmd: PackageCmd) -> Result<()> {
             file,
         } => {
             let name = match name {
-                Some(n) => n,
+                Some(n) => {
+                    if let Some(problem) = keelson_api_types::extension_name_problem(&n) {
+                        bail!("extension name {n:?} {problem}");
+                    }
+                    n
+                }
+                // Checked by extension_name_from_file.
                 None => extension_name_from_file(&file).with_context(|| {
                     format!(
                         "no extension name in the file name {}; pass --name",
@@ -1016,28 +1025,13 @@ fn run_package(conn: &Connection, cmd: PackageCmd) -> Result<()> {
                     )
                 })?,
             };
-            if let Some(problem) = keelson_api_types::extension_name_problem(&name) {
-                bail!("extension name {name:?} {problem}");
-            }
-            let f = std::fs::File::open(&file)
-                .with_context(|| format!("opening {}", file.display()))?;
-            let len = f
-                .metadata()
-                .with_context(|| format!("reading the size of {}", file.display()))?
-                .len();
             let path = format!(
                 "/api/v1/apps/{}/packages/{}/extensions/{}",
                 enc(&app.app),
                 enc(&version),
                 enc(&name)
             );
-            // Streamed from the file, like a payload upload.
-            let req = api
-                .request(Method::PUT, &path)
-                .header("content-type", "application/octet-stream")
-                .body(reqwest::blocking::Body::sized(f, len));
-            let p: Package =
-                api.send(format!("uploading {} to PUT {path}", file.display()), req)?;
+            let p: Package = api.put_file(&path, &file)?;
             show(conn.json, &p, extension_rows)
         }
         PackageCmd::RemoveExtension { app, version, name } => {
