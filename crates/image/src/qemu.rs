@@ -39,6 +39,10 @@ pub struct VmOptions {
     pub writable_disks: Vec<PathBuf>,
     /// SMBIOS type 1 system serial (cloud-init's NoCloud seed, `ds=nocloud;s=URL`).
     pub system_serial: Option<String>,
+    /// Words appended to the UKI's kernel command line: systemd-stub reads them from the
+    /// SMBIOS type 11 string `io.systemd.stub.kernel-cmdline-extra=` (honoured only without
+    /// Secure Boot, as under this OVMF). For diagnostics such as systemd debug logging.
+    pub kernel_cmdline_extra: Option<String>,
     /// TCP ports of the guest reachable on the host's loopback: (host port, guest port), as
     /// QEMU user networking's `hostfwd`.
     pub host_forwards: Vec<(u16, u16)>,
@@ -66,6 +70,7 @@ impl VmOptions {
             extra_disks: Vec::new(),
             writable_disks: Vec::new(),
             system_serial: None,
+            kernel_cmdline_extra: None,
             host_forwards: Vec::new(),
             memory_mib: 2048,
             cpus: 1,
@@ -161,6 +166,12 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
         // QEMU option values escape a comma by doubling it.
         c.arg("-smbios")
             .arg(format!("type=1,serial={}", serial.replace(',', ",,")));
+    }
+    if let Some(extra) = &opts.kernel_cmdline_extra {
+        c.arg("-smbios").arg(format!(
+            "type=11,value=io.systemd.stub.kernel-cmdline-extra={}",
+            extra.replace(',', ",,")
+        ));
     }
     match console {
         Console::Stdio => {
@@ -497,6 +508,7 @@ mod tests {
         o.credentials
             .push(("agetty.autologin".into(), "root".into()));
         o.system_serial = Some("ds=nocloud;s=http://10.0.2.2:8000/,x".into());
+        o.kernel_cmdline_extra = Some("systemd.log_level=debug a=b,c".into());
         o.writable_disks.push("/tmp/w.img".into());
         let line = cmd::describe(&qemu_command(
             &o,
@@ -521,6 +533,12 @@ mod tests {
         );
         assert!(
             line.contains("file=/tmp/w.img,format=raw,if=virtio "),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "type=11,value=io.systemd.stub.kernel-cmdline-extra=systemd.log_level=debug a=b,,c"
+            ),
             "{line}"
         );
         assert!(line.contains("-accel tcg"), "{line}");
