@@ -6,16 +6,17 @@
 //! Used by `cargo xtask bench boot` for Keelson and stock Debian alike.
 //!
 //! With `--analyze DIR` it also saves, for each boot, what the guest says about where the time
-//! went: `systemd-analyze time`, `critical-chain`, `blame` and the whole journal of the boot
-//! with monotonic timestamps (the initrd's part is only in the journal), as
+//! went: `systemd-analyze time`, `critical-chain`, `blame`, the whole journal of the boot
+//! with monotonic timestamps and the kernel log, as
 //! `DIR/{first,later}-{time,critical-chain,blame,journal,dmesg}.txt`.
 //!
 //! The journal's timestamps are those of its arrival at journald. Across switch-root no
 //! journald runs for a while, and what is logged then gets the time the next journald read it:
 //! an apparent gap of 10-15 s under TCG that is not there. `dmesg` keeps the kernel's own
 //! time of every record, so with `--kmsg` (systemd debug logging to the kernel log, for both
-//! the initrd's and the real root's systemd, through systemd-stub's SMBIOS command line) it is
-//! the faithful account of the boot. Debug logging slows the boot: `--kmsg` is for the
+//! the initrd's and the real root's systemd, through the SMBIOS strings that systemd-stub and
+//! systemd-boot append to the command line: Keelson's UKI and the stock Debian disk alike) it
+//! is the faithful account of the boot. Debug logging slows the boot: `--kmsg` is for the
 //! account, not for the times.
 //!
 //! Usage: `boot_time IMAGE [--reboot] [--analyze DIR] [--kmsg]`

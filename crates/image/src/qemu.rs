@@ -39,9 +39,11 @@ pub struct VmOptions {
     pub writable_disks: Vec<PathBuf>,
     /// SMBIOS type 1 system serial (cloud-init's NoCloud seed, `ds=nocloud;s=URL`).
     pub system_serial: Option<String>,
-    /// Words appended to the UKI's kernel command line: systemd-stub reads them from the
-    /// SMBIOS type 11 string `io.systemd.stub.kernel-cmdline-extra=` (honoured only without
-    /// Secure Boot, as under this OVMF). For diagnostics such as systemd debug logging.
+    /// Words appended to the kernel command line, for diagnostics such as systemd debug
+    /// logging. Passed as two SMBIOS type 11 strings: systemd-stub appends
+    /// `io.systemd.stub.kernel-cmdline-extra=` to a UKI's (Keelson), systemd-boot appends
+    /// `io.systemd.boot.kernel-cmdline-extra=` to a Type #1 entry's (the stock Debian disk of
+    /// the benches) and leaves a UKI's alone; both only without Secure Boot, as under this OVMF.
     pub kernel_cmdline_extra: Option<String>,
     /// TCP ports of the guest reachable on the host's loopback: (host port, guest port), as
     /// QEMU user networking's `hostfwd`.
@@ -168,10 +170,12 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
             .arg(format!("type=1,serial={}", serial.replace(',', ",,")));
     }
     if let Some(extra) = &opts.kernel_cmdline_extra {
-        c.arg("-smbios").arg(format!(
-            "type=11,value=io.systemd.stub.kernel-cmdline-extra={}",
-            extra.replace(',', ",,")
-        ));
+        for reader in ["stub", "boot"] {
+            c.arg("-smbios").arg(format!(
+                "type=11,value=io.systemd.{reader}.kernel-cmdline-extra={}",
+                extra.replace(',', ",,")
+            ));
+        }
     }
     match console {
         Console::Stdio => {
@@ -535,12 +539,14 @@ mod tests {
             line.contains("file=/tmp/w.img,format=raw,if=virtio "),
             "{line}"
         );
-        assert!(
-            line.contains(
-                "type=11,value=io.systemd.stub.kernel-cmdline-extra=systemd.log_level=debug a=b,,c"
-            ),
-            "{line}"
-        );
+        for reader in ["stub", "boot"] {
+            assert!(
+                line.contains(&format!(
+                    "type=11,value=io.systemd.{reader}.kernel-cmdline-extra=systemd.log_level=debug a=b,,c"
+                )),
+                "{line}"
+            );
+        }
         assert!(line.contains("-accel tcg"), "{line}");
         assert!(
             line.starts_with("setpriv --pdeathsig KILL -- qemu-system-x86_64 "),
