@@ -201,3 +201,60 @@ fn later_boots_are_told_apart_before_usr_and_first_boot_modules_come_from_usr() 
         "the real root must get its own module loader back: {modprobe}"
     );
 }
+
+/// The subsystem of the device each driver of the initrd's list binds to, or `None` for what
+/// no coldplugged device loads (file systems, device-mapper and loop, which their users load).
+fn coldplug_subsystem(driver: &str) -> Option<Option<&'static str>> {
+    Some(match driver {
+        "virtio_pci" | "nvme" | "ahci" | "ata_piix" | "ena" | "gve" | "ixgbevf" | "vmw_pvscsi"
+        | "vmxnet3" => Some("pci"),
+        "virtio_blk" | "virtio_scsi" | "virtio_net" => Some("virtio"),
+        "sd_mod" => Some("scsi"),
+        "xen_blkfront" | "xen_netfront" => Some("xen"),
+        // Hyper-V's VMBus is an ACPI device; the disks and NICs sit on the VMBus.
+        "hv_vmbus" => Some("acpi"),
+        "hv_storvsc" | "hv_netvsc" => Some("vmbus"),
+        "erofs" | "ext4" | "vfat" | "nls_cp437" | "nls_iso8859_1" | "efivarfs" | "dm_mod"
+        | "dm_verity" | "loop" => None,
+        _ => return None,
+    })
+}
+
+#[test]
+fn the_initrd_coldplugs_the_bus_of_every_driver_it_carries() {
+    let setup = os_file("usr/lib/dracut/modules.d/99keelson/module-setup.sh");
+    assert!(
+        setup.contains("\"$systemdsystemunitdir/systemd-udev-trigger.service.d/50-keelson.conf\""),
+        "{setup}"
+    );
+    let dropin = os_file("usr/lib/dracut/modules.d/99keelson/udev-trigger.conf");
+    let exec: Vec<&str> = dropin
+        .lines()
+        .filter(|l| l.starts_with("ExecStart="))
+        .collect();
+    // The stock command is reset, then replaced by one trigger.
+    assert_eq!(exec.len(), 2, "{dropin}");
+    assert_eq!(exec[0], "ExecStart=", "{dropin}");
+    let words: Vec<&str> = exec[1].split_whitespace().collect();
+    assert!(words.contains(&"--action=add"), "{dropin}");
+    let matched: Vec<&str> = words
+        .iter()
+        .filter_map(|w| w.strip_prefix("--subsystem-match="))
+        .collect();
+    // Block devices and links whose drivers are built in (nvme, for one) exist before udev.
+    for need in ["block", "net"] {
+        assert!(matched.contains(&need), "{need} not coldplugged: {dropin}");
+    }
+    let conf = os_file(DRACUT_CONF);
+    for driver in dracut_list(&conf, "drivers") {
+        let Some(subsystem) = coldplug_subsystem(&driver) else {
+            panic!("{driver}: name the subsystem its devices sit on in coldplug_subsystem()");
+        };
+        if let Some(s) = subsystem {
+            assert!(
+                matched.contains(&s),
+                "{driver} binds on {s}, not coldplugged: {dropin}"
+            );
+        }
+    }
+}

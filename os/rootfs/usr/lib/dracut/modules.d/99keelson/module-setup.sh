@@ -31,6 +31,9 @@ install() {
             inst_simple "$moddir/emergency.service" "$systemdsystemunitdir/$unit"
         fi
     done
+    # Coldplug of the boot's buses only (udev-trigger.conf).
+    inst_simple "$moddir/udev-trigger.conf" \
+        "$systemdsystemunitdir/systemd-udev-trigger.service.d/50-keelson.conf"
     for unit in emergency.service dracut-emergency.service; do
         inst_simple "$moddir/emergency-override.conf" \
             "$systemdsystemunitdir/$unit.d/50-keelson.conf"
