@@ -602,16 +602,37 @@ fn make_uki(root: &Path, kver: &str, cmdline: &str, sde: u64) -> Result<PathBuf,
     Ok(root.join(rel))
 }
 
-/// Every kernel module in the root's initrd comes with the modules it depends on (the root's
-/// `modules.dep`): dracut's `omit_drivers` drops a dependency silently, and a module without
-/// one does not load (erofs needs libcrc32c, dm-verity reed_solomon: /usr is never found).
-fn check_initrd_modules(root: &Path, kver: &str) -> Result<(), ImageError> {
+/// Files Keelson's dracut module `99keelson` puts into every initrd, whose absence would not
+/// stop a boot but would quietly take a guarantee away: the emergency handler (a failed boot
+/// reboots by itself, so boot counting can roll back) and the coldplug drop-in (the initrd
+/// triggers only the boot's buses).
+const INITRD_FILES: [&str; 2] = [
+    "usr/lib/keelson/keelson-emergency",
+    "usr/lib/systemd/system/systemd-udev-trigger.service.d/50-keelson.conf",
+];
+
+/// The root's initrd holds [`INITRD_FILES`], and every kernel module in it comes with the
+/// modules it depends on (the root's `modules.dep`): dracut's `omit_drivers` drops a
+/// dependency silently, and a module without one does not load (erofs needs libcrc32c,
+/// dm-verity reed_solomon: /usr is never found).
+fn check_initrd(root: &Path, kver: &str) -> Result<(), ImageError> {
+    let initrd = root.join(format!("boot/initrd.img-{kver}"));
     let listing = cmd::run(
         Command::new("chroot")
             .arg(root)
             .arg("lsinitrd")
             .arg(format!("/boot/initrd.img-{kver}")),
     )?;
+    let absent = missing_files(&listing, &INITRD_FILES);
+    if !absent.is_empty() {
+        return Err(ImageError::Missing {
+            path: initrd,
+            message: format!(
+                "the initrd lacks what the dracut module 99keelson installs: {}",
+                absent.join(", ")
+            ),
+        });
+    }
     let dep_path = root.join("usr/lib/modules").join(kver).join("modules.dep");
     let deps = fs::read_to_string(&dep_path).map_err(io_err(&dep_path))?;
     let missing = missing_module_deps(&listing, kver, &deps);
@@ -619,7 +640,7 @@ fn check_initrd_modules(root: &Path, kver: &str) -> Result<(), ImageError> {
         return Ok(());
     }
     Err(ImageError::Missing {
-        path: root.join(format!("boot/initrd.img-{kver}")),
+        path: initrd,
         message: format!(
             "kernel modules in the initrd without a module they depend on (dracut.conf.d \
              omit_drivers?): {}",
@@ -630,6 +651,19 @@ fn check_initrd_modules(root: &Path, kver: &str) -> Result<(), ImageError> {
                 .join(", ")
         ),
     })
+}
+
+/// The paths of `wanted` that `listing` (lsinitrd's `ls -l` lines) does not have.
+fn missing_files<'a>(listing: &str, wanted: &[&'a str]) -> Vec<&'a str> {
+    let present: std::collections::BTreeSet<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    wanted
+        .iter()
+        .copied()
+        .filter(|w| !present.contains(w))
+        .collect()
 }
 
 /// `(module, dependency)` pairs of the modules in `listing` (lsinitrd's `ls -l` lines) whose
@@ -1200,7 +1234,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     // Before the initrd is made again: dracut's systemd-repart module copies repart.d into it.
     make_factory(&root, def.layout.root_mib)?;
     add_firstboot(&root, &kver, opts.progress)?;
-    check_initrd_modules(&root, &kver)?;
+    check_initrd(&root, &kver)?;
     let agent = add_agent(&root, agent_bin.as_deref())?;
     let update_keys = install_update_keys(&root, &keys)?;
     let seed = format!("{}:{}", def.name, version);
@@ -1391,6 +1425,22 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn initrd_without_keelsons_files_is_reported() {
+        let listing = "-rwxr-xr-x 1 root root 2104 Dec  5 09:55 usr/lib/keelson/keelson-emergency\n\
+                       drwxr-xr-x 2 root root 0 Dec  5 09:55 usr/lib/systemd/system\n";
+        assert_eq!(
+            missing_files(listing, &INITRD_FILES),
+            ["usr/lib/systemd/system/systemd-udev-trigger.service.d/50-keelson.conf"]
+        );
+        assert_eq!(missing_files("", &INITRD_FILES), INITRD_FILES.to_vec());
+        let full = INITRD_FILES
+            .iter()
+            .map(|f| format!("-rw-r--r-- 1 root root 1 Dec  5 09:55 {f}\n"))
+            .collect::<String>();
+        assert!(missing_files(&full, &INITRD_FILES).is_empty());
     }
 
     #[test]

@@ -202,23 +202,38 @@ fn later_boots_are_told_apart_before_usr_and_first_boot_modules_come_from_usr() 
     );
 }
 
-/// The subsystem of the device each driver of the initrd's list binds to, or `None` for what
-/// no coldplugged device loads (file systems, device-mapper and loop, which their users load).
-fn coldplug_subsystem(driver: &str) -> Option<Option<&'static str>> {
-    Some(match driver {
-        "virtio_pci" | "nvme" | "ahci" | "ata_piix" | "ena" | "gve" | "ixgbevf" | "vmw_pvscsi"
-        | "vmxnet3" => Some("pci"),
-        "virtio_blk" | "virtio_scsi" | "virtio_net" => Some("virtio"),
-        "sd_mod" => Some("scsi"),
-        "xen_blkfront" | "xen_netfront" => Some("xen"),
-        // Hyper-V's VMBus is an ACPI device; the disks and NICs sit on the VMBus.
-        "hv_vmbus" => Some("acpi"),
-        "hv_storvsc" | "hv_netvsc" => Some("vmbus"),
-        "erofs" | "ext4" | "vfat" | "nls_cp437" | "nls_iso8859_1" | "efivarfs" | "dm_mod"
-        | "dm_verity" | "loop" => None,
-        _ => return None,
-    })
-}
+/// The subsystem of the device each driver of the initrd's list binds to; `None` for what no
+/// coldplugged device loads (file systems, device-mapper and loop, which their users load).
+const DRIVER_SUBSYSTEMS: &[(&str, Option<&str>)] = &[
+    ("virtio_pci", Some("pci")),
+    ("nvme", Some("pci")),
+    ("ahci", Some("pci")),
+    ("ata_piix", Some("pci")),
+    ("ena", Some("pci")),
+    ("gve", Some("pci")),
+    ("ixgbevf", Some("pci")),
+    ("vmw_pvscsi", Some("pci")),
+    ("vmxnet3", Some("pci")),
+    ("virtio_blk", Some("virtio")),
+    ("virtio_scsi", Some("virtio")),
+    ("virtio_net", Some("virtio")),
+    ("sd_mod", Some("scsi")),
+    ("xen_blkfront", Some("xen")),
+    ("xen_netfront", Some("xen")),
+    // Hyper-V's VMBus is an ACPI device; the disks and NICs sit on the VMBus.
+    ("hv_vmbus", Some("acpi")),
+    ("hv_storvsc", Some("vmbus")),
+    ("hv_netvsc", Some("vmbus")),
+    ("erofs", None),
+    ("ext4", None),
+    ("vfat", None),
+    ("nls_cp437", None),
+    ("nls_iso8859_1", None),
+    ("efivarfs", None),
+    ("dm_mod", None),
+    ("dm_verity", None),
+    ("loop", None),
+];
 
 #[test]
 fn the_initrd_coldplugs_the_bus_of_every_driver_it_carries() {
@@ -247,12 +262,12 @@ fn the_initrd_coldplugs_the_bus_of_every_driver_it_carries() {
     }
     let conf = os_file(DRACUT_CONF);
     for driver in dracut_list(&conf, "drivers") {
-        let Some(subsystem) = coldplug_subsystem(&driver) else {
-            panic!("{driver}: name the subsystem its devices sit on in coldplug_subsystem()");
+        let Some((_, subsystem)) = DRIVER_SUBSYSTEMS.iter().find(|(d, _)| *d == driver) else {
+            panic!("{driver}: name the subsystem its devices sit on in DRIVER_SUBSYSTEMS");
         };
         if let Some(s) = subsystem {
             assert!(
-                matched.contains(&s),
+                matched.contains(s),
                 "{driver} binds on {s}, not coldplugged: {dropin}"
             );
         }
