@@ -34,6 +34,14 @@ install() {
     # Coldplug of the boot's buses only (udev-trigger.conf).
     inst_simple "$moddir/udev-trigger.conf" \
         "$systemdsystemunitdir/systemd-udev-trigger.service.d/50-keelson.conf"
+    # udevd, which the disk waits for, is ordered after these three, one after the other. They
+    # make the static device nodes of modules not loaded yet (/dev/fuse, /dev/loop-control,
+    # /dev/net/tun, ...: modules.devname) and set the nodes' permissions, for the users and
+    # programs of a running system; no unit of the initrd opens such a node (dm_mod and loop
+    # are loaded by modprobe@, which makes their nodes), and PID 1 makes /dev's symlinks
+    # itself. The real root runs all three against its full module set.
+    $SYSTEMCTL -q --root "$initdir" mask kmod-static-nodes.service \
+        systemd-tmpfiles-setup-dev-early.service systemd-tmpfiles-setup-dev.service
     for unit in emergency.service dracut-emergency.service; do
         inst_simple "$moddir/emergency-override.conf" \
             "$systemdsystemunitdir/$unit.d/50-keelson.conf"
