@@ -54,14 +54,50 @@ const UNREPRODUCIBLE: [&str; 6] = [
     "var/log/apt/eipp.log.xz",
 ];
 
-/// Remove [`UNREPRODUCIBLE`] under `root` (missing ones are fine).
-fn remove_unreproducible(root: &Path) -> Result<(), ImageError> {
-    for rel in UNREPRODUCIBLE {
+/// Files that packages install but that only make a node start a unit for nothing: Debian's
+/// empty `/etc/modules` (through `modules-load.d/modules.conf` it makes
+/// `systemd-modules-load.service` run on every boot to load no module). A node's own
+/// `modules-load.d` files, written by its provisioning config, still start the unit.
+const IDLE_CONFIG: [&str; 2] = ["etc/modules-load.d/modules.conf", "etc/modules"];
+
+/// Directories whose packaged entries are removed, for the same reason: `usr/lib/binfmt.d`
+/// holds only Python's handler for running `.pyc` files directly (Python is in /usr for
+/// `xfs_scrub_all`), which makes `systemd-binfmt.service` mount binfmt_misc and run on every
+/// boot. Handlers a node's config puts in `/etc/binfmt.d` still start it.
+const IDLE_CONFIG_DIRS: [&str; 1] = ["usr/lib/binfmt.d"];
+
+/// Remove each of `list` under `root` (missing ones are fine).
+fn remove_listed(root: &Path, list: &[&str]) -> Result<(), ImageError> {
+    for rel in list {
         let p = root.join(rel);
         match fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&p)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Remove [`UNREPRODUCIBLE`] under `root` (missing ones are fine).
+fn remove_unreproducible(root: &Path) -> Result<(), ImageError> {
+    remove_listed(root, &UNREPRODUCIBLE)
+}
+
+/// Remove [`IDLE_CONFIG`] and the entries of [`IDLE_CONFIG_DIRS`] under `root`, keeping the
+/// directories themselves.
+fn remove_idle_config(root: &Path) -> Result<(), ImageError> {
+    remove_listed(root, &IDLE_CONFIG)?;
+    for rel in IDLE_CONFIG_DIRS {
+        let d = root.join(rel);
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&d)(e)),
+        };
+        for entry in entries {
+            let p = entry.map_err(io_err(&d))?.path();
+            fs::remove_file(&p).map_err(io_err(&p))?;
         }
     }
     Ok(())
@@ -120,6 +156,7 @@ pub fn without_build_only(root: &Path, dest: &Path) -> Result<Vec<String>, Image
         )?;
     }
     remove_unreproducible(dest)?;
+    remove_idle_config(dest)?;
     for d in BUILD_ONLY_DIRS {
         let p = dest.join(d);
         if p.exists() {
@@ -193,6 +230,36 @@ mod tests {
         assert!(r.join("var/lib/dpkg/status").is_file());
         // Again, with nothing left to remove.
         remove_unreproducible(r).unwrap();
+    }
+
+    #[test]
+    fn idle_config_goes_and_the_rest_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let files = [
+            "etc/modules",
+            "usr/lib/binfmt.d/python3.13.conf",
+            "etc/modules-load.d/keep.conf",
+            "etc/binfmt.d/keep.conf",
+        ];
+        for f in files {
+            fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            fs::write(r.join(f), "x\n").unwrap();
+        }
+        std::os::unix::fs::symlink("../modules", r.join("etc/modules-load.d/modules.conf"))
+            .unwrap();
+        remove_idle_config(r).unwrap();
+        assert!(!r.join("etc/modules").exists());
+        assert!(fs::symlink_metadata(r.join("etc/modules-load.d/modules.conf")).is_err());
+        assert!(!r.join("usr/lib/binfmt.d/python3.13.conf").exists());
+        // The directory stays (an empty one does not start systemd-binfmt), and so does
+        // every other file.
+        assert!(r.join("usr/lib/binfmt.d").is_dir());
+        assert!(r.join("etc/modules-load.d/keep.conf").is_file());
+        assert!(r.join("etc/binfmt.d/keep.conf").is_file());
+        // Again, with nothing left to remove, and on a root without the directories.
+        remove_idle_config(r).unwrap();
+        remove_idle_config(&r.join("nowhere")).unwrap();
     }
 
     #[test]
