@@ -7,8 +7,16 @@
 //!
 //! With `--analyze DIR` it also saves, for each boot, what the guest says about where the time
 //! went: `systemd-analyze time`, `critical-chain`, `blame`, the whole journal of the boot
-//! with monotonic timestamps and the kernel log, as
-//! `DIR/{first,later}-{time,critical-chain,blame,journal,dmesg}.txt`.
+//! with monotonic timestamps, the kernel log and the CPU account, as
+//! `DIR/{first,later}-{time,critical-chain,blame,journal,dmesg,cpu}.txt`.
+//!
+//! The CPU account is what the wall times cannot give on a guest with one vCPU, where every
+//! unit started at once waits for the others: the CPU time the guest spent so far (busy and
+//! idle, from `/proc/stat`), PID 1's own (the initrd's and the real root's systemd are one
+//! process), how many units and device units there are, and the CPU time of each service,
+//! mount and socket (systemd's `CPUUsageNSec`, in ms), most first. A unit of the initrd is
+//! gone after switch-root, and so is its account, but PID 1's covers both. The commands the
+//! harness runs over the serial console count too (`serial-getty@ttyS0` and some of PID 1's).
 //!
 //! The journal's timestamps are those of its arrival at journald. Across switch-root no
 //! journald runs for a while, and what is logged then gets the time the next journald read it:
@@ -71,10 +79,24 @@ fn measure(
     Ok(out)
 }
 
+/// The guest's CPU account (see the module's documentation), one shell line.
+const CPU_ACCOUNT: &str = "echo \"uptime_s $(cut -d' ' -f1 /proc/uptime)\"; \
+    head -1 /proc/stat | awk '{print \"cpu_busy_s\", ($2+$3+$4+$7+$8)/100, \"idle_s\", ($5+$6)/100}'; \
+    awk '{print \"pid1_cpu_s\", ($14+$15)/100}' /proc/1/stat; \
+    echo \"units $(systemctl list-units --all --no-legend --plain | wc -l) \
+    device_units $(systemctl list-units --all --no-legend --plain --type=device | wc -l)\"; \
+    systemctl show -p Id -p CPUUsageNSec -- $(systemctl list-units --all --no-legend --plain \
+    --type=service,mount,socket | awk '{print $1}') | paste -d' ' - - - \
+    | awk '{id = \"\"; ns = \"\"; for (i = 1; i <= NF; i++) { \
+    if ($i ~ /^Id=/) id = substr($i, 4); if ($i ~ /^CPUUsageNSec=[0-9]+$/) ns = substr($i, 14) } \
+    if (ns != \"\") print int(ns / 1e6), \"ms\", id}' | sort -rn";
+
 /// Save the guest's own account of the boot just measured into `dir` (files named `name-*`).
 fn analyze(vm: &mut Vm, dir: &Path, name: &str) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
+    // The CPU account first: the commands below cost the guest CPU time too.
     for (what, command) in [
+        ("cpu", CPU_ACCOUNT),
         ("time", "systemd-analyze time"),
         (
             "critical-chain",
