@@ -611,10 +611,18 @@ const INITRD_FILES: [&str; 2] = [
     "usr/lib/systemd/system/systemd-udev-trigger.service.d/50-keelson.conf",
 ];
 
-/// The root's initrd holds [`INITRD_FILES`], and every kernel module in it comes with the
-/// modules it depends on (the root's `modules.dep`): dracut's `omit_drivers` drops a
-/// dependency silently, and a module without one does not load (erofs needs libcrc32c,
-/// dm-verity reed_solomon: /usr is never found).
+/// Units `99keelson` masks in the initrd (links to /dev/null), whose absence would not stop a
+/// boot either but would put three units back in turn before udevd, and so before the disk.
+const INITRD_MASKS: [&str; 3] = [
+    "etc/systemd/system/kmod-static-nodes.service",
+    "etc/systemd/system/systemd-tmpfiles-setup-dev-early.service",
+    "etc/systemd/system/systemd-tmpfiles-setup-dev.service",
+];
+
+/// The root's initrd holds [`INITRD_FILES`] and [`INITRD_MASKS`], and every kernel module in
+/// it comes with the modules it depends on (the root's `modules.dep`): dracut's
+/// `omit_drivers` drops a dependency silently, and a module without one does not load (erofs
+/// needs libcrc32c, dm-verity reed_solomon: /usr is never found).
 fn check_initrd(root: &Path, kver: &str) -> Result<(), ImageError> {
     let initrd = root.join(format!("boot/initrd.img-{kver}"));
     let listing = cmd::run(
@@ -630,6 +638,16 @@ fn check_initrd(root: &Path, kver: &str) -> Result<(), ImageError> {
             message: format!(
                 "the initrd lacks what the dracut module 99keelson installs: {}",
                 absent.join(", ")
+            ),
+        });
+    }
+    let unmasked = not_masked(&listing, &INITRD_MASKS);
+    if !unmasked.is_empty() {
+        return Err(ImageError::Missing {
+            path: initrd,
+            message: format!(
+                "the initrd does not mask what the dracut module 99keelson masks: {}",
+                unmasked.join(", ")
             ),
         });
     }
@@ -653,16 +671,39 @@ fn check_initrd(root: &Path, kver: &str) -> Result<(), ImageError> {
     })
 }
 
+/// The entries of `listing` (lsinitrd's `ls -l` lines): each path, with the target of a
+/// symbolic link (`path -> target`).
+fn listing_entries(listing: &str) -> std::collections::BTreeMap<&str, Option<&str>> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            match fields.as_slice() {
+                [.., path, "->", target] => Some((*path, Some(*target))),
+                [.., path] => Some((*path, None)),
+                [] => None,
+            }
+        })
+        .collect()
+}
+
 /// The paths of `wanted` that `listing` (lsinitrd's `ls -l` lines) does not have.
 fn missing_files<'a>(listing: &str, wanted: &[&'a str]) -> Vec<&'a str> {
-    let present: std::collections::BTreeSet<&str> = listing
-        .lines()
-        .filter_map(|l| l.split_whitespace().last())
-        .collect();
+    let present = listing_entries(listing);
     wanted
         .iter()
         .copied()
-        .filter(|w| !present.contains(w))
+        .filter(|w| !present.contains_key(w))
+        .collect()
+}
+
+/// The units of `wanted` (paths) that `listing` does not mask: no link to /dev/null there.
+fn not_masked<'a>(listing: &str, wanted: &[&'a str]) -> Vec<&'a str> {
+    let present = listing_entries(listing);
+    wanted
+        .iter()
+        .copied()
+        .filter(|w| present.get(w) != Some(&Some("/dev/null")))
         .collect()
 }
 
@@ -1441,6 +1482,26 @@ mod tests {
             .map(|f| format!("-rw-r--r-- 1 root root 1 Dec  5 09:55 {f}\n"))
             .collect::<String>();
         assert!(missing_files(&full, &INITRD_FILES).is_empty());
+    }
+
+    #[test]
+    fn initrd_without_keelsons_masks_is_reported() {
+        let [nodes, early, dev] = INITRD_MASKS;
+        // One masked, one a real unit file, one absent.
+        let listing = format!(
+            "lrwxrwxrwx 1 root root 9 Dec  5 09:55 {nodes} -> /dev/null\n\
+             -rw-r--r-- 1 root root 700 Dec  5 09:55 {early}\n"
+        );
+        assert_eq!(not_masked(&listing, &INITRD_MASKS), [early, dev]);
+        // A link elsewhere is not a mask, and the link's path still counts as a file.
+        let elsewhere = format!("lrwxrwxrwx 1 root root 9 Dec  5 09:55 {nodes} -> /tmp/x\n");
+        assert_eq!(not_masked(&elsewhere, &[nodes]), [nodes]);
+        assert!(missing_files(&elsewhere, &[nodes]).is_empty());
+        let full = INITRD_MASKS
+            .iter()
+            .map(|m| format!("lrwxrwxrwx 1 root root 9 Dec  5 09:55 {m} -> /dev/null\n"))
+            .collect::<String>();
+        assert!(not_masked(&full, &INITRD_MASKS).is_empty());
     }
 
     #[test]
