@@ -631,25 +631,22 @@ fn check_initrd(root: &Path, kver: &str) -> Result<(), ImageError> {
             .arg("lsinitrd")
             .arg(format!("/boot/initrd.img-{kver}")),
     )?;
-    let absent = missing_files(&listing, &INITRD_FILES);
-    if !absent.is_empty() {
-        return Err(ImageError::Missing {
-            path: initrd,
-            message: format!(
-                "the initrd lacks what the dracut module 99keelson installs: {}",
-                absent.join(", ")
-            ),
-        });
-    }
-    let unmasked = not_masked(&listing, &INITRD_MASKS);
-    if !unmasked.is_empty() {
-        return Err(ImageError::Missing {
-            path: initrd,
-            message: format!(
-                "the initrd does not mask what the dracut module 99keelson masks: {}",
-                unmasked.join(", ")
-            ),
-        });
+    for (absent, what) in [
+        (
+            missing_files(&listing, &INITRD_FILES),
+            "lacks what the dracut module 99keelson installs",
+        ),
+        (
+            not_masked(&listing, &INITRD_MASKS),
+            "does not mask what the dracut module 99keelson masks",
+        ),
+    ] {
+        if !absent.is_empty() {
+            return Err(ImageError::Missing {
+                path: initrd,
+                message: format!("the initrd {what}: {}", absent.join(", ")),
+            });
+        }
     }
     let dep_path = root.join("usr/lib/modules").join(kver).join("modules.dep");
     let deps = fs::read_to_string(&dep_path).map_err(io_err(&dep_path))?;
