@@ -370,6 +370,17 @@ fn boot_verity_runtime_and_tamper() {
          && test -s /sys/firmware/efi/efivars/LoaderSystemToken-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f",
     );
 
+    // No extension files on this node: keelson-extensions-link.service, on the way to
+    // sysinit.target, was skipped by its condition instead of starting the agent.
+    assert_eq!(
+        check(
+            &mut vm,
+            "systemctl show --value -p ConditionResult keelson-extensions-link.service"
+        )
+        .trim(),
+        "no"
+    );
+
     // Node state survives a reboot: repart finds its partition and changes nothing.
     let token = format!("keelson-state-{}", std::process::id());
     check(
