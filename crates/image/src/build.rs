@@ -604,11 +604,13 @@ fn make_uki(root: &Path, kver: &str, cmdline: &str, sde: u64) -> Result<PathBuf,
 
 /// Files Keelson's dracut module `99keelson` puts into every initrd, whose absence would not
 /// stop a boot but would quietly take a guarantee away: the emergency handler (a failed boot
-/// reboots by itself, so boot counting can roll back) and the coldplug drop-in (the initrd
-/// triggers only the boot's buses).
-const INITRD_FILES: [&str; 2] = [
+/// reboots by itself, so boot counting can roll back), the coldplug drop-in (the initrd
+/// triggers only the boot's buses) and the modprobe@ drop-in (each module's modprobe runs
+/// once, not again on the way to switch-root).
+const INITRD_FILES: [&str; 3] = [
     "usr/lib/keelson/keelson-emergency",
     "usr/lib/systemd/system/systemd-udev-trigger.service.d/50-keelson.conf",
+    "usr/lib/systemd/system/modprobe@.service.d/50-keelson.conf",
 ];
 
 /// Units `99keelson` masks in the initrd (links to /dev/null), whose absence would not stop a
@@ -1471,7 +1473,10 @@ mod tests {
                        drwxr-xr-x 2 root root 0 Dec  5 09:55 usr/lib/systemd/system\n";
         assert_eq!(
             missing_files(listing, &INITRD_FILES),
-            ["usr/lib/systemd/system/systemd-udev-trigger.service.d/50-keelson.conf"]
+            [
+                "usr/lib/systemd/system/systemd-udev-trigger.service.d/50-keelson.conf",
+                "usr/lib/systemd/system/modprobe@.service.d/50-keelson.conf"
+            ]
         );
         assert_eq!(missing_files("", &INITRD_FILES), INITRD_FILES.to_vec());
         let full = INITRD_FILES

@@ -34,6 +34,9 @@ install() {
     # Coldplug of the boot's buses only (udev-trigger.conf).
     inst_simple "$moddir/udev-trigger.conf" \
         "$systemdsystemunitdir/systemd-udev-trigger.service.d/50-keelson.conf"
+    # modprobe@ runs once per module (modprobe-remain.conf).
+    inst_simple "$moddir/modprobe-remain.conf" \
+        "$systemdsystemunitdir/modprobe@.service.d/50-keelson.conf"
     # udevd, which the disk waits for, is ordered after these three, one after the other. They
     # make the static device nodes of modules not loaded yet (/dev/fuse, /dev/loop-control,
     # /dev/net/tun, ...: modules.devname) and set the nodes' permissions, for the users and
