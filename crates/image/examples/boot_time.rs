@@ -7,8 +7,9 @@
 //!
 //! With `--analyze DIR` it also saves, for each boot, what the guest says about where the time
 //! went: `systemd-analyze time`, `critical-chain`, `blame`, the whole journal of the boot
-//! with monotonic timestamps, the kernel log and the CPU account, as
-//! `DIR/{first,later}-{time,critical-chain,blame,journal,dmesg,cpu}.txt`.
+//! with monotonic timestamps, the kernel log, the CPU account and every unit systemd knows
+//! with its state, as
+//! `DIR/{first,later}-{time,critical-chain,blame,journal,dmesg,cpu,units}.txt`.
 //!
 //! The CPU account is what the wall times cannot give on a guest with one vCPU, where every
 //! unit started at once waits for the others: the CPU time the guest spent so far (busy and
@@ -108,6 +109,10 @@ fn analyze(vm: &mut Vm, dir: &Path, name: &str) -> Result<(), Box<dyn std::error
             "journalctl -b --no-pager --no-hostname -o short-monotonic",
         ),
         ("dmesg", "dmesg"),
+        (
+            "units",
+            "systemctl list-units --all --no-legend --plain --no-pager",
+        ),
     ] {
         let out = vm.run_with_timeout(command, TIMEOUT)?;
         std::fs::write(dir.join(format!("{name}-{what}.txt")), out.output)?;
