@@ -11,8 +11,11 @@ use std::process::Command;
 
 const GATE: &str = "../../os/rootfs/usr/lib/keelson/keelson-health-gate";
 
-/// A fake `systemctl` that answers from `units` (name, ActiveState, Result; "" for none).
-fn fake_systemctl(dir: &Path, wants: &str, units: &[(&str, &str, &str)]) {
+/// Runs the gate against a fake `systemctl` that answers from `units` (name, ActiveState,
+/// Result; "" for none), with `wants` as the target's Wants=: its exit code and output.
+fn gate(wants: &str, units: &[(&str, &str, &str)]) -> (i32, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let mut table = String::new();
     for (name, state, result) in units {
         table.push_str(&format!("{name} {state} {result}\n"));
@@ -43,6 +46,7 @@ done
     let path = dir.join("systemctl");
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    run_gate(dir)
 }
 
 fn run_gate(dir: &Path) -> (i32, String) {
@@ -60,9 +64,7 @@ fn run_gate(dir: &Path) -> (i32, String) {
 
 #[test]
 fn a_boot_whose_checks_all_passed_is_healthy() {
-    let dir = tempfile::tempdir().unwrap();
-    fake_systemctl(
-        dir.path(),
+    let (code, out) = gate(
         "app-ready.service containerd.service",
         &[
             ("keelson-health.target", "active", ""),
@@ -71,16 +73,13 @@ fn a_boot_whose_checks_all_passed_is_healthy() {
             ("containerd.service", "active", "success"),
         ],
     );
-    let (code, out) = run_gate(dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("boot is healthy"), "{out}");
 }
 
 #[test]
 fn each_failed_or_unfinished_check_is_named_and_the_rest_are_not() {
-    let dir = tempfile::tempdir().unwrap();
-    fake_systemctl(
-        dir.path(),
+    let (code, out) = gate(
         "app-ready.service containerd.service slow.service",
         &[
             ("keelson-health.target", "inactive", ""),
@@ -90,7 +89,6 @@ fn each_failed_or_unfinished_check_is_named_and_the_rest_are_not() {
             ("slow.service", "activating", "success"),
         ],
     );
-    let (code, out) = run_gate(dir.path());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("boot is NOT healthy"), "{out}");
     assert!(
@@ -108,16 +106,13 @@ fn each_failed_or_unfinished_check_is_named_and_the_rest_are_not() {
 
 #[test]
 fn a_check_that_ended_badly_without_failing_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    fake_systemctl(
-        dir.path(),
+    let (code, out) = gate(
         "",
         &[
             ("keelson-health.target", "active", ""),
             ("keelson-health-check.service", "inactive", "timeout"),
         ],
     );
-    let (code, out) = run_gate(dir.path());
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("failed check: keelson-health-check.service (inactive: timeout)"),
