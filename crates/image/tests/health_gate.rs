@@ -23,11 +23,15 @@ fn gate(wants: &str, units: &[(&str, &str, &str)]) -> (i32, String) {
     std::fs::write(dir.join("units"), table).unwrap();
     let script = format!(
         r#"#!/bin/bash
-# args: show --value -p Requires -p Wants TARGET | show -p ActiveState -p Result UNIT...
-if [ "$2" = --value ]; then
+# Answers the gate's two calls only; any other call fails the test instead of being misread.
+if [ "$*" = "show --value -p Requires -p Wants keelson-health.target" ]; then
     echo "keelson-health-check.service"
     echo "{wants}"
     exit 0
+fi
+if [ "$1 $2 $3 $4 $5" != "show -p ActiveState -p Result" ]; then
+    echo "fake systemctl: unexpected call: $*" >&2
+    exit 99
 fi
 shift 5
 first=1
