@@ -52,6 +52,8 @@ pub struct VmOptions {
     pub memory_mib: u32,
     /// Guest CPUs.
     pub cpus: u32,
+    /// QEMU's CPU model (`-cpu`).
+    pub cpu_model: String,
     /// Also append the raw console output to this file (for debugging and CI logs).
     pub console_log: Option<PathBuf>,
 }
@@ -63,6 +65,12 @@ impl VmOptions {
     /// kernel panic now and then with an `int3` Oops in the scheduler while it patches its own
     /// code (static keys) on one CPU and runs it on the other; seen in CI and on loaded hosts.
     /// A single vCPU has no such race, and on a 2-core host it costs little boot time.
+    ///
+    /// The CPU model is TCG's default, `qemu64`, with RDRAND, which every x86-64 machine
+    /// Keelson runs on has (Intel since 2012, AMD since 2015, every cloud VM). Without it the
+    /// kernel's random pool is ready only 11-12 s into a boot under TCG, and the initrd's
+    /// libdevmapper (veritysetup of /usr) waits for it while the kernel makes entropy from
+    /// timer jitter on the one vCPU: 2.5 s of a reboot (docs/image.md, "Eighth pass").
     pub fn new(image: impl Into<PathBuf>) -> Self {
         VmOptions {
             image: image.into(),
@@ -76,6 +84,7 @@ impl VmOptions {
             host_forwards: Vec::new(),
             memory_mib: 2048,
             cpus: 1,
+            cpu_model: "qemu64,+rdrand".into(),
             console_log: std::env::var_os("KEELSON_VM_CONSOLE_LOG").map(PathBuf::from),
         }
     }
@@ -121,6 +130,8 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
     let mut c = Command::new("setpriv");
     c.args(["--pdeathsig", "KILL", "--", "qemu-system-x86_64"]);
     c.args(["-accel", "tcg", "-machine", "q35", "-no-user-config"])
+        .arg("-cpu")
+        .arg(&opts.cpu_model)
         .arg("-m")
         .arg(opts.memory_mib.to_string())
         .arg("-smp")
