@@ -14,7 +14,9 @@
 //! The CPU account is what the wall times cannot give on a guest with one vCPU, where every
 //! unit started at once waits for the others: the CPU time the guest spent so far (busy and
 //! idle, from `/proc/stat`), PID 1's own (the initrd's and the real root's systemd are one
-//! process), how many units and device units there are, and the CPU time of each service,
+//! process), that of the kernel's threads (dm-verity's hashing, for one, and the threads that
+//! exited, through kthreadd's children's time), the MB read from each block device, how many
+//! units and device units there are, and the CPU time of each service,
 //! mount and socket (systemd's `CPUUsageNSec`, in ms), most first. A unit of the initrd is
 //! gone after switch-root, and so is its account, but PID 1's covers both. The commands the
 //! harness runs over the serial console count too (`serial-getty@ttyS0` and some of PID 1's).
@@ -28,7 +30,13 @@
 //! is the faithful account of the boot. Debug logging slows the boot: `--kmsg` is for the
 //! account, not for the times.
 //!
-//! Usage: `boot_time IMAGE [--reboot] [--analyze DIR] [--kmsg]`
+//! `--extra COMMAND` runs one more shell command in the guest after each boot's account and
+//! saves its output as `DIR/{first,later}-extra.txt` (for a one-off look).
+//!
+//! `--cpu MODEL` boots with another QEMU CPU model than the harness's (`qemu64` without
+//! RDRAND, say, to see what the kernel's random pool costs).
+//!
+//! Usage: `boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND]] [--kmsg] [--cpu MODEL]`
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -84,6 +92,12 @@ fn measure(
 const CPU_ACCOUNT: &str = "echo \"uptime_s $(cut -d' ' -f1 /proc/uptime)\"; \
     head -1 /proc/stat | awk '{print \"cpu_busy_s\", ($2+$3+$4+$7+$8)/100, \"idle_s\", ($5+$6)/100}'; \
     awk '{print \"pid1_cpu_s\", ($14+$15)/100}' /proc/1/stat; \
+    cat /proc/[0-9]*/stat 2>/dev/null | awk '$4 == 2 || $1 == 2 {s += $14 + $15 + $16 + $17} \
+    END {print \"kthreads_cpu_s\", s/100}'; \
+    cat /proc/[0-9]*/stat 2>/dev/null | awk '$4 == 2 && $14 + $15 >= 5 {print \"kthread_ms\", ($14 + $15) * 10, $2}' \
+    | sort -k2 -rn | head -12; \
+    for b in /sys/block/*; do awk -v b=${b##*/} '$3 > 0 {printf \"read_mb %s %.1f\\n\", b, $3/2048}' \
+    $b/stat; done; \
     echo \"units $(systemctl list-units --all --no-legend --plain | wc -l) \
     device_units $(systemctl list-units --all --no-legend --plain --type=device | wc -l)\"; \
     systemctl show -p Id -p CPUUsageNSec -- $(systemctl list-units --all --no-legend --plain \
@@ -93,7 +107,12 @@ const CPU_ACCOUNT: &str = "echo \"uptime_s $(cut -d' ' -f1 /proc/uptime)\"; \
     if (ns != \"\") print int(ns / 1e6), \"ms\", id}' | sort -rn";
 
 /// Save the guest's own account of the boot just measured into `dir` (files named `name-*`).
-fn analyze(vm: &mut Vm, dir: &Path, name: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn analyze(
+    vm: &mut Vm,
+    dir: &Path,
+    name: &str,
+    extra: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
     // The CPU account first: the commands below cost the guest CPU time too.
     for (what, command) in [
@@ -117,26 +136,37 @@ fn analyze(vm: &mut Vm, dir: &Path, name: &str) -> Result<(), Box<dyn std::error
         let out = vm.run_with_timeout(command, TIMEOUT)?;
         std::fs::write(dir.join(format!("{name}-{what}.txt")), out.output)?;
     }
+    if let Some(command) = extra {
+        let out = vm.run_with_timeout(command, TIMEOUT)?;
+        std::fs::write(dir.join(format!("{name}-extra.txt")), out.output)?;
+    }
     Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: boot_time IMAGE [--reboot] [--analyze DIR] [--kmsg]";
+    let usage = "usage: boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND]] [--kmsg] [--cpu MODEL]";
     let image = args.next().ok_or(usage)?;
     let mut reboot = false;
     let mut kmsg = false;
     let mut analyze_dir: Option<PathBuf> = None;
+    let mut extra: Option<String> = None;
+    let mut cpu_model: Option<String> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--reboot" => reboot = true,
             "--kmsg" => kmsg = true,
             "--analyze" => analyze_dir = Some(args.next().ok_or(usage)?.into()),
+            "--extra" => extra = Some(args.next().ok_or(usage)?),
+            "--cpu" => cpu_model = Some(args.next().ok_or(usage)?),
             _ => return Err(usage.into()),
         }
     }
     let mut o = VmOptions::new(&image);
     o.snapshot = true;
+    if let Some(m) = cpu_model {
+        o.cpu_model = m;
+    }
     o.credentials
         .push(("agetty.autologin".into(), "root".into()));
     o.credentials.push(("login.noauth".into(), "yes".into()));
@@ -155,7 +185,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     out.push_str(&measure(&mut vm, 0, start, "")?);
     out.push_str(&format!("kernel {}\n", vm.check("uname -r")?.trim()));
     if let Some(dir) = &analyze_dir {
-        analyze(&mut vm, dir, "first")?;
+        analyze(&mut vm, dir, "first", extra.as_deref())?;
     }
     if reboot {
         let from = vm.console_text().len();
@@ -164,7 +194,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let again = vm.wait_for_from("Linux version", from, TIMEOUT)?;
         out.push_str(&measure(&mut vm, again, start, "later_")?);
         if let Some(dir) = &analyze_dir {
-            analyze(&mut vm, dir, "later")?;
+            analyze(&mut vm, dir, "later", extra.as_deref())?;
         }
     }
     print!("{out}");
