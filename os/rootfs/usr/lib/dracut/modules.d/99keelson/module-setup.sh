@@ -42,9 +42,12 @@ install() {
     # /dev/net/tun, ...: modules.devname) and set the nodes' permissions, for the users and
     # programs of a running system; no unit of the initrd opens such a node (dm_mod and loop
     # are loaded by modprobe@, which makes their nodes), and PID 1 makes /dev's symlinks
-    # itself. The real root runs all three against its full module set.
+    # itself. The real root runs all three against its full module set. systemd-sysctl too:
+    # the initrd's sysctl.d (pid_max, systemd-coredump's core pattern) is for a running
+    # system, and the real root applies every sysctl.d file again.
     $SYSTEMCTL -q --root "$initdir" mask kmod-static-nodes.service \
-        systemd-tmpfiles-setup-dev-early.service systemd-tmpfiles-setup-dev.service
+        systemd-tmpfiles-setup-dev-early.service systemd-tmpfiles-setup-dev.service \
+        systemd-sysctl.service
     for unit in emergency.service dracut-emergency.service; do
         inst_simple "$moddir/emergency-override.conf" \
             "$systemdsystemunitdir/$unit.d/50-keelson.conf"
@@ -62,6 +65,10 @@ install() {
     # dlopen()ed: no initrd unit restricts with BPF), lz4 and xxhash (journald compresses
     # with zstd), findmnt and libsmartcols (dracut's shell hooks; losetup and partx, its other
     # users, came with the left-out shutdown and mdraid modules).
+    # systemd-gpt-auto-generator: root= and usrhash= name the boot's devices, so it only
+    # reports that it has nothing to discover, at the initrd's start and again at
+    # initrd-parse-etc's reload (the image masks it in the real root too).
+    rm -f "$initdir$systemdutildir/system-generators/systemd-gpt-auto-generator"
     local d
     for d in ls cp mv sed less dmesg findmnt; do
         rm -f "$initdir/usr/bin/$d"
