@@ -69,6 +69,21 @@ install() {
     # reports that it has nothing to discover, at the initrd's start and again at
     # initrd-parse-etc's reload (the image masks it in the real root too).
     rm -f "$initdir$systemdutildir/system-generators/systemd-gpt-auto-generator"
+    # udev rules: those for the devices this initrd handles (block devices, device-mapper,
+    # md arrays of the first boot, NICs, driver loading, systemd's device units). The others
+    # (input, sound, video, seats, serial, sensors, cdrom, tape, btrfs, memory, ...) are for a
+    # running system: the real root's udevd applies every rule when it coldplugs, while here
+    # udevd would parse them at its start, on the way to the disk, for no device.
+    local r
+    for r in "$initdir"/usr/lib/udev/rules.d/*.rules; do
+        case "${r##*/}" in
+            50-udev-default.rules | 55-dm.rules | 60-block.rules | 60-persistent-storage.rules | \
+                60-persistent-storage-dm.rules | 63-md-raid-arrays.rules | \
+                75-net-description.rules | 80-drivers.rules | 80-net-setup-link.rules | \
+                81-net-dhcp.rules | 95-dm-notify.rules | 99-systemd.rules) ;;
+            *) rm -f "$r" ;;
+        esac
+    done
     local d
     for d in ls cp mv sed less dmesg findmnt; do
         rm -f "$initdir/usr/bin/$d"
