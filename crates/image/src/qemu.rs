@@ -54,6 +54,8 @@ pub struct VmOptions {
     pub cpus: u32,
     /// QEMU's CPU model (`-cpu`).
     pub cpu_model: String,
+    /// More QEMU arguments, for measurements (`-icount shift=3,sleep=off`, say).
+    pub qemu_args: Vec<String>,
     /// Also append the raw console output to this file (for debugging and CI logs).
     pub console_log: Option<PathBuf>,
 }
@@ -85,6 +87,7 @@ impl VmOptions {
             memory_mib: 2048,
             cpus: 1,
             cpu_model: "qemu64,+rdrand".into(),
+            qemu_args: Vec::new(),
             console_log: std::env::var_os("KEELSON_VM_CONSOLE_LOG").map(PathBuf::from),
         }
     }
@@ -132,6 +135,7 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
     c.args(["-accel", "tcg", "-machine", "q35", "-no-user-config"])
         .arg("-cpu")
         .arg(&opts.cpu_model)
+        .args(&opts.qemu_args)
         .arg("-m")
         .arg(opts.memory_mib.to_string())
         .arg("-smp")
