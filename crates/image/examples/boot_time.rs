@@ -152,7 +152,8 @@ fn analyze(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND]] [--kmsg] [--cpu MODEL]";
+    let usage = "usage: boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND]] [--kmsg] \
+                 [--cpu MODEL] [--qemu-arg ARG]...";
     let image = args.next().ok_or(usage)?;
     let mut reboot = false;
     let mut kmsg = false;

@@ -59,12 +59,6 @@ install() {
     # unpacked; the image build runs dracut again on the finished root (add_firstboot).
     inst_multiple -o mkfs.ext4 mke2fs /etc/mke2fs.conf
 
-    # What other modules add but no unit of this initrd runs (each is in /usr for the node):
-    # ls, cp, mv, sed, less and dmesg with libtinfo (dracut's base, for its shell hooks and
-    # the emergency shell, which keelson-emergency replaces), libbpf (systemd's optional BPF features,
-    # dlopen()ed: no initrd unit restricts with BPF), lz4 and xxhash (journald compresses
-    # with zstd), findmnt and libsmartcols (dracut's shell hooks; losetup and partx, its other
-    # users, came with the left-out shutdown and mdraid modules).
     # systemd-gpt-auto-generator: root= and usrhash= name the boot's devices, so it only
     # reports that it has nothing to discover, at the initrd's start and again at
     # initrd-parse-etc's reload (the image masks it in the real root too).
@@ -84,6 +78,12 @@ install() {
             *) rm -f "$r" ;;
         esac
     done
+    # What other modules add but no unit of this initrd runs (each is in /usr for the node):
+    # ls, cp, mv, sed, less and dmesg with libtinfo (dracut's base, for its shell hooks and
+    # the emergency shell, which keelson-emergency replaces), libbpf (systemd's optional BPF features,
+    # dlopen()ed: no initrd unit restricts with BPF), lz4 and xxhash (journald compresses
+    # with zstd), findmnt and libsmartcols (dracut's shell hooks; losetup and partx, its other
+    # users, came with the left-out shutdown and mdraid modules).
     local d
     for d in ls cp mv sed less dmesg findmnt; do
         rm -f "$initdir/usr/bin/$d"
