@@ -42,8 +42,11 @@
 //! image on a quiet host, against 5-10 %) but weighs every instruction alike: hashing and
 //! other arithmetic count for more than under real time. For A/B of small changes.
 //!
-//! Usage: `boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND]] [--kmsg] [--cpu MODEL]
-//! [--qemu-arg ARG]...`
+//! `--cmdline WORDS` (repeated) appends words to the kernel command line, as `--kmsg` does
+//! (`trace_event=filemap:mm_filemap_add_to_page_cache`, say, to see which files a boot reads).
+//!
+//! Usage: `boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND]] [--kmsg]
+//! [--cmdline WORDS]... [--cpu MODEL] [--qemu-arg ARG]...`
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -153,7 +156,7 @@ fn analyze(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND]] [--kmsg] \
-                 [--cpu MODEL] [--qemu-arg ARG]...";
+                 [--cmdline WORDS]... [--cpu MODEL] [--qemu-arg ARG]...";
     let image = args.next().ok_or(usage)?;
     let mut reboot = false;
     let mut kmsg = false;
@@ -161,6 +164,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut extra: Option<String> = None;
     let mut cpu_model: Option<String> = None;
     let mut qemu_args = Vec::new();
+    let mut cmdline = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--reboot" => reboot = true,
@@ -169,6 +173,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--extra" => extra = Some(args.next().ok_or(usage)?),
             "--cpu" => cpu_model = Some(args.next().ok_or(usage)?),
             "--qemu-arg" => qemu_args.push(args.next().ok_or(usage)?),
+            "--cmdline" => cmdline.push(args.next().ok_or(usage)?),
             _ => return Err(usage.into()),
         }
     }
@@ -181,14 +186,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     o.credentials
         .push(("agetty.autologin".into(), "root".into()));
     o.credentials.push(("login.noauth".into(), "yes".into()));
+    let mut words = Vec::new();
     if kmsg {
         // systemd's own limit on kmsg lines would drop most of them; loglevel=1 keeps them off
         // the console, which the harness reads.
-        o.kernel_cmdline_extra = Some(
+        words.push(
             "systemd.log_level=debug systemd.log_target=kmsg systemd.log_ratelimit_kmsg=0 \
              printk.devkmsg=on log_buf_len=16M loglevel=1"
-                .into(),
+                .to_string(),
         );
+    }
+    words.extend(cmdline);
+    if !words.is_empty() {
+        o.kernel_cmdline_extra = Some(words.join(" "));
     }
     let start = Instant::now();
     let mut vm = Vm::start(&o)?;
