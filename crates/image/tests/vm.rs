@@ -418,6 +418,17 @@ fn boot_verity_runtime_and_tamper() {
         "rm /etc/ssh/ssh_host_ecdsa_key.pub && systemctl restart keelson-ssh-keygen.service",
     );
     check(&mut vm, "ssh-keygen -lf /etc/ssh/ssh_host_ecdsa_key.pub");
+    // systemd-gpt-auto-generator is masked: the ESP has one automount, /efi, not a second
+    // one at /boot.
+    assert_eq!(
+        check(
+            &mut vm,
+            "systemctl show --value -p LoadState boot.automount efi.automount"
+        )
+        .split_whitespace()
+        .collect::<Vec<_>>(),
+        ["not-found", "loaded"]
+    );
     eprintln!("root file system {fs_uuid} kept across the reboot");
     drop(vm);
 
