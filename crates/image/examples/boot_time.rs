@@ -102,10 +102,13 @@ fn measure(
 const CPU_ACCOUNT: &str = "echo \"uptime_s $(cut -d' ' -f1 /proc/uptime)\"; \
     head -1 /proc/stat | awk '{print \"cpu_busy_s\", ($2+$3+$4+$7+$8)/100, \"idle_s\", ($5+$6)/100}'; \
     awk '{print \"pid1_cpu_s\", ($14+$15)/100}' /proc/1/stat; \
-    cat /proc/[0-9]*/stat 2>/dev/null | awk '$4 == 2 || $1 == 2 {s += $14 + $15 + $16 + $17} \
-    END {print \"kthreads_cpu_s\", s/100}'; \
-    cat /proc/[0-9]*/stat 2>/dev/null | awk '$4 == 2 && $14 + $15 >= 5 {print \"kthread_ms\", ($14 + $15) * 10, $2}' \
-    | sort -k2 -rn | head -12; \
+    cat /proc/[0-9]*/stat 2>/dev/null | awk '{pid = $1; c = $0; sub(/\\) .*$/, \")\", c); \
+    sub(/^[0-9]+ /, \"\", c); r = $0; sub(/^.*\\) /, \"\", r); split(r, f, \" \"); \
+    if (pid == 2) s += f[12] + f[13] + f[14] + f[15]; \
+    if (f[2] == 2) { s += f[12] + f[13] + f[14] + f[15]; \
+    if (f[12] + f[13] >= 5) top[++n] = \"kthread_ms \" (f[12] + f[13]) * 10 \" \" c } } \
+    END {print \"kthreads_cpu_s\", s/100; fflush(); \
+    for (i = 1; i <= n; i++) print top[i] | \"sort -k2 -rn | head -12\"}'; \
     for b in /sys/block/*; do awk -v b=${b##*/} '$3 > 0 {printf \"read_mb %s %.1f\\n\", b, $3/2048}' \
     $b/stat; done; \
     echo \"units $(systemctl list-units --all --no-legend --plain | wc -l) \
