@@ -4,10 +4,12 @@
 //! adds what belongs to the initrd: the ESP marker, the platform, the network hook and the
 //! failure report.
 //!
-//! First boot is the file `keelson/first_boot` on the ESP (as Flatcar's `flatcar/first_boot`):
-//! the image ships it, `fetch` looks for it (and records a "not first boot" stamp in /run
-//! when it is absent, which the later units are conditioned on), and `done` removes it only
-//! after every stage succeeded. A failed stage leaves it, so the next boot tries again.
+//! First boot is the file `loader/credentials/keelson.first_boot.cred` on the ESP (as
+//! Flatcar's `flatcar/first_boot`): the image ships it, systemd-stub hands it to the initrd
+//! as `/.extra/global_credentials/keelson.first_boot.cred` (the stage units' condition),
+//! `fetch` looks for it there (and records a "not first boot" stamp in /run when it is
+//! absent, which the later stages skip on), and `done` removes it from the ESP only after
+//! every stage succeeded. A failed stage leaves it, so the next boot tries again.
 //!
 //! On failure the stage prints `keelson-firstboot: stage <S> failed (config <source>):
 //! <reason>` to /dev/console, records it in `/run/keelson/firstboot-failed` for the emergency
@@ -27,7 +29,8 @@ use keelson_provision::fetch::{DEFAULT_MAX_SIZE, Fetcher};
 use keelson_provision::http::{HttpClient, RetryPolicy};
 use keelson_provision::providers::{FileProvider, Provider};
 use keelson_provision::stages::{
-    self, FIRST_BOOT_MARKER as MARKER, Stage, StageContext, StageOutcome,
+    self, FIRST_BOOT_MARKER as MARKER, FIRST_BOOT_MARKER_IN_INITRD, Stage, StageContext,
+    StageOutcome,
 };
 
 /// How long mounting or unmounting the ESP may take (a FAT partition: seconds at most).
@@ -58,7 +61,11 @@ struct Args {
     /// the "not first boot" stamp and the failure record.
     #[arg(long, default_value = "/run/keelson")]
     state: PathBuf,
-    /// The ESP block device holding the first-boot marker (mounted under the state dir).
+    /// The first-boot marker as systemd-stub hands it to the initrd.
+    #[arg(long, default_value = FIRST_BOOT_MARKER_IN_INITRD)]
+    boot_marker: PathBuf,
+    /// The ESP block device holding the first-boot marker (mounted under the state dir by the
+    /// done stage, which removes it).
     #[arg(long, default_value = "/dev/disk/by-partlabel/esp")]
     esp_device: PathBuf,
     /// Use this directory as the ESP instead of mounting the device (tests).
@@ -166,8 +173,11 @@ fn run(args: &Args) -> Result<Option<StageOutcome>> {
     let cmdline = read_cmdline(args)?;
     let forced = stages::forced_first_boot(&cmdline);
     if args.stage == Stage::Fetch {
-        if !forced && !with_esp(args, false, |esp| Ok(esp.join(MARKER).is_file()))? {
-            tracing::info!("no {MARKER} on the ESP: not the first boot, nothing to provision");
+        if !forced && !args.boot_marker.is_file() {
+            tracing::info!(
+                "no {} (the ESP's {MARKER}): not the first boot, nothing to provision",
+                args.boot_marker.display()
+            );
             std::fs::write(args.not_first_boot(), "")
                 .with_context(|| format!("writing {}", args.not_first_boot().display()))?;
             return Ok(None);
@@ -204,7 +214,7 @@ fn run(args: &Args) -> Result<Option<StageOutcome>> {
             // A boot told to provision (PXE, no disk marker): nothing to clear.
             tracing::info!("provisioning complete (keelson.first_boot=1: no marker to clear)");
         } else {
-            with_esp(args, true, |esp| {
+            with_esp(args, |esp| {
                 let marker = esp.join(MARKER);
                 std::fs::remove_file(&marker)
                     .with_context(|| format!("removing the first-boot marker {}", marker.display()))
@@ -256,9 +266,9 @@ fn log_outcome(out: &StageOutcome) {
     );
 }
 
-/// Run `f` on the ESP: the test directory, or the device mounted (read-only unless `write`)
-/// under the state dir for the call only.
-fn with_esp<T>(args: &Args, write: bool, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+/// Run `f` on the ESP: the test directory, or the device mounted read-write under the state
+/// dir for the call only.
+fn with_esp<T>(args: &Args, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     if let Some(dir) = &args.esp_dir {
         return f(dir);
     }
@@ -266,7 +276,7 @@ fn with_esp<T>(args: &Args, write: bool, f: impl FnOnce(&Path) -> Result<T>) -> 
     std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
     let mut mount = Command::new("mount");
     mount
-        .args(["-t", "vfat", "-o", if write { "rw" } else { "ro" }])
+        .args(["-t", "vfat", "-o", "rw"])
         .arg(&args.esp_device)
         .arg(&mnt);
     keelson_cmd::run_with_timeout(&mut mount, Some(ESP_MOUNT_TIMEOUT))?;
@@ -293,11 +303,13 @@ mod tests {
         fn new(first_boot: bool, config: &str) -> Env {
             let dir = tempfile::tempdir().unwrap();
             let p = dir.path();
-            for d in ["root/etc", "esp/keelson", "state"] {
+            for d in ["root/etc", "esp/loader/credentials", "extra", "state"] {
                 std::fs::create_dir_all(p.join(d)).unwrap();
             }
             if first_boot {
+                // The image's marker, and the copy systemd-stub hands to the initrd.
                 std::fs::write(p.join("esp").join(MARKER), "").unwrap();
+                std::fs::write(p.join("extra/keelson.first_boot.cred"), "").unwrap();
             }
             std::fs::write(p.join("user.ign"), config).unwrap();
             std::fs::write(p.join("cmdline"), "console=ttyS0 quiet").unwrap();
@@ -310,6 +322,7 @@ mod tests {
                 stage,
                 root: p.join("root"),
                 state: p.join("state"),
+                boot_marker: p.join("extra/keelson.first_boot.cred"),
                 esp_device: p.join("no-device"),
                 esp_dir: Some(p.join("esp")),
                 cmdline: p.join("cmdline"),
@@ -493,10 +506,31 @@ mod tests {
                 "{}",
                 unit.display()
             );
+            // Run on the first boot only: the marker where systemd-stub puts it, or the
+            // command line.
+            assert!(
+                text.contains(&format!(
+                    "ConditionPathExists=|{FIRST_BOOT_MARKER_IN_INITRD}\n\
+                     ConditionKernelCommandLine=|keelson.first_boot=1\n"
+                )),
+                "{}",
+                unit.display()
+            );
             let args =
                 Args::try_parse_from(["keelson-firstboot", "--stage", stage.name()]).unwrap();
             assert_eq!(args.stage, stage);
+            assert_eq!(args.boot_marker, Path::new(FIRST_BOOT_MARKER_IN_INITRD));
         }
+        // The image build writes the marker where the done stage removes it, under the name
+        // systemd-stub hands on.
+        let build = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../image/src/build.rs"),
+        )
+        .unwrap();
+        assert!(build.contains(&format!("\"::/{MARKER}\"")));
+        let cred = MARKER.rsplit('/').next().unwrap();
+        assert!(MARKER.starts_with("loader/credentials/") && cred.ends_with(".cred"));
+        assert!(FIRST_BOOT_MARKER_IN_INITRD.ends_with(&format!("/global_credentials/{cred}")));
         let err = Args::try_parse_from(["keelson-firstboot", "--stage", "boot"])
             .unwrap_err()
             .to_string();

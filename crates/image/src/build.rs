@@ -950,18 +950,21 @@ fn make_esp(
         "::/EFI/Linux",
         "::/loader",
         "::/loader/entries",
-        "::/keelson",
+        "::/loader/credentials",
     ]))?;
-    // The first-boot marker (removed by keelson-firstboot's done stage, docs/first-boot.md).
+    // The first-boot marker (keelson_provision::stages::FIRST_BOOT_MARKER; removed by
+    // keelson-firstboot's done stage, docs/first-boot.md). systemd-stub puts every
+    // loader/credentials/*.cred of the ESP into the initrd (/.extra/global_credentials/), so
+    // the initrd sees it without mounting the ESP.
     let marker = esp.with_extension("first_boot");
-    fs::write(&marker, "").map_err(io_err(&marker))?;
+    fs::write(&marker, "keelson: first boot\n").map_err(io_err(&marker))?;
     let mut c = Command::new("mcopy");
     c.env("MTOOLS_SKIP_CHECK", "1")
         .arg("-i")
         .arg(esp)
         .arg("-m")
         .arg(&marker)
-        .arg("::/keelson/first_boot");
+        .arg("::/loader/credentials/keelson.first_boot.cred");
     cmd::run(&mut c)?;
     for (src, dst) in [
         (sdboot.as_path(), "::/EFI/BOOT/BOOTX64.EFI".to_string()),

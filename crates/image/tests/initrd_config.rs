@@ -134,33 +134,21 @@ fn the_initrd_has_a_default_target_and_an_emergency_handler_without_dracut_hooks
 #[test]
 fn later_boots_are_told_apart_before_usr_and_first_boot_modules_come_from_usr() {
     let dir = "usr/lib/dracut/modules.d/98keelson-firstboot";
-    // The marker check needs only the ESP and the initrd's mount, and sits before the fetch
-    // stage; every stage (and the module loader switch) is skipped by the stamp it writes.
-    let check = os_file(&format!("{dir}/keelson-firstboot-check.service"));
-    assert!(
-        check
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .all(|l| !l.contains("sysusr")),
-        "{check}"
-    );
-    assert!(
-        check
-            .lines()
-            .any(|l| l.starts_with("Before=") && l.contains("keelson-firstboot-fetch.service")),
-        "{check}"
-    );
-    let script = os_file(&format!("{dir}/keelson-firstboot-check.sh"));
-    assert!(script.starts_with("#!/bin/sh\n"), "{script}");
-    assert!(script.contains("keelson/first_boot"), "{script}");
-    assert!(script.contains("keelson.first_boot=1"), "{script}");
-    // The VM tests wait for this on the console of a later boot.
-    assert!(script.contains("not the first boot"), "{script}");
+    // Every stage (and the module loader switch) runs on the first boot only, by conditions
+    // PID 1 checks itself: the ESP's marker as systemd-stub hands it to the initrd, or the
+    // command line. No process and no mount of the ESP on a later boot.
     for unit in ["fetch", "disks", "mount", "files", "done", "modprobe"] {
         let text = os_file(&format!("{dir}/keelson-firstboot-{unit}.service"));
-        assert!(
-            text.lines()
-                .any(|l| l == "ConditionPathExists=!/run/keelson/not-first-boot"),
+        let conditions: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("Condition"))
+            .collect();
+        assert_eq!(
+            conditions,
+            [
+                "ConditionPathExists=|/.extra/global_credentials/keelson.first_boot.cred",
+                "ConditionKernelCommandLine=|keelson.first_boot=1"
+            ],
             "{unit}: {text}"
         );
     }

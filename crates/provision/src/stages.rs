@@ -26,8 +26,14 @@ use crate::target::TargetRoot;
 pub const DEFAULT_CACHE: &str = "/run/keelson/config.json";
 
 /// The first-boot marker, relative to the ESP (Flatcar: `flatcar/first_boot`): present until
-/// the `done` stage of a successful first boot removes it.
-pub const FIRST_BOOT_MARKER: &str = "keelson/first_boot";
+/// the `done` stage of a successful first boot removes it. A system credential file, so
+/// that systemd-stub hands it to the initrd ([`FIRST_BOOT_MARKER_IN_INITRD`]), as Flatcar's
+/// GRUB turns its marker into a kernel argument: no boot mounts the ESP to look for it.
+pub const FIRST_BOOT_MARKER: &str = "loader/credentials/keelson.first_boot.cred";
+
+/// Where the initrd sees [`FIRST_BOOT_MARKER`]: systemd-stub packs the ESP's
+/// `loader/credentials/*.cred` into an initrd of its own, unpacked here.
+pub const FIRST_BOOT_MARKER_IN_INITRD: &str = "/.extra/global_credentials/keelson.first_boot.cred";
 
 /// One first-boot stage; [`Stage::ALL`] lists them in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

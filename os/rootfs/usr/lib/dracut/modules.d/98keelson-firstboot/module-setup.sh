@@ -20,7 +20,8 @@ depends() {
 }
 
 installkernel() {
-    # fw_cfg (the qemu provider), the virtio NIC, and vfat for the ESP's first-boot marker.
+    # fw_cfg (the qemu provider), the virtio NIC, and vfat for the ESP, whose first-boot
+    # marker the done stage removes.
     # What only the disks and mount stages use (xfs, md RAID, dm-crypt with AES-XTS and the
     # crypto API sockets cryptsetup checks ciphers through) is not here: the kernel loads it
     # from /sysusr/usr (keelson-firstboot-modprobe), so that every later boot of every node
@@ -38,7 +39,6 @@ install() {
     # (systemd-repart formats the root with mkfs.ext4).
     inst_multiple -o blkid mkfs.ext4 mke2fs
     inst_script "$moddir/keelson-firstboot-modprobe.sh" /usr/lib/keelson/keelson-firstboot-modprobe
-    inst_script "$moddir/keelson-firstboot-check.sh" /usr/lib/keelson/keelson-firstboot-check
     inst_multiple ln mkdir cat
     # /dev/md/NAME for the arrays the disks stage creates (the mount stage and the config's
     # file systems name them so): Debian's rule, with mdadm from /sysusr/usr (libc and
@@ -72,13 +72,7 @@ install() {
     grep -E '^systemd-network:' "$dracutsysrootdir/etc/group" >> "$initdir/etc/group"
 
     local stage
-    local unit
-    for unit in check modprobe; do
-        inst_simple "$moddir/keelson-firstboot-$unit.service" \
-            "$systemdsystemunitdir/keelson-firstboot-$unit.service"
-        $SYSTEMCTL -q --root "$initdir" add-wants initrd.target "keelson-firstboot-$unit.service"
-    done
-    for stage in fetch disks mount files done; do
+    for stage in modprobe fetch disks mount files done; do
         inst_simple "$moddir/keelson-firstboot-$stage.service" \
             "$systemdsystemunitdir/keelson-firstboot-$stage.service"
         $SYSTEMCTL -q --root "$initdir" add-wants initrd.target "keelson-firstboot-$stage.service"
