@@ -429,6 +429,17 @@ fn boot_verity_runtime_and_tamper() {
         .collect::<Vec<_>>(),
         ["not-found", "loaded"]
     );
+    // Nothing to create or grow: the initrd skipped systemd-repart (keelson-repart-needed),
+    // so udev saw no change events for the disk, and the growfs unit.
+    let repart = check(
+        &mut vm,
+        "journalctl -b --no-pager -o cat -u systemd-repart.service -u keelson-growfs-root.service",
+    );
+    assert!(
+        repart.contains("systemd-repart.service: Skipped due to 'exec-condition'")
+            && !repart.contains("Finished keelson-growfs-root.service"),
+        "{repart}"
+    );
     eprintln!("root file system {fs_uuid} kept across the reboot");
     drop(vm);
 
@@ -441,6 +452,46 @@ fn boot_verity_runtime_and_tamper() {
     assert_eq!(root.label, "root");
     assert_eq!(root.size_bytes, part);
     assert!(root.first_lba * keelson_disk::SECTOR_SIZE >= last_end);
+
+    // A disk grown after the first boot (a cloud volume resized, then a boot): repart, which
+    // later boots otherwise skip, grows root into the new space, and keelson-growfs-root
+    // grows its ext4 before switch-root.
+    let more: u64 = 256 << 20;
+    let len = std::fs::metadata(&bad).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bad)
+        .unwrap()
+        .set_len(len + more)
+        .unwrap();
+    let mut vm = boot(&bad, Vec::new(), false);
+    let grown: u64 = check(&mut vm, "lsblk -bdno SIZE /dev/disk/by-partlabel/root")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        grown >= part + more - (4 << 20),
+        "root partition {grown} bytes after the disk grew by {more}; it was {part}"
+    );
+    let grown_fs: u64 = check(&mut vm, "df -B1 --output=size / | tail -n 1")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        grown_fs >= fs_size + more / 100 * 93,
+        "the file system on / is {grown_fs} bytes, {fs_size} before the disk grew by {more}"
+    );
+    let grew = check(
+        &mut vm,
+        "journalctl -b --no-pager -o cat -u systemd-repart.service -u keelson-growfs-root.service",
+    );
+    assert!(
+        grew.contains("MiB after its last partition: systemd-repart grows root")
+            && grew.contains("Finished keelson-growfs-root.service"),
+        "{grew}"
+    );
+    assert_eq!(check(&mut vm, "cat /etc/keelson-state").trim(), token);
+    eprintln!("root grew with the disk: partition {part} -> {grown}, ext4 {fs_size} -> {grown_fs}");
 }
 
 /// (e) Two builds from the same inputs give the same usr root hash. The second build runs

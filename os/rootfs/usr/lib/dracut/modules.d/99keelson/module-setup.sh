@@ -37,6 +37,15 @@ install() {
     # modprobe@ runs once per module (modprobe-remain.conf).
     inst_simple "$moddir/modprobe-remain.conf" \
         "$systemdsystemunitdir/modprobe@.service.d/50-keelson.conf"
+    # systemd-repart runs on the first boot and on a grown disk only (keelson-repart-needed),
+    # and keelson-growfs-root grows root's ext4 after it on a grown disk.
+    inst_script "$moddir/keelson-repart-needed.sh" /usr/lib/keelson/keelson-repart-needed
+    inst_simple "$moddir/repart-needed.conf" \
+        "$systemdsystemunitdir/systemd-repart.service.d/50-keelson.conf"
+    inst_multiple "$systemdutildir/systemd-growfs"
+    inst_simple "$moddir/keelson-growfs-root.service" \
+        "$systemdsystemunitdir/keelson-growfs-root.service"
+    $SYSTEMCTL -q --root "$initdir" add-wants initrd-root-fs.target keelson-growfs-root.service
     # udevd, which the disk waits for, is ordered after these three, one after the other. They
     # make the static device nodes of modules not loaded yet (/dev/fuse, /dev/loop-control,
     # /dev/net/tun, ...: modules.devname) and set the nodes' permissions, for the users and
@@ -44,15 +53,18 @@ install() {
     # are loaded by modprobe@, which makes their nodes), and PID 1 makes /dev's symlinks
     # itself. The real root runs all three against its full module set. systemd-sysctl too:
     # the initrd's sysctl.d (pid_max, systemd-coredump's core pattern) is for a running
-    # system, and the real root applies every sysctl.d file again.
+    # system, and the real root applies every sysctl.d file again. And modprobe@loop, which
+    # systemd-repart wants for image files: on a block device repart needs no loop device,
+    # and the module's eight /dev/loopN (with their bdi devices) were 17 udev events in the
+    # initrd, each processed again by the real root's coldplug.
     $SYSTEMCTL -q --root "$initdir" mask kmod-static-nodes.service \
         systemd-tmpfiles-setup-dev-early.service systemd-tmpfiles-setup-dev.service \
-        systemd-sysctl.service
+        systemd-sysctl.service modprobe@loop.service
     for unit in emergency.service dracut-emergency.service; do
         inst_simple "$moddir/emergency-override.conf" \
             "$systemdsystemunitdir/$unit.d/50-keelson.conf"
     done
-    inst_multiple sleep cat
+    inst_multiple sleep cat mkdir
     # systemd-repart formats the root partition it creates on first boot (Format=ext4 in
     # /usr/lib/repart.d/50-root.conf) with mkfs.ext4, with e2fsprogs' own feature defaults.
     # Optional only because the kernel's postinst may run dracut before e2fsprogs is
