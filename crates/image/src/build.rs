@@ -608,26 +608,26 @@ fn make_uki(root: &Path, kver: &str, cmdline: &str, sde: u64) -> Result<PathBuf,
 /// triggers only the boot's buses), the modprobe@ drop-in (each module's modprobe runs
 /// once, not again on the way to switch-root), systemd-repart's condition with its script
 /// (repart only on the first boot or a grown disk; a drop-in without its script would skip
-/// repart on the first boot too) and the unit that grows root's file system on a grown disk.
-const INITRD_FILES: [&str; 6] = [
+/// repart on the first boot too), the unit that grows root's file system on a grown disk and
+/// the loop module's first-boot condition (loop devices only when repart makes root).
+const INITRD_FILES: [&str; 7] = [
     "usr/lib/keelson/keelson-emergency",
     "usr/lib/systemd/system/systemd-udev-trigger.service.d/50-keelson.conf",
     "usr/lib/systemd/system/modprobe@.service.d/50-keelson.conf",
     "usr/lib/keelson/keelson-repart-needed",
     "usr/lib/systemd/system/systemd-repart.service.d/50-keelson.conf",
     "usr/lib/systemd/system/keelson-growfs-root.service",
+    "usr/lib/systemd/system/modprobe@loop.service.d/50-keelson.conf",
 ];
 
 /// Units `99keelson` masks in the initrd (links to /dev/null), whose absence would not stop a
 /// boot either but would put three units back in turn before udevd, and so before the disk,
-/// and processes and udev events back on the initrd's one vCPU (systemd-sysctl; modprobe@loop
-/// with its eight loop devices).
-const INITRD_MASKS: [&str; 5] = [
+/// and one more process on the initrd's one vCPU (systemd-sysctl).
+const INITRD_MASKS: [&str; 4] = [
     "etc/systemd/system/kmod-static-nodes.service",
     "etc/systemd/system/systemd-tmpfiles-setup-dev-early.service",
     "etc/systemd/system/systemd-tmpfiles-setup-dev.service",
     "etc/systemd/system/systemd-sysctl.service",
-    "etc/systemd/system/modprobe@loop.service",
 ];
 
 /// The root's initrd holds [`INITRD_FILES`] and [`INITRD_MASKS`], and every kernel module in
@@ -1497,13 +1497,13 @@ mod tests {
 
     #[test]
     fn initrd_without_keelsons_masks_is_reported() {
-        let [nodes, early, dev, sysctl, loop_] = INITRD_MASKS;
-        // One masked, one a real unit file, three absent.
+        let [nodes, early, dev, sysctl] = INITRD_MASKS;
+        // One masked, one a real unit file, two absent.
         let listing = format!(
             "lrwxrwxrwx 1 root root 9 Dec  5 09:55 {nodes} -> /dev/null\n\
              -rw-r--r-- 1 root root 700 Dec  5 09:55 {early}\n"
         );
-        assert_eq!(not_masked(&listing, &INITRD_MASKS), [early, dev, sysctl, loop_]);
+        assert_eq!(not_masked(&listing, &INITRD_MASKS), [early, dev, sysctl]);
         // A link elsewhere is not a mask, and the link's path still counts as a file.
         let elsewhere = format!("lrwxrwxrwx 1 root root 9 Dec  5 09:55 {nodes} -> /tmp/x\n");
         assert_eq!(not_masked(&elsewhere, &[nodes]), [nodes]);

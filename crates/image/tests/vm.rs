@@ -290,6 +290,13 @@ fn boot_verity_runtime_and_tamper() {
         "journalctl -b --no-pager -o cat -u systemd-repart.service | tail -n 30",
     );
     eprintln!("systemd-repart, first boot:\n{repart}");
+    // Formatted and populated in place through a loop device over the partition: without
+    // the loop module repart falls back to building the file system in a file in the
+    // initrd's RAM and copying it over.
+    assert!(
+        repart.contains("/dev/loop") && repart.contains("successfully formatted as ext4"),
+        "{repart}"
+    );
     let mnt = check(&mut vm, "findmnt -n -o SOURCE,FSTYPE,UUID /");
     let fields: Vec<&str> = mnt.split_whitespace().collect();
     assert_eq!(fields.first().copied(), Some("/dev/vda6"), "{mnt}");

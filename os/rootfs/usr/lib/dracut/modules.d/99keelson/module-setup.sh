@@ -53,13 +53,13 @@ install() {
     # are loaded by modprobe@, which makes their nodes), and PID 1 makes /dev's symlinks
     # itself. The real root runs all three against its full module set. systemd-sysctl too:
     # the initrd's sysctl.d (pid_max, systemd-coredump's core pattern) is for a running
-    # system, and the real root applies every sysctl.d file again. And modprobe@loop, which
-    # systemd-repart wants for image files: on a block device repart needs no loop device,
-    # and the module's eight /dev/loopN (with their bdi devices) were 17 udev events in the
-    # initrd, each processed again by the real root's coldplug.
+    # system, and the real root applies every sysctl.d file again.
     $SYSTEMCTL -q --root "$initdir" mask kmod-static-nodes.service \
         systemd-tmpfiles-setup-dev-early.service systemd-tmpfiles-setup-dev.service \
-        systemd-sysctl.service modprobe@loop.service
+        systemd-sysctl.service
+    # The loop module on the first boot only (modprobe-loop.conf).
+    inst_simple "$moddir/modprobe-loop.conf" \
+        "$systemdsystemunitdir/modprobe@loop.service.d/50-keelson.conf"
     for unit in emergency.service dracut-emergency.service; do
         inst_simple "$moddir/emergency-override.conf" \
             "$systemdsystemunitdir/$unit.d/50-keelson.conf"
