@@ -337,6 +337,16 @@ fn first_boot_provisions_user_files_and_app() {
     // systemd-stub handed the ESP's marker to the initrd (PID 1 keeps the ESP's credentials
     // in @encrypted), and the done stage removed it from the ESP.
     check(&mut vm, "test -e /run/credentials/@encrypted/keelson.first_boot");
+    // Nothing to format, assemble or open: the module loader stayed the initrd's.
+    let modprobe = check(
+        &mut vm,
+        "journalctl -b --no-pager -o cat -u keelson-firstboot-modprobe.service",
+    );
+    assert!(
+        modprobe.contains("unmet condition check ConditionPathExists=/run/keelson/storage")
+            && !modprobe.contains("Finished"),
+        "{modprobe}"
+    );
     assert_ne!(
         check(
             &mut vm,

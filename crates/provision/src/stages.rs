@@ -272,6 +272,15 @@ pub fn resource_cache(config_cache: &Path) -> PathBuf {
     state_dir(config_cache).join("resources")
 }
 
+/// The stamp the fetch stage leaves next to the config cache (`/run/keelson/storage`) when
+/// the config partitions, assembles, opens or formats anything (`storage.disks`, `raid`,
+/// `luks` or `filesystems`): only then does the initrd switch the kernel's module loader to
+/// /sysusr/usr for xfs, md RAID and dm-crypt (`keelson-firstboot-modprobe.service` is
+/// conditioned on it).
+pub fn storage_stamp(config_cache: &Path) -> PathBuf {
+    state_dir(config_cache).join("storage")
+}
+
 /// Where the disks stage leaves LUKS keys and UUIDs for the files stage: `luks/` next to
 /// the config cache (`/run/keelson/luks`).
 pub fn luks_dir(config_cache: &Path) -> PathBuf {
@@ -375,6 +384,26 @@ fn fetch(ctx: &StageContext<'_>) -> Result<(Outcome, ConfigSource), ApplyError> 
         engine::NodeKind::File,
         format!("record config source {source}"),
     );
+    let storage = &fetched.config.storage;
+    let stamp = storage_stamp(&ctx.cache);
+    if !(storage.disks.is_empty()
+        && storage.raid.is_empty()
+        && storage.luks.is_empty()
+        && storage.filesystems.is_empty())
+    {
+        crate::passwd::write_atomic(&stamp, b"", 0o644)?;
+        out.push(
+            stamp.display().to_string(),
+            engine::NodeKind::File,
+            "stamp: the config has disks, raid, luks or filesystems",
+        );
+    } else {
+        match std::fs::remove_file(&stamp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ApplyError::io("removing", &stamp)(e)),
+        }
+    }
     out.extend(cached);
     out.warnings.extend(fetched.warnings);
     Ok((out, source))

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::{Reply, Request, fetcher, serve, stage_context};
 use keelson_provision::engine::files::FilesOptions;
 use keelson_provision::fetch::{FetchError, ResourceSpec};
-use keelson_provision::stages::{Stage, resource_cache, run_stage};
+use keelson_provision::stages::{Stage, resource_cache, run_stage, storage_stamp};
 use sha2::Digest as _;
 
 fn sha256(b: &[u8]) -> String {
@@ -42,6 +42,8 @@ fn files_stage_uses_only_what_the_fetch_stage_cached() {
     let ctx = stage_context(&dir, &config);
     let out = run_stage(Stage::Fetch, &ctx).unwrap();
     assert_eq!(server.requests().len(), 2, "{:?}", server.requests());
+    // Files only: the initrd keeps its own module loader.
+    assert!(!storage_stamp(&ctx.cache).exists());
     let cached: Vec<_> = out
         .outcome
         .changes
@@ -168,6 +170,8 @@ fn luks_key_is_cached_by_fetch_and_lands_on_the_root_with_a_crypttab_line() {
             .any(|c| c.action.contains("$.storage.luks[0].keyFile (vault)")),
         "{out:?}"
     );
+    // A LUKS volume: the disks stage needs dm-crypt from /sysusr/usr.
+    assert!(storage_stamp(&ctx.cache).is_file());
     // What the disks stage leaves in /run/keelson/luks (it needs the device to run).
     let luks = keelson_provision::stages::luks_dir(&ctx.cache);
     std::fs::create_dir_all(&luks).unwrap();
