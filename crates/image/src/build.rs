@@ -622,12 +622,13 @@ const INITRD_FILES: [&str; 7] = [
 
 /// Units `99keelson` masks in the initrd (links to /dev/null), whose absence would not stop a
 /// boot either but would put three units back in turn before udevd, and so before the disk,
-/// and one more process on the initrd's one vCPU (systemd-sysctl).
-const INITRD_MASKS: [&str; 4] = [
+/// and two more processes on the initrd's one vCPU (systemd-sysctl, systemd-tmpfiles-setup).
+const INITRD_MASKS: [&str; 5] = [
     "etc/systemd/system/kmod-static-nodes.service",
     "etc/systemd/system/systemd-tmpfiles-setup-dev-early.service",
     "etc/systemd/system/systemd-tmpfiles-setup-dev.service",
     "etc/systemd/system/systemd-sysctl.service",
+    "etc/systemd/system/systemd-tmpfiles-setup.service",
 ];
 
 /// The root's initrd holds [`INITRD_FILES`] and [`INITRD_MASKS`], and every kernel module in
@@ -1497,13 +1498,16 @@ mod tests {
 
     #[test]
     fn initrd_without_keelsons_masks_is_reported() {
-        let [nodes, early, dev, sysctl] = INITRD_MASKS;
-        // One masked, one a real unit file, two absent.
+        let [nodes, early, dev, sysctl, tmpfiles] = INITRD_MASKS;
+        // One masked, one a real unit file, three absent.
         let listing = format!(
             "lrwxrwxrwx 1 root root 9 Dec  5 09:55 {nodes} -> /dev/null\n\
              -rw-r--r-- 1 root root 700 Dec  5 09:55 {early}\n"
         );
-        assert_eq!(not_masked(&listing, &INITRD_MASKS), [early, dev, sysctl]);
+        assert_eq!(
+            not_masked(&listing, &INITRD_MASKS),
+            [early, dev, sysctl, tmpfiles]
+        );
         // A link elsewhere is not a mask, and the link's path still counts as a file.
         let elsewhere = format!("lrwxrwxrwx 1 root root 9 Dec  5 09:55 {nodes} -> /tmp/x\n");
         assert_eq!(not_masked(&elsewhere, &[nodes]), [nodes]);

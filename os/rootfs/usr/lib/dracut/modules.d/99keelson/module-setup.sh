@@ -53,10 +53,15 @@ install() {
     # are loaded by modprobe@, which makes their nodes), and PID 1 makes /dev's symlinks
     # itself. The real root runs all three against its full module set. systemd-sysctl too:
     # the initrd's sysctl.d (pid_max, systemd-coredump's core pattern) is for a running
-    # system, and the real root applies every sysctl.d file again.
+    # system, and the real root applies every sysctl.d file again. systemd-tmpfiles-setup
+    # too: in the initrd it makes /var's directories and the journal's ACLs for a running
+    # system (the real root runs it again over everything) and copies what systemd-stub
+    # passes for multi-profile UKIs and TPM2 PCR policies (/.extra/profile, os-release,
+    # tpm2-pcr-*), which Keelson's UKI does not carry; one second of the initrd's one vCPU
+    # while udevd waits for the disk.
     $SYSTEMCTL -q --root "$initdir" mask kmod-static-nodes.service \
         systemd-tmpfiles-setup-dev-early.service systemd-tmpfiles-setup-dev.service \
-        systemd-sysctl.service
+        systemd-sysctl.service systemd-tmpfiles-setup.service
     # The loop module on the first boot only (modprobe-loop.conf).
     inst_simple "$moddir/modprobe-loop.conf" \
         "$systemdsystemunitdir/modprobe@loop.service.d/50-keelson.conf"
