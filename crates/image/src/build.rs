@@ -631,6 +631,48 @@ const INITRD_MASKS: [&str; 5] = [
     "etc/systemd/system/systemd-tmpfiles-setup.service",
 ];
 
+/// What `99keelson` leaves out of the initrd, whose presence would not stop a boot either but
+/// would put back work the initrd does for nothing on the way to the root:
+/// `systemd-gpt-auto-generator` (`root=` and `usrhash=` name the boot's devices) and the
+/// first-boot check that mounted the ESP on every boot (the marker now comes through
+/// systemd-stub).
+const INITRD_ABSENT: [&str; 2] = [
+    "usr/lib/systemd/system-generators/systemd-gpt-auto-generator",
+    "usr/lib/keelson/keelson-firstboot-check",
+];
+
+/// The udev rules files (under `usr/lib/udev/rules.d`) the initrd keeps: those for the devices
+/// it handles (block devices, device-mapper, the first boot's md arrays, NICs, driver loading,
+/// systemd's device units). Any other would be parsed by udevd at its start, on the way to the
+/// disk, for no device (docs/image.md, "The initrd").
+const INITRD_UDEV_RULES: [&str; 12] = [
+    "50-udev-default.rules",
+    "55-dm.rules",
+    "60-block.rules",
+    "60-persistent-storage.rules",
+    "60-persistent-storage-dm.rules",
+    "63-md-raid-arrays.rules",
+    "75-net-description.rules",
+    "80-drivers.rules",
+    "80-net-setup-link.rules",
+    "81-net-dhcp.rules",
+    "95-dm-notify.rules",
+    "99-systemd.rules",
+];
+
+/// The paths of `listing` (lsinitrd's `ls -l` lines) that the initrd should not have:
+/// [`INITRD_ABSENT`] and udev rules files not in [`INITRD_UDEV_RULES`].
+fn unexpected_files(listing: &str) -> Vec<&str> {
+    listing_entries(listing)
+        .into_keys()
+        .filter(|p| {
+            INITRD_ABSENT.contains(p)
+                || p.strip_prefix("usr/lib/udev/rules.d/")
+                    .is_some_and(|f| f.ends_with(".rules") && !INITRD_UDEV_RULES.contains(&f))
+        })
+        .collect()
+}
+
 /// The root's initrd holds [`INITRD_FILES`] and [`INITRD_MASKS`], and every kernel module in
 /// it comes with the modules it depends on (the root's `modules.dep`): dracut's
 /// `omit_drivers` drops a dependency silently, and a module without one does not load (erofs
@@ -651,6 +693,10 @@ fn check_initrd(root: &Path, kver: &str) -> Result<(), ImageError> {
         (
             not_masked(&listing, &INITRD_MASKS),
             "does not mask what the dracut module 99keelson masks",
+        ),
+        (
+            unexpected_files(&listing),
+            "has what the dracut module 99keelson leaves out",
         ),
     ] {
         if !absent.is_empty() {
@@ -1494,6 +1540,26 @@ mod tests {
             .map(|f| format!("-rw-r--r-- 1 root root 1 Dec  5 09:55 {f}\n"))
             .collect::<String>();
         assert!(missing_files(&full, &INITRD_FILES).is_empty());
+    }
+
+    #[test]
+    fn initrd_with_what_keelson_leaves_out_is_reported() {
+        let l = |p: &str| format!("-rw-r--r-- 1 root root 1 Dec  5 09:55 {p}\n");
+        let kept: String = INITRD_UDEV_RULES
+            .iter()
+            .map(|r| l(&format!("usr/lib/udev/rules.d/{r}")))
+            .collect();
+        // dracut's own rules live in etc/udev/rules.d and are not checked.
+        let clean = kept.clone() + &l("etc/udev/rules.d/11-dm.rules");
+        assert!(unexpected_files(&clean).is_empty());
+        let extra = clean
+            + &l("usr/lib/udev/rules.d/70-uaccess.rules")
+            + &l(INITRD_ABSENT[0])
+            + &l("usr/lib/udev/rules.d/README");
+        assert_eq!(
+            unexpected_files(&extra),
+            [INITRD_ABSENT[0], "usr/lib/udev/rules.d/70-uaccess.rules"]
+        );
     }
 
     #[test]

@@ -84,7 +84,8 @@ install() {
     # md arrays of the first boot, NICs, driver loading, systemd's device units). The others
     # (input, sound, video, seats, serial, sensors, cdrom, tape, btrfs, memory, ...) are for a
     # running system: the real root's udevd applies every rule when it coldplugs, while here
-    # udevd would parse them at its start, on the way to the disk, for no device.
+    # udevd would parse them at its start, on the way to the disk, for no device. The image
+    # build checks the built initrd against the same list (INITRD_UDEV_RULES in build.rs).
     local r
     for r in "$initdir"/usr/lib/udev/rules.d/*.rules; do
         case "${r##*/}" in
