@@ -336,7 +336,10 @@ fn first_boot_provisions_user_files_and_app() {
     assert!(log.contains("/etc/keelson-test/motd"), "{log}");
     // systemd-stub handed the ESP's marker to the initrd (PID 1 keeps the ESP's credentials
     // in @encrypted), and the done stage removed it from the ESP.
-    check(&mut vm, "test -e /run/credentials/@encrypted/keelson.first_boot");
+    check(
+        &mut vm,
+        "test -e /run/credentials/@encrypted/keelson.first_boot",
+    );
     // Nothing to format, assemble or open: the module loader stayed the initrd's.
     let modprobe = check(
         &mut vm,
