@@ -47,6 +47,31 @@ fn boot(image: &Path, extra_disks: Vec<PathBuf>, snapshot: bool) -> Vm {
     vm
 }
 
+/// Make the disk image at `path` `by` bytes larger, as a cloud grows a volume.
+fn grow_disk(path: &Path, by: u64) {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len + by)
+        .unwrap();
+}
+
+/// The root partition's size and the size of the file system on /, in bytes.
+fn root_sizes(vm: &mut Vm) -> (u64, u64) {
+    let mut bytes = |cmd: &str| -> u64 {
+        let out = check(vm, cmd);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{cmd}: {out:?}: {e}"))
+    };
+    (
+        bytes("lsblk -bdno SIZE /dev/disk/by-partlabel/root"),
+        bytes("df -B1 --output=size / | tail -n 1"),
+    )
+}
+
 /// Log in to the shell that appears after console offset `from` and wait for the boot to end.
 fn settle(vm: &mut Vm, from: usize) {
     // systemd stops printing status lines once the serial getty owns the console, so the
@@ -224,12 +249,7 @@ fn boot_verity_runtime_and_tamper() {
     // first boot systemd-repart must grow the root partition into it.
     let grow: u64 = 1 << 30;
     let len = std::fs::metadata(&bad).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&bad)
-        .unwrap()
-        .set_len(len + grow)
-        .unwrap();
+    grow_disk(&bad, grow);
     {
         use std::io::{Read, Seek, SeekFrom, Write};
         let mut f = std::fs::OpenOptions::new()
@@ -302,18 +322,11 @@ fn boot_verity_runtime_and_tamper() {
     assert_eq!(fields.first().copied(), Some("/dev/vda6"), "{mnt}");
     assert_eq!(fields.get(1).copied(), Some("ext4"), "{mnt}");
     let fs_uuid = fields.get(2).unwrap().to_string();
-    let part: u64 = check(&mut vm, "lsblk -bdno SIZE /dev/disk/by-partlabel/root")
-        .trim()
-        .parse()
-        .unwrap();
+    let (part, fs_size) = root_sizes(&mut vm);
     assert!(
         part >= root_min + grow - (4 << 20),
         "root partition is {part} bytes; the image reserved {root_min}, the disk grew by {grow}"
     );
-    let fs_size: u64 = check(&mut vm, "df -B1 --output=size / | tail -n 1")
-        .trim()
-        .parse()
-        .unwrap();
     assert!(
         fs_size >= part / 100 * 93 && fs_size <= part,
         "the file system on / is {fs_size} bytes, the partition {part}"
@@ -464,26 +477,13 @@ fn boot_verity_runtime_and_tamper() {
     // later boots otherwise skip, grows root into the new space, and keelson-growfs-root
     // grows its ext4 before switch-root.
     let more: u64 = 256 << 20;
-    let len = std::fs::metadata(&bad).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&bad)
-        .unwrap()
-        .set_len(len + more)
-        .unwrap();
+    grow_disk(&bad, more);
     let mut vm = boot(&bad, Vec::new(), false);
-    let grown: u64 = check(&mut vm, "lsblk -bdno SIZE /dev/disk/by-partlabel/root")
-        .trim()
-        .parse()
-        .unwrap();
+    let (grown, grown_fs) = root_sizes(&mut vm);
     assert!(
         grown >= part + more - (4 << 20),
         "root partition {grown} bytes after the disk grew by {more}; it was {part}"
     );
-    let grown_fs: u64 = check(&mut vm, "df -B1 --output=size / | tail -n 1")
-        .trim()
-        .parse()
-        .unwrap();
     assert!(
         grown_fs >= fs_size + more / 100 * 93,
         "the file system on / is {grown_fs} bytes, {fs_size} before the disk grew by {more}"
