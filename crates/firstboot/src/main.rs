@@ -521,6 +521,16 @@ mod tests {
             assert_eq!(args.stage, stage);
             assert_eq!(args.boot_marker, Path::new(FIRST_BOOT_MARKER_IN_INITRD));
         }
+        // The initrd's other first-boot-only pieces (the loop module for repart, repart's
+        // condition) test the same two things.
+        let keelson = module.join("../99keelson");
+        for piece in ["modprobe-loop.conf", "keelson-repart-needed.sh"] {
+            let text = std::fs::read_to_string(keelson.join(piece)).unwrap();
+            assert!(
+                text.contains(FIRST_BOOT_MARKER_IN_INITRD) && text.contains("keelson.first_boot=1"),
+                "{piece}"
+            );
+        }
         // The image build writes the marker where the done stage removes it, under the name
         // systemd-stub hands on.
         let build = std::fs::read_to_string(
