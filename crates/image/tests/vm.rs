@@ -380,6 +380,25 @@ fn boot_verity_runtime_and_tamper() {
     );
     let host_key = check(&mut vm, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub");
 
+    // The first boot applied the presets with Keelson's own (80-keelson.preset) first: the
+    // journal's audit socket stayed off, so journald never switched kernel auditing on.
+    assert_eq!(
+        check(
+            &mut vm,
+            "systemctl is-enabled systemd-journald-audit.socket; \
+             systemctl is-active systemd-journald-audit.socket; true"
+        )
+        .split_whitespace()
+        .collect::<Vec<_>>(),
+        ["disabled", "inactive"]
+    );
+    let journald = check(&mut vm, "journalctl -b -o cat -t systemd-journald");
+    assert!(
+        journald.contains("Collecting audit messages is disabled")
+            && !journald.contains("Collecting audit messages is enabled"),
+        "{journald}"
+    );
+
     // No extension files on this node: keelson-extensions-link.service, on the way to
     // sysinit.target, was skipped by its condition instead of starting the agent.
     assert_eq!(
