@@ -36,13 +36,24 @@ pub struct StockDisk<'a> {
     pub root_mib: u64,
 }
 
+/// The network of the stock disk of `bench boot`: what os/os.yaml's node runs on every boot
+/// (systemd-networkd with DHCP on the Ethernet links, systemd-resolved for DNS), set up the
+/// way a Debian admin does: resolved's package enables itself, networkd is enabled with one
+/// `.network` file. Before the tenth pass this disk had no network at all (networkd installed
+/// but off, no resolved), so Debian's column skipped work that Keelson's did.
+const DEBIAN_NETWORK_PACKAGES: &str = "systemd-resolved";
+const DEBIAN_NETWORK_HOOKS: &[&str] = &[
+    "printf '[Match]\\nType=ether\\n\\n[Network]\\nDHCP=yes\\n' > \"$1\"/etc/systemd/network/50-dhcp.network",
+    "chroot \"$1\" systemctl enable systemd-networkd.service",
+];
+
 /// Build (once) the stock disk of `bench boot`.
 fn debian_image(dir: &Path) -> Result<PathBuf> {
     stock_debian_image(&StockDisk {
         dir,
         name: "debian-trixie.img",
-        extra_packages: "",
-        hooks: &[],
+        extra_packages: DEBIAN_NETWORK_PACKAGES,
+        hooks: DEBIAN_NETWORK_HOOKS,
         root_mib: 1536,
     })
 }
