@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::fsio;
+
 /// Tries a freshly installed version gets.
 pub const INITIAL_TRIES: u32 = 3;
 /// File name prefix of Keelson's UKIs.
@@ -24,6 +26,16 @@ pub enum EspError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+impl From<fsio::IoError> for EspError {
+    fn from(e: fsio::IoError) -> Self {
+        Self::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// The boot-counting state of one UKI file.
@@ -165,7 +177,7 @@ pub fn remove_unused(dir: &Path, keep: &[&str]) -> Result<Vec<String>, EspError>
         removed.push(e.file_name);
     }
     if !removed.is_empty() {
-        sync_dir(dir)?;
+        fsio::sync_dir(dir)?;
     }
     Ok(removed)
 }
@@ -183,7 +195,7 @@ pub fn remove_version(dir: &Path, version: &str) -> Result<Vec<String>, EspError
         removed.push(e.file_name);
     }
     if !removed.is_empty() {
-        sync_dir(dir)?;
+        fsio::sync_dir(dir)?;
     }
     Ok(removed)
 }
@@ -206,18 +218,7 @@ pub fn rename_durably(from: &Path, to: &Path) -> Result<(), EspError> {
     std::fs::File::open(to)
         .and_then(|f| f.sync_all())
         .map_err(io("syncing", to))?;
-    sync_dir(to.parent().unwrap_or(Path::new(".")))
-}
-
-/// fsync of a directory (a rename or removal in it is durable).
-pub fn sync_dir(dir: &Path) -> Result<(), EspError> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|source| EspError::Io {
-            action: "syncing",
-            path: dir.to_owned(),
-            source,
-        })
+    Ok(fsio::sync_dir(to.parent().unwrap_or(Path::new(".")))?)
 }
 
 /// Free bytes on the file system holding `dir`.

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::fsio;
 use crate::omaha::{Client, Identity, OmahaError};
 use crate::paths::Paths;
 use crate::settings::{Extension, Settings};
@@ -135,6 +136,16 @@ pub enum ExtensionError {
     },
 }
 
+impl From<fsio::IoError> for ExtensionError {
+    fn from(e: fsio::IoError) -> Self {
+        Self::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl ExtensionError {
     /// A short stable slug for `status` and the 3/0 report.
     pub fn reason(&self) -> &'static str {
@@ -187,12 +198,6 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Exten
         path,
         source,
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), ExtensionError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing", dir))
 }
 
 /// Whether `path` exists with `size` bytes and the hex sha256 `sha256`.
@@ -292,7 +297,7 @@ pub async fn fetch_verified(
         return Err(e);
     }
     std::fs::rename(&tmp, dest).map_err(io("renaming", &tmp))?;
-    sync_dir(dir)?;
+    fsio::sync_dir(dir)?;
     Ok(true)
 }
 
@@ -313,7 +318,7 @@ pub fn replace_symlink(link: &Path, target: &Path) -> Result<(), ExtensionError>
     }
     std::os::unix::fs::symlink(target, &tmp).map_err(io("linking", &tmp))?;
     std::fs::rename(&tmp, link).map_err(io("renaming", &tmp))?;
-    sync_dir(dir)
+    Ok(fsio::sync_dir(dir)?)
 }
 
 fn remove_if_present(path: &Path) -> Result<bool, ExtensionError> {
@@ -539,18 +544,11 @@ impl Records {
     /// Writes the record file atomically (temp file, fsync, rename, fsync of the directory).
     pub fn save(&self, paths: &Paths) -> Result<(), ExtensionError> {
         let path = paths.extensions_state_file();
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| ExtensionError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
-        sync_dir(dir)
+        Ok(fsio::write_atomic(&path, &bytes)?)
     }
 }
 

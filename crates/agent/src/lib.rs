@@ -17,6 +17,7 @@ pub mod esp;
 pub mod etcd;
 pub mod extensions;
 pub mod failpoint;
+pub mod fsio;
 pub mod lock;
 pub mod omaha;
 pub mod paths;

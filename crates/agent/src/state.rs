@@ -2,13 +2,13 @@
 //! input to the next record and the Omaha reports to send, and the atomic [`Store`] that
 //! persists it under `/var/lib/keelson/agent/`.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::esp::Counter;
+use crate::fsio;
 
 /// What a granted update points at (from the Omaha response).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -654,6 +654,16 @@ pub enum StoreError {
     },
 }
 
+impl From<fsio::IoError> for StoreError {
+    fn from(e: fsio::IoError) -> Self {
+        Self::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// The persisted record: one JSON file written through a temporary name, fsync and rename.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -696,29 +706,11 @@ impl Store {
 
     /// Writes the record atomically: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self, record: &Record) -> Result<(), StoreError> {
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |source| StoreError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io("renaming", &tmp))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing", dir))?;
-        Ok(())
+        Ok(fsio::write_atomic(&self.path, &bytes)?)
     }
 
     /// Takes the state lock, waiting for it when `wait`, else failing with [`StoreError::Busy`].
