@@ -284,6 +284,37 @@ impl Server {
     }
 
     /// The ids holding the stable group's FleetLock slots.
+    /// What the demo shows before it ends (`hold`): the dashboard, `extra`, a `keelson admin`
+    /// command (`admin` of `app`) and, when the demo forwards ssh, how to reach the node and
+    /// what to run there (`on_node`).
+    fn look_here(
+        &self,
+        bin: &Path,
+        app: &str,
+        admin: &str,
+        extra: &[String],
+        on_node: &str,
+    ) -> Vec<String> {
+        let mut look = vec![format!(
+            "dashboard: {}/ (log in with the admin token {})",
+            self.base, self.token
+        )];
+        look.extend_from_slice(extra);
+        look.push(format!(
+            "keelson admin: KEELSON_SERVER={} KEELSON_TOKEN={} KEELSON_APP={app} {} admin {admin}",
+            self.base,
+            self.token,
+            bin.join("keelson").display()
+        ));
+        if let Some((_, port)) = demo_ssh() {
+            look.push(format!(
+                "the node: ssh -i target/demo/ssh/id_ed25519 -p {port} keel@127.0.0.1, then \
+                 {on_node}"
+            ));
+        }
+        look
+    }
+
     fn holders(&self) -> Vec<String> {
         let v = self.admin_json(&["fleetlock", "holders", "--group", "stable"]);
         v.as_array()
@@ -1133,26 +1164,13 @@ fn extension_update_without_reboot() {
         failure["error_code"],
         t.elapsed()
     ));
-    let mut look = vec![
-        format!(
-            "dashboard: {}/ (log in with the admin token {})",
-            server.base, server.token
-        ),
-        format!(
-            "keelson admin: KEELSON_SERVER={} KEELSON_TOKEN={} KEELSON_APP={EXT_APP_ID} \
-             {} admin instance list",
-            server.base,
-            server.token,
-            bin.join("keelson").display()
-        ),
-    ];
-    if let Some((_, port)) = demo_ssh() {
-        look.push(format!(
-            "the node: ssh -i target/demo/ssh/id_ed25519 -p {port} keel@127.0.0.1, then \
-             greet; systemd-sysext status; sudo keelson-agent extensions status"
-        ));
-    }
-    hold(&look);
+    hold(&server.look_here(
+        &bin,
+        EXT_APP_ID,
+        "instance list",
+        &[],
+        "greet; systemd-sysext status; sudo keelson-agent extensions status",
+    ));
     vm.kill();
 }
 
@@ -1329,26 +1347,12 @@ fn fleetlock_update_blessed() {
         );
         bad_release_rolls_back(&server, &mut vm, &p3, &[("notes", &notes3)]);
     }
-    let mut look = vec![
-        format!(
-            "dashboard: {}/ (log in with the admin token {})",
-            server.base, server.token
-        ),
-        format!("the app: curl http://127.0.0.1:{app_port}/"),
-        format!(
-            "keelson admin: KEELSON_SERVER={} KEELSON_TOKEN={} KEELSON_APP={APP_ID} \
-             {} admin group show stable",
-            server.base,
-            server.token,
-            bin.join("keelson").display()
-        ),
-    ];
-    if let Some((_, port)) = demo_ssh() {
-        look.push(format!(
-            "the node: ssh -i target/demo/ssh/id_ed25519 -p {port} keel@127.0.0.1, then \
-             sudo keelson-agent status"
-        ));
-    }
-    hold(&look);
+    hold(&server.look_here(
+        &bin,
+        APP_ID,
+        "group show stable",
+        &[format!("the app: curl http://127.0.0.1:{app_port}/")],
+        "sudo keelson-agent status",
+    ));
     vm.kill();
 }
