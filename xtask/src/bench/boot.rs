@@ -3,8 +3,9 @@
 //! the same harness) in the same run, and the ratio.
 //!
 //! The stock system is what a plain Debian install of the same kernel and services looks like:
-//! one ext4 root, Debian's default initramfs-tools initrd, systemd-boot with a Type #1 entry; no
-//! dm-verity, no UKI, no repart. It is built once into `target/bench/boot/` (mmdebstrap, with
+//! one ext4 root, Debian's default initramfs-tools initrd, systemd-boot with a Type #1 entry,
+//! its network up as the Keelson node's (networkd with DHCP, resolved); no dm-verity, no UKI,
+//! no repart. It is built once into `target/bench/boot/` (mmdebstrap, with
 //! its own package cache there). `KEELSON_BENCH_RUNS` (default 1) boots each that many times,
 //! alternating, and reports the medians. Each boot is measured twice in one QEMU: the image's
 //! first boot (Keelson: repart makes root, first-boot stages, machine ID, host keys) and, after
