@@ -206,18 +206,10 @@ pub fn remove_version(dir: &Path, version: &str) -> Result<Vec<String>, EspError
 /// directory left a 0-byte `keelson_<v>+3.efi` after a power cut (the VM test's cut after the
 /// rename). Syncs the renamed file, then its directory.
 pub fn rename_durably(from: &Path, to: &Path) -> Result<(), EspError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| EspError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    std::fs::rename(from, to).map_err(io("renaming", from))?;
+    std::fs::rename(from, to).map_err(fsio::io("renaming", from))?;
     std::fs::File::open(to)
         .and_then(|f| f.sync_all())
-        .map_err(io("syncing", to))?;
+        .map_err(fsio::io("syncing", to))?;
     Ok(fsio::sync_dir(to.parent().unwrap_or(Path::new(".")))?)
 }
 

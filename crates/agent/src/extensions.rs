@@ -192,12 +192,8 @@ impl ExtensionError {
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExtensionError {
-    let path = path.to_owned();
-    move |source| ExtensionError::Io {
-        action,
-        path,
-        source,
-    }
+    let io = fsio::io(action, path);
+    move |source| io(source).into()
 }
 
 /// Whether `path` exists with `size` bytes and the hex sha256 `sha256`.
