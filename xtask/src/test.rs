@@ -7,8 +7,10 @@ use clap::Args;
 
 use crate::{deps, postgres::Postgres, util};
 
-/// Port of the throwaway PostgreSQL cluster used by tests.
-pub const TEST_PG_PORT: u16 = 55432;
+/// Port of the throwaway PostgreSQL cluster used by tests. Below Linux's ephemeral range
+/// (32768-60999 by default): a port in it can be the source port of any outgoing connection,
+/// and one in TIME_WAIT on 55432 (a test's client connection) kept PostgreSQL from binding.
+pub const TEST_PG_PORT: u16 = 25432;
 
 #[derive(Args)]
 pub struct TestArgs {

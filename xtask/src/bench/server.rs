@@ -25,8 +25,8 @@ const INSTANCES: usize = 100_000;
 const SECONDS: u64 = 10;
 /// Connections the load generator keeps open.
 const CONCURRENCY: usize = 64;
-/// PostgreSQL port for benches (tests use 55433-55435).
-const PG_PORT: u16 = 55440;
+/// PostgreSQL port for benches: below the ephemeral range, like the tests' (`TEST_PG_PORT`).
+const PG_PORT: u16 = 25440;
 
 pub fn run() -> Result<()> {
     util::cd_workspace_root()?;
