@@ -3,8 +3,13 @@
 //!
 //! The guest needs no test hooks: the harness hands it SMBIOS type 11 credentials
 //! (`agetty.autologin=root`), which systemd 257's serial getty imports.
+//!
+//! A test VM also gets a QMP socket. When a wait times out, the error carries the vCPU's
+//! state read through it (`info status`, `info registers`, the instructions at `$pc`): a guest
+//! that hangs in the firmware after a reset prints nothing, and only its registers say where
+//! it spins.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -97,8 +102,8 @@ impl VmOptions {
 enum Console<'a> {
     /// The terminal (`image run`).
     Stdio,
-    /// A Unix socket QEMU listens on and waits for (tests).
-    Socket(&'a Path),
+    /// A Unix socket QEMU listens on and waits for (tests), and QMP's socket beside it.
+    Socket { console: &'a Path, qmp: &'a Path },
 }
 
 fn check_inputs(opts: &VmOptions) -> Result<(), ImageError> {
@@ -196,14 +201,16 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
         Console::Stdio => {
             c.arg("-nographic");
         }
-        Console::Socket(path) => {
+        Console::Socket { console, qmp } => {
             c.args(["-display", "none", "-monitor", "none"])
                 .arg("-chardev")
                 .arg(format!(
                     "socket,id=con0,path={},server=on,wait=on",
-                    path.display()
+                    console.display()
                 ))
-                .args(["-serial", "chardev:con0"]);
+                .args(["-serial", "chardev:con0"])
+                .arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", qmp.display()));
         }
     }
     c
@@ -263,6 +270,7 @@ pub struct Vm {
     child: Child,
     console: Arc<Mutex<Vec<u8>>>,
     stream: UnixStream,
+    qmp: PathBuf,
     started: Instant,
     serial: u64,
     _dir: tempfile::TempDir,
@@ -276,9 +284,17 @@ impl Vm {
         let vars = dir.path().join("OVMF_VARS.fd");
         std::fs::copy(OVMF_VARS, &vars).map_err(io_err(&vars))?;
         let sock = dir.path().join("console.sock");
+        let qmp = dir.path().join("qmp.sock");
         let log = dir.path().join("qemu.stderr");
         let log_file = std::fs::File::create(&log).map_err(io_err(&log))?;
-        let mut c = qemu_command(opts, &vars, Console::Socket(&sock));
+        let mut c = qemu_command(
+            opts,
+            &vars,
+            Console::Socket {
+                console: &sock,
+                qmp: &qmp,
+            },
+        );
         let line = cmd::describe(&c);
         tracing::info!(command = %line, "starting QEMU");
         let mut child = c
@@ -346,6 +362,7 @@ impl Vm {
             child,
             console,
             stream,
+            qmp,
             started,
             serial: 0,
             _dir: dir,
@@ -398,12 +415,25 @@ impl Vm {
             }
             if Instant::now() >= deadline {
                 return Err(self.fail(format!(
-                    "the console did not show {needle:?} within {timeout:?} ({:?} after QEMU started)",
-                    self.elapsed()
+                    "the console did not show {needle:?} within {timeout:?} ({:?} after QEMU \
+                     started)\nthe vCPU then, through QMP:\n{}",
+                    self.elapsed(),
+                    self.vcpu_state()
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Where the guest's vCPU is, read through QMP's human monitor: run state, registers and
+    /// the instructions at the program counter. Never fails: a QMP error is the text.
+    pub fn vcpu_state(&self) -> String {
+        qmp_hmp(
+            &self.qmp,
+            &["info status", "info registers", "x/8i $pc"],
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| format!("(QMP at {}: {e})", self.qmp.display()))
     }
 
     /// Wait until the console shows `needle` anywhere.
@@ -504,6 +534,54 @@ impl Drop for Vm {
     }
 }
 
+/// Run human-monitor `commands` over the QMP socket `sock`; returns each command with its
+/// output. `timeout` bounds every read and write, so a QEMU that stopped answering cannot hang
+/// the caller.
+fn qmp_hmp(sock: &Path, commands: &[&str], timeout: Duration) -> std::io::Result<String> {
+    let stream = UnixStream::connect(sock)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    // The greeting, then capabilities negotiation; asynchronous events come in between
+    // replies and are skipped.
+    let reply = |reader: &mut BufReader<UnixStream>| -> std::io::Result<serde_json::Value> {
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "QEMU closed the QMP socket",
+                ));
+            }
+            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e}: {line}"))
+            })?;
+            if v.get("return").is_some() || v.get("error").is_some() || v.get("QMP").is_some() {
+                return Ok(v);
+            }
+        }
+    };
+    reply(&mut reader)?;
+    writeln!(writer, r#"{{"execute":"qmp_capabilities"}}"#)?;
+    reply(&mut reader)?;
+    let mut out = String::new();
+    for command in commands {
+        let request = serde_json::json!({
+            "execute": "human-monitor-command",
+            "arguments": { "command-line": command },
+        });
+        writeln!(writer, "{request}")?;
+        let v = reply(&mut reader)?;
+        let text = match v.get("return").and_then(|r| r.as_str()) {
+            Some(t) => t.replace("\r\n", "\n"),
+            None => format!("{v}\n"),
+        };
+        out.push_str(&format!("(qemu) {command}\n{text}"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -532,8 +610,15 @@ mod tests {
         let line = cmd::describe(&qemu_command(
             &o,
             Path::new("/tmp/v.fd"),
-            Console::Socket(Path::new("/tmp/s")),
+            Console::Socket {
+                console: Path::new("/tmp/s"),
+                qmp: Path::new("/tmp/q"),
+            },
         ));
+        assert!(
+            line.contains("-qmp unix:/tmp/q,server=on,wait=off"),
+            "{line}"
+        );
         assert!(
             line.contains("file=/tmp/x.img,format=raw,if=virtio,cache=unsafe,snapshot=on"),
             "{line}"

@@ -648,3 +648,32 @@ fn failed_initrd_reboots_by_itself() {
         "a broken /usr reached multi-user.target"
     );
 }
+
+/// A wait that times out reports where the vCPU is (QMP: run state, registers, the
+/// instructions at the program counter), so a guest that hangs silently, as after a reset
+/// in the firmware, can be placed. The disk is blank: OVMF runs and finds nothing to boot.
+#[test]
+#[ignore = "needs QEMU and OVMF: run by `cargo xtask test`"]
+fn timed_out_wait_reports_the_vcpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.img");
+    std::fs::File::create(&blank)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let mut vm = Vm::start(&VmOptions::new(&blank)).unwrap_or_else(|e| panic!("{e}"));
+    let err = vm
+        .wait_for("a line no firmware prints", Duration::from_secs(15))
+        .expect_err("the needle cannot appear")
+        .to_string();
+    for part in [
+        "the vCPU then, through QMP",
+        "(qemu) info status",
+        "VM status: running",
+        "(qemu) info registers",
+        "RIP=",
+        "(qemu) x/8i $pc",
+    ] {
+        assert!(err.contains(part), "{part:?} missing from:\n{err}");
+    }
+}
