@@ -609,8 +609,10 @@ fn make_uki(root: &Path, kver: &str, cmdline: &str, sde: u64) -> Result<PathBuf,
 /// once, not again on the way to switch-root), systemd-repart's condition with its script
 /// (repart only on the first boot or a grown disk; a drop-in without its script would skip
 /// repart on the first boot too), the unit that grows root's file system on a grown disk and
-/// the loop module's first-boot condition (loop devices only when repart makes root).
-const INITRD_FILES: [&str; 7] = [
+/// the loop module's first-boot condition (loop devices only when repart makes root), and the
+/// unit that loads the CPU's sha256 and crc32c, with its link (without it dm-verity and ext4
+/// use the generic C code for the node's uptime).
+const INITRD_FILES: [&str; 9] = [
     "usr/lib/keelson/keelson-emergency",
     "usr/lib/systemd/system/systemd-udev-trigger.service.d/50-keelson.conf",
     "usr/lib/systemd/system/modprobe@.service.d/50-keelson.conf",
@@ -618,6 +620,8 @@ const INITRD_FILES: [&str; 7] = [
     "usr/lib/systemd/system/systemd-repart.service.d/50-keelson.conf",
     "usr/lib/systemd/system/keelson-growfs-root.service",
     "usr/lib/systemd/system/modprobe@loop.service.d/50-keelson.conf",
+    "usr/lib/systemd/system/keelson-cpu-crypto.service",
+    "etc/systemd/system/sysinit.target.wants/keelson-cpu-crypto.service",
 ];
 
 /// Units `99keelson` masks in the initrd (links to /dev/null), whose absence would not stop a

@@ -222,7 +222,35 @@ const DRIVER_SUBSYSTEMS: &[(&str, Option<&str>)] = &[
     ("dm_mod", None),
     ("dm_verity", None),
     ("loop", None),
+    // keelson-cpu-crypto.service loads these before their users choose an implementation.
+    ("sha256_ssse3", None),
+    ("crc32c_intel", None),
 ];
+
+#[test]
+fn the_cpus_sha256_and_crc32c_are_loaded_before_verity_and_the_root_choose() {
+    let conf = os_file(DRACUT_CONF);
+    let drivers = dracut_list(&conf, "drivers");
+    for m in ["sha256_ssse3", "crc32c_intel"] {
+        assert!(drivers.iter().any(|d| d == m), "{m} missing: {drivers:?}");
+    }
+    let dir = "usr/lib/dracut/modules.d/99keelson";
+    let unit = os_file(&format!("{dir}/keelson-cpu-crypto.service"));
+    let lines: Vec<&str> = unit.lines().collect();
+    for want in [
+        "DefaultDependencies=no",
+        "ConditionCPUFeature=ssse3",
+        "Before=systemd-veritysetup@usr.service systemd-fsck-root.service sysroot.mount",
+        "ExecStart=-modprobe -abq sha256_ssse3 crc32c_intel",
+    ] {
+        assert!(lines.contains(&want), "{want:?} missing: {unit}");
+    }
+    let setup = os_file(&format!("{dir}/module-setup.sh"));
+    assert!(
+        setup.contains("add-wants sysinit.target keelson-cpu-crypto.service"),
+        "{setup}"
+    );
+}
 
 #[test]
 fn the_initrd_coldplugs_the_bus_of_every_driver_it_carries() {

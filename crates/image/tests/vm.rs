@@ -35,7 +35,15 @@ fn build_record() -> serde_json::Value {
 
 /// Boot `image` and log in; `snapshot` discards the guest's writes.
 fn boot(image: &Path, extra_disks: Vec<PathBuf>, snapshot: bool) -> Vm {
+    boot_on(image, extra_disks, snapshot, None)
+}
+
+/// [`boot`] on the QEMU CPU model `cpu` (the harness's own when `None`).
+fn boot_on(image: &Path, extra_disks: Vec<PathBuf>, snapshot: bool, cpu: Option<&str>) -> Vm {
     let mut o = VmOptions::new(image);
+    if let Some(cpu) = cpu {
+        o.cpu_model = cpu.into();
+    }
     o.snapshot = snapshot;
     o.extra_disks = extra_disks;
     // Test access without test hooks in the image: systemd's serial getty imports this.
@@ -180,6 +188,17 @@ fn boot_verity_runtime_and_tamper() {
         Some(root_hash.as_str()),
         "verity table {table} vs build {root_hash}"
     );
+    // The harness's CPU model has no SSSE3: the CPU crypto unit of the initrd is skipped by
+    // its condition, and verity hashes with the generic sha256 (the tampered copy below
+    // boots on a CPU that has it).
+    let crypto = check(
+        &mut vm,
+        "journalctl -b --no-pager -o cat | grep -e keelson-cpu-crypto -e 'verity: sha256'",
+    );
+    assert!(
+        crypto.contains("ConditionCPUFeature=ssse3") && crypto.contains("\"sha256-generic\""),
+        "{crypto}"
+    );
     let w = vm.run("touch /usr/keelson-write-test").unwrap();
     assert_ne!(w.status, 0, "writing to /usr succeeded: {}", w.output);
     assert!(w.output.contains("Read-only file system"), "{}", w.output);
@@ -292,8 +311,26 @@ fn boot_verity_runtime_and_tamper() {
         "the image ({len} bytes) keeps no {root_min} bytes free after its last partition ({last_end})"
     );
 
-    // Not a snapshot: the reboot below must see what this boot wrote.
-    let mut vm = boot(&bad, Vec::new(), false);
+    // Not a snapshot: the reboot below must see what this boot wrote. A CPU with SSSE3 and
+    // SSE4.2, as every x86 server has: the initrd loads their sha256 and crc32c before
+    // dm-verity and ext4 choose theirs, which they keep for the uptime.
+    let mut vm = boot_on(
+        &bad,
+        Vec::new(),
+        false,
+        Some("qemu64,+rdrand,+ssse3,+sse4.1,+sse4.2"),
+    );
+    let crypto = check(
+        &mut vm,
+        "journalctl -b --no-pager -o cat | grep -e keelson-cpu-crypto -e 'verity: sha256'",
+    );
+    let finished = crypto
+        .find("Finished keelson-cpu-crypto.service")
+        .unwrap_or_else(|| panic!("the CPU crypto unit did not run: {crypto}"));
+    let verity = crypto
+        .find("verity: sha256 using shash \"sha256-ssse3\"")
+        .unwrap_or_else(|| panic!("verity does not use the CPU's sha256: {crypto}"));
+    assert!(finished < verity, "{crypto}");
     let r = vm.run(&format!("cat {file} > /dev/null")).unwrap();
     assert_ne!(r.status, 0, "reading the tampered {file} succeeded");
     assert!(

@@ -62,6 +62,11 @@ install() {
     $SYSTEMCTL -q --root "$initdir" mask kmod-static-nodes.service \
         systemd-tmpfiles-setup-dev-early.service systemd-tmpfiles-setup-dev.service \
         systemd-sysctl.service systemd-tmpfiles-setup.service
+    # The CPU's sha256 and crc32c before dm-verity and ext4 choose theirs
+    # (keelson-cpu-crypto.service).
+    inst_simple "$moddir/keelson-cpu-crypto.service" \
+        "$systemdsystemunitdir/keelson-cpu-crypto.service"
+    $SYSTEMCTL -q --root "$initdir" add-wants sysinit.target keelson-cpu-crypto.service
     # The loop module on the first boot only (modprobe-loop.conf).
     inst_simple "$moddir/modprobe-loop.conf" \
         "$systemdsystemunitdir/modprobe@loop.service.d/50-keelson.conf"
