@@ -425,15 +425,10 @@ impl Vm {
         }
     }
 
-    /// Where the guest's vCPU is, read through QMP's human monitor: run state, registers and
-    /// the instructions at the program counter. Never fails: a QMP error is the text.
+    /// Where the guest's vCPU is, read through QMP's human monitor ([`vcpu_report`]). Never
+    /// fails: a QMP error is the text.
     pub fn vcpu_state(&self) -> String {
-        qmp_hmp(
-            &self.qmp,
-            &["info status", "info registers", "x/8i $pc"],
-            Duration::from_secs(10),
-        )
-        .unwrap_or_else(|e| format!("(QMP at {}: {e})", self.qmp.display()))
+        vcpu_report(&self.qmp).unwrap_or_else(|e| format!("(QMP at {}: {e})", self.qmp.display()))
     }
 
     /// Wait until the console shows `needle` anywhere.
@@ -534,21 +529,34 @@ impl Drop for Vm {
     }
 }
 
-/// Run human-monitor `commands` over the QMP socket `sock`; returns each command with its
-/// output. `timeout` bounds every read and write, so a QEMU that stopped answering cannot hang
-/// the caller.
-fn qmp_hmp(sock: &Path, commands: &[&str], timeout: Duration) -> std::io::Result<String> {
-    let stream = UnixStream::connect(sock)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    // The greeting, then capabilities negotiation; asynchronous events come in between
-    // replies and are skipped.
-    let reply = |reader: &mut BufReader<UnixStream>| -> std::io::Result<serde_json::Value> {
+/// A QMP connection that runs human-monitor commands. Every read and write is bounded by the
+/// timeout given to [`Qmp::connect`], so a QEMU that stopped answering cannot hang the caller.
+struct Qmp {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Qmp {
+    fn connect(sock: &Path, timeout: Duration) -> std::io::Result<Qmp> {
+        let stream = UnixStream::connect(sock)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let mut q = Qmp {
+            writer: stream.try_clone()?,
+            reader: BufReader::new(stream),
+        };
+        // The greeting, then capabilities negotiation.
+        q.reply()?;
+        writeln!(q.writer, r#"{{"execute":"qmp_capabilities"}}"#)?;
+        q.reply()?;
+        Ok(q)
+    }
+
+    /// The next reply (or the greeting); asynchronous events in between are skipped.
+    fn reply(&mut self) -> std::io::Result<serde_json::Value> {
         loop {
             let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
+            if self.reader.read_line(&mut line)? == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "QEMU closed the QMP socket",
@@ -561,24 +569,40 @@ fn qmp_hmp(sock: &Path, commands: &[&str], timeout: Duration) -> std::io::Result
                 return Ok(v);
             }
         }
-    };
-    reply(&mut reader)?;
-    writeln!(writer, r#"{{"execute":"qmp_capabilities"}}"#)?;
-    reply(&mut reader)?;
-    let mut out = String::new();
-    for command in commands {
+    }
+
+    /// The output of one human-monitor command (or QMP's error, as text).
+    fn hmp(&mut self, command: &str) -> std::io::Result<String> {
         let request = serde_json::json!({
             "execute": "human-monitor-command",
             "arguments": { "command-line": command },
         });
-        writeln!(writer, "{request}")?;
-        let v = reply(&mut reader)?;
-        let text = match v.get("return").and_then(|r| r.as_str()) {
+        writeln!(self.writer, "{request}")?;
+        let v = self.reply()?;
+        Ok(match v.get("return").and_then(|r| r.as_str()) {
             Some(t) => t.replace("\r\n", "\n"),
             None => format!("{v}\n"),
-        };
-        out.push_str(&format!("(qemu) {command}\n{text}"));
+        })
     }
+}
+
+/// The vCPU's state through the QMP socket `sock`: run state, registers, the instructions at
+/// the program counter, the local APIC (its timer drives the firmware's events), then the
+/// program counter sampled five times, 0.2 s apart (one address again
+/// and again is a tight loop, spread ones a slow guest).
+fn vcpu_report(sock: &Path) -> std::io::Result<String> {
+    let mut q = Qmp::connect(sock, Duration::from_secs(10))?;
+    let mut out = String::new();
+    for command in ["info status", "info registers", "x/8i $pc", "info lapic"] {
+        out.push_str(&format!("(qemu) {command}\n{}", q.hmp(command)?));
+    }
+    out.push_str("program counter, 5 samples 0.2 s apart:");
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(200));
+        out.push(' ');
+        out.push_str(q.hmp("print /x $pc")?.trim());
+    }
+    out.push('\n');
     Ok(out)
 }
 

@@ -710,6 +710,8 @@ fn timed_out_wait_reports_the_vcpu() {
         "(qemu) info registers",
         "RIP=",
         "(qemu) x/8i $pc",
+        "(qemu) info lapic",
+        "program counter, 5 samples 0.2 s apart: 0x",
     ] {
         assert!(err.contains(part), "{part:?} missing from:\n{err}");
     }
