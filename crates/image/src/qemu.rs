@@ -5,9 +5,9 @@
 //! (`agetty.autologin=root`), which systemd 257's serial getty imports.
 //!
 //! A test VM also gets a QMP socket. When a wait times out, the error carries the vCPU's
-//! state read through it (`info status`, `info registers`, the instructions at `$pc`): a guest
-//! that hangs in the firmware after a reset prints nothing, and only its registers say where
-//! it spins.
+//! state read through it (run state, registers, the instructions at `$pc`, the local APIC,
+//! samples of `$pc`): a guest that hangs in the firmware after a reset prints nothing, and
+//! only its registers say where it spins.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
