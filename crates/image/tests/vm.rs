@@ -711,7 +711,8 @@ fn timed_out_wait_reports_the_vcpu() {
         "RIP=",
         "(qemu) x/8i $pc",
         "(qemu) info lapic",
-        "program counter, 5 samples 0.2 s apart: 0x",
+        "program counter and ACPI PM timer, 5 samples 0.2 s apart:\n  pc 0x",
+        "pm timer portl[0x0608] = 0x",
     ] {
         assert!(err.contains(part), "{part:?} missing from:\n{err}");
     }
