@@ -587,8 +587,8 @@ impl Qmp {
 }
 
 /// The vCPU's state through the QMP socket `sock`: run state, registers, the instructions at
-/// the program counter, the local APIC (its timer drives the firmware's events), then the
-/// program counter and the ACPI PM timer sampled five times, 0.2 s apart (one address again
+/// the program counter, the local APIC (its timer drives the firmware's events), the virtio
+/// disks' queues, then the program counter and the ACPI PM timer sampled five times, 0.2 s apart (one address again
 /// and again is a tight loop, spread ones a slow guest; a PM timer that does not move holds
 /// every firmware delay for ever).
 fn vcpu_report(sock: &Path) -> std::io::Result<String> {
@@ -596,6 +596,30 @@ fn vcpu_report(sock: &Path) -> std::io::Result<String> {
     let mut out = String::new();
     for command in ["info status", "info registers", "x/8i $pc", "info lapic"] {
         out.push_str(&format!("(qemu) {command}\n{}", q.hmp(command)?));
+    }
+    // Each virtio disk's first queue, as QEMU sees it, and the avail index the guest last
+    // published in its memory: a request the guest published that QEMU never took (avail
+    // ahead of last_avail_idx, nothing in use) leaves a firmware that polls for its
+    // completion spinning in Stall().
+    let virtio = q.hmp("info virtio")?;
+    out.push_str(&format!("(qemu) info virtio\n{virtio}"));
+    for path in virtio
+        .lines()
+        .filter(|l| l.trim_end().ends_with("[virtio-blk]"))
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        let command = format!("info virtio-queue-status {path} 0");
+        let status = q.hmp(&command)?;
+        out.push_str(&format!("(qemu) {command}\n{status}"));
+        let avail = status
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("avail:"))
+            .and_then(|a| u64::from_str_radix(a.trim().trim_start_matches("0x"), 16).ok());
+        if let Some(avail) = avail {
+            // The avail ring: flags (u16), then idx (u16).
+            let command = format!("xp /1hx {:#x}", avail + 2);
+            out.push_str(&format!("(qemu) {command}\n{}", q.hmp(&command)?));
+        }
     }
     // q35's ACPI PM timer (OVMF puts the PM base at 0x600): the clock of the firmware's
     // Stall(), which busy-waits until it has advanced far enough.

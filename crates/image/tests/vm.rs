@@ -711,6 +711,9 @@ fn timed_out_wait_reports_the_vcpu() {
         "RIP=",
         "(qemu) x/8i $pc",
         "(qemu) info lapic",
+        "[virtio-blk]",
+        "last_avail_idx:",
+        "(qemu) xp /1hx 0x",
         "program counter and ACPI PM timer, 5 samples 0.2 s apart:\n  pc 0x",
         "pm timer portl[0x0608] = 0x",
     ] {
