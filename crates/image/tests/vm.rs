@@ -687,8 +687,10 @@ fn failed_initrd_reboots_by_itself() {
 }
 
 /// A wait that times out reports where the vCPU is (QMP: run state, registers, the
-/// instructions at the program counter), so a guest that hangs silently, as after a reset
-/// in the firmware, can be placed. The disk is blank: OVMF runs and finds nothing to boot.
+/// instructions at the program counter, the local APIC, the virtio disk's queue, samples of
+/// the program counter and the ACPI PM timer), so a guest that hangs silently, as after a
+/// reset in the firmware, can be placed. The disk is blank: OVMF runs and finds nothing to
+/// boot.
 #[test]
 #[ignore = "needs QEMU and OVMF: run by `cargo xtask test`"]
 fn timed_out_wait_reports_the_vcpu() {
