@@ -586,11 +586,27 @@ impl Qmp {
     }
 }
 
+/// The QOM paths of the virtio disks in `info virtio`'s lines (`PATH [virtio-blk]`).
+fn virtio_blk_paths(info_virtio: &str) -> impl Iterator<Item = &str> {
+    info_virtio
+        .lines()
+        .filter(|l| l.trim_end().ends_with("[virtio-blk]"))
+        .filter_map(|l| l.split_whitespace().next())
+}
+
+/// The guest-physical address of the avail ring in `info virtio-queue-status`'s output.
+fn avail_ring_addr(queue_status: &str) -> Option<u64> {
+    queue_status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("avail:"))
+        .and_then(|a| u64::from_str_radix(a.trim().trim_start_matches("0x"), 16).ok())
+}
+
 /// The vCPU's state through the QMP socket `sock`: run state, registers, the instructions at
 /// the program counter, the local APIC (its timer drives the firmware's events), the virtio
-/// disks' queues, then the program counter and the ACPI PM timer sampled five times, 0.2 s apart (one address again
-/// and again is a tight loop, spread ones a slow guest; a PM timer that does not move holds
-/// every firmware delay for ever).
+/// disks' queues, then the program counter and the ACPI PM timer sampled five times, 0.2 s
+/// apart (one address again and again is a tight loop, spread ones a slow guest; a PM timer
+/// that does not move holds every firmware delay for ever).
 fn vcpu_report(sock: &Path) -> std::io::Result<String> {
     let mut q = Qmp::connect(sock, Duration::from_secs(10))?;
     let mut out = String::new();
@@ -603,19 +619,11 @@ fn vcpu_report(sock: &Path) -> std::io::Result<String> {
     // completion spinning in Stall().
     let virtio = q.hmp("info virtio")?;
     out.push_str(&format!("(qemu) info virtio\n{virtio}"));
-    for path in virtio
-        .lines()
-        .filter(|l| l.trim_end().ends_with("[virtio-blk]"))
-        .filter_map(|l| l.split_whitespace().next())
-    {
+    for path in virtio_blk_paths(&virtio) {
         let command = format!("info virtio-queue-status {path} 0");
         let status = q.hmp(&command)?;
         out.push_str(&format!("(qemu) {command}\n{status}"));
-        let avail = status
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("avail:"))
-            .and_then(|a| u64::from_str_radix(a.trim().trim_start_matches("0x"), 16).ok());
-        if let Some(avail) = avail {
+        if let Some(avail) = avail_ring_addr(&status) {
             // The avail ring: flags (u16), then idx (u16).
             let command = format!("xp /1hx {:#x}", avail + 2);
             out.push_str(&format!("(qemu) {command}\n{}", q.hmp(&command)?));
@@ -646,6 +654,22 @@ mod tests {
             clean_console(raw),
             "[  OK  ] Reached target multi-user.target\n"
         );
+    }
+
+    #[test]
+    fn virtio_report_parsing_finds_disks_and_the_avail_ring() {
+        // QEMU 7.2's output, as a blank-disk guest printed it.
+        let info = "/machine/peripheral-anon/device[0]/virtio-backend [virtio-blk]\n\
+                    /machine/unattached/device[29]/virtio-backend [virtio-net]\n";
+        assert_eq!(
+            virtio_blk_paths(info).collect::<Vec<_>>(),
+            ["/machine/peripheral-anon/device[0]/virtio-backend"]
+        );
+        let status = "  last_avail_idx:       17\n  VRing:\n    num:          256\n\
+                      desc:         0x000000007e2fc000\n    avail:        0x000000007e2fd000\n\
+                      used:         0x000000007e2fe000\n";
+        assert_eq!(avail_ring_addr(status), Some(0x7e2fd000));
+        assert_eq!(avail_ring_addr("  VRing:\n"), None);
     }
 
     #[test]
