@@ -1121,6 +1121,44 @@ fn scrub_node_identity(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
     Ok(removed)
 }
 
+/// The units that systemd starts when `/etc` or `/var` is older than `/usr`
+/// (`ConditionNeedsUpdate=`): `ldconfig.service`, `systemd-sysusers.service`,
+/// `systemd-journal-catalog-update.service` and `systemd-update-done.service`, which then
+/// stamps both. A node's root is seeded from the factory copy without stamps, so every first
+/// boot ran all four, before `sysinit.target`, to redo what the packages' own scripts had
+/// done in the build (docs/image.md, "Twelfth pass"). The build runs the three tools in the
+/// root of this /usr instead (`ldconfig -i` leaves no cache of file times behind) and writes
+/// the stamps with [`write_update_stamps`], so a first boot skips them and an update to a
+/// /usr with a later time still runs them.
+fn update_for_usr(root: &Path, sde: u64) -> Result<(), ImageError> {
+    let tools: [&[&str]; 3] = [
+        &["ldconfig", "-i"],
+        &["systemd-sysusers"],
+        &["journalctl", "--update-catalog"],
+    ];
+    for args in tools {
+        cmd::run(Command::new("chroot").arg(root).args(args))?;
+    }
+    write_update_stamps(root, sde)
+}
+
+/// `etc/.updated` and `var/.updated` under `root`, as `systemd-update-done` writes them, for a
+/// /usr whose time is `sde` (`mkfs.erofs -T`: every inode of /usr has that time, whole
+/// seconds). systemd compares the stamp's own time with /usr's, and the erofs and then
+/// systemd-repart's copy into the node's root keep the time the erofs gives it, `sde`.
+fn write_update_stamps(root: &Path, sde: u64) -> Result<(), ImageError> {
+    let text = format!(
+        "# Written by the Keelson image build: /etc and /var are up to date for the /usr of\n\
+         # this time (systemd-update-done.service(8)).\nTIMESTAMP_NSEC={}\n",
+        u128::from(sde) * 1_000_000_000
+    );
+    for dir in ["etc", "var"] {
+        let stamp = root.join(dir).join(".updated");
+        fs::write(&stamp, &text).map_err(io_err(&stamp))?;
+    }
+    Ok(())
+}
+
 /// The factory copy: the root's [`FACTORY_DIRS`] under [`FACTORY_DIR`] (so inside the erofs and
 /// covered by dm-verity), without per-node identity; and the minimum size of the root partition
 /// (`layout.root_mib`) in its repart definition. Fails, naming the field, when the copy would not
@@ -1347,7 +1385,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, ImageError> {
     {
         let step = Step::start(opts.progress, "/usr without build-only packages");
         crate::slim::without_build_only(&root, &usr_root)?;
-        // The factory copy again: /etc and the dpkg database changed with the purge.
+        // What a first boot's update units would do, once here for this /usr, then the
+        // factory copy again: /etc and the dpkg database changed with the purge.
+        update_for_usr(&usr_root, opts.source_date_epoch)?;
         make_factory(&usr_root, def.layout.root_mib)?;
         step.done("build-only packages purged");
     }
@@ -1789,6 +1829,28 @@ mod tests {
         fs::create_dir_all(c.parent().unwrap()).unwrap();
         fs::write(&c, conf).unwrap();
         d
+    }
+
+    #[test]
+    fn update_stamps_carry_the_time_of_usr_and_name_a_missing_dir() {
+        let d = tempfile::tempdir().unwrap();
+        for dir in ["etc", "var"] {
+            fs::create_dir(d.path().join(dir)).unwrap();
+        }
+        write_update_stamps(d.path(), DEFAULT_SOURCE_DATE_EPOCH).unwrap();
+        for dir in ["etc", "var"] {
+            let text = fs::read_to_string(d.path().join(dir).join(".updated")).unwrap();
+            // systemd-update-done's key, in nanoseconds: 2025-01-01T00:00:00Z.
+            assert!(
+                text.lines()
+                    .any(|l| l == "TIMESTAMP_NSEC=1735689600000000000"),
+                "{text}"
+            );
+        }
+        let bare = tempfile::tempdir().unwrap();
+        fs::create_dir(bare.path().join("etc")).unwrap();
+        let e = write_update_stamps(bare.path(), 1).unwrap_err().to_string();
+        assert!(e.contains("var/.updated"), "{e}");
     }
 
     #[test]

@@ -199,6 +199,43 @@ fn boot_verity_runtime_and_tamper() {
         crypto.contains("ConditionCPUFeature=ssse3") && crypto.contains("\"sha256-generic\""),
         "{crypto}"
     );
+    // The build did what a first boot's update units do (ldconfig, sysusers, the journal's
+    // catalog) and stamped /etc and /var for this /usr: on this first boot all four were
+    // skipped by `ConditionNeedsUpdate=`, and the linker cache and catalog are the build's.
+    let updates = check(
+        &mut vm,
+        "systemctl show -p Id -p ConditionResult -p ActiveEnterTimestampMonotonic ldconfig.service \
+         systemd-sysusers.service systemd-journal-catalog-update.service \
+         systemd-update-done.service; cat /etc/.updated /var/.updated; stat -c '%Y %n' /usr \
+         /etc/.updated /var/.updated; test -s /etc/ld.so.cache && \
+         test -s /var/lib/systemd/catalog/database && echo caches-there",
+    );
+    let blocks: Vec<Vec<&str>> = updates.split("\n\n").map(|b| b.lines().collect()).collect();
+    for unit in [
+        "ldconfig.service",
+        "systemd-sysusers.service",
+        "systemd-journal-catalog-update.service",
+        "systemd-update-done.service",
+    ] {
+        let id = format!("Id={unit}");
+        let block = blocks
+            .iter()
+            .find(|b| b.contains(&id.as_str()))
+            .unwrap_or_else(|| panic!("no properties of {unit}: {updates}"));
+        assert!(
+            block.contains(&"ConditionResult=no")
+                && block.contains(&"ActiveEnterTimestampMonotonic=0"),
+            "{unit} ran on the first boot: {updates}"
+        );
+    }
+    let times: Vec<&str> = updates
+        .lines()
+        .filter(|l| l.ends_with(" /usr") || l.ends_with("/.updated"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(times.len(), 3, "{updates}");
+    assert!(times.iter().all(|t| *t == times[0]), "{updates}");
+    assert!(updates.contains("caches-there"), "{updates}");
     let w = vm.run("touch /usr/keelson-write-test").unwrap();
     assert_ne!(w.status, 0, "writing to /usr succeeded: {}", w.output);
     assert!(w.output.contains("Read-only file system"), "{}", w.output);
