@@ -1127,18 +1127,19 @@ fn scrub_node_identity(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
 /// stamps both. A node's root is seeded from the factory copy without stamps, so every first
 /// boot ran all four, before `sysinit.target`, to redo what the packages' own scripts had
 /// done in the build (docs/image.md, "Twelfth pass"). The build runs the three tools in the
-/// root of this /usr instead (`ldconfig -i` leaves no cache of file times behind) and writes
-/// the stamps with [`write_update_stamps`], so a first boot skips them and an update to a
-/// /usr with a later time still runs them.
+/// root of this /usr instead, removes ldconfig's cache of file times (which would make two
+/// builds of the same inputs differ) and writes the stamps with [`write_update_stamps`], so a
+/// first boot skips them and an update to a /usr with a later time still runs them.
 fn update_for_usr(root: &Path, sde: u64) -> Result<(), ImageError> {
     let tools: [&[&str]; 3] = [
-        &["ldconfig", "-i"],
+        &["ldconfig"],
         &["systemd-sysusers"],
         &["journalctl", "--update-catalog"],
     ];
     for args in tools {
         cmd::run(Command::new("chroot").arg(root).args(args))?;
     }
+    crate::slim::remove_unreproducible(root)?;
     write_update_stamps(root, sde)
 }
 

@@ -41,8 +41,8 @@ pub const BUILD_ONLY_PACKAGES: [&str; 13] = [
 /// dracut configuration and modules (they are inside the initrd already).
 const BUILD_ONLY_DIRS: [&str; 2] = ["etc/dracut.conf.d", "usr/lib/dracut"];
 
-/// Files the purge writes with the time of the build (dpkg's and update-alternatives' logs,
-/// ldconfig's cache of file times): removed again, as mmdebstrap removes them after the
+/// Files the purge (and the build's own `ldconfig`, `crate::build`) writes with the time of the
+/// build (dpkg's and update-alternatives' logs, ldconfig's cache of file times): removed again, as mmdebstrap removes them after the
 /// install, so that two builds of the same inputs give the same /usr (its factory copy of
 /// /var is inside the erofs).
 const UNREPRODUCIBLE: [&str; 6] = [
@@ -80,7 +80,7 @@ fn remove_listed(root: &Path, list: &[&str]) -> Result<(), ImageError> {
 }
 
 /// Remove [`UNREPRODUCIBLE`] under `root` (missing ones are fine).
-fn remove_unreproducible(root: &Path) -> Result<(), ImageError> {
+pub(crate) fn remove_unreproducible(root: &Path) -> Result<(), ImageError> {
     remove_listed(root, &UNREPRODUCIBLE)
 }
 
