@@ -42,9 +42,9 @@ pub const BUILD_ONLY_PACKAGES: [&str; 13] = [
 const BUILD_ONLY_DIRS: [&str; 2] = ["etc/dracut.conf.d", "usr/lib/dracut"];
 
 /// Files the purge (and the build's own `ldconfig`, `crate::build`) writes with the time of the
-/// build (dpkg's and update-alternatives' logs, ldconfig's cache of file times): removed again, as mmdebstrap removes them after the
-/// install, so that two builds of the same inputs give the same /usr (its factory copy of
-/// /var is inside the erofs).
+/// build (dpkg's and update-alternatives' logs, ldconfig's cache of file times): removed
+/// again, as mmdebstrap removes them after the install, so that two builds of the same inputs
+/// give the same /usr (its factory copy of /var is inside the erofs).
 const UNREPRODUCIBLE: [&str; 6] = [
     "var/log/dpkg.log",
     "var/log/apt/history.log",
