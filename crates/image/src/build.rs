@@ -611,8 +611,10 @@ fn make_uki(root: &Path, kver: &str, cmdline: &str, sde: u64) -> Result<PathBuf,
 /// repart on the first boot too), the unit that grows root's file system on a grown disk and
 /// the loop module's first-boot condition (loop devices only when repart makes root), and the
 /// unit that loads the CPU's sha256 and crc32c, with its link (without it dm-verity and ext4
-/// use the generic C code for the node's uptime).
-const INITRD_FILES: [&str; 9] = [
+/// use the generic C code for the node's uptime), and the udev rules that leave out systemd
+/// 257's `by-path/<path>-part/by-*` links (without them the initrd's coldplug makes the links
+/// and their device units, which PID 1 carries into the real root).
+const INITRD_FILES: [&str; 10] = [
     "usr/lib/keelson/keelson-emergency",
     "usr/lib/systemd/system/systemd-udev-trigger.service.d/50-keelson.conf",
     "usr/lib/systemd/system/modprobe@.service.d/50-keelson.conf",
@@ -622,6 +624,7 @@ const INITRD_FILES: [&str; 9] = [
     "usr/lib/systemd/system/modprobe@loop.service.d/50-keelson.conf",
     "usr/lib/systemd/system/keelson-cpu-crypto.service",
     "etc/systemd/system/sysinit.target.wants/keelson-cpu-crypto.service",
+    "usr/lib/udev/rules.d/61-keelson-disk-links.rules",
 ];
 
 /// Units `99keelson` masks in the initrd (links to /dev/null), whose absence would not stop a
@@ -649,12 +652,13 @@ const INITRD_ABSENT: [&str; 2] = [
 /// it handles (block devices, device-mapper, the first boot's md arrays, NICs, driver loading,
 /// systemd's device units). Any other would be parsed by udevd at its start, on the way to the
 /// disk, for no device (docs/image.md, "The initrd").
-const INITRD_UDEV_RULES: [&str; 12] = [
+const INITRD_UDEV_RULES: [&str; 13] = [
     "50-udev-default.rules",
     "55-dm.rules",
     "60-block.rules",
     "60-persistent-storage.rules",
     "60-persistent-storage-dm.rules",
+    "61-keelson-disk-links.rules",
     "63-md-raid-arrays.rules",
     "75-net-description.rules",
     "80-drivers.rules",

@@ -162,6 +162,21 @@ fn boot_verity_runtime_and_tamper() {
         ["/dev/vda6", "ext4"],
         "{rootfs}"
     );
+    // Root keeps its links by partlabel and by-path (`-partN`, and the legacy `virtio-`
+    // one), without systemd 257's `by-path/<path>-part/by-*` family or its device units
+    // (61-keelson-disk-links.rules, in the real root and the initrd: links the initrd's
+    // coldplug made would stay).
+    let links = check(
+        &mut vm,
+        "readlink -f /dev/disk/by-partlabel/root /dev/disk/by-path/*-part6; \
+         ls -d /dev/disk/by-path/*-part 2>/dev/null; \
+         systemctl list-units --all --plain --no-legend -t device | grep -c -F 'x2dpart-by' || true",
+    );
+    assert_eq!(
+        links.lines().collect::<Vec<_>>(),
+        ["/dev/vda6", "/dev/vda6", "/dev/vda6", "0"],
+        "{links}"
+    );
     let osr = check(&mut vm, "cat /usr/lib/os-release");
     assert!(osr.contains("ID=keelson"), "{osr}");
     assert!(

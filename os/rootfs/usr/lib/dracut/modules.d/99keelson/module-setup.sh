@@ -91,11 +91,15 @@ install() {
     # running system: the real root's udevd applies every rule when it coldplugs, while here
     # udevd would parse them at its start, on the way to the disk, for no device. The image
     # build checks the built initrd against the same list (INITRD_UDEV_RULES in build.rs).
+    # Keelson's own 61-keelson-disk-links.rules is on it: without it here the initrd's
+    # coldplug would make the links (and their device units) that the real root's leaves out.
+    inst_rules 61-keelson-disk-links.rules
     local r
     for r in "$initdir"/usr/lib/udev/rules.d/*.rules; do
         case "${r##*/}" in
             50-udev-default.rules | 55-dm.rules | 60-block.rules | 60-persistent-storage.rules | \
-                60-persistent-storage-dm.rules | 63-md-raid-arrays.rules | \
+                60-persistent-storage-dm.rules | 61-keelson-disk-links.rules | \
+                63-md-raid-arrays.rules | \
                 75-net-description.rules | 80-drivers.rules | 80-net-setup-link.rules | \
                 81-net-dhcp.rules | 95-dm-notify.rules | 99-systemd.rules) ;;
             *) rm -f "$r" ;;
