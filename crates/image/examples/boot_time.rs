@@ -45,13 +45,33 @@
 //! `--cmdline WORDS` (repeated) appends words to the kernel command line, as `--kmsg` does
 //! (`trace_event=filemap:mm_filemap_add_to_page_cache`, say, to see which files a boot reads).
 //!
-//! Usage: `boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND]] [--kmsg]
-//! [--cmdline WORDS]... [--cpu MODEL] [--qemu-arg ARG]...`
+//! `--initrd-account` (with `--analyze`) saves what the initrd's units cost, which is gone
+//! from the real root's account: the harness passes a drop-in for `initrd-cleanup.service`
+//! as the SMBIOS credential `systemd.unit-dropin.initrd-cleanup.service` (the initrd's
+//! `systemd-debug-generator` installs it; no image change), whose `ExecStartPre=` writes
+//! every cgroup's CPU time (`cgroup_cpu_us`), every process's `/proc/PID/stat` (`stat`), the
+//! uptime, the first line of `/proc/stat` and PID 1's memory map to /run, read back as
+//! `DIR/{first,later}-initrd.txt`. A disk without a systemd initrd has no such file.
+//!
+//! `--sample FILE` samples the vCPU through a second QMP socket every 10 ms or so (70-95
+//! samples a second here) from QEMU's start to the end: one line per sample,
+//! `SECONDS RIP CR3 CPL HALTED` (hex, as QEMU prints them), and every 20th sample a line
+//! `J SECONDS INVALIDATED`, QEMU's count of translated blocks invalidated so far (guest
+//! writes to memory that held code it ran). Each sample stops the vCPU while QEMU reads it,
+//! so a sampled boot is slower: for where the time goes, not for the times.
+//! docs/image.md ("Thirteenth pass") shows how to name the code behind the addresses.
+//!
+//! Usage: `boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND] [--initrd-account]]
+//! [--kmsg] [--cmdline WORDS]... [--cpu MODEL] [--qemu-arg ARG]... [--sample FILE]`
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use keelson_image::qemu::{Vm, VmOptions};
+use base64::Engine;
+use keelson_image::qemu::{Qmp, Vm, VmOptions};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -125,6 +145,7 @@ fn analyze(
     dir: &Path,
     name: &str,
     extra: Option<&str>,
+    initrd_account: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
     // The CPU account first: the commands below cost the guest CPU time too.
@@ -149,6 +170,10 @@ fn analyze(
         let out = vm.run_with_timeout(command, TIMEOUT)?;
         std::fs::write(dir.join(format!("{name}-{what}.txt")), out.output)?;
     }
+    if initrd_account {
+        let out = vm.run_with_timeout(&format!("cat {INITRD_ACCOUNT_FILE}"), TIMEOUT)?;
+        std::fs::write(dir.join(format!("{name}-initrd.txt")), out.output)?;
+    }
     if let Some(command) = extra {
         let out = vm.run_with_timeout(command, TIMEOUT)?;
         std::fs::write(dir.join(format!("{name}-extra.txt")), out.output)?;
@@ -156,10 +181,84 @@ fn analyze(
     Ok(())
 }
 
+/// Where `--initrd-account`'s drop-in leaves the initrd's account.
+const INITRD_ACCOUNT_FILE: &str = "/run/keelson-initrd-account.txt";
+
+/// The drop-in for the initrd's `initrd-cleanup.service` that `--initrd-account` passes: the
+/// initrd's last unit before it stops its daemons, so udevd's and journald's cgroups are
+/// still there and every exited unit's time is in its parent's. Only what the initrd has:
+/// dash builtins and cat. `$$` is a literal `$` for systemd.
+const INITRD_ACCOUNT_DROPIN: &str = "[Service]\n\
+    ExecStartPre=/bin/sh -c 'exec > /run/keelson-initrd-account.txt; \
+    for f in /sys/fs/cgroup/cpu.stat /sys/fs/cgroup/*/cpu.stat /sys/fs/cgroup/*/*/cpu.stat; do \
+    [ -e \"$$f\" ] || continue; read k v < \"$$f\"; echo \"cgroup_cpu_us $$v $${f%/cpu.stat}\"; done; \
+    for p in /proc/[0-9]*; do read l < $$p/stat && echo \"stat $$l\"; done; \
+    read u < /proc/uptime; echo \"uptime $$u\"; read c < /proc/stat; echo \"$$c\"; \
+    echo pid1_maps; cat /proc/1/maps'\n";
+
+/// One vCPU sample from `info registers`: (RIP, CR3, CPL, halted), as QEMU prints them.
+fn registers_sample(text: &str) -> Option<(&str, &str, &str, &str)> {
+    let field = |key: &str| text.split_whitespace().find_map(|w| w.strip_prefix(key));
+    Some((
+        field("RIP=")?,
+        field("CR3=")?,
+        field("CPL=")?,
+        field("HLT=")?,
+    ))
+}
+
+/// QEMU's count of invalidated translation blocks in `info jit`'s output.
+fn invalidations(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("TB invalidate count"))
+        .map(str::trim)
+}
+
+/// `--sample`: sample the vCPU through the QMP socket `sock` into `out` until `stop` is set or
+/// QEMU goes away (see the module's documentation).
+fn sample(sock: &Path, out: &Path, stop: &AtomicBool) -> std::io::Result<()> {
+    let start = Instant::now();
+    let mut q = loop {
+        match Qmp::connect(sock, Duration::from_secs(10)) {
+            Ok(q) => break q,
+            Err(_)
+                if start.elapsed() < Duration::from_secs(60) && !stop.load(Ordering::Relaxed) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // An error here is QEMU gone (the guest powered off, or the run ended).
+        let Ok(regs) = q.hmp("info registers") else {
+            break;
+        };
+        let t = start.elapsed().as_secs_f64();
+        if let Some((rip, cr3, cpl, hlt)) = registers_sample(&regs) {
+            writeln!(w, "{t:.3} {rip} {cr3} {cpl} {hlt}")?;
+        }
+        n += 1;
+        if n.is_multiple_of(20) {
+            let Ok(jit) = q.hmp("info jit") else {
+                break;
+            };
+            if let Some(count) = invalidations(&jit) {
+                writeln!(w, "J {t:.3} {count}")?;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    w.flush()
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND]] [--kmsg] \
-                 [--cmdline WORDS]... [--cpu MODEL] [--qemu-arg ARG]...";
+    let usage = "usage: boot_time IMAGE [--reboot] [--analyze DIR [--extra COMMAND] \
+                 [--initrd-account]] [--kmsg] [--cmdline WORDS]... [--cpu MODEL] \
+                 [--qemu-arg ARG]... [--sample FILE]";
     let image = args.next().ok_or(usage)?;
     let mut reboot = false;
     let mut kmsg = false;
@@ -168,6 +267,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cpu_model: Option<String> = None;
     let mut qemu_args = Vec::new();
     let mut cmdline = Vec::new();
+    let mut initrd_account = false;
+    let mut sample_file: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--reboot" => reboot = true,
@@ -177,8 +278,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--cpu" => cpu_model = Some(args.next().ok_or(usage)?),
             "--qemu-arg" => qemu_args.push(args.next().ok_or(usage)?),
             "--cmdline" => cmdline.push(args.next().ok_or(usage)?),
+            "--initrd-account" => initrd_account = true,
+            "--sample" => sample_file = Some(args.next().ok_or(usage)?.into()),
             _ => return Err(usage.into()),
         }
+    }
+    if initrd_account && analyze_dir.is_none() {
+        return Err(usage.into());
     }
     let mut o = VmOptions::new(&image);
     o.snapshot = true;
@@ -186,6 +292,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         o.cpu_model = m;
     }
     o.qemu_args = qemu_args;
+    if initrd_account {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(INITRD_ACCOUNT_DROPIN);
+        o.qemu_args.extend([
+            "-smbios".to_string(),
+            format!(
+                "type=11,value=io.systemd.credential.binary:\
+                 systemd.unit-dropin.initrd-cleanup.service={b64}"
+            ),
+        ]);
+    }
+    let sample_dir = tempfile::tempdir()?;
+    let sample_sock = sample_dir.path().join("sample.qmp");
+    if sample_file.is_some() {
+        o.qemu_args.extend([
+            "-qmp".to_string(),
+            format!("unix:{},server=on,wait=off", sample_sock.display()),
+        ]);
+    }
     o.credentials
         .push(("agetty.autologin".into(), "root".into()));
     o.credentials.push(("login.noauth".into(), "yes".into()));
@@ -204,12 +328,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         o.kernel_cmdline_extra = Some(words.join(" "));
     }
     let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_file.map(|file| {
+        let stop = Arc::clone(&stop);
+        let sock = sample_sock.clone();
+        std::thread::spawn(move || sample(&sock, &file, &stop))
+    });
     let mut vm = Vm::start(&o)?;
     let mut out = format!("image {image}\n");
     out.push_str(&measure(&mut vm, 0, start, "")?);
     out.push_str(&format!("kernel {}\n", vm.check("uname -r")?.trim()));
     if let Some(dir) = &analyze_dir {
-        analyze(&mut vm, dir, "first", extra.as_deref())?;
+        analyze(&mut vm, dir, "first", extra.as_deref(), initrd_account)?;
     }
     if reboot {
         let from = vm.console_text().len();
@@ -218,8 +348,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let again = vm.wait_for_from("Linux version", from, TIMEOUT)?;
         out.push_str(&measure(&mut vm, again, start, "later_")?);
         if let Some(dir) = &analyze_dir {
-            analyze(&mut vm, dir, "later", extra.as_deref())?;
+            analyze(&mut vm, dir, "later", extra.as_deref(), initrd_account)?;
         }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = sampler {
+        t.join().map_err(|_| "the sampler panicked")??;
     }
     print!("{out}");
     Ok(())

@@ -531,13 +531,16 @@ impl Drop for Vm {
 
 /// A QMP connection that runs human-monitor commands. Every read and write is bounded by the
 /// timeout given to [`Qmp::connect`], so a QEMU that stopped answering cannot hang the caller.
-struct Qmp {
+/// The VM tests read a hung guest's state with it; `boot_time --sample` samples the vCPU
+/// through a second QMP socket.
+pub struct Qmp {
     writer: UnixStream,
     reader: BufReader<UnixStream>,
 }
 
 impl Qmp {
-    fn connect(sock: &Path, timeout: Duration) -> std::io::Result<Qmp> {
+    /// Connect to QEMU's QMP socket `sock` and negotiate capabilities.
+    pub fn connect(sock: &Path, timeout: Duration) -> std::io::Result<Qmp> {
         let stream = UnixStream::connect(sock)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
@@ -572,7 +575,7 @@ impl Qmp {
     }
 
     /// The output of one human-monitor command (or QMP's error, as text).
-    fn hmp(&mut self, command: &str) -> std::io::Result<String> {
+    pub fn hmp(&mut self, command: &str) -> std::io::Result<String> {
         let request = serde_json::json!({
             "execute": "human-monitor-command",
             "arguments": { "command-line": command },
