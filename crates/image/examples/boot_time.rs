@@ -216,7 +216,7 @@ fn invalidations(text: &str) -> Option<&str> {
 
 /// `--sample`: sample the vCPU through the QMP socket `sock` into `out` until `stop` is set or
 /// QEMU goes away (see the module's documentation).
-fn sample(sock: &Path, out: &Path, stop: &AtomicBool) -> std::io::Result<()> {
+fn sample(sock: &Path, out: std::fs::File, stop: &AtomicBool) -> std::io::Result<()> {
     let start = Instant::now();
     let mut q = loop {
         match Qmp::connect(sock, Duration::from_secs(10)) {
@@ -229,7 +229,7 @@ fn sample(sock: &Path, out: &Path, stop: &AtomicBool) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     };
-    let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut w = std::io::BufWriter::new(out);
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         // An error here is QEMU gone (the guest powered off, or the run ended).
@@ -329,10 +329,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_file.map(|file| {
+    // The sample file is made before QEMU starts: a path that cannot be written fails now,
+    // not after the boot.
+    let sample_out = match &sample_file {
+        Some(file) => Some(
+            std::fs::File::create(file).map_err(|e| format!("--sample {}: {e}", file.display()))?,
+        ),
+        None => None,
+    };
+    let sampler = sample_file.zip(sample_out).map(|(file, out)| {
         let stop = Arc::clone(&stop);
         let sock = sample_sock.clone();
-        std::thread::spawn(move || sample(&sock, &file, &stop))
+        std::thread::spawn(move || {
+            sample(&sock, out, &stop).map_err(|e| {
+                format!(
+                    "--sample {} (QMP at {}): {e}",
+                    file.display(),
+                    sock.display()
+                )
+            })
+        })
     });
     let mut vm = Vm::start(&o)?;
     let mut out = format!("image {image}\n");
