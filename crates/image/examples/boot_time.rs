@@ -188,13 +188,18 @@ const INITRD_ACCOUNT_FILE: &str = "/run/keelson-initrd-account.txt";
 /// initrd's last unit before it stops its daemons, so udevd's and journald's cgroups are
 /// still there and every exited unit's time is in its parent's. Only what the initrd has:
 /// dash builtins and cat. `$$` is a literal `$` for systemd.
-const INITRD_ACCOUNT_DROPIN: &str = "[Service]\n\
-    ExecStartPre=/bin/sh -c 'exec > /run/keelson-initrd-account.txt; \
-    for f in /sys/fs/cgroup/cpu.stat /sys/fs/cgroup/*/cpu.stat /sys/fs/cgroup/*/*/cpu.stat; do \
-    [ -e \"$$f\" ] || continue; read k v < \"$$f\"; echo \"cgroup_cpu_us $$v $${f%/cpu.stat}\"; done; \
-    for p in /proc/[0-9]*; do read l < $$p/stat && echo \"stat $$l\"; done; \
-    read u < /proc/uptime; echo \"uptime $$u\"; read c < /proc/stat; echo \"$$c\"; \
-    echo pid1_maps; cat /proc/1/maps'\n";
+fn initrd_account_dropin() -> String {
+    format!(
+        "[Service]\n\
+         ExecStartPre=/bin/sh -c 'exec > {INITRD_ACCOUNT_FILE}; \
+         for f in /sys/fs/cgroup/cpu.stat /sys/fs/cgroup/*/cpu.stat /sys/fs/cgroup/*/*/cpu.stat; \
+         do [ -e \"$$f\" ] || continue; read k v < \"$$f\"; \
+         echo \"cgroup_cpu_us $$v $${{f%/cpu.stat}}\"; done; \
+         for p in /proc/[0-9]*; do read l < $$p/stat && echo \"stat $$l\"; done; \
+         read u < /proc/uptime; echo \"uptime $$u\"; read c < /proc/stat; echo \"$$c\"; \
+         echo pid1_maps; cat /proc/1/maps'\n"
+    )
+}
 
 /// One vCPU sample from `info registers`: (RIP, CR3, CPL, halted), as QEMU prints them.
 fn registers_sample(text: &str) -> Option<(&str, &str, &str, &str)> {
@@ -293,7 +298,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     o.qemu_args = qemu_args;
     if initrd_account {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(INITRD_ACCOUNT_DROPIN);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(initrd_account_dropin());
         o.qemu_args.extend([
             "-smbios".to_string(),
             format!(
@@ -331,25 +336,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     // The sample file is made before QEMU starts: a path that cannot be written fails now,
     // not after the boot.
-    let sample_out = match &sample_file {
-        Some(file) => Some(
-            std::fs::File::create(file).map_err(|e| format!("--sample {}: {e}", file.display()))?,
-        ),
+    let sampler = match sample_file {
+        Some(file) => {
+            let out = std::fs::File::create(&file)
+                .map_err(|e| format!("--sample {}: {e}", file.display()))?;
+            let stop = Arc::clone(&stop);
+            let sock = sample_sock.clone();
+            Some(std::thread::spawn(move || {
+                sample(&sock, out, &stop).map_err(|e| {
+                    format!(
+                        "--sample {} (QMP at {}): {e}",
+                        file.display(),
+                        sock.display()
+                    )
+                })
+            }))
+        }
         None => None,
     };
-    let sampler = sample_file.zip(sample_out).map(|(file, out)| {
-        let stop = Arc::clone(&stop);
-        let sock = sample_sock.clone();
-        std::thread::spawn(move || {
-            sample(&sock, out, &stop).map_err(|e| {
-                format!(
-                    "--sample {} (QMP at {}): {e}",
-                    file.display(),
-                    sock.display()
-                )
-            })
-        })
-    });
     let mut vm = Vm::start(&o)?;
     let mut out = format!("image {image}\n");
     out.push_str(&measure(&mut vm, 0, start, "")?);
