@@ -9,6 +9,10 @@ use crate::util;
 /// Debian bookworm packages the host needs, and why.
 pub const HOST_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "boot images under TCG"),
+    (
+        "qemu-utils",
+        "qemu-img: the qcow2 overlay a snapshot test VM writes to across guest resets",
+    ),
     ("ovmf", "UEFI firmware for QEMU"),
     ("mmdebstrap", "build the Debian root of the image"),
     (

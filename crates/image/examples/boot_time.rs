@@ -1,8 +1,9 @@
 //! Boot a disk image under QEMU exactly as the VM tests do (TCG, OVMF, systemd-boot, autologin
-//! by SMBIOS credentials, `snapshot=on`) and print `key value` lines with the time to
-//! multi-user.target. With `--reboot` the guest then reboots (in the same QEMU, so the
-//! snapshot keeps what the first boot wrote) and the same keys are printed again with the
-//! prefix `later_`: the first boot of an image and a boot of a node that is already set up.
+//! by SMBIOS credentials, a snapshot: a qcow2 overlay) and print `key value` lines with the time to
+//! multi-user.target. With `--reboot` the guest then reboots (the harness starts QEMU again on
+//! the guest's reset, and the snapshot's overlay keeps what the first boot wrote) and the same
+//! keys are printed again with the prefix `later_`: the first boot of an image and a boot of a
+//! node that is already set up.
 //! Used by `cargo xtask bench boot` for Keelson and stock Debian alike.
 //!
 //! With `--analyze DIR` it also saves, for each boot, what the guest says about where the time
@@ -219,42 +220,48 @@ fn invalidations(text: &str) -> Option<&str> {
         .map(str::trim)
 }
 
-/// `--sample`: sample the vCPU through the QMP socket `sock` into `out` until `stop` is set or
-/// QEMU goes away (see the module's documentation).
+/// `--sample`: sample the vCPU through the QMP socket `sock` into `out` until `stop` is set
+/// (see the module's documentation). A guest reset is a new QEMU with a new socket at the same
+/// path: the sampler connects again and goes on.
 fn sample(sock: &Path, out: std::fs::File, stop: &AtomicBool) -> std::io::Result<()> {
     let start = Instant::now();
-    let mut q = loop {
-        match Qmp::connect(sock, Duration::from_secs(10)) {
-            Ok(q) => break q,
-            Err(_)
-                if start.elapsed() < Duration::from_secs(60) && !stop.load(Ordering::Relaxed) =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e),
-        }
-    };
     let mut w = std::io::BufWriter::new(out);
     let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        // An error here is QEMU gone (the guest powered off, or the run ended).
-        let Ok(regs) = q.hmp("info registers") else {
-            break;
-        };
-        let t = start.elapsed().as_secs_f64();
-        if let Some((rip, cr3, cpl, hlt)) = registers_sample(&regs) {
-            writeln!(w, "{t:.3} {rip} {cr3} {cpl} {hlt}")?;
-        }
-        n += 1;
-        if n.is_multiple_of(20) {
-            let Ok(jit) = q.hmp("info jit") else {
-                break;
-            };
-            if let Some(count) = invalidations(&jit) {
-                writeln!(w, "J {t:.3} {count}")?;
+    'connect: while !stop.load(Ordering::Relaxed) {
+        let since = Instant::now();
+        let mut q = loop {
+            match Qmp::connect(sock, Duration::from_secs(10)) {
+                Ok(q) => break q,
+                Err(_)
+                    if since.elapsed() < Duration::from_secs(60)
+                        && !stop.load(Ordering::Relaxed) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) if stop.load(Ordering::Relaxed) => break 'connect,
+                Err(e) => return Err(e),
             }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            // An error here is this QEMU gone (a guest reset, or the end of the run).
+            let Ok(regs) = q.hmp("info registers") else {
+                continue 'connect;
+            };
+            let t = start.elapsed().as_secs_f64();
+            if let Some((rip, cr3, cpl, hlt)) = registers_sample(&regs) {
+                writeln!(w, "{t:.3} {rip} {cr3} {cpl} {hlt}")?;
+            }
+            n += 1;
+            if n.is_multiple_of(20) {
+                let Ok(jit) = q.hmp("info jit") else {
+                    continue 'connect;
+                };
+                if let Some(count) = invalidations(&jit) {
+                    writeln!(w, "J {t:.3} {count}")?;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
     w.flush()
 }

@@ -8,12 +8,25 @@
 //! state read through it (run state, registers, the instructions at `$pc`, the local APIC,
 //! samples of `$pc`): a guest that hangs in the firmware after a reset prints nothing, and
 //! only its registers say where it spins.
+//!
+//! A guest reset (a reboot, a kernel panic's, boot counting's) is a fresh QEMU: the harness
+//! runs QEMU with `-no-reboot`, learns from QMP's `SHUTDOWN` event that the guest asked for a
+//! reset, and starts the same command line again, with the same disks and EFI variable store
+//! and the console carried on. Under TCG a reset within one QEMU keeps the last boot's
+//! translated code, and every write over it (OVMF unpacking itself, the kernel's EFI stub
+//! decompressing where the last kernel ran) is QEMU's slow self-modifying-code path: 9-15 s
+//! more per reset than a power-on (docs/image.md, "Thirteenth pass"), and the boot after a
+//! reset is where OVMF hung in the eleventh pass. A power cycle is what a reboot is to the
+//! guest anyway. `snapshot` disks get a qcow2 overlay in the VM's directory instead of
+//! QEMU's `snapshot=on`, so that a restart keeps what the last boot wrote.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use keelson_cmd::{self as cmd, CmdError};
@@ -32,7 +45,8 @@ pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 pub struct VmOptions {
     /// Disk image (raw), attached as the first virtio disk.
     pub image: PathBuf,
-    /// Discard writes to the image (QEMU `snapshot=on`).
+    /// Discard writes to the image when the VM ends (QEMU `snapshot=on`; a test VM's qcow2
+    /// overlay, which outlives the guest's resets).
     pub snapshot: bool,
     /// Provisioning config handed over as fw_cfg [`FW_CFG_CONFIG`].
     pub config: Option<PathBuf>,
@@ -102,8 +116,14 @@ impl VmOptions {
 enum Console<'a> {
     /// The terminal (`image run`).
     Stdio,
-    /// A Unix socket QEMU listens on and waits for (tests), and QMP's socket beside it.
-    Socket { console: &'a Path, qmp: &'a Path },
+    /// A Unix socket QEMU listens on and waits for (tests), QMP's socket beside it, and a
+    /// second QMP socket for the harness's supervisor (its `SHUTDOWN` events). QEMU exits
+    /// where the guest resets (`-no-reboot`).
+    Socket {
+        console: &'a Path,
+        qmp: &'a Path,
+        events: &'a Path,
+    },
 }
 
 fn check_inputs(opts: &VmOptions) -> Result<(), ImageError> {
@@ -132,7 +152,14 @@ fn check_inputs(opts: &VmOptions) -> Result<(), ImageError> {
     Ok(())
 }
 
-fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command {
+/// The QEMU command line. `overlay` is a qcow2 overlay of `opts.image` that takes the
+/// guest's writes in place of `snapshot=on`.
+fn qemu_command(
+    opts: &VmOptions,
+    vars: &Path,
+    console: Console<'_>,
+    overlay: Option<&Path>,
+) -> Command {
     // QEMU dies with the process that started it (util-linux's setpriv sets the parent-death
     // signal): a test killed by a timeout or Ctrl-C leaves no guest running behind it.
     let mut c = Command::new("setpriv");
@@ -155,11 +182,14 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
             vars.display()
         ))
         .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if=virtio,cache=unsafe{}",
-            opts.image.display(),
-            if opts.snapshot { ",snapshot=on" } else { "" }
-        ));
+        .arg(match overlay {
+            Some(o) => format!("file={},format=qcow2,if=virtio,cache=unsafe", o.display()),
+            None => format!(
+                "file={},format=raw,if=virtio,cache=unsafe{}",
+                opts.image.display(),
+                if opts.snapshot { ",snapshot=on" } else { "" }
+            ),
+        });
     for d in &opts.extra_disks {
         c.arg("-drive").arg(format!(
             "file={},format=raw,if=virtio,readonly=on",
@@ -201,8 +231,12 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
         Console::Stdio => {
             c.arg("-nographic");
         }
-        Console::Socket { console, qmp } => {
-            c.args(["-display", "none", "-monitor", "none"])
+        Console::Socket {
+            console,
+            qmp,
+            events,
+        } => {
+            c.args(["-display", "none", "-monitor", "none", "-no-reboot"])
                 .arg("-chardev")
                 .arg(format!(
                     "socket,id=con0,path={},server=on,wait=on",
@@ -210,7 +244,9 @@ fn qemu_command(opts: &VmOptions, vars: &Path, console: Console<'_>) -> Command 
                 ))
                 .args(["-serial", "chardev:con0"])
                 .arg("-qmp")
-                .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+                .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+                .arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", events.display()));
         }
     }
     c
@@ -222,7 +258,7 @@ pub fn run_interactive(opts: &VmOptions) -> Result<ExitStatus, ImageError> {
     let dir = tempfile::tempdir().map_err(io_err(std::env::temp_dir()))?;
     let vars = dir.path().join("OVMF_VARS.fd");
     std::fs::copy(OVMF_VARS, &vars).map_err(io_err(&vars))?;
-    let mut c = qemu_command(opts, &vars, Console::Stdio);
+    let mut c = qemu_command(opts, &vars, Console::Stdio, None);
     let line = cmd::describe(&c);
     tracing::info!(command = %line, "starting QEMU (Ctrl-A X quits)");
     c.status()
@@ -265,57 +301,80 @@ pub struct GuestOutput {
     pub output: String,
 }
 
-/// A running VM whose serial console the harness reads and writes.
+/// A running VM whose serial console the harness reads and writes. Across guest resets it is
+/// a series of QEMU processes (see the module's documentation); the console, the disks and
+/// the EFI variables carry over.
 pub struct Vm {
-    child: Child,
-    console: Arc<Mutex<Vec<u8>>>,
-    stream: UnixStream,
+    shared: Arc<Shared>,
+    supervisor: Option<JoinHandle<()>>,
     qmp: PathBuf,
     started: Instant,
     serial: u64,
     _dir: tempfile::TempDir,
 }
 
-impl Vm {
-    /// Start QEMU with the console on a socket and begin collecting its output.
-    pub fn start(opts: &VmOptions) -> Result<Vm, ImageError> {
-        check_inputs(opts)?;
-        let dir = tempfile::tempdir().map_err(io_err(std::env::temp_dir()))?;
-        let vars = dir.path().join("OVMF_VARS.fd");
-        std::fs::copy(OVMF_VARS, &vars).map_err(io_err(&vars))?;
-        let sock = dir.path().join("console.sock");
-        let qmp = dir.path().join("qmp.sock");
-        let log = dir.path().join("qemu.stderr");
-        let log_file = std::fs::File::create(&log).map_err(io_err(&log))?;
+/// What the harness and its supervisor thread share.
+struct Shared {
+    /// Everything the consoles printed, in order.
+    console: Mutex<Vec<u8>>,
+    /// The current QEMU and the write side of its console.
+    current: Mutex<Option<(Child, UnixStream)>>,
+    /// Why the VM ended, once QEMU exited other than for a guest reset.
+    ended: Mutex<Option<String>>,
+    /// Set by [`Vm::kill`]: no more restarts.
+    killed: AtomicBool,
+    /// Guest resets so far, each one a new QEMU.
+    resets: AtomicUsize,
+}
+
+/// How to start (and restart) one VM's QEMU.
+struct Launcher {
+    opts: VmOptions,
+    vars: PathBuf,
+    overlay: Option<PathBuf>,
+    console: PathBuf,
+    qmp: PathBuf,
+    events: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Launcher {
+    /// Start QEMU and connect to its console (QEMU waits for that before it runs the guest).
+    fn launch(&self) -> Result<(Child, UnixStream), ImageError> {
+        let _ = std::fs::remove_file(&self.console);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr)
+            .map_err(io_err(&self.stderr))?;
         let mut c = qemu_command(
-            opts,
-            &vars,
+            &self.opts,
+            &self.vars,
             Console::Socket {
-                console: &sock,
-                qmp: &qmp,
+                console: &self.console,
+                qmp: &self.qmp,
+                events: &self.events,
             },
+            self.overlay.as_deref(),
         );
         let line = cmd::describe(&c);
         tracing::info!(command = %line, "starting QEMU");
         let mut child = c
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file)
+            .stderr(log)
             .spawn()
             .map_err(|e| CmdError::not_started(&line, &e))?;
         let started = Instant::now();
-        let stream = loop {
-            if let Ok(s) = UnixStream::connect(&sock) {
-                break s;
+        loop {
+            if let Ok(s) = UnixStream::connect(&self.console) {
+                return Ok((child, s));
             }
+            let stderr = || std::fs::read_to_string(&self.stderr).unwrap_or_default();
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(CmdError {
                     code: status.code(),
-                    ..CmdError::new(
-                        line,
-                        status.to_string(),
-                        &std::fs::read_to_string(&log).unwrap_or_default(),
-                    )
+                    ..CmdError::new(line, status.to_string(), &stderr())
                 }
                 .into());
             }
@@ -325,16 +384,19 @@ impl Vm {
                 return Err(CmdError::new(
                     line,
                     "console socket did not appear within 30 s",
-                    &std::fs::read_to_string(&log).unwrap_or_default(),
+                    &stderr(),
                 )
                 .into());
             }
             std::thread::sleep(Duration::from_millis(50));
-        };
-        let console = Arc::new(Mutex::new(Vec::new()));
-        let mut reader = stream.try_clone().map_err(io_err(&sock))?;
-        let sink = Arc::clone(&console);
-        let mut log = match &opts.console_log {
+        }
+    }
+
+    /// Copy what `stream` (one QEMU's console) prints into `shared` and the console log, until
+    /// that QEMU closes it.
+    fn read_console(&self, stream: &UnixStream, shared: &Arc<Shared>) -> Result<(), ImageError> {
+        let mut reader = stream.try_clone().map_err(io_err(&self.console))?;
+        let mut log = match &self.opts.console_log {
             Some(p) => Some(
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -344,13 +406,14 @@ impl Vm {
             ),
             None => None,
         };
+        let sink = Arc::clone(shared);
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
-                if let Ok(mut c) = sink.lock() {
+                if let Ok(mut c) = sink.console.lock() {
                     c.extend_from_slice(&buf[..n]);
                 }
                 if let Some(f) = log.as_mut() {
@@ -358,15 +421,174 @@ impl Vm {
                 }
             }
         });
+        Ok(())
+    }
+
+    /// Why the current QEMU stops: the `reason` of the last `SHUTDOWN` event on its events
+    /// socket, read until QEMU closes it (None without one: QEMU died or was killed).
+    fn shutdown_reason(&self, shared: &Shared) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut q = loop {
+            match Qmp::connect(&self.events, Duration::from_secs(10)) {
+                Ok(q) => break q,
+                Err(_) if Instant::now() < deadline && !shared.killed.load(Ordering::SeqCst) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(_) => return None,
+            }
+        };
+        let mut reason = None;
+        // QEMU closes the socket when it exits; until then this waits for events.
+        while let Some(event) = q.next_event() {
+            if event.get("event").and_then(|e| e.as_str()) == Some("SHUTDOWN") {
+                reason = event
+                    .pointer("/data/reason")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_string);
+            }
+        }
+        reason
+    }
+
+    /// The supervisor: wait for each QEMU to exit and start the next one where the guest
+    /// reset, until the guest powers off, QEMU fails, or the VM is killed.
+    fn supervise(&self, shared: &Arc<Shared>) {
+        loop {
+            let reason = self.shutdown_reason(shared);
+            // Reap this QEMU (it is exiting: its QMP socket closed, or it was killed). The lock
+            // is held only for a look, so the console stays writable meanwhile.
+            let status = loop {
+                let Ok(mut current) = shared.current.lock() else {
+                    return;
+                };
+                match current.as_mut().map(|(child, _)| child.try_wait()) {
+                    Some(Ok(Some(s))) => break s.to_string(),
+                    Some(Ok(None)) => {}
+                    Some(Err(e)) => break format!("not known: {e}"),
+                    None => break "not known".to_string(),
+                }
+                drop(current);
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if shared.killed.load(Ordering::SeqCst) {
+                return;
+            }
+            if reason.as_deref() != Some("guest-reset") {
+                let why = match reason {
+                    Some(r) => format!("QEMU exited ({status}) after its SHUTDOWN event ({r})"),
+                    None => format!("QEMU exited ({status})"),
+                };
+                if let Ok(mut e) = shared.ended.lock() {
+                    *e = Some(why);
+                }
+                return;
+            }
+            shared.resets.fetch_add(1, Ordering::SeqCst);
+            tracing::info!("the guest reset: starting QEMU again");
+            let next = self.launch().and_then(|(child, stream)| {
+                self.read_console(&stream, shared)?;
+                Ok((child, stream))
+            });
+            match next {
+                Ok(next) => {
+                    let Ok(mut current) = shared.current.lock() else {
+                        return;
+                    };
+                    *current = Some(next);
+                    // kill() may have run while the new QEMU started: it must not outlive it.
+                    if shared.killed.load(Ordering::SeqCst) {
+                        if let Some((child, _)) = current.as_mut() {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                        }
+                        return;
+                    }
+                }
+                Err(e) => {
+                    if let Ok(mut ended) = shared.ended.lock() {
+                        *ended = Some(format!("QEMU did not start again after a guest reset: {e}"));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A qcow2 overlay `overlay` whose backing file is the raw `image`: the guest's writes land in
+/// the overlay and `image` stays as it was.
+fn create_overlay(image: &Path, overlay: &Path) -> Result<(), ImageError> {
+    let image = std::fs::canonicalize(image).map_err(io_err(image))?;
+    let mut c = Command::new("qemu-img");
+    c.args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&image)
+        .arg(overlay);
+    cmd::run(&mut c)?;
+    Ok(())
+}
+
+impl Vm {
+    /// Start QEMU with the console on a socket and begin collecting its output.
+    pub fn start(opts: &VmOptions) -> Result<Vm, ImageError> {
+        check_inputs(opts)?;
+        let dir = tempfile::tempdir().map_err(io_err(std::env::temp_dir()))?;
+        let vars = dir.path().join("OVMF_VARS.fd");
+        std::fs::copy(OVMF_VARS, &vars).map_err(io_err(&vars))?;
+        let overlay = if opts.snapshot {
+            let o = dir.path().join("overlay.qcow2");
+            create_overlay(&opts.image, &o)?;
+            Some(o)
+        } else {
+            None
+        };
+        let launcher = Launcher {
+            opts: opts.clone(),
+            vars,
+            overlay,
+            console: dir.path().join("console.sock"),
+            qmp: dir.path().join("qmp.sock"),
+            events: dir.path().join("events.sock"),
+            stderr: dir.path().join("qemu.stderr"),
+        };
+        let shared = Arc::new(Shared {
+            console: Mutex::new(Vec::new()),
+            current: Mutex::new(None),
+            ended: Mutex::new(None),
+            killed: AtomicBool::new(false),
+            resets: AtomicUsize::new(0),
+        });
+        let (mut child, stream) = launcher.launch()?;
+        let started = Instant::now();
+        if let Err(e) = launcher.read_console(&stream, &shared) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        if let Ok(mut c) = shared.current.lock() {
+            *c = Some((child, stream));
+        }
+        let qmp = launcher.qmp.clone();
+        let s = Arc::clone(&shared);
+        let supervisor = std::thread::spawn(move || launcher.supervise(&s));
         Ok(Vm {
-            child,
-            console,
-            stream,
+            shared,
+            supervisor: Some(supervisor),
             qmp,
             started,
             serial: 0,
             _dir: dir,
         })
+    }
+
+    /// How many times the guest reset (each reset is a new QEMU; see the module's
+    /// documentation).
+    pub fn resets(&self) -> usize {
+        self.shared.resets.load(Ordering::SeqCst)
+    }
+
+    /// Why the VM ended (the guest powered off, or QEMU failed), if it did.
+    fn ended(&self) -> Option<String> {
+        self.shared.ended.lock().ok().and_then(|e| e.clone())
     }
 
     /// Time since QEMU was started.
@@ -376,7 +598,8 @@ impl Vm {
 
     /// Everything the console printed so far (cleaned of escape sequences).
     pub fn console_text(&self) -> String {
-        self.console
+        self.shared
+            .console
             .lock()
             .map(|c| clean_console(&c))
             .unwrap_or_default()
@@ -408,10 +631,8 @@ impl Vm {
             if let Some(pos) = text.get(from..).and_then(|t| t.find(needle)) {
                 return Ok(from + pos + needle.len());
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(self.fail(format!(
-                    "QEMU exited ({status}) before the console showed {needle:?}"
-                )));
+            if let Some(why) = self.ended() {
+                return Err(self.fail(format!("{why} before the console showed {needle:?}")));
             }
             if Instant::now() >= deadline {
                 return Err(self.fail(format!(
@@ -438,10 +659,15 @@ impl Vm {
 
     /// Type `text` on the serial console.
     pub fn send(&mut self, text: &str) -> Result<(), ImageError> {
-        let r = self
-            .stream
-            .write_all(text.as_bytes())
-            .and_then(|_| self.stream.flush());
+        let r = match self.shared.current.lock() {
+            Ok(mut current) => match current.as_mut() {
+                Some((_, stream)) => stream
+                    .write_all(text.as_bytes())
+                    .and_then(|_| stream.flush()),
+                None => Err(std::io::Error::other("no QEMU is running")),
+            },
+            Err(_) => Err(std::io::Error::other("the harness's state is poisoned")),
+        };
         r.map_err(|e| self.fail(format!("writing to the console: {e}")))
     }
 
@@ -516,10 +742,18 @@ impl Vm {
         Ok(out.output)
     }
 
-    /// Stop the VM.
+    /// Stop the VM (no restart follows).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.shared.killed.store(true, Ordering::SeqCst);
+        if let Ok(mut current) = self.shared.current.lock()
+            && let Some((child, _)) = current.as_mut()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(s) = self.supervisor.take() {
+            let _ = s.join();
+        }
     }
 }
 
@@ -570,6 +804,23 @@ impl Qmp {
             })?;
             if v.get("return").is_some() || v.get("error").is_some() || v.get("QMP").is_some() {
                 return Ok(v);
+            }
+        }
+    }
+
+    /// The next asynchronous event, waiting as long as it takes; None once QEMU closed the
+    /// socket (or sent something that is not QMP).
+    pub fn next_event(&mut self) -> Option<serde_json::Value> {
+        let _ = self.writer.set_read_timeout(None);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+            if v.get("event").is_some() {
+                return Some(v);
             }
         }
     }
@@ -685,18 +936,21 @@ mod tests {
         o.system_serial = Some("ds=nocloud;s=http://10.0.2.2:8000/,x".into());
         o.kernel_cmdline_extra = Some("systemd.log_level=debug a=b,c".into());
         o.writable_disks.push("/tmp/w.img".into());
-        let line = cmd::describe(&qemu_command(
-            &o,
-            Path::new("/tmp/v.fd"),
-            Console::Socket {
-                console: Path::new("/tmp/s"),
-                qmp: Path::new("/tmp/q"),
-            },
-        ));
+        let socket = Console::Socket {
+            console: Path::new("/tmp/s"),
+            qmp: Path::new("/tmp/q"),
+            events: Path::new("/tmp/e"),
+        };
+        let line = cmd::describe(&qemu_command(&o, Path::new("/tmp/v.fd"), socket, None));
         assert!(
             line.contains("-qmp unix:/tmp/q,server=on,wait=off"),
             "{line}"
         );
+        assert!(
+            line.contains("-qmp unix:/tmp/e,server=on,wait=off"),
+            "{line}"
+        );
+        assert!(line.contains(" -no-reboot "), "{line}");
         assert!(
             line.contains("file=/tmp/x.img,format=raw,if=virtio,cache=unsafe,snapshot=on"),
             "{line}"
@@ -734,6 +988,59 @@ mod tests {
             line.contains("socket,id=con0,path=/tmp/s,server=on,wait=on"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn an_overlay_replaces_snapshot_on() {
+        let mut o = VmOptions::new("/tmp/x.img");
+        o.snapshot = true;
+        let socket = Console::Socket {
+            console: Path::new("/tmp/s"),
+            qmp: Path::new("/tmp/q"),
+            events: Path::new("/tmp/e"),
+        };
+        let line = cmd::describe(&qemu_command(
+            &o,
+            Path::new("/tmp/v.fd"),
+            socket,
+            Some(Path::new("/tmp/o.qcow2")),
+        ));
+        assert!(
+            line.contains("-drive file=/tmp/o.qcow2,format=qcow2,if=virtio,cache=unsafe "),
+            "{line}"
+        );
+        assert!(!line.contains("x.img"), "{line}");
+        assert!(!line.contains("snapshot=on"), "{line}");
+        // The terminal's VM (`image run`) keeps QEMU's own reset and snapshot.
+        let line = cmd::describe(&qemu_command(
+            &o,
+            Path::new("/tmp/v.fd"),
+            Console::Stdio,
+            None,
+        ));
+        assert!(line.contains("snapshot=on"), "{line}");
+        assert!(!line.contains("-no-reboot"), "{line}");
+    }
+
+    /// The overlay keeps the guest's writes off the image (qemu-img: a host package).
+    #[test]
+    fn overlay_takes_the_writes_and_names_a_missing_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
+        let overlay = dir.path().join("o.qcow2");
+        create_overlay(&image, &overlay).unwrap();
+        let mut c = Command::new("qemu-img");
+        c.args(["info", "--output=json"]).arg(&overlay);
+        let info: serde_json::Value = serde_json::from_str(&cmd::run(&mut c).unwrap()).unwrap();
+        assert_eq!(info["format"], "qcow2", "{info}");
+        assert_eq!(info["backing-filename"], image.to_str().unwrap(), "{info}");
+        assert_eq!(info["backing-filename-format"], "raw", "{info}");
+        assert_eq!(info["virtual-size"], 1 << 20, "{info}");
+        let e = create_overlay(&dir.path().join("gone.img"), &overlay)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gone.img"), "{e}");
     }
 
     #[test]

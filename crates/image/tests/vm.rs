@@ -520,6 +520,8 @@ fn boot_verity_runtime_and_tamper() {
     let again = vm
         .wait_for_from("Linux version", from, BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
+    // The reset was a new QEMU (the harness's power cycle), on the same disk.
+    assert_eq!(vm.resets(), 1, "the reboot was not one guest reset");
     settle(&mut vm, again);
     assert_eq!(check(&mut vm, "cat /etc/keelson-state").trim(), token);
     assert_eq!(
@@ -738,6 +740,11 @@ fn failed_initrd_reboots_by_itself() {
         .unwrap_or_else(|e| panic!("{e}"));
     vm.wait_for_from("Linux version", rebooting, BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        vm.resets(),
+        1,
+        "the kernel did not start again after a guest reset"
+    );
     let text = vm.console_text();
     assert!(
         !text.contains("Reached target multi-user.target"),
