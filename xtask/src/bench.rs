@@ -51,3 +51,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Bench::Delta => delta::run(),
     }
 }
+
+/// The median of `KEELSON_BENCH_RUNS` samples (of an even count, the larger middle one); 0
+/// without samples.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_runs() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![52.4, 50.4]), 52.4);
+        assert_eq!(median(vec![]), 0.0);
+    }
+}

@@ -7,15 +7,17 @@
 //! its network up as the Keelson node's (networkd with DHCP, resolved); no dm-verity, no UKI,
 //! no repart. It is built once into `target/bench/boot/` (mmdebstrap, with
 //! its own package cache there). `KEELSON_BENCH_RUNS` (default 1) boots each that many times,
-//! alternating, and reports the medians. Each boot is measured twice in one QEMU: the image's
+//! alternating, and reports the medians. Each boot is measured twice on one disk: the image's
 //! first boot (Keelson: repart makes root, first-boot stages, machine ID, host keys) and, after
-//! `systemctl reboot`, the boot of a node that is already set up (what an update costs).
+//! `systemctl reboot` (a fresh QEMU on the same snapshot overlay, as every guest reset of the
+//! harness), the boot of a node that is already set up (what an update costs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use super::median;
 use crate::{util, vm};
 
 /// Packages of the stock system: the same kernel and services as os/os.yaml, Debian's defaults
@@ -284,11 +286,6 @@ pub fn load_average() -> String {
         .ok()
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".into())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
 pub fn run() -> Result<()> {

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::boot::{StockDisk, stock_debian_image};
+use super::median;
 use crate::{util, vm};
 
 /// On top of the stock disk of `bench boot` (which has containerd, runc, openssh-server):
@@ -183,11 +184,6 @@ fn first_line(e: &anyhow::Error) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// One pair of boots through the VM test; returns (first boot, second boot) seconds.
