@@ -393,8 +393,12 @@ impl Launcher {
     }
 
     /// Copy what `stream` (one QEMU's console) prints into `shared` and the console log, until
-    /// that QEMU closes it.
-    fn read_console(&self, stream: &UnixStream, shared: &Arc<Shared>) -> Result<(), ImageError> {
+    /// that QEMU closes it (the thread then ends).
+    fn read_console(
+        &self,
+        stream: &UnixStream,
+        shared: &Arc<Shared>,
+    ) -> Result<JoinHandle<()>, ImageError> {
         let mut reader = stream.try_clone().map_err(io_err(&self.console))?;
         let mut log = match &self.opts.console_log {
             Some(p) => Some(
@@ -407,7 +411,7 @@ impl Launcher {
             None => None,
         };
         let sink = Arc::clone(shared);
-        std::thread::spawn(move || {
+        Ok(std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
@@ -420,8 +424,7 @@ impl Launcher {
                     let _ = f.write_all(&buf[..n]);
                 }
             }
-        });
-        Ok(())
+        }))
     }
 
     /// Why the current QEMU stops: the `reason` of the last `SHUTDOWN` event on its events
@@ -451,8 +454,9 @@ impl Launcher {
     }
 
     /// The supervisor: wait for each QEMU to exit and start the next one where the guest
-    /// reset, until the guest powers off, QEMU fails, or the VM is killed.
-    fn supervise(&self, shared: &Arc<Shared>) {
+    /// reset, until the guest powers off, QEMU fails, or the VM is killed. `reader` is the
+    /// first QEMU's console reader.
+    fn supervise(&self, shared: &Arc<Shared>, mut reader: JoinHandle<()>) {
         loop {
             let reason = self.shutdown_reason(shared);
             // Reap this QEMU (it is exiting: its QMP socket closed, or it was killed). The lock
@@ -485,12 +489,23 @@ impl Launcher {
             }
             shared.resets.fetch_add(1, Ordering::SeqCst);
             tracing::info!("the guest reset: starting QEMU again");
-            let next = self.launch().and_then(|(child, stream)| {
-                self.read_console(&stream, shared)?;
-                Ok((child, stream))
+            // The last QEMU's console output comes first: its reader ends at the EOF of the
+            // exited QEMU's socket.
+            let _ = reader.join();
+            let next = self.launch().and_then(|(mut child, stream)| {
+                match self.read_console(&stream, shared) {
+                    Ok(r) => Ok((child, stream, r)),
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        Err(e)
+                    }
+                }
             });
             match next {
-                Ok(next) => {
+                Ok((child, stream, r)) => {
+                    reader = r;
+                    let next = (child, stream);
                     let Ok(mut current) = shared.current.lock() else {
                         return;
                     };
@@ -559,17 +574,20 @@ impl Vm {
         });
         let (mut child, stream) = launcher.launch()?;
         let started = Instant::now();
-        if let Err(e) = launcher.read_console(&stream, &shared) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
+        let reader = match launcher.read_console(&stream, &shared) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         if let Ok(mut c) = shared.current.lock() {
             *c = Some((child, stream));
         }
         let qmp = launcher.qmp.clone();
         let s = Arc::clone(&shared);
-        let supervisor = std::thread::spawn(move || launcher.supervise(&s));
+        let supervisor = std::thread::spawn(move || launcher.supervise(&s, reader));
         Ok(Vm {
             shared,
             supervisor: Some(supervisor),
