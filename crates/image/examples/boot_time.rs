@@ -228,19 +228,12 @@ fn sample(sock: &Path, out: std::fs::File, stop: &AtomicBool) -> std::io::Result
     let mut w = std::io::BufWriter::new(out);
     let mut n = 0u64;
     'connect: while !stop.load(Ordering::Relaxed) {
-        let since = Instant::now();
-        let mut q = loop {
-            match Qmp::connect(sock, Duration::from_secs(10)) {
-                Ok(q) => break q,
-                Err(_)
-                    if since.elapsed() < Duration::from_secs(60)
-                        && !stop.load(Ordering::Relaxed) =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(_) if stop.load(Ordering::Relaxed) => break 'connect,
-                Err(e) => return Err(e),
-            }
+        let mut q = match Qmp::connect_within(sock, Duration::from_secs(60), || {
+            stop.load(Ordering::Relaxed)
+        }) {
+            Ok(q) => q,
+            Err(_) if stop.load(Ordering::Relaxed) => break,
+            Err(e) => return Err(e),
         };
         while !stop.load(Ordering::Relaxed) {
             // An error here is this QEMU gone (a guest reset, or the end of the run).

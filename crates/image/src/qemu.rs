@@ -430,16 +430,10 @@ impl Launcher {
     /// Why the current QEMU stops: the `reason` of the last `SHUTDOWN` event on its events
     /// socket, read until QEMU closes it (None without one: QEMU died or was killed).
     fn shutdown_reason(&self, shared: &Shared) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut q = loop {
-            match Qmp::connect(&self.events, Duration::from_secs(10)) {
-                Ok(q) => break q,
-                Err(_) if Instant::now() < deadline && !shared.killed.load(Ordering::SeqCst) => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(_) => return None,
-            }
-        };
+        let mut q = Qmp::connect_within(&self.events, Duration::from_secs(30), || {
+            shared.killed.load(Ordering::SeqCst)
+        })
+        .ok()?;
         let mut reason = None;
         // QEMU closes the socket when it exits; until then this waits for events.
         while let Some(event) = q.next_event() {
@@ -807,6 +801,26 @@ impl Qmp {
         Ok(q)
     }
 
+    /// [`Qmp::connect`], tried again every 20 ms until it works, `within` has passed or
+    /// `give_up()` says so: QEMU makes its sockets some time after it starts, and again after
+    /// each restart of a [`Vm`].
+    pub fn connect_within(
+        sock: &Path,
+        within: Duration,
+        give_up: impl Fn() -> bool,
+    ) -> std::io::Result<Qmp> {
+        let deadline = Instant::now() + within;
+        loop {
+            match Qmp::connect(sock, Duration::from_secs(10)) {
+                Ok(q) => return Ok(q),
+                Err(_) if Instant::now() < deadline && !give_up() => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// The next reply (or the greeting); asynchronous events in between are skipped.
     fn reply(&mut self) -> std::io::Result<serde_json::Value> {
         loop {
@@ -1059,6 +1073,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("gone.img"), "{e}");
+    }
+
+    #[test]
+    fn connecting_to_qmp_gives_up_when_told_or_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("none.sock");
+        let t = Instant::now();
+        assert!(Qmp::connect_within(&sock, Duration::from_secs(60), || true).is_err());
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let t = Instant::now();
+        assert!(Qmp::connect_within(&sock, Duration::from_millis(200), || false).is_err());
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]
