@@ -338,9 +338,27 @@ struct Launcher {
     stderr: PathBuf,
 }
 
+/// One running QEMU: the process, the write side of its console, and the thread that copies
+/// its console into [`Shared`] until that QEMU closes it.
+type Launched = (Child, UnixStream, JoinHandle<()>);
+
 impl Launcher {
-    /// Start QEMU and connect to its console (QEMU waits for that before it runs the guest).
-    fn launch(&self) -> Result<(Child, UnixStream), ImageError> {
+    /// Start QEMU, connect to its console (QEMU waits for that before it runs the guest) and
+    /// start reading it; a QEMU whose console cannot be read is stopped again.
+    fn launch(&self, shared: &Arc<Shared>) -> Result<Launched, ImageError> {
+        let (mut child, stream) = self.spawn()?;
+        match self.read_console(&stream, shared) {
+            Ok(reader) => Ok((child, stream, reader)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    }
+
+    /// Start QEMU and connect to its console.
+    fn spawn(&self) -> Result<(Child, UnixStream), ImageError> {
         let _ = std::fs::remove_file(&self.console);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -486,32 +504,20 @@ impl Launcher {
             // The last QEMU's console output comes first: its reader ends at the EOF of the
             // exited QEMU's socket.
             let _ = reader.join();
-            let next = self.launch().and_then(|(mut child, stream)| {
-                match self.read_console(&stream, shared) {
-                    Ok(r) => Ok((child, stream, r)),
-                    Err(e) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        Err(e)
-                    }
-                }
-            });
-            match next {
-                Ok((child, stream, r)) => {
+            match self.launch(shared) {
+                Ok((mut child, stream, r)) => {
                     reader = r;
-                    let next = (child, stream);
                     let Ok(mut current) = shared.current.lock() else {
                         return;
                     };
-                    *current = Some(next);
-                    // kill() may have run while the new QEMU started: it must not outlive it.
+                    // kill() sets the flag before it takes this lock: a kill() that ran while
+                    // the new QEMU started is seen here, and the new QEMU must not outlive it.
                     if shared.killed.load(Ordering::SeqCst) {
-                        if let Some((child, _)) = current.as_mut() {
-                            let _ = child.kill();
-                            let _ = child.wait();
-                        }
+                        let _ = child.kill();
+                        let _ = child.wait();
                         return;
                     }
+                    *current = Some((child, stream));
                 }
                 Err(e) => {
                     if let Ok(mut ended) = shared.ended.lock() {
@@ -566,16 +572,8 @@ impl Vm {
             killed: AtomicBool::new(false),
             resets: AtomicUsize::new(0),
         });
-        let (mut child, stream) = launcher.launch()?;
+        let (child, stream, reader) = launcher.launch(&shared)?;
         let started = Instant::now();
-        let reader = match launcher.read_console(&stream, &shared) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
         if let Ok(mut c) = shared.current.lock() {
             *c = Some((child, stream));
         }
